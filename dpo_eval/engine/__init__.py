@@ -1,0 +1,1 @@
+"""The log-probability engine: batching, packing, response-only projection, caching."""

@@ -1,0 +1,1 @@
+"""Rendering from saved results only; computes no statistic."""
