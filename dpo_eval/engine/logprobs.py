@@ -1,0 +1,83 @@
+"""Sequence log-probabilities of packed pairs: the one function scoring, trainer and reranker share.
+
+The vocabulary projection runs only on response positions, in row chunks, with a float32
+logsumexp: no (batch, seq, vocab) tensor is ever made.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+from dpo_eval.engine.packing import PackedBatch, attention_mask_4d
+
+PROJECTION_ELEMENTS = 1 << 24  # logits per chunk: 16M floats = 64 MiB in float32
+
+
+def _decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
+    head = model.get_output_embeddings()
+    decoder = model.base_model
+    if head is None or decoder is model:
+        raise ValueError(f"{type(model).__name__} has no separate decoder and output head; "
+                         "use a causal LM (AutoModelForCausalLM)")
+    return decoder, head
+
+
+def _logit_transform(config):
+    """Post-projection scaling some architectures apply (Gemma soft-capping, Cohere scale)."""
+    cap = getattr(config, "final_logit_softcapping", None)
+    scale = getattr(config, "logit_scale", None)
+
+    def transform(logits: torch.Tensor) -> torch.Tensor:
+        if scale is not None:
+            logits = logits * scale
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+
+    return transform
+
+
+def _chunk_logps(hidden: torch.Tensor, targets: torch.Tensor, head: torch.nn.Module, transform) -> torch.Tensor:
+    logits = transform(head(hidden)).float()
+    picked = logits.gather(1, targets[:, None]).squeeze(1)
+    return picked - torch.logsumexp(logits, dim=-1)
+
+
+def token_logps(hidden: torch.Tensor, targets: torch.Tensor, head: torch.nn.Module, transform,
+                vocab_size: int) -> torch.Tensor:
+    """log p(target) for each row of hidden (N, H) -> (N,) float32, projected chunk by chunk.
+
+    Under autograd each chunk is recomputed in backward, so chunk logits are never all alive.
+    """
+    rows = max(1, PROJECTION_ELEMENTS // max(vocab_size, 1))
+    parts = []
+    for start in range(0, hidden.shape[0], rows):
+        h, t = hidden[start: start + rows], targets[start: start + rows]
+        if torch.is_grad_enabled() and h.requires_grad:
+            parts.append(checkpoint(_chunk_logps, h, t, head, transform, use_reentrant=False))
+        else:
+            parts.append(_chunk_logps(h, t, head, transform))
+    return torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)
+
+
+def packed_logps(model: torch.nn.Module, batch: PackedBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed response log-probs and token counts for a packed batch on the model's device.
+
+    Returns (logps, counts), each (B, 2): column 0 chosen, column 1 rejected; logps float32,
+    differentiable when grad is enabled.
+    """
+    decoder, head = _decoder_and_head(model)
+    dtype = next(model.parameters()).dtype
+    mask = attention_mask_4d(batch.segments, dtype)
+    out = decoder(input_ids=batch.input_ids, attention_mask=mask, position_ids=batch.position_ids,
+                  use_cache=False)
+    hidden = out.last_hidden_state.reshape(-1, out.last_hidden_state.shape[-1])
+    selected = hidden.index_select(0, batch.source_index)
+    per_token = token_logps(selected, batch.target_ids, head, _logit_transform(model.config),
+                            head.weight.shape[0])
+    sums = torch.zeros(batch.n_rows * 2, dtype=torch.float32, device=per_token.device)
+    sums = sums.index_add(0, batch.owner, per_token)
+    counts = torch.bincount(batch.owner, minlength=batch.n_rows * 2)
+    return sums.view(-1, 2), counts.view(-1, 2)
+

@@ -1,0 +1,102 @@
+"""Score many pairs with one model: cached, batched to a token budget, data-parallel, resumable."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from dpo_eval.engine.batching import plan_batches, shard_batches
+from dpo_eval.engine.cache import CachedRow, LogpCache
+from dpo_eval.engine.distributed import DistContext, all_gather_dicts
+from dpo_eval.engine.logprobs import packed_logps
+from dpo_eval.engine.packing import pack_pairs
+from dpo_eval.tokenization import TokenizedPair
+
+FLUSH_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class PairLogps:
+    """Summed response log-probs per pair, in input order. All arrays (n,)."""
+
+    chosen_logp: np.ndarray
+    rejected_logp: np.ndarray
+    chosen_tokens: np.ndarray
+    rejected_tokens: np.ndarray
+    n_computed: int = 0  # pairs this call computed (the rest came from the cache)
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.inference_mode()
+def compute_batch(model: torch.nn.Module, pairs: Sequence[TokenizedPair], pad_id: int) -> list[CachedRow]:
+    """Log-probs of a few pairs in one forward pass, as (chosen, rejected, n_chosen, n_rejected)."""
+    batch = pack_pairs(pairs, pad_id).to(_model_device(model))
+    logps, counts = packed_logps(model, batch)
+    logps, counts = logps.double().cpu().numpy(), counts.cpu().numpy()
+    return [(float(lp[0]), float(lp[1]), int(c[0]), int(c[1])) for lp, c in zip(logps, counts)]
+
+
+def compute_pair_logps(model: torch.nn.Module, pairs: Sequence[TokenizedPair], *, pad_id: int,
+                       token_budget: int, ctx: DistContext = DistContext(),
+                       on_rows: Callable[[dict[str, CachedRow]], None] | None = None,
+                       desc: str = "scoring") -> dict[str, CachedRow]:
+    """Compute every given pair (keyed by content key); this rank does its share of batches.
+
+    on_rows receives finished rows in groups (at most every FLUSH_SECONDS) for caching.
+    Returns the rows of all ranks merged.
+    """
+    batches = shard_batches(plan_batches([p.packed_length for p in pairs], token_budget), ctx.rank,
+                            ctx.world_size)
+    total = sum(pairs[i].packed_length for b in batches for i in b)
+    done: dict[str, CachedRow] = {}
+    pending: dict[str, CachedRow] = {}
+    last_flush = time.monotonic()
+    bar = tqdm(total=total, unit="tok", unit_scale=True, desc=desc, file=sys.stderr,
+               disable=not ctx.is_main or total == 0, dynamic_ncols=True)
+    for batch in batches:
+        chunk = [pairs[i] for i in batch]
+        for pair, row in zip(chunk, compute_batch(model, chunk, pad_id)):
+            pending[pair.content_key()] = row
+        bar.update(sum(p.packed_length for p in chunk))
+        if on_rows and time.monotonic() - last_flush > FLUSH_SECONDS:
+            on_rows(pending)
+            done.update(pending)
+            pending, last_flush = {}, time.monotonic()
+    bar.close()
+    if on_rows:
+        on_rows(pending)
+    done.update(pending)
+    return all_gather_dicts(done, ctx)
+
+
+def score_with_cache(load_model: Callable[[], torch.nn.Module], pairs: Sequence[TokenizedPair],
+                     cache: LogpCache | None, *, pad_id: int, token_budget: int,
+                     ctx: DistContext = DistContext(), desc: str = "scoring") -> PairLogps:
+    """Pair log-probs for one model, computing only what the cache lacks.
+
+    load_model is called only when something must be computed, so a fully cached
+    reference model is never loaded.
+    """
+    stored = cache.load(may_compact=not ctx.is_distributed) if cache else {}
+    keys = [p.content_key() for p in pairs]
+    missing, seen = [], set()
+    for pair, key in zip(pairs, keys):
+        if key not in stored and key not in seen:
+            missing.append(pair)
+            seen.add(key)
+    if missing:
+        model = load_model()
+        stored.update(compute_pair_logps(model, missing, pad_id=pad_id, token_budget=token_budget, ctx=ctx,
+                                         on_rows=cache.append if cache else None, desc=desc))
+    rows = np.array([stored[k] for k in keys], dtype=np.float64).reshape(-1, 4)
+    return PairLogps(rows[:, 0], rows[:, 1], rows[:, 2].astype(np.int64), rows[:, 3].astype(np.int64),
+                     n_computed=len(missing))

@@ -1,0 +1,172 @@
+"""Turn preference pairs into token ids: a shared prompt and two responses.
+
+Chat pairs go through the tokenizer's chat template: the prompt is rendered with
+``add_generation_prompt=True`` and a response's tokens are the full conversation's tokens past
+the prompt's (a clear error when the prompt is not a token prefix). Plain-text pairs follow TRL's
+convention: response tokens are ``tok(prompt + response)`` past ``len(tok(prompt))``, with EOS
+appended when missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from dpo_eval.errors import UserError
+
+if TYPE_CHECKING:
+    from dpo_eval.data.pairs import PreferencePair
+
+TEMPLATES = ("auto", "chat", "plain")
+TRUNCATIONS = ("keep_end", "keep_start")
+
+
+@dataclass(frozen=True)
+class TokenizerSettings:
+    """How pairs become tokens; part of every cache key.
+
+    template: "chat" uses the tokenizer's chat template, "plain" concatenates strings,
+        "auto" picks chat for message data when the tokenizer has a template.
+    max_length: cap on prompt + response tokens of each sequence (None: no cap).
+    truncation: "keep_end" drops prompt tokens from the left first; "keep_start" cuts
+        responses at the end first.
+    add_eos: append EOS to plain-text responses that lack it.
+    """
+
+    template: str = "auto"
+    max_length: int | None = None
+    truncation: str = "keep_end"
+    add_eos: bool = True
+
+    def __post_init__(self) -> None:
+        if self.template not in TEMPLATES:
+            raise UserError(f"template {self.template!r} is not one of {', '.join(TEMPLATES)}")
+        if self.truncation not in TRUNCATIONS:
+            raise UserError(f"truncation {self.truncation!r} is not one of {', '.join(TRUNCATIONS)}")
+        if self.max_length is not None and self.max_length < 2:
+            raise UserError(f"max_length must be at least 2 tokens, got {self.max_length}")
+
+
+@dataclass(frozen=True)
+class TokenizedPair:
+    """Token ids of one pair: prompt shared by both responses."""
+
+    id: str
+    subset: str
+    prompt_ids: tuple[int, ...]
+    chosen_ids: tuple[int, ...]
+    rejected_ids: tuple[int, ...]
+    is_truncated: bool = False
+
+    @property
+    def packed_length(self) -> int:
+        """Tokens when prompt, chosen and rejected share one row."""
+        return len(self.prompt_ids) + len(self.chosen_ids) + len(self.rejected_ids)
+
+    def content_key(self) -> str:
+        """Fingerprint of the exact token ids (data and tokenization settings both)."""
+        h = hashlib.blake2b(digest_size=16)
+        for part in (self.prompt_ids, self.chosen_ids, self.rejected_ids):
+            h.update(len(part).to_bytes(4, "little"))
+            h.update(b"".join(t.to_bytes(4, "little") for t in part))
+        return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class TokenizedPairs:
+    pairs: list[TokenizedPair]
+    mode: str  # "chat" | "plain"
+    n_truncated: int
+
+
+def choose_mode(pairs: Sequence[PreferencePair], tokenizer, template: str) -> str:
+    """Resolve "auto" to "chat" or "plain" for this data and tokenizer."""
+    is_chat = bool(pairs) and pairs[0].is_chat
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if template == "plain":
+        if is_chat and any(p.text_form is None for p in pairs):
+            raise UserError("--template plain needs plain-text pairs, but the data holds chat messages; "
+                            "use --template chat")
+        return "plain"
+    if template == "chat" or (template == "auto" and is_chat and has_template):
+        if not has_template:
+            raise UserError("the tokenizer has no chat template; use --template plain with plain-text data")
+        if not is_chat:
+            raise UserError("--template chat needs chat-message data; this data is plain text")
+        return "chat"
+    if is_chat and any(p.text_form is None for p in pairs):
+        raise UserError("the data holds chat messages but the tokenizer has no chat template; "
+                        "use a tokenizer with a chat template")
+    return "plain"
+
+
+def _encode(tokenizer, text: str, add_special_tokens: bool) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
+
+
+def _chat_ids(tokenizer, prompt: list[dict], response: list[dict], pair_id: str) -> tuple[list, list]:
+    prompt_text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    full_text = tokenizer.apply_chat_template(prompt + response, tokenize=False)
+    prompt_ids = _encode(tokenizer, prompt_text, add_special_tokens=False)
+    full_ids = _encode(tokenizer, full_text, add_special_tokens=False)
+    if full_ids[: len(prompt_ids)] != prompt_ids:
+        raise UserError(f"pair {pair_id!r}: the chat template's prompt is not a token prefix of the full "
+                        "conversation; use --template plain or a tokenizer whose template is prefix-stable")
+    return prompt_ids, full_ids[len(prompt_ids):]
+
+
+def _plain_ids(tokenizer, prompt: str, response: str, add_eos: bool) -> tuple[list, list]:
+    prompt_ids = _encode(tokenizer, prompt, add_special_tokens=True)
+    full_ids = _encode(tokenizer, prompt + response, add_special_tokens=True)
+    response_ids = full_ids[len(prompt_ids):]
+    eos = tokenizer.eos_token_id
+    if add_eos and eos is not None and (not response_ids or response_ids[-1] != eos):
+        response_ids.append(eos)
+    return prompt_ids, response_ids
+
+
+def truncate(prompt: list, chosen: list, rejected: list, max_length: int | None,
+             truncation: str) -> tuple[list, list, list, bool]:
+    """Cap prompt+chosen and prompt+rejected at max_length; at least 1 prompt token remains.
+
+    keep_end: drop prompt tokens from the left, then cut responses at the end if still too long.
+    keep_start: cut responses at the end, then the prompt at the end (keeping one response token).
+    """
+    longest = max(len(chosen), len(rejected))
+    if max_length is None or len(prompt) + longest <= max_length:
+        return prompt, chosen, rejected, False
+    if truncation == "keep_end":
+        keep_prompt = max(1, max_length - longest)
+        prompt = prompt[len(prompt) - keep_prompt:]
+    else:
+        prompt = prompt[: max(1, min(len(prompt), max_length - 1))]
+    room = max_length - len(prompt)
+    return prompt, chosen[:room], rejected[:room], True
+
+
+def tokenize_pair(pair: PreferencePair, tokenizer, mode: str, settings: TokenizerSettings) -> TokenizedPair:
+    """Tokenize one pair in the given mode ("chat" or "plain")."""
+    if mode == "chat":
+        prompt_ids, chosen_ids = _chat_ids(tokenizer, list(pair.prompt), list(pair.chosen), pair.id)
+        _, rejected_ids = _chat_ids(tokenizer, list(pair.prompt), list(pair.rejected), pair.id)
+    else:
+        prompt, chosen, rejected = pair.text_form or (pair.prompt, pair.chosen, pair.rejected)
+        prompt_ids, chosen_ids = _plain_ids(tokenizer, prompt, chosen, settings.add_eos)
+        _, rejected_ids = _plain_ids(tokenizer, prompt, rejected, settings.add_eos)
+    if not prompt_ids:
+        raise UserError(f"pair {pair.id!r}: the prompt has no tokens, so the first response token has no "
+                        "context; give a non-empty prompt or a tokenizer that adds a BOS token")
+    if not chosen_ids or not rejected_ids:
+        raise UserError(f"pair {pair.id!r}: a response tokenizes to nothing; pass --skip-invalid or fix the row")
+    prompt_ids, chosen_ids, rejected_ids, cut = truncate(
+        prompt_ids, chosen_ids, rejected_ids, settings.max_length, settings.truncation)
+    return TokenizedPair(pair.id, pair.subset, tuple(prompt_ids), tuple(chosen_ids), tuple(rejected_ids), cut)
+
+
+def tokenize_pairs(pairs: Sequence[PreferencePair], tokenizer, settings: TokenizerSettings) -> TokenizedPairs:
+    """Tokenize every pair; the mode (chat or plain) is decided once for the whole dataset."""
+    mode = choose_mode(pairs, tokenizer, settings.template)
+    out = [tokenize_pair(p, tokenizer, mode, settings) for p in pairs]
+    return TokenizedPairs(out, mode, sum(p.is_truncated for p in out))

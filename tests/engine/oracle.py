@@ -1,0 +1,20 @@
+"""The straightforward reference: one sequence at a time, full logits, log_softmax, gather."""
+
+from __future__ import annotations
+
+import torch
+
+
+@torch.no_grad()
+def sequence_logp(model, prompt_ids, response_ids) -> float:
+    ids = torch.tensor([list(prompt_ids) + list(response_ids)])
+    logits = model(input_ids=ids).logits.float()
+    logps = torch.log_softmax(logits[0, :-1], dim=-1)
+    targets = ids[0, 1:]
+    token_logps = logps.gather(1, targets[:, None]).squeeze(1)
+    return float(token_logps[len(prompt_ids) - 1:].sum())
+
+
+def pair_logps(model, pair) -> tuple[float, float]:
+    return (sequence_logp(model, pair.prompt_ids, pair.chosen_ids),
+            sequence_logp(model, pair.prompt_ids, pair.rejected_ids))
