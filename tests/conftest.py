@@ -30,7 +30,7 @@ def random_pairs(n: int, vocab_size: int, seed: int = 0, max_prompt: int = 20, m
 
     rng = random.Random(seed)
     ids = lambda k: tuple(rng.randrange(1, vocab_size) for _ in range(k))  # noqa: E731
-    return [TokenizedPair(str(i), "s%d" % (i % 2), ids(rng.randint(1, max_prompt)),
+    return [TokenizedPair(str(i), f"s{i % 2}", ids(rng.randint(1, max_prompt)),
                           ids(rng.randint(1, max_response)), ids(rng.randint(1, max_response)))
             for i in range(n)]
 
@@ -38,3 +38,47 @@ def random_pairs(n: int, vocab_size: int, seed: int = 0, max_prompt: int = 20, m
 @pytest.fixture
 def llama():
     return tiny_llama()
+
+
+WORDS = ("the a cat dog sat ran on mat log is good bad yes no why how what tell me about it please "
+         "sure sorry i can not help with that here you go").split()
+CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} <eos> {% endfor %}"
+                 "{% if add_generation_prompt %}<|assistant|> {% endif %}")
+
+
+def word_tokenizer():
+    """A whitespace word-level tokenizer with EOS, PAD and a chat template (no downloads)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<unk>", "<bos>", "<eos>", "<|user|>", "<|assistant|>", "<|system|>"]
+    vocab = {w: i for i, w in enumerate(specials + WORDS)}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>",
+                                  bos_token="<bos>", eos_token="<eos>")
+    tok.chat_template = CHAT_TEMPLATE
+    return tok
+
+
+def save_tiny_model(folder, seed: int = 0, vocab_size: int | None = None, **overrides):
+    """Save a tiny random Llama and the word tokenizer as a save_pretrained dir; returns its path."""
+    tok = word_tokenizer()
+    model = tiny_llama(vocab_size=vocab_size or len(tok), seed=seed, **overrides)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return str(folder)
+
+
+def write_text_pairs(path, n: int = 10, seed: int = 0):
+    """A jsonl of plain-text pairs made of tokenizer words, two subsets."""
+    import json
+
+    rng = random.Random(seed)
+    sentence = lambda k: " ".join(rng.choice(WORDS) for _ in range(k))  # noqa: E731
+    with open(path, "w") as f:
+        for i in range(n):
+            row = {"id": f"p{i}", "subset": "ab"[i % 2], "prompt": sentence(rng.randint(2, 8)) + " ",
+                   "chosen": sentence(rng.randint(1, 6)), "rejected": sentence(rng.randint(1, 6))}
+            f.write(json.dumps(row) + "\n")
+    return str(path)

@@ -1,0 +1,34 @@
+"""The `dpo-eval` command line: one click group; each subcommand calls a library function."""
+
+from __future__ import annotations
+
+import click
+
+from dpo_eval.cli_score import score_command
+from dpo_eval.errors import UserError
+
+
+class CliError(click.ClickException):
+    """A user mistake: one line on stderr, exit code 2, no traceback."""
+
+    exit_code = 2
+
+
+class Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except UserError as err:
+            raise CliError(str(err)) from None
+
+
+@click.group(cls=Group)
+@click.version_option(package_name="dpo-eval")
+def main() -> None:
+    """Evaluate and diagnose preference-tuned (DPO-family) language models."""
+
+
+main.add_command(score_command)
+
+if __name__ == "__main__":
+    main()

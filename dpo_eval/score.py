@@ -1,0 +1,195 @@
+"""`dpo-eval score`: implicit rewards of a policy against a reference on preference pairs."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from dpo_eval.data.pairs import load_pairs
+from dpo_eval.engine.batching import default_token_budget
+from dpo_eval.engine.cache import LogpCache, default_cache_dir
+from dpo_eval.engine.distributed import DistContext, barrier, device_for_rank, init_distributed
+from dpo_eval.engine.runner import PairLogps, score_with_cache
+from dpo_eval.errors import UserError
+from dpo_eval.metrics.rewards import NORMS, implicit_rewards, summarize_rewards
+from dpo_eval.models import (
+    ModelIdentity,
+    check_same_vocabulary,
+    identify_model,
+    load_model,
+    load_tokenizer,
+    resolve_device,
+    resolve_dtype,
+)
+from dpo_eval.tokenization import TokenizedPairs, TokenizerSettings, tokenize_pairs
+
+SCHEMA_VERSION = 1
+REFERENCE_FREE = "none"
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """Everything `dpo-eval score` needs; the defaults are the command's defaults."""
+
+    policy: str
+    data: str
+    ref: str = REFERENCE_FREE
+    beta: float = 0.1
+    norm: str = "sum"
+    out: str = "score_out"
+    data_format: str = "auto"
+    split: str | None = None
+    skip_invalid: bool = False
+    limit: int | None = None
+    tokenization: TokenizerSettings = field(default_factory=TokenizerSettings)
+    token_budget: int | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    cache_dir: str | None = None
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
+    tie_tolerance: float = 0.0
+    show_progress: bool = True
+
+    def validate(self) -> None:
+        if not self.beta > 0:
+            raise UserError(f"--beta must be positive, got {self.beta}")
+        if self.norm not in NORMS:
+            raise UserError(f"--norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
+        if self.token_budget is not None and self.token_budget < 1:
+            raise UserError(f"--token-budget must be positive, got {self.token_budget}")
+
+    @property
+    def is_reference_free(self) -> bool:
+        return self.ref.lower() == REFERENCE_FREE
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    pairs: pd.DataFrame
+    summary: dict
+
+
+def _numerics(device: torch.device, dtype: torch.dtype) -> str:
+    return f"{device.type}-{str(dtype).removeprefix('torch.')}"
+
+
+def _model_logps(identity: ModelIdentity, pairs: TokenizedPairs, config: ScoreConfig, ctx: DistContext,
+                 device: torch.device, dtype: torch.dtype, pad_id: int, role: str) -> PairLogps:
+    cache_root = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+    cache = LogpCache(cache_root, identity.fingerprint, _numerics(device, dtype), writer_tag=str(ctx.rank))
+
+    def load() -> torch.nn.Module:
+        return load_model(identity.path, device=device, dtype=dtype, cache_dir=cache_root,
+                          trust_remote_code=config.trust_remote_code, allow_pickle=config.allow_pickle).model
+
+    budget = config.token_budget or default_token_budget(device)
+    result = score_with_cache(load, pairs.pairs, cache, pad_id=pad_id, token_budget=budget, ctx=ctx,
+                              desc=f"{role} log-probs", show_progress=config.show_progress)
+    gc.collect()
+    return result
+
+
+def _pairs_frame(tokenized: TokenizedPairs, policy: PairLogps, ref: PairLogps | None,
+                 config: ScoreConfig) -> pd.DataFrame:
+    nan = np.full(len(tokenized.pairs), np.nan)
+    frame = pd.DataFrame({
+        "id": [p.id for p in tokenized.pairs],
+        "subset": [p.subset for p in tokenized.pairs],
+        "policy_chosen_logp": policy.chosen_logp,
+        "policy_rejected_logp": policy.rejected_logp,
+        "ref_chosen_logp": ref.chosen_logp if ref else nan,
+        "ref_rejected_logp": ref.rejected_logp if ref else nan,
+        "chosen_tokens": policy.chosen_tokens,
+        "rejected_tokens": policy.rejected_tokens,
+        "prompt_tokens": [len(p.prompt_ids) for p in tokenized.pairs],
+        "is_truncated": [p.is_truncated for p in tokenized.pairs],
+    })
+    for side in ("chosen", "rejected"):
+        frame[f"reward_{side}"] = implicit_rewards(
+            frame[f"policy_{side}_logp"], frame[f"ref_{side}_logp"] if ref else None,
+            frame[f"{side}_tokens"], config.beta, config.norm)
+    frame["margin"] = frame["reward_chosen"] - frame["reward_rejected"]
+    return frame
+
+
+def _tokenize(config: ScoreConfig, policy: ModelIdentity, ref: ModelIdentity | None, cache_root: Path):
+    loaded = load_pairs(config.data, data_format=config.data_format, skip_invalid=config.skip_invalid,
+                        limit=config.limit, split=config.split)
+    tokenizer = load_tokenizer(policy.path, *([ref.path] if ref else []), cache_dir=cache_root)
+    if ref is not None:
+        ref_tokenizer = load_tokenizer(ref.path, policy.path, cache_dir=cache_root)
+        check_same_vocabulary(tokenizer, ref_tokenizer, "policy", "reference")
+    tokenized = tokenize_pairs(loaded.pairs, tokenizer, config.tokenization)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    return loaded, tokenized, pad_id
+
+
+def score(config: ScoreConfig) -> ScoreResult:
+    """Score every pair under policy (and reference), write pairs.parquet and summary.json."""
+    config.validate()
+    ctx = init_distributed()
+    cache_root = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+    policy_id = identify_model(config.policy, cache_dir=cache_root, allow_pickle=config.allow_pickle)
+    ref_id = None if config.is_reference_free else identify_model(
+        config.ref, cache_dir=cache_root, allow_pickle=config.allow_pickle)
+    loaded, tokenized, pad_id = _tokenize(config, policy_id, ref_id, cache_root)
+    device = device_for_rank(resolve_device(config.device), ctx)
+    dtype = resolve_dtype(config.dtype, device)
+    ref_logps = None if ref_id is None else _model_logps(
+        ref_id, tokenized, config, ctx, device, dtype, pad_id, "reference")
+    policy_logps = _model_logps(policy_id, tokenized, config, ctx, device, dtype, pad_id, "policy")
+    frame = _pairs_frame(tokenized, policy_logps, ref_logps, config)
+    summary = _summary(config, frame, loaded, tokenized, policy_id, ref_id, device, dtype,
+                       {"policy": policy_logps.n_computed, "reference": ref_logps.n_computed if ref_logps else 0})
+    if ctx.is_main:
+        write_outputs(Path(config.out), frame, summary)
+    barrier(ctx)
+    return ScoreResult(frame, summary)
+
+
+def _summary(config, frame, loaded, tokenized, policy_id, ref_id, device, dtype, computed) -> dict:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "rewards": summarize_rewards(frame, config.tie_tolerance),
+        "beta": config.beta,
+        "norm": config.norm,
+        "reference_free": ref_id is None,
+        "policy": policy_id.to_dict(),
+        "reference": ref_id.to_dict() if ref_id else None,
+        "data": {"path": str(config.data), "format": loaded.format, "n_pairs": len(frame),
+                 "n_skipped_invalid": loaded.n_skipped, "skip_reasons": list(loaded.skip_reasons)},
+        "tokenization": {**asdict(config.tokenization), "mode": tokenized.mode,
+                         "n_truncated": tokenized.n_truncated},
+        "numerics": {"device": device.type, "dtype": str(dtype).removeprefix("torch.")},
+        "pairs_computed": computed,
+    }
+
+
+def write_outputs(out: Path, frame: pd.DataFrame, summary: dict) -> None:
+    """Write pairs.parquet and summary.json atomically into out."""
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f".pairs.parquet.tmp{os.getpid()}"
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, out / "pairs.parquet")
+    tmp = out / f".summary.json.tmp{os.getpid()}"
+    tmp.write_text(json.dumps(_finite_or_null(summary), indent=2, allow_nan=False) + "\n")
+    os.replace(tmp, out / "summary.json")
+
+
+def _finite_or_null(value):
+    """JSON has no NaN: undefined figures (e.g. accuracy of zero pairs) become null."""
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_null(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
