@@ -48,7 +48,7 @@ def compute_batch(model: torch.nn.Module, pairs: Sequence[TokenizedPair], pad_id
 def compute_pair_logps(model: torch.nn.Module, pairs: Sequence[TokenizedPair], *, pad_id: int,
                        token_budget: int, ctx: DistContext = DistContext(),
                        on_rows: Callable[[dict[str, CachedRow]], None] | None = None,
-                       desc: str = "scoring") -> dict[str, CachedRow]:
+                       desc: str = "scoring", show_progress: bool = True) -> dict[str, CachedRow]:
     """Compute every given pair (keyed by content key); this rank does its share of batches.
 
     on_rows receives finished rows in groups (at most every FLUSH_SECONDS) for caching.
@@ -61,7 +61,7 @@ def compute_pair_logps(model: torch.nn.Module, pairs: Sequence[TokenizedPair], *
     pending: dict[str, CachedRow] = {}
     last_flush = time.monotonic()
     bar = tqdm(total=total, unit="tok", unit_scale=True, desc=desc, file=sys.stderr,
-               disable=not ctx.is_main or total == 0, dynamic_ncols=True)
+               disable=not (show_progress and ctx.is_main) or total == 0, dynamic_ncols=True)
     for batch in batches:
         chunk = [pairs[i] for i in batch]
         for pair, row in zip(chunk, compute_batch(model, chunk, pad_id)):
@@ -80,7 +80,8 @@ def compute_pair_logps(model: torch.nn.Module, pairs: Sequence[TokenizedPair], *
 
 def score_with_cache(load_model: Callable[[], torch.nn.Module], pairs: Sequence[TokenizedPair],
                      cache: LogpCache | None, *, pad_id: int, token_budget: int,
-                     ctx: DistContext = DistContext(), desc: str = "scoring") -> PairLogps:
+                     ctx: DistContext = DistContext(), desc: str = "scoring",
+                     show_progress: bool = True) -> PairLogps:
     """Pair log-probs for one model, computing only what the cache lacks.
 
     load_model is called only when something must be computed, so a fully cached
@@ -96,7 +97,8 @@ def score_with_cache(load_model: Callable[[], torch.nn.Module], pairs: Sequence[
     if missing:
         model = load_model()
         stored.update(compute_pair_logps(model, missing, pad_id=pad_id, token_budget=token_budget, ctx=ctx,
-                                         on_rows=cache.append if cache else None, desc=desc))
+                                         on_rows=cache.append if cache else None, desc=desc,
+                                         show_progress=show_progress))
     rows = np.array([stored[k] for k in keys], dtype=np.float64).reshape(-1, 4)
     return PairLogps(rows[:, 0], rows[:, 1], rows[:, 2].astype(np.int64), rows[:, 3].astype(np.int64),
                      n_computed=len(missing))
