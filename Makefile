@@ -1,5 +1,5 @@
 # make test: create .venv if missing, install the CPU torch wheel, the project with [dev], run ruff + pytest.
-# make demo: score the bundled sample pairs with the real SmolLM2-135M-Instruct (policy = reference).
+# make demo: score the bundled HH-RLHF sample with the real SmolLM2-135M-Instruct (reference-free, SimPO-style).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -25,7 +25,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
 demo: $(STAMP)
-	$(BIN)/dpo-eval score --policy smollm2 --ref smollm2 --data data/sample_pairs.jsonl --out demo_out
+	$(BIN)/dpo-eval score --policy smollm2 --ref none --norm avg --beta 1.0 --data data/hh_harmless_sample.jsonl --out demo_out
+	@echo "demo: see demo_out/summary.json and demo_out/pairs.parquet"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/score_bench.py

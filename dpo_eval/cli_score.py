@@ -38,7 +38,7 @@ Examples:
 @click.option("--max-length", type=int, default=None, help="Cap prompt+response tokens per sequence.")
 @click.option("--truncation", type=click.Choice(TRUNCATIONS), default="keep_end", show_default=True)
 @click.option("--token-budget", type=int, default=None,
-              help="Padded tokens per forward pass [default: 4096 on CPU, 32768 on CUDA].")
+              help="Padded tokens per forward pass [default: 1024 on CPU, 32768 on CUDA].")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
 @click.option("--dtype", default="auto", show_default=True, help="auto (fp32 on CPU, bf16 on CUDA), fp32, bf16.")
 @click.option("--cache-dir", default=None, help="Log-prob cache [default: ~/.cache/dpo_eval].")
@@ -56,6 +56,8 @@ def score_command(template, max_length, truncation, no_progress, **options) -> N
 
     settings = TokenizerSettings(template=template, max_length=max_length, truncation=truncation)
     result = score(ScoreConfig(tokenization=settings, show_progress=not no_progress, **options))
+    if not result.is_main_process:
+        return
     rewards = result.summary["rewards"]
     click.echo(json.dumps({k: rewards[k] for k in ("n", "accuracy", "accuracy_ties_half", "n_ties",
                                                    "mean_margin")}))

@@ -15,7 +15,7 @@ import torch
 from dpo_eval.data.pairs import load_pairs
 from dpo_eval.engine.batching import default_token_budget
 from dpo_eval.engine.cache import LogpCache, default_cache_dir
-from dpo_eval.engine.distributed import DistContext, barrier, device_for_rank, init_distributed
+from dpo_eval.engine.distributed import DistContext, device_for_rank, init_distributed, shutdown
 from dpo_eval.engine.runner import PairLogps, score_with_cache
 from dpo_eval.errors import UserError
 from dpo_eval.metrics.rewards import NORMS, implicit_rewards, summarize_rewards
@@ -75,6 +75,7 @@ class ScoreConfig:
 class ScoreResult:
     pairs: pd.DataFrame
     summary: dict
+    is_main_process: bool = True  # False on the other ranks of a torchrun job
 
 
 def _numerics(device: torch.device, dtype: torch.dtype) -> str:
@@ -151,8 +152,8 @@ def score(config: ScoreConfig) -> ScoreResult:
                        {"policy": policy_logps.n_computed, "reference": ref_logps.n_computed if ref_logps else 0})
     if ctx.is_main:
         write_outputs(Path(config.out), frame, summary)
-    barrier(ctx)
-    return ScoreResult(frame, summary)
+    shutdown(ctx)
+    return ScoreResult(frame, summary, ctx.is_main)
 
 
 def _summary(config, frame, loaded, tokenized, policy_id, ref_id, device, dtype, computed) -> dict:

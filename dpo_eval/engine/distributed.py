@@ -59,3 +59,10 @@ def all_gather_dicts(part: dict, ctx: DistContext) -> dict:
 def barrier(ctx: DistContext) -> None:
     if ctx.is_distributed:
         dist.barrier()
+
+
+def shutdown(ctx: DistContext) -> None:
+    """Leave the process group (after a final barrier) so processes exit cleanly."""
+    if ctx.is_distributed and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

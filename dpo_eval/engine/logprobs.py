@@ -64,20 +64,20 @@ def token_logps(hidden: torch.Tensor, targets: torch.Tensor, head: torch.nn.Modu
 def packed_logps(model: torch.nn.Module, batch: PackedBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed response log-probs and token counts for a packed batch on the model's device.
 
-    Returns (logps, counts), each (B, 2): column 0 chosen, column 1 rejected; logps float32,
+    Returns (logps, counts), each (n_pairs, 2): column 0 chosen, column 1 rejected; logps float32,
     differentiable when grad is enabled.
     """
     decoder, head = _decoder_and_head(model)
     dtype = next(model.parameters()).dtype
-    mask = attention_mask_4d(batch.segments, dtype)
+    mask = attention_mask_4d(batch.segments, batch.pair_slots, dtype)
     out = decoder(input_ids=batch.input_ids, attention_mask=mask, position_ids=batch.position_ids,
                   use_cache=False)
     hidden = out.last_hidden_state.reshape(-1, out.last_hidden_state.shape[-1])
     selected = hidden.index_select(0, batch.source_index)
     per_token = token_logps(selected, batch.target_ids, head, _logit_transform(model.config),
                             head.weight.shape[0])
-    sums = torch.zeros(batch.n_rows * 2, dtype=torch.float32, device=per_token.device)
+    sums = torch.zeros(batch.n_pairs * 2, dtype=torch.float32, device=per_token.device)
     sums = sums.index_add(0, batch.owner, per_token)
-    counts = torch.bincount(batch.owner, minlength=batch.n_rows * 2)
+    counts = torch.bincount(batch.owner, minlength=batch.n_pairs * 2)
     return sums.view(-1, 2), counts.view(-1, 2)
 

@@ -13,9 +13,9 @@ from tqdm import tqdm
 
 from dpo_eval.engine.batching import plan_batches, shard_batches
 from dpo_eval.engine.cache import CachedRow, LogpCache
-from dpo_eval.engine.distributed import DistContext, all_gather_dicts
+from dpo_eval.engine.distributed import DistContext, all_gather_dicts, barrier
 from dpo_eval.engine.logprobs import packed_logps
-from dpo_eval.engine.packing import pack_pairs
+from dpo_eval.engine.packing import pack_rows
 from dpo_eval.tokenization import TokenizedPair
 
 FLUSH_SECONDS = 30.0
@@ -37,9 +37,11 @@ def _model_device(model: torch.nn.Module) -> torch.device:
 
 
 @torch.inference_mode()
-def compute_batch(model: torch.nn.Module, pairs: Sequence[TokenizedPair], pad_id: int) -> list[CachedRow]:
-    """Log-probs of a few pairs in one forward pass, as (chosen, rejected, n_chosen, n_rejected)."""
-    batch = pack_pairs(pairs, pad_id).to(_model_device(model))
+def compute_batch(model: torch.nn.Module, rows: Sequence[Sequence[TokenizedPair]],
+                  pad_id: int) -> list[CachedRow]:
+    """Log-probs of the pairs in rows (one forward pass), as (chosen, rejected, n_chosen, n_rejected),
+    in row order."""
+    batch = pack_rows(rows, pad_id).to(_model_device(model))
     logps, counts = packed_logps(model, batch)
     logps, counts = logps.double().cpu().numpy(), counts.cpu().numpy()
     return [(float(lp[0]), float(lp[1]), int(c[0]), int(c[1])) for lp, c in zip(logps, counts)]
@@ -56,17 +58,18 @@ def compute_pair_logps(model: torch.nn.Module, pairs: Sequence[TokenizedPair], *
     """
     batches = shard_batches(plan_batches([p.packed_length for p in pairs], token_budget), ctx.rank,
                             ctx.world_size)
-    total = sum(pairs[i].packed_length for b in batches for i in b)
+    total = sum(pairs[i].packed_length for batch in batches for row in batch for i in row)
     done: dict[str, CachedRow] = {}
     pending: dict[str, CachedRow] = {}
     last_flush = time.monotonic()
     bar = tqdm(total=total, unit="tok", unit_scale=True, desc=desc, file=sys.stderr,
                disable=not (show_progress and ctx.is_main) or total == 0, dynamic_ncols=True)
     for batch in batches:
-        chunk = [pairs[i] for i in batch]
-        for pair, row in zip(chunk, compute_batch(model, chunk, pad_id)):
-            pending[pair.content_key()] = row
-        bar.update(sum(p.packed_length for p in chunk))
+        rows = [[pairs[i] for i in row] for row in batch]
+        flat = [pair for row in rows for pair in row]
+        for pair, result in zip(flat, compute_batch(model, rows, pad_id)):
+            pending[pair.content_key()] = result
+        bar.update(sum(p.packed_length for p in flat))
         if on_rows and time.monotonic() - last_flush > FLUSH_SECONDS:
             on_rows(pending)
             done.update(pending)
@@ -88,6 +91,7 @@ def score_with_cache(load_model: Callable[[], torch.nn.Module], pairs: Sequence[
     reference model is never loaded.
     """
     stored = cache.load(may_compact=not ctx.is_distributed) if cache else {}
+    barrier(ctx)  # every rank reads the same cache state before any rank writes to it
     keys = [p.content_key() for p in pairs]
     missing, seen = [], set()
     for pair, key in zip(pairs, keys):

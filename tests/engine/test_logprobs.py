@@ -9,7 +9,7 @@ from conftest import random_pairs, tiny_llama
 from oracle import pair_logps
 
 from dpo_eval.engine.batching import plan_batches
-from dpo_eval.engine.packing import CHOSEN, REJECTED, attention_mask_4d, pack_pairs
+from dpo_eval.engine.packing import CHOSEN, REJECTED, attention_mask_4d, pack_pairs, pack_rows
 from dpo_eval.engine.runner import compute_pair_logps
 
 TOL = 1e-4
@@ -63,24 +63,50 @@ def _tiny(config_name, model_name, **kw):
     return getattr(transformers, model_name)(config).eval()
 
 
-def test_batches_are_length_sorted_and_fit_the_budget():
-    lengths = [5, 50, 7, 30, 30, 8, 49, 1]
+def test_batches_fit_the_budget_and_cover_every_item_once():
+    lengths = [5, 50, 7, 30, 30, 8, 49, 1, 12, 3]
     batches = plan_batches(lengths, token_budget=100)
-    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
-    flat = [lengths[i] for b in batches for i in b]
-    assert flat == sorted(lengths, reverse=True)
-    for b in batches:
-        assert len(b) * max(lengths[i] for i in b) <= 100 or len(b) == 1
+    items = [i for batch in batches for row in batch for i in row]
+    assert sorted(items) == list(range(len(lengths)))
+    for batch in batches:
+        width = max(sum(lengths[i] for i in row) for row in batch)
+        assert len(batch) * width <= 100
+        assert width == max(lengths[i] for row in batch for i in row)  # rows never wider than the longest item
 
 
-def test_rejected_tokens_never_see_chosen_tokens():
-    pairs = random_pairs(3, 50, seed=1)
-    batch = pack_pairs(pairs, pad_id=0)
-    mask = attention_mask_4d(batch.segments, torch.float32)[:, 0]
+def test_short_items_fill_rows_left_by_long_ones():
+    # budget 10: [10] alone; width 6 -> one row: [6]; width 4 -> two rows: [4] and [3, 1]
+    assert plan_batches([10, 6, 4, 3, 1], token_budget=10) == [[[0]], [[1]], [[2], [3, 4]]]
+    # budget 20, width 10 -> two rows: [10] and [6, 4]; width 3 -> six rows: [3], [1]
+    assert plan_batches([10, 6, 4, 3, 1], token_budget=20) == [[[0], [1, 2]], [[3], [4]]]
+
+
+def test_item_longer_than_budget_gets_its_own_batch():
+    assert plan_batches([50, 2], token_budget=10) == [[[0]], [[1]]]
+
+
+def test_rows_with_several_pairs_match_oracle(llama):
+    pairs = random_pairs(6, llama.config.vocab_size, seed=11)
+    batch_rows = [pairs[:3], pairs[3:]]
+    from dpo_eval.engine.runner import compute_batch
+
+    got = compute_batch(llama, batch_rows, pad_id=0)
+    for pair, row in zip(pairs, got):
+        chosen, rejected = pair_logps(llama, pair)
+        assert abs(row[0] - chosen) <= TOL and abs(row[1] - rejected) <= TOL
+
+
+def test_rejected_tokens_never_see_chosen_tokens_nor_other_pairs():
+    pairs = random_pairs(4, 50, seed=1)
+    batch = pack_rows([pairs[:2], pairs[2:]], pad_id=0)
+    mask = attention_mask_4d(batch.segments, batch.pair_slots, torch.float32)[:, 0]
+    blocked = mask < -1e30
     rejected_q = batch.segments[:, :, None] == REJECTED
     chosen_k = batch.segments[:, None, :] == CHOSEN
-    assert torch.all(mask[rejected_q & chosen_k] < -1e30)
-    assert batch.input_ids.shape[0] == 3
+    assert torch.all(blocked[rejected_q & chosen_k & (batch.pair_slots[:, :, None] == batch.pair_slots[:, None, :])])
+    other_pair = (batch.pair_slots[:, :, None] != batch.pair_slots[:, None, :]) & (batch.pair_slots[:, :, None] >= 0)
+    assert torch.all(blocked[other_pair])
+    assert batch.input_ids.shape[0] == 2 and batch.n_pairs == 4
 
 
 def test_prompt_processed_once_per_pair():

