@@ -61,23 +61,33 @@ def token_logps(hidden: torch.Tensor, targets: torch.Tensor, head: torch.nn.Modu
     return torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)
 
 
-def packed_logps(model: torch.nn.Module, batch: PackedBatch) -> tuple[torch.Tensor, torch.Tensor]:
+def _mask_dtype(model: torch.nn.Module, device: torch.device) -> torch.dtype:
+    """The attention mask must match the query dtype: the autocast dtype when autocast is on."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.get_autocast_dtype(device.type)
+    return next(model.parameters()).dtype
+
+
+def packed_logps(model: torch.nn.Module, batch: PackedBatch,
+                 exclude_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed response log-probs and token counts for a packed batch on the model's device.
 
+    exclude_ids: (K,) token ids left out of sums and counts (e.g. chat-format special tokens).
     Returns (logps, counts), each (n_pairs, 2): column 0 chosen, column 1 rejected; logps float32,
     differentiable when grad is enabled.
     """
     decoder, head = _decoder_and_head(model)
-    dtype = next(model.parameters()).dtype
-    mask = attention_mask_4d(batch.segments, batch.pair_slots, dtype)
+    mask = attention_mask_4d(batch.segments, batch.pair_slots, _mask_dtype(model, batch.input_ids.device))
     out = decoder(input_ids=batch.input_ids, attention_mask=mask, position_ids=batch.position_ids,
                   use_cache=False)
     hidden = out.last_hidden_state.reshape(-1, out.last_hidden_state.shape[-1])
-    selected = hidden.index_select(0, batch.source_index)
-    per_token = token_logps(selected, batch.target_ids, head, _logit_transform(model.config),
+    sources, targets, owner = batch.source_index, batch.target_ids, batch.owner
+    if exclude_ids is not None and exclude_ids.numel():
+        keep = ~torch.isin(targets, exclude_ids.to(targets.device))
+        sources, targets, owner = sources[keep], targets[keep], owner[keep]
+    per_token = token_logps(hidden.index_select(0, sources), targets, head, _logit_transform(model.config),
                             head.weight.shape[0])
     sums = torch.zeros(batch.n_pairs * 2, dtype=torch.float32, device=per_token.device)
-    sums = sums.index_add(0, batch.owner, per_token)
-    counts = torch.bincount(batch.owner, minlength=batch.n_pairs * 2)
+    sums = sums.index_add(0, owner, per_token)
+    counts = torch.bincount(owner, minlength=batch.n_pairs * 2)
     return sums.view(-1, 2), counts.view(-1, 2)
-

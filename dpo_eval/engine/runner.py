@@ -38,11 +38,11 @@ def _model_device(model: torch.nn.Module) -> torch.device:
 
 @torch.inference_mode()
 def compute_batch(model: torch.nn.Module, rows: Sequence[Sequence[TokenizedPair]],
-                  pad_id: int) -> list[CachedRow]:
+                  pad_id: int, exclude_ids: torch.Tensor | None = None) -> list[CachedRow]:
     """Log-probs of the pairs in rows (one forward pass), as (chosen, rejected, n_chosen, n_rejected),
     in row order."""
     batch = pack_rows(rows, pad_id).to(_model_device(model))
-    logps, counts = packed_logps(model, batch)
+    logps, counts = packed_logps(model, batch, exclude_ids)
     logps, counts = logps.double().cpu().numpy(), counts.cpu().numpy()
     return [(float(lp[0]), float(lp[1]), int(c[0]), int(c[1])) for lp, c in zip(logps, counts)]
 
@@ -50,7 +50,8 @@ def compute_batch(model: torch.nn.Module, rows: Sequence[Sequence[TokenizedPair]
 def compute_pair_logps(model: torch.nn.Module, pairs: Sequence[TokenizedPair], *, pad_id: int,
                        token_budget: int, ctx: DistContext = DistContext(),
                        on_rows: Callable[[dict[str, CachedRow]], None] | None = None,
-                       desc: str = "scoring", show_progress: bool = True) -> dict[str, CachedRow]:
+                       desc: str = "scoring", show_progress: bool = True,
+                       exclude_ids: torch.Tensor | None = None) -> dict[str, CachedRow]:
     """Compute every given pair (keyed by content key); this rank does its share of batches.
 
     on_rows receives finished rows in groups (at most every FLUSH_SECONDS) for caching.
@@ -67,7 +68,7 @@ def compute_pair_logps(model: torch.nn.Module, pairs: Sequence[TokenizedPair], *
     for batch in batches:
         rows = [[pairs[i] for i in row] for row in batch]
         flat = [pair for row in rows for pair in row]
-        for pair, result in zip(flat, compute_batch(model, rows, pad_id)):
+        for pair, result in zip(flat, compute_batch(model, rows, pad_id, exclude_ids)):
             pending[pair.content_key()] = result
         bar.update(sum(p.packed_length for p in flat))
         if on_rows and time.monotonic() - last_flush > FLUSH_SECONDS:
@@ -84,11 +85,11 @@ def compute_pair_logps(model: torch.nn.Module, pairs: Sequence[TokenizedPair], *
 def score_with_cache(load_model: Callable[[], torch.nn.Module], pairs: Sequence[TokenizedPair],
                      cache: LogpCache | None, *, pad_id: int, token_budget: int,
                      ctx: DistContext = DistContext(), desc: str = "scoring",
-                     show_progress: bool = True) -> PairLogps:
+                     show_progress: bool = True, exclude_ids: torch.Tensor | None = None) -> PairLogps:
     """Pair log-probs for one model, computing only what the cache lacks.
 
     load_model is called only when something must be computed, so a fully cached
-    reference model is never loaded.
+    reference model is never loaded. With exclude_ids, the cache's numerics tag must say so.
     """
     stored = cache.load(may_compact=not ctx.is_distributed) if cache else {}
     barrier(ctx)  # every rank reads the same cache state before any rank writes to it
@@ -102,7 +103,7 @@ def score_with_cache(load_model: Callable[[], torch.nn.Module], pairs: Sequence[
         model = load_model()
         stored.update(compute_pair_logps(model, missing, pad_id=pad_id, token_budget=token_budget, ctx=ctx,
                                          on_rows=cache.append if cache else None, desc=desc,
-                                         show_progress=show_progress))
+                                         show_progress=show_progress, exclude_ids=exclude_ids))
     rows = np.array([stored[k] for k in keys], dtype=np.float64).reshape(-1, 4)
     return PairLogps(rows[:, 0], rows[:, 1], rows[:, 2].astype(np.int64), rows[:, 3].astype(np.int64),
                      n_computed=len(missing))

@@ -1,0 +1,185 @@
+"""`dpo-eval train` configuration: one frozen dataclass owns every default; YAML and --set override."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dpo_eval.errors import UserError
+
+SCHEDULES = ("cosine", "linear", "constant")
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """LoRA through peft: rank r, scaling alpha, dropout, which modules ("all-linear" or a list)."""
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: Any = "all-linear"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of a training run. `policy` initialises the model; `ref` defaults to it."""
+
+    policy: str
+    data: str
+    output_dir: str
+    ref: str | None = None
+    eval_data: str | None = None
+    data_format: str = "auto"
+    skip_invalid: bool = False
+    limit: int | None = None
+    # loss
+    loss: str = "dpo"
+    beta: float = 0.1
+    loss_params: dict = field(default_factory=dict)
+    nll_coef: float = 0.0
+    # optimisation
+    learning_rate: float = 1e-6
+    weight_decay: float = 0.0
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 0
+    lr_schedule: str = "cosine"
+    epochs: int = 1
+    max_steps: int | None = None
+    batch_size: int = 4
+    grad_accum: int = 1
+    max_grad_norm: float | None = 1.0
+    seed: int = 0
+    # tokenization
+    template: str = "auto"
+    max_length: int | None = 1024
+    truncation: str = "keep_end"
+    mask_special_tokens: bool = False
+    # model and numerics
+    device: str = "auto"
+    dtype: str = "auto"
+    gradient_checkpointing: bool = False
+    lora: LoraSettings | None = None
+    train_top_layers: int | None = None
+    keep_ref_live: bool = False
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
+    cache_dir: str | None = None
+    # bookkeeping
+    log_every: int = 1
+    eval_every: int = 0
+    save_every: int = 0
+    show_progress: bool = True
+
+    def validate(self) -> None:
+        """Check values before any model loads; one line per problem."""
+        from dpo_eval.train.losses import LOSSES
+
+        if self.loss not in LOSSES:
+            raise UserError(f"loss {self.loss!r} is unknown; choose one of {', '.join(sorted(LOSSES))}")
+        if self.lr_schedule not in SCHEDULES:
+            raise UserError(f"lr_schedule {self.lr_schedule!r} is unknown; choose one of {', '.join(SCHEDULES)}")
+        positive = {"batch_size": self.batch_size, "grad_accum": self.grad_accum, "epochs": self.epochs,
+                    "learning_rate": self.learning_rate, "beta": self.beta}
+        for name, value in positive.items():
+            if not value > 0:
+                raise UserError(f"{name} must be positive, got {value}")
+        for name in ("max_steps", "train_top_layers"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise UserError(f"{name} must be at least 1 (or null), got {value}")
+        for name in ("warmup_steps", "eval_every", "save_every", "nll_coef", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.eval_every and not self.eval_data:
+            raise UserError("eval_every is set but eval_data is not; give eval_data or set eval_every: 0")
+        if self.lora is not None and self.train_top_layers is not None:
+            raise UserError("lora and train_top_layers cannot be combined; choose one")
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+def _check_scalar(name: str, value: Any, hint: Any) -> Any:
+    """Give YAML scalars the field's type (YAML reads 1e-3 as a string); refuse wrong types."""
+    allowed = set(typing.get_args(hint)) or {hint}
+    if value is None and type(None) in allowed:
+        return None
+    for kind in (bool, int, float, str):
+        if kind not in allowed:
+            continue
+        if kind is float and isinstance(value, (int, str)) and not isinstance(value, bool):
+            try:
+                return float(value)
+            except ValueError:
+                continue
+        if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+            return value
+    names = " or ".join(getattr(k, "__name__", str(k)) for k in allowed)
+    raise UserError(f"setting {name} must be {names}, got {value!r}")
+
+
+def _coerce(name: str, value: Any) -> Any:
+    hint = typing.get_type_hints(TrainConfig)[name]
+    if set(typing.get_args(hint) or {hint}) <= {bool, int, float, str, type(None)}:
+        return _check_scalar(name, value, hint)
+    if name == "lora" and isinstance(value, dict):
+        unknown = set(value) - {f.name for f in dataclasses.fields(LoraSettings)}
+        if unknown:
+            raise UserError(f"lora: unknown key(s) {', '.join(sorted(unknown))}")
+        return LoraSettings(**value)
+    if name == "lora" and value is True:
+        return LoraSettings()
+    if name == "adam_betas":
+        return tuple(value)
+    return value
+
+
+def _apply_override(values: dict, assignment: str) -> None:
+    """Apply one `key=value` (value parsed as YAML; `loss_params.gamma=0.5` sets a nested key)."""
+    if "=" not in assignment:
+        raise UserError(f"--set {assignment!r}: expected key=value, e.g. --set learning_rate=1e-5")
+    key, raw = assignment.split("=", 1)
+    value = yaml.safe_load(raw)
+    *parents, leaf = key.strip().split(".")
+    target = values
+    for parent in parents:
+        target = target.setdefault(parent, {})
+        if not isinstance(target, dict):
+            raise UserError(f"--set {assignment!r}: {parent} is not a mapping")
+    target[leaf] = value
+
+
+def load_config(path: str | Path | None, overrides: tuple[str, ...] = (), **base: Any) -> TrainConfig:
+    """Read YAML (if given), apply `key=value` overrides, build and validate a TrainConfig."""
+    values: dict = dict(base)
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise UserError(f"config file {path} does not exist") from None
+        except yaml.YAMLError as err:
+            raise UserError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+        if not isinstance(loaded, dict):
+            raise UserError(f"{path}: expected a mapping of settings at the top level")
+        values.update(loaded)
+    for assignment in overrides:
+        _apply_override(values, assignment)
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = set(values) - known
+    if unknown:
+        raise UserError(f"unknown setting(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(known))}")
+    missing = [name for name in ("policy", "data", "output_dir") if name not in values]
+    if missing:
+        raise UserError(f"missing required setting(s) {', '.join(missing)} (in the YAML or via --set)")
+    try:
+        config = TrainConfig(**{k: _coerce(k, v) for k, v in values.items()})
+    except TypeError as err:
+        raise UserError(f"bad setting: {err}") from None
+    config.validate()
+    return config

@@ -1,0 +1,346 @@
+"""Preference-optimisation losses, one small pure function each.
+
+Every paired loss takes a `PairLogps` (summed response log-probs of a batch of pairs) plus its
+hyperparameters, and returns a `LossOutput` with the per-pair loss (batch,) and the detached
+implicit rewards the method logs. Notation used in the docstrings, all (batch,):
+
+    pc, pr   policy log pi(y_chosen|x), log pi(y_rejected|x)   (summed over response tokens)
+    rc, rr   reference log pi_ref(y_chosen|x), log pi_ref(y_rejected|x)
+    nc, nr   response token counts of chosen and rejected
+    h        (pc - rc) - (pr - rr)                              (the DPO log-ratio margin)
+    ls       log sigmoid
+
+Losses are reduced by the caller (usually `.mean()`), as TRL does. `compute_loss` dispatches by
+name through the `LOSSES` registry; KTO works on unpaired sequences and is called directly.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "LOSSES", "REFERENCE_FREE", "LossOutput", "PairLogps", "compute_loss", "cpo_loss", "dpo_loss",
+    "dpop_loss", "hinge_loss", "ipo_loss", "kto_kl_estimate", "kto_loss", "nll_term", "orpo_loss",
+    "rdpo_loss", "simpo_loss",
+]
+
+
+@dataclass(frozen=True)
+class PairLogps:
+    """Summed response log-probs of a batch of pairs; every tensor (batch,) float.
+
+    Validated on construction: all tensors 1-D with the same length, both reference tensors given
+    or both None, and every token count >= 1 (length-normalised losses divide by it).
+    """
+
+    policy_chosen: torch.Tensor
+    policy_rejected: torch.Tensor
+    ref_chosen: torch.Tensor | None  # None for reference-free losses
+    ref_rejected: torch.Tensor | None
+    chosen_tokens: torch.Tensor  # response token counts (float)
+    rejected_tokens: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if (self.ref_chosen is None) != (self.ref_rejected is None):
+            raise ValueError("PairLogps: give both ref_chosen and ref_rejected, or neither (reference-free)")
+        tensors = {name: value for name, value in vars(self).items() if value is not None}
+        for name, value in tensors.items():
+            if not isinstance(value, torch.Tensor) or value.ndim != 1:
+                shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+                raise ValueError(f"PairLogps.{name} must be a 1-D (batch,) tensor, got {shape}: "
+                                 "sum the per-token log-probs over each response first")
+        shapes = {name: tuple(value.shape) for name, value in tensors.items()}
+        if len(set(shapes.values())) != 1:
+            raise ValueError(f"PairLogps tensors must all have the same (batch,) shape, got {shapes}")
+        for name in ("chosen_tokens", "rejected_tokens"):
+            if bool((getattr(self, name) < 1).any()):
+                raise ValueError(f"PairLogps.{name} has a count below 1: every response needs at least one "
+                                 "token; drop empty responses before computing the loss")
+
+
+@dataclass(frozen=True)
+class LossOutput:
+    """Per-item losses and the implicit rewards the method logs."""
+
+    losses: torch.Tensor  # (batch,) per-pair loss (differentiable)
+    chosen_rewards: torch.Tensor  # (batch,) detached implicit rewards, for logging
+    rejected_rewards: torch.Tensor
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _require_positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+
+
+def _require_smoothing(value: float) -> None:
+    if not 0.0 <= value < 0.5:
+        raise ValueError(f"label_smoothing is the assumed label-flip probability and must lie in [0, 0.5), "
+                         f"got {value}")
+
+
+def _logratios(logps: PairLogps, loss_name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pc - rc, pr - rr), each (batch,); raises when the reference log-probs are missing."""
+    if logps.ref_chosen is None or logps.ref_rejected is None:
+        raise ValueError(f"{loss_name} needs reference log-probs but PairLogps.ref_chosen/ref_rejected are "
+                         f"None: compute them with the reference model, or use a reference-free loss "
+                         f"({', '.join(sorted(REFERENCE_FREE))})")
+    return logps.policy_chosen - logps.ref_chosen, logps.policy_rejected - logps.ref_rejected
+
+
+def _smoothed_logsigmoid_loss(logits: torch.Tensor, label_smoothing: float) -> torch.Tensor:
+    """-(1 - eps) * ls(logits) - eps * ls(-logits), (batch,): a logistic loss with flipped-label noise eps."""
+    return -(1 - label_smoothing) * F.logsigmoid(logits) - label_smoothing * F.logsigmoid(-logits)
+
+
+def _log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """log(1 - exp(x)) for x < 0, stable on both sides of -log 2 (Maechler 2012; TRL's ORPO does the same)."""
+    return torch.where(x < -0.6931471805599453, torch.log1p(-torch.exp(x)), torch.log(-torch.expm1(x)))
+
+
+# ------------------------------------------------------------------------------- reference-based losses
+
+
+def dpo_loss(logps: PairLogps, beta: float = 0.1, label_smoothing: float = 0.0) -> LossOutput:
+    """Sigmoid DPO; conservative DPO (cDPO) when label_smoothing > 0.
+
+    DPO, Rafailov et al. 2023, "Direct Preference Optimization" (arXiv:2305.18290), eq. 7;
+    cDPO, Mitchell 2023, "A note on DPO with noisy preferences & relationship to IPO".
+
+        h    = (pc - rc) - (pr - rr)
+        loss = -(1 - eps) * ls(beta * h) - eps * ls(-beta * h)
+        rewards: beta * (pc - rc), beta * (pr - rr)
+
+    TRL 1.16's "sigmoid" ignores label_smoothing (its "aot" loss on one pair equals cDPO).
+    """
+    _require_positive("beta", beta)
+    _require_smoothing(label_smoothing)
+    chosen, rejected = _logratios(logps, "dpo_loss")
+    losses = _smoothed_logsigmoid_loss(beta * (chosen - rejected), label_smoothing)
+    return LossOutput(losses, (beta * chosen).detach(), (beta * rejected).detach())
+
+
+def ipo_loss(logps: PairLogps, beta: float = 0.1) -> LossOutput:
+    """IPO, Azar et al. 2023, "A General Theoretical Paradigm to Understand Learning from Human
+    Preferences" (arXiv:2310.12036), eq. 17, with beta the paper's tau.
+
+        h_avg = (pc - rc) / nc - (pr - rr) / nr
+        loss  = (h_avg - 1 / (2 * beta)) ** 2
+        rewards: beta * (pc - rc), beta * (pr - rr)      (un-normalised, as TRL logs them)
+
+    Like TRL 1.16, each log-ratio is divided by its response's token count; the paper writes
+    sequence log-ratios, but TRL says the IPO authors confirmed their results used this form.
+    """
+    _require_positive("beta", beta)
+    chosen, rejected = _logratios(logps, "ipo_loss")
+    margin = chosen / logps.chosen_tokens - rejected / logps.rejected_tokens
+    losses = (margin - 1 / (2 * beta)) ** 2
+    return LossOutput(losses, (beta * chosen).detach(), (beta * rejected).detach())
+
+
+def hinge_loss(logps: PairLogps, beta: float = 0.1) -> LossOutput:
+    """SLiC hinge loss, Zhao et al. 2023, "SLiC-HF: Sequence Likelihood Calibration with Human
+    Feedback" (arXiv:2305.10425), on the DPO log-ratio margin as in TRL's "hinge".
+
+        loss = relu(1 - beta * h),  h = (pc - rc) - (pr - rr)
+        rewards: beta * (pc - rc), beta * (pr - rr)
+    """
+    _require_positive("beta", beta)
+    chosen, rejected = _logratios(logps, "hinge_loss")
+    losses = torch.relu(1 - beta * (chosen - rejected))
+    return LossOutput(losses, (beta * chosen).detach(), (beta * rejected).detach())
+
+
+def rdpo_loss(logps: PairLogps, beta: float = 0.1, alpha: float = 0.0) -> LossOutput:
+    """R-DPO (length-regularised DPO), Park et al. 2024, "Disentangling Length from Quality in
+    Direct Preference Optimization" (arXiv:2403.19159).
+
+        loss = -ls(beta * h - alpha * (nc - nr)),  h = (pc - rc) - (pr - rr)
+        rewards: beta * (pc - rc), beta * (pr - rr)
+
+    alpha > 0 penalises preferring the longer response; alpha = 0 is DPO.
+    """
+    _require_positive("beta", beta)
+    chosen, rejected = _logratios(logps, "rdpo_loss")
+    length_margin = logps.chosen_tokens - logps.rejected_tokens
+    losses = -F.logsigmoid(beta * (chosen - rejected) - alpha * length_margin)
+    return LossOutput(losses, (beta * chosen).detach(), (beta * rejected).detach())
+
+
+def dpop_loss(logps: PairLogps, beta: float = 0.1, lambda_: float = 50.0) -> LossOutput:
+    """DPO-Positive (DPOP), Pal et al. 2024, "Smaug: Fixing Failure Modes of Preference
+    Optimisation with DPO-Positive" (arXiv:2402.13228).
+
+        loss = -ls(beta * (h - lambda_ * relu(rc - pc))),  h = (pc - rc) - (pr - rr)
+        rewards: beta * (pc - rc), beta * (pr - rr)
+
+    The penalty is active only when the policy's chosen log-prob falls below the reference's.
+    """
+    _require_positive("beta", beta)
+    if lambda_ < 0:
+        raise ValueError(f"lambda_ must be >= 0 (the paper uses 50), got {lambda_}")
+    chosen, rejected = _logratios(logps, "dpop_loss")
+    penalty = torch.relu(-chosen)  # relu(rc - pc)
+    losses = -F.logsigmoid(beta * (chosen - rejected - lambda_ * penalty))
+    return LossOutput(losses, (beta * chosen).detach(), (beta * rejected).detach())
+
+
+# --------------------------------------------------------------------------------- reference-free losses
+
+
+def nll_term(logps: PairLogps) -> torch.Tensor:
+    """Mean token NLL of the chosen response, (batch,): -pc / nc.
+
+    The trainer may add coef * this to any loss (the Llama-3 recipe used coef 0.2).
+    """
+    return -logps.policy_chosen / logps.chosen_tokens
+
+
+def simpo_loss(logps: PairLogps, beta: float = 2.0, gamma: float = 0.5, label_smoothing: float = 0.0) -> LossOutput:
+    """SimPO, Meng et al. 2024, "SimPO: Simple Preference Optimization with a Reference-Free
+    Reward" (arXiv:2405.14734), eq. 6; reference-free (ref log-probs are ignored).
+
+        logits = beta * (pc / nc - pr / nr) - gamma
+        loss   = -(1 - eps) * ls(logits) - eps * ls(-logits)
+        rewards: beta * pc / nc, beta * pr / nr
+
+    gamma is the target reward margin itself, the same quantity as TRL CPOConfig's `simpo_gamma`
+    (TRL computes beta * (avg_c - avg_r - simpo_gamma / beta)). The SimPO authors' code takes
+    `gamma_beta_ratio` instead: gamma = beta * gamma_beta_ratio.
+    """
+    _require_positive("beta", beta)
+    _require_smoothing(label_smoothing)
+    chosen = beta * logps.policy_chosen / logps.chosen_tokens
+    rejected = beta * logps.policy_rejected / logps.rejected_tokens
+    losses = _smoothed_logsigmoid_loss(chosen - rejected - gamma, label_smoothing)
+    return LossOutput(losses, chosen.detach(), rejected.detach())
+
+
+def orpo_loss(logps: PairLogps, beta: float = 0.1) -> LossOutput:
+    """ORPO, Hong et al. 2024, "ORPO: Monolithic Preference Optimization without Reference Model"
+    (arXiv:2403.07691), eqs. 4-7, with beta the paper's lambda; reference-free.
+
+        ac, ar   = pc / nc, pr / nr                       (mean token log-probs)
+        log_odds = (ac - ar) - (log(1 - exp(ac)) - log(1 - exp(ar)))
+        loss     = -ac - beta * ls(log_odds)               (chosen NLL + odds-ratio term)
+        rewards: beta * ac, beta * ar
+
+    The odds-ratio term and rewards equal TRL's `ORPOTrainer.odds_ratio_loss`. TRL's NLL is the
+    cross-entropy of the chosen prompt *and* response, token-averaged over the whole batch; here it
+    is the per-pair mean over response tokens, so a pair's loss does not depend on its batch.
+    """
+    _require_positive("beta", beta)
+    chosen = logps.policy_chosen / logps.chosen_tokens
+    rejected = logps.policy_rejected / logps.rejected_tokens
+    log_odds = (chosen - rejected) - (_log1mexp(chosen) - _log1mexp(rejected))
+    losses = -chosen - beta * F.logsigmoid(log_odds)
+    return LossOutput(losses, (beta * chosen).detach(), (beta * rejected).detach())
+
+
+def cpo_loss(logps: PairLogps, beta: float = 0.1, label_smoothing: float = 0.0, bc_coef: float = 1.0) -> LossOutput:
+    """CPO, Xu et al. 2024, "Contrastive Preference Optimization: Pushing the Boundaries of LLM
+    Performance in Machine Translation" (arXiv:2401.08417), eq. 3 plus the NLL (BC) regulariser.
+
+        logits = beta * (pc - pr)
+        loss   = -(1 - eps) * ls(logits) - eps * ls(-logits) + bc_coef * (-pc / nc)
+        rewards: beta * pc, beta * pr
+
+    bc_coef is TRL CPOConfig's `cpo_alpha`. The preference term equals TRL's `CPOTrainer.cpo_loss`
+    (loss_type="sigmoid"); TRL's NLL is token-averaged over the whole batch's chosen responses,
+    here it is each pair's mean token NLL (equal when all chosen responses have the same length).
+    """
+    _require_positive("beta", beta)
+    _require_smoothing(label_smoothing)
+    chosen = beta * logps.policy_chosen
+    rejected = beta * logps.policy_rejected
+    losses = _smoothed_logsigmoid_loss(chosen - rejected, label_smoothing) + bc_coef * nll_term(logps)
+    return LossOutput(losses, chosen.detach(), rejected.detach())
+
+
+# ----------------------------------------------------------------------------------- KTO (unpaired data)
+
+
+def kto_kl_estimate(policy_kl_logps: torch.Tensor, ref_kl_logps: torch.Tensor) -> torch.Tensor:
+    """KTO's reference point z0: a detached scalar, mean(policy - ref) clamped at >= 0.
+
+    Both (n,) are summed log-probs of *mismatched* pairs (prompt i with the completion of another
+    item), as in Ethayarajh et al. 2024 and TRL. Under data parallelism, average the mean across
+    ranks before the clamp, as TRL does.
+    """
+    if policy_kl_logps.ndim != 1 or policy_kl_logps.shape != ref_kl_logps.shape:
+        raise ValueError(f"policy_kl_logps {tuple(policy_kl_logps.shape)} and ref_kl_logps "
+                         f"{tuple(ref_kl_logps.shape)} must both be (n,)")
+    return (policy_kl_logps - ref_kl_logps).mean().detach().clamp(min=0)
+
+
+def kto_loss(policy_logps: torch.Tensor, ref_logps: torch.Tensor, is_desirable: torch.Tensor,
+             kl_estimate: torch.Tensor, beta: float = 0.1, desirable_weight: float = 1.0,
+             undesirable_weight: float = 1.0) -> LossOutput:
+    """KTO, Ethayarajh et al. 2024, "KTO: Model Alignment as Prospect Theoretic Optimization"
+    (arXiv:2402.01306), eq. 7, for unpaired sequences.
+
+        r    = policy_logps - ref_logps                         (n,)
+        z0   = kl_estimate, detached and clamped at >= 0        (scalar; see kto_kl_estimate)
+        loss = w_d * (1 - sigmoid(beta * (r - z0)))   where is_desirable
+               w_u * (1 - sigmoid(beta * (z0 - r)))   elsewhere
+        rewards: beta * r, split into desirable (chosen) and undesirable (rejected) items
+
+    Args: policy_logps, ref_logps (n,) float summed log-probs; is_desirable (n,) bool.
+    losses keeps the input order, (n,); the reward tensors may be empty.
+    """
+    _require_positive("beta", beta)
+    if policy_logps.ndim != 1 or policy_logps.shape != ref_logps.shape or is_desirable.shape != policy_logps.shape:
+        raise ValueError(f"policy_logps {tuple(policy_logps.shape)}, ref_logps {tuple(ref_logps.shape)} and "
+                         f"is_desirable {tuple(is_desirable.shape)} must all be (n,)")
+    if is_desirable.dtype != torch.bool:
+        raise ValueError(f"is_desirable must be a bool tensor, got {is_desirable.dtype}: use labels.bool()")
+    if kl_estimate.numel() != 1:
+        raise ValueError(f"kl_estimate must be a scalar tensor, got shape {tuple(kl_estimate.shape)}")
+    z0 = kl_estimate.detach().reshape(()).clamp(min=0)
+    logratios = policy_logps - ref_logps
+    desirable = desirable_weight * (1 - torch.sigmoid(beta * (logratios - z0)))
+    undesirable = undesirable_weight * (1 - torch.sigmoid(beta * (z0 - logratios)))
+    rewards = (beta * logratios).detach()
+    losses = torch.where(is_desirable, desirable, undesirable)
+    return LossOutput(losses, rewards[is_desirable], rewards[~is_desirable])
+
+
+# ----------------------------------------------------------------------------------- registry, dispatch
+
+LOSSES: dict[str, Callable[..., LossOutput]] = {
+    "dpo": dpo_loss, "ipo": ipo_loss, "hinge": hinge_loss, "rdpo": rdpo_loss,
+    "simpo": simpo_loss, "orpo": orpo_loss, "cpo": cpo_loss, "dpop": dpop_loss,
+}
+REFERENCE_FREE: frozenset[str] = frozenset({"simpo", "orpo", "cpo"})
+
+
+def compute_loss(name: str, logps: PairLogps, params: dict, nll_coef: float = 0.0) -> LossOutput:
+    """Run the paired loss `name` with hyperparameters `params`, plus nll_coef * nll_term(logps).
+
+    Raises ValueError for an unknown loss, an unknown or missing parameter, a negative nll_coef,
+    or reference-free log-probs given to a reference-based loss. For KTO call `kto_loss`.
+    """
+    if name not in LOSSES:
+        hint = " (KTO takes unpaired data: call kto_loss)" if name == "kto" else ""
+        raise ValueError(f"unknown loss {name!r}{hint}: choose one of {sorted(LOSSES)}")
+    signature = inspect.signature(LOSSES[name])
+    valid = list(signature.parameters)[1:]
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise ValueError(f"loss {name!r} has no parameter(s) {unknown}: valid parameters are {valid}")
+    missing = [p for p in valid if signature.parameters[p].default is inspect.Parameter.empty and p not in params]
+    if missing:
+        raise ValueError(f"loss {name!r} needs parameter(s) {missing}: valid parameters are {valid}")
+    if nll_coef < 0:
+        raise ValueError(f"nll_coef must be >= 0, got {nll_coef}")
+    output = LOSSES[name](logps, **params)
+    if nll_coef:
+        output = replace(output, losses=output.losses + nll_coef * nll_term(logps))
+    return output
