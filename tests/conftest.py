@@ -82,3 +82,21 @@ def write_text_pairs(path, n: int = 10, seed: int = 0):
                    "chosen": sentence(rng.randint(1, 6)), "rejected": sentence(rng.randint(1, 6))}
             f.write(json.dumps(row) + "\n")
     return str(path)
+
+
+GOOD_WORDS = ("good", "yes", "sure", "here", "you", "go")
+BAD_WORDS = ("bad", "no", "sorry", "not", "can", "help")
+
+
+def write_synthetic_preferences(path, n: int, seed: int):
+    """A learnable task: chosen responses use GOOD_WORDS, rejected ones BAD_WORDS."""
+    import json
+
+    rng = random.Random(seed)
+    words = lambda pool, k: " ".join(rng.choice(pool) for _ in range(k))  # noqa: E731
+    with open(path, "w") as f:
+        for i in range(n):
+            row = {"id": f"s{seed}-{i}", "prompt": words(WORDS[:12], rng.randint(2, 5)) + " ",
+                   "chosen": words(GOOD_WORDS, rng.randint(1, 4)), "rejected": words(BAD_WORDS, rng.randint(1, 4))}
+            f.write(json.dumps(row) + "\n")
+    return str(path)

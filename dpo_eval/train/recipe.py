@@ -151,14 +151,7 @@ class DPORecipe:
     def train_step(self, batch: np.ndarray, step: int) -> StepMetrics:
         """One optimizer step over a global batch (this rank's share, in micro-batches)."""
         cfg = self.config
-        totals = StepMetrics()
-        for micro in range(cfg.grad_accum):
-            items = micro_batch(batch, self.ctx.rank, self.ctx.world_size, micro, cfg.batch_size)
-            sync = micro == cfg.grad_accum - 1 or not self.ctx.is_distributed
-            with (contextlib.nullcontext() if sync else self.forward.no_sync()), self._autocast():
-                out, logps = self._micro_loss(items)
-                (out.losses.sum() / (cfg.batch_size * cfg.grad_accum)).backward()
-            totals.add(out, logps)
+        totals = self.accumulate_gradients(batch)
         grad_norm = self._clip()
         lr = learning_rate_at(step, base_lr=cfg.learning_rate, total_steps=self.total_steps,
                               warmup_steps=cfg.warmup_steps, schedule=cfg.lr_schedule)
@@ -167,6 +160,19 @@ class DPORecipe:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         totals.learning_rate, totals.grad_norm = lr, grad_norm
+        return totals
+
+    def accumulate_gradients(self, batch: np.ndarray) -> StepMetrics:
+        """Backward over this rank's micro-batches; grads end as d(mean loss over the global batch)."""
+        cfg = self.config
+        totals = StepMetrics()
+        for micro in range(cfg.grad_accum):
+            items = micro_batch(batch, self.ctx.rank, self.ctx.world_size, micro, cfg.batch_size)
+            sync = micro == cfg.grad_accum - 1 or not self.ctx.is_distributed
+            with (contextlib.nullcontext() if sync else self.forward.no_sync()), self._autocast():
+                out, logps = self._micro_loss(items)
+                (out.losses.sum() / (cfg.batch_size * cfg.grad_accum)).backward()
+            totals.add(out, logps)
         return totals
 
     def _micro_loss(self, items: np.ndarray):
