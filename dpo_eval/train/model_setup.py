@@ -46,7 +46,10 @@ def make_trainable(model: torch.nn.Module, config: TrainConfig) -> torch.nn.Modu
     """Apply the config's choice of trainable weights; returns the module to save (maybe a PeftModel)."""
     model.requires_grad_(True)
     if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5 name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     if config.train_top_layers is not None:
         freeze_all_but_top_layers(model, config.train_top_layers)
