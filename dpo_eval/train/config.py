@@ -80,8 +80,8 @@ class TrainConfig:
         """Check values before any model loads; one line per problem."""
         from dpo_eval.train.losses import LOSSES
 
-        if self.loss not in LOSSES:
-            raise UserError(f"loss {self.loss!r} is unknown; choose one of {', '.join(sorted(LOSSES))}")
+        if self.loss not in LOSSES and self.loss != "kto":
+            raise UserError(f"loss {self.loss!r} is unknown; choose one of {', '.join(sorted([*LOSSES, 'kto']))}")
         if self.lr_schedule not in SCHEDULES:
             raise UserError(f"lr_schedule {self.lr_schedule!r} is unknown; choose one of {', '.join(SCHEDULES)}")
         positive = {"batch_size": self.batch_size, "grad_accum": self.grad_accum, "epochs": self.epochs,

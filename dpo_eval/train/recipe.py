@@ -26,10 +26,11 @@ from dpo_eval.errors import UserError
 from dpo_eval.models import fingerprint_module, load_model, resolve_device, resolve_dtype
 from dpo_eval.train import checkpoint as ckpt
 from dpo_eval.train.config import TrainConfig
+from dpo_eval.train.kto import kto_pairs, kto_step_loss
 from dpo_eval.train.losses import REFERENCE_FREE, PairLogps, compute_loss
 from dpo_eval.train.metrics_log import StepMetrics, reduce_metrics
 from dpo_eval.train.model_setup import causal_lm, make_trainable
-from dpo_eval.train.prepare import PreparedData, prepare_data
+from dpo_eval.train.prepare import PreparedData, attach_reference, prepare_data
 from dpo_eval.train.schedule import global_batches, learning_rate_at, micro_batch
 
 
@@ -67,9 +68,12 @@ class DPORecipe:
         self.compute_dtype = resolve_dtype(cfg.dtype, self.device)
         torch.manual_seed(cfg.seed)
         self.uses_ref = cfg.loss not in REFERENCE_FREE
-        self.data: PreparedData = prepare_data(cfg, self.ctx, self.device, self.compute_dtype, self.uses_ref)
+        self.data: PreparedData = prepare_data(cfg)
         self.global_batch = cfg.batch_size * cfg.grad_accum * self.ctx.world_size
         self._check_sizes()
+        if self.uses_ref:
+            attach_reference(self.data, cfg, self._every_training_sequence(), self.ctx, self.device,
+                             self.compute_dtype)
         loaded = load_model(cfg.policy, device=self.device, dtype=self.param_dtype,
                             cache_dir=self.data.cache_root, trust_remote_code=cfg.trust_remote_code,
                             allow_pickle=cfg.allow_pickle)
@@ -84,10 +88,35 @@ class DPORecipe:
             torch.set_rng_state(self._resume_state["torch_rng"])
         self._write_manifest()
 
+    def _every_training_sequence(self) -> list:
+        """What the reference must score: the pairs, or for KTO each scheduled micro-batch's packing."""
+        if self.data.kto_examples is None:
+            return self.data.train
+        sequences = []
+        for step in range(self.total_steps):
+            batch = self._global_batch(step)
+            for rank in range(self.ctx.world_size):
+                for micro in range(self.config.grad_accum):
+                    items = micro_batch(batch, rank, self.ctx.world_size, micro, self.config.batch_size)
+                    sequences += self._micro_pairs(items)
+        return sequences
+
+    def _global_batch(self, step: int) -> np.ndarray:
+        epoch, index = divmod(step, self.steps_per_epoch)
+        return global_batches(self.data.n_items, self.global_batch, self.config.seed, epoch)[index]
+
+    def _micro_pairs(self, items: np.ndarray) -> list:
+        if self.data.kto_examples is not None:
+            return kto_pairs(self.data.kto_examples, list(items), self.config.max_length)
+        return [self.data.train[i] for i in items]
+
     def _check_sizes(self) -> None:
-        n = len(self.data.train)
+        n = self.data.n_items
+        if self.config.loss == "kto" and self.config.batch_size < 2:
+            raise UserError("kto needs batch_size >= 2: the KL reference point pairs prompts with other "
+                            "items' completions within a micro-batch")
         if n < self.global_batch:
-            raise UserError(f"{n} training pairs but one global batch needs {self.global_batch} "
+            raise UserError(f"{n} training items but one global batch needs {self.global_batch} "
                        "(batch_size x grad_accum x processes); lower batch_size or grad_accum")
         steps_per_epoch = n // self.global_batch
         self.total_steps = self.config.max_steps or steps_per_epoch * self.config.epochs
@@ -140,9 +169,7 @@ class DPORecipe:
                    file=sys.stderr, disable=not (cfg.show_progress and self.ctx.is_main), dynamic_ncols=True)
         while self.state.step < self.total_steps:
             step = self.state.step
-            epoch, index = divmod(step, self.steps_per_epoch)
-            batch = global_batches(len(self.data.train), self.global_batch, cfg.seed, epoch)[index]
-            metrics = self.train_step(batch, step)
+            metrics = self.train_step(self._global_batch(step), step)
             self.state.step = step + 1
             self._after_step(metrics, bar)
         bar.close()
@@ -176,7 +203,7 @@ class DPORecipe:
         return totals
 
     def _micro_loss(self, items: np.ndarray):
-        pairs = [self.data.train[i] for i in items]
+        pairs = self._micro_pairs(items)
         rows = plan_batches([p.packed_length for p in pairs], token_budget=sum(p.packed_length for p in pairs))
         order = [i for batch in rows for row in batch for i in row]
         packed = pack_rows([[pairs[i] for i in row] for batch in rows for row in batch], self.data.pad_id)
@@ -184,10 +211,12 @@ class DPORecipe:
         inverse = torch.empty(len(order), dtype=torch.long)
         inverse[torch.tensor(order)] = torch.arange(len(order))
         sums, counts = sums[inverse.to(sums.device)], counts[inverse.to(counts.device)].float()
-        ref = self.data.ref_logps(items, self.device)
-        logps = PairLogps(sums[:, 0], sums[:, 1], ref[0] if ref else None, ref[1] if ref else None,
-                          counts[:, 0], counts[:, 1])
+        ref = self.data.ref_logps(pairs, self.device) if self.uses_ref else (None, None)
+        logps = PairLogps(sums[:, 0], sums[:, 1], ref[0], ref[1], counts[:, 0], counts[:, 1])
         params = {"beta": self.config.beta, **self.config.loss_params}
+        if self.data.kto_examples is not None:
+            labels = torch.tensor([self.data.kto_examples[i].is_desirable for i in items], device=sums.device)
+            return kto_step_loss(logps, labels, params), logps
         return compute_loss(self.config.loss, logps, params, self.config.nll_coef), logps
 
     def _autocast(self):
@@ -208,7 +237,7 @@ class DPORecipe:
             self.state.log_history.append(record)
         if cfg.eval_every and (step % cfg.eval_every == 0 or step == self.total_steps):
             self.state.log_history.append({**self.evaluate(), "step": step})
-        bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['rewards/accuracies']:.2f}")
+        bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record.get('rewards/accuracies', math.nan):.2f}")
         bar.update(1)
         if (cfg.save_every and step % cfg.save_every == 0) or step == self.total_steps:
             self.save(step)
