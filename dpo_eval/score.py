@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from dpo_eval.engine.cache import LogpCache, default_cache_dir
 from dpo_eval.engine.distributed import DistContext, device_for_rank, init_distributed, shutdown
 from dpo_eval.engine.runner import PairLogps, score_with_cache
 from dpo_eval.errors import UserError
+from dpo_eval.jsonio import write_json
 from dpo_eval.metrics.rewards import NORMS, implicit_rewards, summarize_rewards
 from dpo_eval.models import (
     ModelIdentity,
@@ -180,17 +180,5 @@ def write_outputs(out: Path, frame: pd.DataFrame, summary: dict) -> None:
     tmp = out / f".pairs.parquet.tmp{os.getpid()}"
     frame.to_parquet(tmp, index=False)
     os.replace(tmp, out / "pairs.parquet")
-    tmp = out / f".summary.json.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(_finite_or_null(summary), indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, out / "summary.json")
+    write_json(out / "summary.json", summary)
 
-
-def _finite_or_null(value):
-    """JSON has no NaN: undefined figures (e.g. accuracy of zero pairs) become null."""
-    if isinstance(value, dict):
-        return {k: _finite_or_null(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite_or_null(v) for v in value]
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value

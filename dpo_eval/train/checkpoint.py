@@ -15,18 +15,13 @@ from pathlib import Path
 import torch
 
 from dpo_eval.errors import UserError
+from dpo_eval.jsonio import write_json
 
 MANIFEST = "dpo_eval.json"
 TRAINING_STATE = "training_state.pt"
 TRAINER_STATE = "trainer_state.json"
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 IGNORED_FOR_RESUME = {"show_progress", "log_every", "eval_every", "save_every", "max_steps", "epochs"}
-
-
-def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

@@ -9,6 +9,7 @@ evaluate, checkpoint.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import sys
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from dpo_eval.engine.distributed import DistContext, device_for_rank, init_distr
 from dpo_eval.engine.logprobs import packed_logps
 from dpo_eval.engine.packing import pack_rows
 from dpo_eval.errors import UserError
+from dpo_eval.jsonio import write_json
 from dpo_eval.models import fingerprint_module, load_model, resolve_device, resolve_dtype
 from dpo_eval.train import checkpoint as ckpt
 from dpo_eval.train.config import TrainConfig
@@ -141,7 +143,7 @@ class DPORecipe:
         ckpt.load_checkpoint_weights(latest, self.module)
         self._resume_state = ckpt.load_training_state(latest)
         self.state.step = int(self._resume_state["step"])
-        trainer_state = ckpt.json.loads((latest / ckpt.TRAINER_STATE).read_text())
+        trainer_state = json.loads((latest / ckpt.TRAINER_STATE).read_text())
         self.state.log_history = trainer_state.get("log_history", [])
         if self.ctx.is_main:
             print(f"resuming from {latest} (step {self.state.step})", file=sys.stderr)
@@ -161,7 +163,7 @@ class DPORecipe:
         ckpt.check_manifest(self.run_dir, manifest)
         if self.ctx.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            ckpt.write_json(self.run_dir / ckpt.MANIFEST, manifest)
+            write_json(self.run_dir / ckpt.MANIFEST, manifest)
 
     def train(self) -> list[dict]:
         cfg = self.config
