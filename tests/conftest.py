@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import random
 
-import pytest
-import torch
-
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # scipy fits: BLAS threads fight over the 2 cores
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 
 def tiny_llama(vocab_size: int = 97, seed: int = 0, **overrides):

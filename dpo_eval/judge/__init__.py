@@ -1,0 +1,1 @@
+"""Generations, LLM judges and the judgments they produce."""

@@ -1,0 +1,165 @@
+"""Win rates against a common baseline, their percentile-bootstrap CIs, and a per-model summary.
+
+Input: a judgments frame, one row per (model, prompt) comparison against the baseline, columns
+`model`, `prompt_id`, `preference` (probability in [0, 1] that the model's output beats the
+baseline's; 0.5 a tie; NaN unscored), optional `length_model`, `length_baseline` (output lengths)
+and `position_consistent` (False where both A/B orders were judged and disagreed; NaN where only
+one order was judged). Unscored rows enter no figure and are counted in `n_unscored`: they are
+never a tie or a loss.
+
+    win rate          = mean of p over scored rows
+    discrete win rate = mean of 1[p > 0.5] + 0.5 * 1[p == 0.5] over scored rows
+    LC win rate       = see dpo_eval.metrics.length_control (Dubois et al. 2024)
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike
+
+from dpo_eval.metrics.length_control import bootstrap_lc_win_rates, fit_length_control, lc_win_rate
+
+JUDGMENT_COLUMNS = ("model", "prompt_id", "preference")
+LENGTH_COLUMNS = ("length_model", "length_baseline")
+NAN_PAIR = (float("nan"), float("nan"))
+
+
+@dataclass(frozen=True)
+class ModelWinRate:
+    """One model's win rates against the baseline. Rates are fractions in [0, 1]; NaN when n is 0."""
+
+    model: str
+    """The model's name, as in the `model` column."""
+    n: int
+    """Scored rows (preference not NaN): the rows every figure below is computed on."""
+    n_unscored: int
+    """Rows with preference NaN: left out of every figure, never counted as a tie or a loss."""
+    win_rate: float
+    """Mean preference over scored rows (a tie, 0.5, counts half)."""
+    win_rate_ci: tuple[float, float]
+    """Percentile-bootstrap CI of win_rate (resampling the model's scored rows); (NaN, NaN) when n is 0."""
+    discrete_win_rate: float
+    """Mean of 1[p > 0.5] + 0.5 * 1[p == 0.5] over scored rows."""
+    lc_win_rate: float | None
+    """Length-controlled win rate: predicted win rate at zero length difference, from a logistic fit
+    joint over all models of the frame (Dubois et al. 2024), on scored rows with both lengths.
+    None when the frame has no length columns; NaN when this model has no such row."""
+    lc_win_rate_ci: tuple[float, float] | None
+    """Percentile-bootstrap CI of lc_win_rate, resampling prompt ids and refitting; None with lc_win_rate."""
+    position_bias_rate: float | None
+    """Fraction of scored rows with position_consistent False among those where it is not NaN (both
+    A/B orders judged); None when no scored row was judged in both orders."""
+
+
+def mean_preference(pref: ArrayLike) -> float:
+    """Win rate: mean of the preferences (1-D, in [0, 1]) that are not NaN; NaN when none is scored."""
+    scored = _scored(pref)
+    return float(scored.mean()) if scored.size else float("nan")
+
+
+def discrete_win_rate(pref: ArrayLike) -> float:
+    """Mean of 1[p > 0.5] + 0.5 * 1[p == 0.5] over preferences that are not NaN; NaN when none is scored."""
+    scored = _scored(pref)
+    if scored.size == 0:
+        return float("nan")
+    return float(np.mean((scored > 0.5) + 0.5 * (scored == 0.5)))
+
+
+def position_bias_rate(position_consistent: ArrayLike) -> float | None:
+    """Fraction of False among the values that are not NaN/None; None when every value is missing."""
+    values = pd.Series(position_consistent, dtype=object)
+    judged = values[~values.isna()]
+    if judged.empty:
+        return None
+    if not judged.map(lambda v: isinstance(v, bool | np.bool_) or v in (0, 1)).all():
+        raise ValueError(f"position_consistent must hold True, False or NaN; got {judged.unique()[:5].tolist()}")
+    return float(np.mean(~judged.astype(bool).to_numpy()))
+
+
+def bootstrap_ci(values: ArrayLike, statistic: Callable[[np.ndarray], float], *, n_resamples: int = 2000,
+                 level: float = 0.95, rng: np.random.Generator | int) -> tuple[float, float]:
+    """Percentile-bootstrap CI (low, high) of statistic(values), resampling rows (axis 0) with replacement.
+
+    `values` is taken as given (drop NaNs first if the statistic cannot take them). `rng` is a seed or
+    a numpy Generator (which is advanced). (NaN, NaN) for empty input.
+    """
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), e.g. 0.95, got {level}")
+    data = np.asarray(values)
+    if data.ndim == 0:
+        raise ValueError("values must be an array of rows, got a scalar")
+    n = data.shape[0]
+    if n == 0:
+        return NAN_PAIR
+    gen = np.random.default_rng(rng)
+    stats = np.array([statistic(data[gen.integers(0, n, size=n)]) for _ in range(n_resamples)], dtype=np.float64)
+    alpha = (1.0 - level) / 2.0
+    low, high = np.quantile(stats, [alpha, 1.0 - alpha])
+    return float(low), float(high)
+
+
+def summarize_win_rates(frame: pd.DataFrame, *, seed: int = 0, n_resamples: int = 2000, lc_resamples: int = 200,
+                        level: float = 0.95) -> dict[str, ModelWinRate]:
+    """Per model (sorted by name): win rates, CIs, LC win rate and position-bias rate of a judgments frame.
+
+    Each model's win-rate CI uses a generator seeded by (seed, model name), so adding a model leaves the
+    others' CIs unchanged; the LC fit and its prompt bootstrap are joint over all models. An empty
+    frame gives {}.
+    """
+    if len(frame) == 0:
+        return {}
+    missing = [c for c in JUDGMENT_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"judgments frame lacks columns {missing}; needs {list(JUDGMENT_COLUMNS)}")
+    if frame["model"].isna().any():
+        raise ValueError("judgments frame has rows without a model name: fill or drop them")
+    _scored(frame["preference"])  # validates the range once, before any work
+    has_lengths = all(c in frame.columns for c in LENGTH_COLUMNS)
+    lc_point, lc_ci = _length_controlled(frame, seed, lc_resamples, level) if has_lengths else ({}, {})
+    result = {}
+    for model, rows in frame.groupby(frame["model"].astype(str), sort=True):
+        pref = rows["preference"].to_numpy(dtype=np.float64)
+        scored = pref[~np.isnan(pref)]
+        has_orders = "position_consistent" in rows.columns
+        consistent = rows.loc[~np.isnan(pref), "position_consistent"] if has_orders else []
+        rng = np.random.default_rng([seed, 0, zlib.crc32(model.encode())])
+        result[model] = ModelWinRate(
+            model=model, n=int(scored.size), n_unscored=int(pref.size - scored.size),
+            win_rate=mean_preference(scored),
+            win_rate_ci=bootstrap_ci(scored, np.mean, n_resamples=n_resamples, level=level, rng=rng),
+            discrete_win_rate=discrete_win_rate(scored),
+            lc_win_rate=lc_point.get(model, float("nan")) if has_lengths else None,
+            lc_win_rate_ci=lc_ci.get(model, NAN_PAIR) if has_lengths else None,
+            position_bias_rate=position_bias_rate(consistent),
+        )
+    return result
+
+
+def _length_controlled(frame: pd.DataFrame, seed: int, lc_resamples: int,
+                       level: float) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+    fit = fit_length_control(frame)
+    if fit.n == 0:
+        return {}, {}
+    point = {model: lc_win_rate(fit, model) for model in fit.theta}
+    ci = bootstrap_lc_win_rates(frame, n_resamples=lc_resamples, level=level, rng=np.random.default_rng([seed, 1]),
+                                gamma_l2=fit.gamma_l2, phi_l2=fit.phi_l2)
+    return point, ci
+
+
+def _scored(pref: ArrayLike) -> np.ndarray:
+    """The preferences that are not NaN, as float64; raises on values outside [0, 1]."""
+    values = np.asarray(pref, dtype=np.float64)
+    if values.ndim != 1:
+        raise ValueError(f"preferences must be 1-D, got shape {values.shape}")
+    scored = values[~np.isnan(values)]
+    bad = (scored < 0.0) | (scored > 1.0)
+    if bad.any():
+        raise ValueError(f"preference must be a probability in [0, 1] or NaN (unscored); got {scored[bad][:3].tolist()}")
+    return scored

@@ -1,0 +1,140 @@
+"""Win rates pinned to hand-worked tables; bootstrap CI coverage on simulated data."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dpo_eval.metrics.length_control import fit_length_control, lc_win_rate
+from dpo_eval.metrics.winrate import (
+    ModelWinRate,
+    bootstrap_ci,
+    discrete_win_rate,
+    mean_preference,
+    position_bias_rate,
+    summarize_win_rates,
+)
+
+NAN = float("nan")
+
+
+def hand_table() -> pd.DataFrame:
+    # model a: 5 scored rows (one tie, 0.5) and 1 unscored; model b: only unscored rows.
+    return pd.DataFrame({
+        "model": ["a"] * 6 + ["b"] * 2,
+        "prompt_id": ["p1", "p2", "p3", "p4", "p5", "p6", "p1", "p2"],
+        "preference": [1.0, 0.5, 0.0, 0.8, NAN, 0.3, NAN, NAN],
+        "position_consistent": [True, False, NAN, False, False, NAN, NAN, NAN],
+    })
+
+
+def test_win_rate_and_discrete_win_rate_by_hand():
+    pref = hand_table()["preference"].to_numpy()[:6]
+    # scored: 1.0, 0.5, 0.0, 0.8, 0.3 -> mean (1 + 0.5 + 0 + 0.8 + 0.3) / 5 = 2.6 / 5
+    assert mean_preference(pref) == pytest.approx(2.6 / 5)
+    # 1[p > 0.5] + 0.5 * 1[p == 0.5]: 1 + 0.5 + 0 + 1 + 0 = 2.5 over 5
+    assert discrete_win_rate(pref) == pytest.approx(2.5 / 5)
+    # the NaN is neither a tie ((2.6 + 0.5) / 6) nor a loss (2.6 / 6)
+    assert mean_preference(pref) not in (pytest.approx(3.1 / 6), pytest.approx(2.6 / 6))
+
+
+def test_summary_counts_unscored_and_position_bias_by_hand():
+    frame = hand_table()
+    before = frame.copy()
+    summary = summarize_win_rates(frame, n_resamples=200)
+    pd.testing.assert_frame_equal(frame, before)  # input untouched
+    assert list(summary) == ["a", "b"]
+    a, b = summary["a"], summary["b"]
+    assert isinstance(a, ModelWinRate)
+    assert (a.n, a.n_unscored) == (5, 1)
+    assert a.win_rate == pytest.approx(2.6 / 5) and a.discrete_win_rate == pytest.approx(2.5 / 5)
+    assert a.win_rate_ci[0] <= a.win_rate <= a.win_rate_ci[1]
+    # scored rows with position_consistent set: True, False, False (the False on the unscored p5 is out)
+    assert a.position_bias_rate == pytest.approx(2 / 3)
+    assert a.lc_win_rate is None and a.lc_win_rate_ci is None  # no length columns
+    assert (b.n, b.n_unscored) == (0, 2) and math.isnan(b.win_rate) and math.isnan(b.discrete_win_rate)
+    assert all(math.isnan(x) for x in b.win_rate_ci) and b.position_bias_rate is None
+
+
+def test_position_bias_rate_by_hand():
+    assert position_bias_rate([True, False, NAN, None, True, False]) == pytest.approx(2 / 4)
+    assert position_bias_rate(pd.Series([1.0, 0.0, NAN])) == pytest.approx(1 / 2)
+    assert position_bias_rate([NAN, None]) is None and position_bias_rate([]) is None
+    with pytest.raises(ValueError, match="position_consistent"):
+        position_bias_rate(["no"])
+
+
+def test_bootstrap_ci_covers_the_truth_at_about_the_nominal_rate():
+    # 200 samples of 100 Bernoulli(0.3) draws; a 95% percentile CI (300 resamples) should cover 0.3
+    # in ~95% of them (binomial SD over 200 repetitions ~1.5 points).
+    rng = np.random.default_rng(123)
+    covered = 0
+    for _ in range(200):
+        sample = rng.binomial(1, 0.3, size=100).astype(float)
+        low, high = bootstrap_ci(sample, np.mean, n_resamples=300, rng=rng)
+        covered += low <= 0.3 <= high
+    assert 0.90 <= covered / 200 <= 0.99
+
+
+def test_bootstrap_ci_seeded_rows_and_empty():
+    values = np.array([0.0, 1.0, 1.0, 0.5, 0.25])
+    ci = bootstrap_ci(values, np.mean, n_resamples=100, rng=7)
+    assert ci == bootstrap_ci(values, np.mean, n_resamples=100, rng=7)
+    assert 0.0 <= ci[0] <= np.mean(values) <= ci[1] <= 1.0
+    # rows of a 2-D array are resampled together
+    rows = np.column_stack([values, values])
+    low, high = bootstrap_ci(rows, lambda r: float(np.mean(r[:, 0] - r[:, 1])), n_resamples=50, rng=0)
+    assert low == high == 0.0
+    assert all(math.isnan(x) for x in bootstrap_ci(np.array([]), np.mean, rng=0))
+    with pytest.raises(ValueError, match="level"):
+        bootstrap_ci(values, np.mean, level=95, rng=0)
+
+
+def test_empty_and_unscored_inputs():
+    assert math.isnan(mean_preference([])) and math.isnan(discrete_win_rate([NAN, NAN]))
+    assert summarize_win_rates(pd.DataFrame()) == {}
+    assert summarize_win_rates(pd.DataFrame(columns=["model", "prompt_id", "preference"])) == {}
+
+
+def test_bad_input_rejected():
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        mean_preference([0.5, 2.0])
+    with pytest.raises(ValueError, match="lacks columns"):
+        summarize_win_rates(pd.DataFrame({"model": ["a"], "preference": [1.0]}))
+
+
+def lengths_frame() -> pd.DataFrame:
+    rng = np.random.default_rng(5)
+    rows = []
+    for model, shift in (("long", 150.0), ("short", -50.0)):
+        for i in range(60):
+            diff = shift + rng.normal(0.0, 100.0)
+            rows.append({"model": model, "prompt_id": f"p{i}", "length_baseline": 300.0,
+                         "length_model": 300.0 + diff, "preference": float(rng.random() < 0.5 + 0.4 * np.tanh(diff / 150))})
+    rows.append({"model": "ghost", "prompt_id": "p0", "preference": NAN, "length_model": 1.0, "length_baseline": 1.0})
+    return pd.DataFrame(rows)
+
+
+def test_lc_in_summary_is_the_joint_fit():
+    frame = lengths_frame()
+    summary = summarize_win_rates(frame, n_resamples=50, lc_resamples=20)
+    fit = fit_length_control(frame)  # joint over both models
+    for model in ("long", "short"):
+        result = summary[model]
+        assert result.lc_win_rate == pytest.approx(lc_win_rate(fit, model))
+        low, high = result.lc_win_rate_ci
+        assert 0.0 <= low <= high <= 1.0
+    ghost = summary["ghost"]  # length columns present, no scored row: NaN, not None
+    assert ghost.n == 0 and math.isnan(ghost.lc_win_rate) and all(math.isnan(x) for x in ghost.lc_win_rate_ci)
+
+
+def test_a_models_ci_does_not_depend_on_the_other_models():
+    frame = hand_table().assign(model=lambda f: f["model"].replace({"b": "a2"}))
+    frame.loc[frame["model"] == "a2", "preference"] = [0.2, 0.9]
+    alone = summarize_win_rates(frame[frame["model"] == "a"], seed=3, n_resamples=100)
+    together = summarize_win_rates(frame, seed=3, n_resamples=100)
+    assert alone["a"] == together["a"]
+    assert summarize_win_rates(frame, seed=4, n_resamples=100)["a"].win_rate_ci != together["a"].win_rate_ci
