@@ -3,8 +3,9 @@
 Chat pairs go through the tokenizer's chat template: the prompt is rendered with
 ``add_generation_prompt=True`` and a response's tokens are the full conversation's tokens past
 the prompt's (a clear error when the prompt is not a token prefix). Plain-text pairs follow TRL's
-convention: response tokens are ``tok(prompt + response)`` past ``len(tok(prompt))``, with EOS
-appended when missing.
+convention: response tokens are ``tok(prompt + response)`` past the prompt's tokens, with EOS
+appended when missing (where a token merges across the boundary, the boundary moves left so
+each sequence is exactly ``tok(prompt + response)``).
 """
 
 from __future__ import annotations
@@ -117,14 +118,33 @@ def _chat_ids(tokenizer, prompt: list[dict], response: list[dict], pair_id: str)
     return prompt_ids, full_ids[len(prompt_ids):]
 
 
-def _plain_ids(tokenizer, prompt: str, response: str, add_eos: bool) -> tuple[list, list]:
+def _common_prefix_length(a: list, b: list) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _plain_ids(tokenizer, prompt: str, chosen: str, rejected: str, add_eos: bool) -> tuple[list, list, list]:
+    """Shared prompt ids and both responses' ids, TRL's plain-text convention.
+
+    Responses are tok(prompt + response) past the prompt. Where a token merges across the
+    prompt/response boundary, the boundary moves left to the longest prefix that tok(prompt) and
+    both full tokenizations share, so each sequence stays exactly tok(prompt + response).
+    """
     prompt_ids = _encode(tokenizer, prompt, add_special_tokens=True)
-    full_ids = _encode(tokenizer, prompt + response, add_special_tokens=True)
-    response_ids = full_ids[len(prompt_ids):]
+    full = [_encode(tokenizer, prompt + response, add_special_tokens=True) for response in (chosen, rejected)]
+    cut = min(_common_prefix_length(prompt_ids, ids) for ids in full)
     eos = tokenizer.eos_token_id
-    if add_eos and eos is not None and (not response_ids or response_ids[-1] != eos):
-        response_ids.append(eos)
-    return prompt_ids, response_ids
+    responses = []
+    for ids in full:
+        response = ids[cut:]
+        if add_eos and eos is not None and (not response or response[-1] != eos):
+            response.append(eos)
+        responses.append(response)
+    return prompt_ids[:cut], responses[0], responses[1]
 
 
 def truncate(prompt: list, chosen: list, rejected: list, max_length: int | None,
@@ -153,8 +173,7 @@ def tokenize_pair(pair: PreferencePair, tokenizer, mode: str, settings: Tokenize
         _, rejected_ids = _chat_ids(tokenizer, list(pair.prompt), list(pair.rejected), pair.id)
     else:
         prompt, chosen, rejected = pair.text_form or (pair.prompt, pair.chosen, pair.rejected)
-        prompt_ids, chosen_ids = _plain_ids(tokenizer, prompt, chosen, settings.add_eos)
-        _, rejected_ids = _plain_ids(tokenizer, prompt, rejected, settings.add_eos)
+        prompt_ids, chosen_ids, rejected_ids = _plain_ids(tokenizer, prompt, chosen, rejected, settings.add_eos)
     if not prompt_ids:
         raise UserError(f"pair {pair.id!r}: the prompt has no tokens, so the first response token has no "
                         "context; give a non-empty prompt or a tokenizer that adds a BOS token")

@@ -64,6 +64,7 @@ class TrainConfig:
     device: str = "auto"
     dtype: str = "auto"
     gradient_checkpointing: bool = False
+    disable_dropout: bool = True
     lora: LoraSettings | None = None
     train_top_layers: int | None = None
     keep_ref_live: bool = False

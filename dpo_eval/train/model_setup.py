@@ -42,9 +42,22 @@ def add_lora(model: torch.nn.Module, settings: LoraSettings) -> torch.nn.Module:
     return get_peft_model(model, config)
 
 
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Set every dropout to p = 0 (as TRL does by default): the policy and reference log-probs
+    then come from the same deterministic function."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        for name in ("attention_dropout", "dropout"):  # rates held as floats (e.g. Llama's attention)
+            if isinstance(getattr(module, name, None), float):
+                setattr(module, name, 0.0)
+
+
 def make_trainable(model: torch.nn.Module, config: TrainConfig) -> torch.nn.Module:
     """Apply the config's choice of trainable weights; returns the module to save (maybe a PeftModel)."""
     model.requires_grad_(True)
+    if config.disable_dropout:
+        disable_dropout(model)
     if config.gradient_checkpointing:
         if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5 name
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})

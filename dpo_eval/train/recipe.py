@@ -132,8 +132,9 @@ class DPORecipe:
 
     def _optimizer(self) -> torch.optim.Optimizer:
         params = [p for p in self.module.parameters() if p.requires_grad]
+        fused = self.device.type in ("cpu", "cuda")  # one kernel for all tensors: same math, faster
         return torch.optim.AdamW(params, lr=self.config.learning_rate, betas=self.config.adam_betas,
-                                 weight_decay=self.config.weight_decay)
+                                 weight_decay=self.config.weight_decay, fused=fused)
 
     def _resume_if_possible(self) -> None:
         self._resume_state = None

@@ -100,3 +100,15 @@ def test_special_token_mask_drops_them_from_counts(base, tmp_path):
     # plain-text responses end with EOS, a special token: exactly one fewer token per response
     torch.testing.assert_close(masked.chosen_tokens, plain.chosen_tokens - 1)
     torch.testing.assert_close(masked.rejected_tokens, plain.rejected_tokens - 1)
+
+
+def test_dropout_disabled_by_default(tmp_path):
+    model = save_tiny_model(tmp_path / "drop", seed=1, attention_dropout=0.5)
+    base = {"model": model, "train": write_synthetic_preferences(tmp_path / "t.jsonl", n=8, seed=1),
+            "root": tmp_path}
+    items = global_batches(8, 4, 0, 0)[0]
+    for disable, same in ((True, True), (False, False)):
+        recipe = DPORecipe(settings(base, tmp_path / f"run{disable}", disable_dropout=disable))
+        recipe.setup()
+        first, second = (recipe._micro_loss(items)[1].policy_chosen for _ in range(2))
+        assert torch.equal(first, second) is same  # training mode: only dropout makes passes differ

@@ -108,6 +108,8 @@ def test_dpo_step_matches_trl_dpo_trainer(setup):
 
     trainer = setup["trainer"]
     batch = next(iter(trainer.get_train_dataloader()))
+    if "completion_mask" not in batch:
+        pytest.skip("this TRL's DPO batch layout predates TRL 1.x (no completion_mask); the test reads 1.16's")
     assert batch["input_ids"].shape[0] == 2 * BATCH
     assert "ref_chosen_logps" not in batch  # TRL computes the reference inside compute_loss here
     pairs = pairs_from_trl_batch(batch)
