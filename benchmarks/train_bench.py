@@ -134,7 +134,7 @@ def worker_ours(args) -> dict:
     return {"step_s": steps, "cpu_s": cpu, "optimizer_s": opt_seconds, "loss": losses, "sequence_tokens": tokens,
             "model_tokens": real, "padded_tokens": padded,
             "threads": torch.get_num_threads(),
-            "optimizer": f"torch.optim.AdamW (foreach={recipe.optimizer.defaults.get('foreach')})"}
+            "optimizer": f"torch.optim.AdamW (fused={recipe.optimizer.defaults.get('fused')})"}
 
 
 def _trl_tokenization_mismatches(trainer, rows: list[dict]) -> int:
