@@ -148,6 +148,8 @@ def _length_controlled(frame: pd.DataFrame, seed: int, lc_resamples: int,
     if fit.n == 0:
         return {}, {}
     point = {model: lc_win_rate(fit, model) for model in fit.theta}
+    if lc_resamples == 0:  # point estimates only
+        return point, {}
     ci = bootstrap_lc_win_rates(frame, n_resamples=lc_resamples, level=level, rng=np.random.default_rng([seed, 1]),
                                 gamma_l2=fit.gamma_l2, phi_l2=fit.phi_l2)
     return point, ci

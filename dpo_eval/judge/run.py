@@ -1,0 +1,91 @@
+"""`dpo-eval judge`: candidates vs a baseline, prompt by prompt, into a judgments table."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from dpo_eval.data.formats import read_records
+from dpo_eval.errors import UserError
+from dpo_eval.jsonio import write_json
+from dpo_eval.judge.backends import OpenAIJudge, RuleJudge
+from dpo_eval.judge.judging import MODES, Comparison, Judging
+from dpo_eval.judge.store import JudgmentStore
+from dpo_eval.judge.templates import load_template
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    candidates: str
+    baseline: str
+    judge: str  # "openai:MODEL" or "rule:module:function"
+    out: str
+    mode: str = "verdict"
+    template: str = "pairwise"
+    seed: int = 0
+    concurrency: int = 4
+    base_url: str = "https://api.openai.com/v1"
+    api_key_env: str | None = "OPENAI_API_KEY"
+    timeout: float = 60.0
+    retries: int = 5
+    show_progress: bool = True
+
+
+def read_outputs(path: str) -> tuple[str, dict[str, tuple[str, str]]]:
+    """A generations file: rows with prompt_id, prompt (or instruction), output, optional model.
+
+    Returns the model name (the `model` column, else the file's stem) and prompt_id -> (prompt, output);
+    with several samples per prompt the first (lowest sample_index) is used.
+    """
+    rows = sorted(read_records(path), key=lambda r: r.get("sample_index") or 0)
+    outputs: dict[str, tuple[str, str]] = {}
+    for index, row in enumerate(rows):
+        prompt = row.get("prompt", row.get("instruction"))
+        if row.get("prompt_id") is None or not isinstance(prompt, str) or not isinstance(row.get("output"), str):
+            raise UserError(f"{path}: row {index + 1}: needs prompt_id, prompt (or instruction) and output strings")
+        outputs.setdefault(str(row["prompt_id"]), (prompt, row["output"]))
+    name = str(rows[0].get("model") or Path(path).stem) if rows else Path(path).stem
+    return name, outputs
+
+
+def make_backend(config: JudgeConfig, template):
+    kind, _, rest = config.judge.partition(":")
+    if kind == "openai" and rest:
+        return OpenAIJudge(rest, config.base_url, template, api_key_env=config.api_key_env,
+                           timeout=config.timeout, max_retries=config.retries)
+    if kind == "rule" and rest:
+        return RuleJudge(rest)
+    raise UserError(f"--judge {config.judge!r}: use openai:MODEL (any OpenAI-compatible server, with "
+                    "--base-url) or rule:module:function")
+
+
+def judge(config: JudgeConfig) -> list[dict]:
+    """Judge every prompt the candidates and the baseline share; write OUT/judgments.jsonl + summary."""
+    if config.mode not in MODES:
+        raise UserError(f"--mode must be one of {', '.join(MODES)}")
+    model, candidates = read_outputs(config.candidates)
+    _, baseline = read_outputs(config.baseline)
+    shared = [pid for pid in candidates if pid in baseline]
+    if not shared:
+        raise UserError(f"{config.candidates} and {config.baseline} share no prompt_id")
+    template = load_template(config.template)
+    out = Path(config.out)
+    store = JudgmentStore(out / "judge_cache.sqlite")
+    judging = Judging(make_backend(config, template), template, store, config.mode, config.seed)
+    comparisons = [Comparison(model, pid, candidates[pid][0], candidates[pid][1], baseline[pid][1]) for pid in shared]
+    try:
+        records = judging.run(comparisons, config.concurrency, config.show_progress)
+    finally:
+        store.close()
+    tmp = out / f".judgments.jsonl.tmp{os.getpid()}"
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    os.replace(tmp, out / "judgments.jsonl")
+    unscored = [r for r in records if r["preference"] is None]
+    write_json(out / "judge_summary.json", {
+        "schema_version": 1, "model": model, "n": len(records), "n_unscored": len(unscored),
+        "n_judge_calls": judging.n_judge_calls, "mode": config.mode, "seed": config.seed,
+        "judge": judging.backend.config, "template": template.name, "template_sha256": template.sha256,
+        "prompts_only_in_candidates": len(candidates) - len(shared)})
+    return records
