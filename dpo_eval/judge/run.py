@@ -30,6 +30,7 @@ class JudgeConfig:
     api_key_env: str | None = "OPENAI_API_KEY"
     timeout: float = 60.0
     retries: int = 5
+    backoff: float = 0.5
     show_progress: bool = True
 
 
@@ -54,7 +55,7 @@ def make_backend(config: JudgeConfig, template):
     kind, _, rest = config.judge.partition(":")
     if kind == "openai" and rest:
         return OpenAIJudge(rest, config.base_url, template, api_key_env=config.api_key_env,
-                           timeout=config.timeout, max_retries=config.retries)
+                           timeout=config.timeout, max_retries=config.retries, backoff=config.backoff)
     if kind == "rule" and rest:
         return RuleJudge(rest)
     raise UserError(f"--judge {config.judge!r}: use openai:MODEL (any OpenAI-compatible server, with "

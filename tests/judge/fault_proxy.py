@@ -1,0 +1,74 @@
+"""A real local HTTP proxy that injects faults in front of a real OpenAI-compatible server.
+
+Faults cycle through a fixed schedule by request number: 429, 500, a delay past the client's
+timeout, a dropped connection, a 200 with garbage, then a faithful forward. Forwarded request
+bodies are recorded so tests can check that nothing is asked twice.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+SCHEDULE = ("429", "500", "delay", "drop", "garbage", "forward")
+
+
+class FaultProxy:
+    def __init__(self, upstream: str, schedule=SCHEDULE, delay: float = 3.0):
+        self.upstream, self.schedule, self.delay = upstream.rstrip("/"), schedule, delay
+        self.count = 0
+        self.forwarded: list[dict] = []
+        self.lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with proxy.lock:
+                    fault = proxy.schedule[proxy.count % len(proxy.schedule)]
+                    proxy.count += 1
+                proxy.handle(self, fault, body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def handle(self, handler, fault: str, body: bytes) -> None:
+        if fault in ("429", "500"):
+            handler.send_response(int(fault))
+            handler.end_headers()
+            handler.wfile.write(b'{"error": "injected"}')
+        elif fault == "delay":
+            time.sleep(self.delay)
+            handler.close_connection = True
+        elif fault == "drop":
+            handler.close_connection = True
+            handler.connection.close()
+        elif fault == "garbage":
+            handler.send_response(200)
+            handler.send_header("Content-Type", "application/json")
+            handler.end_headers()
+            handler.wfile.write(b"\x00not json at all{")
+        else:
+            self.forward(handler, body)
+
+    def forward(self, handler, body: bytes) -> None:
+        request = urllib.request.Request(self.upstream + handler.path.removeprefix("/v1"), data=body,
+                                         headers={"Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(request, timeout=120) as response:
+            payload = response.read()
+        with self.lock:
+            self.forwarded.append(json.loads(body))
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.end_headers()
+        handler.wfile.write(payload)
+
+    def close(self) -> None:
+        self.server.shutdown()

