@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from dpo_eval.cli_judge import judge_command, winrate_command
+from dpo_eval.cli_judge import generate_command, judge_command, winrate_command
 from dpo_eval.cli_score import score_command
 from dpo_eval.cli_train import train_command
 from dpo_eval.errors import UserError
@@ -34,6 +34,7 @@ main.add_command(score_command)
 main.add_command(train_command)
 main.add_command(winrate_command)
 main.add_command(judge_command)
+main.add_command(generate_command)
 
 if __name__ == "__main__":
     main()

@@ -78,3 +78,41 @@ def judge_command(judge_spec, no_progress, **options) -> None:
     unscored = sum(r["preference"] is None for r in records)
     click.echo(json.dumps({"n": len(records), "n_unscored": unscored}))
     click.echo(f"wrote {options['out']}/judgments.jsonl", err=True)
+
+
+GENERATE_EXAMPLES = """
+\b
+Examples:
+  dpo-eval generate --model runs/a/checkpoint-200 --ref sft --prompts prompts.jsonl --n 4 --out gen/ckpt200
+  dpo-eval generate --model smollm2 --prompts data/hh_harmless_sample.jsonl --n 2 --temperature 0.7 --out gen/ref
+"""
+
+
+@click.command("generate", epilog=GENERATE_EXAMPLES)
+@click.option("--model", required=True, help="Policy model (any form `score` accepts).")
+@click.option("--prompts", required=True, help="Rows with prompt (string or messages) or instruction, + prompt_id.")
+@click.option("--out", required=True, help="Output dir: samples.jsonl, generate_summary.json.")
+@click.option("--n", default=4, show_default=True, type=int, help="Samples per prompt.")
+@click.option("--ref", default=None, help="Reference model: each sample's log-prob under it is stored too.")
+@click.option("--temperature", default=1.0, show_default=True, type=float, help="0 = greedy.")
+@click.option("--top-p", default=1.0, show_default=True, type=float)
+@click.option("--max-new-tokens", default=256, show_default=True, type=int)
+@click.option("--stop", multiple=True, help="Stop string (repeatable).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--template", type=click.Choice(["auto", "chat", "plain"]), default="auto", show_default=True)
+@click.option("--batch-size", default=8, show_default=True, type=int, help="Prompts per generate call.")
+@click.option("--limit", default=None, type=int, help="Only the first N prompts.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--dtype", default="auto", show_default=True)
+@click.option("--cache-dir", default=None, help="Log-prob cache [default: ~/.cache/dpo_eval].")
+@click.option("--no-progress", is_flag=True)
+def generate_command(stop, no_progress, **options) -> None:
+    """Sample N responses per prompt with their token counts and policy/reference log-probs.
+
+    Resumable: a killed run keeps every finished batch and continues with the rest.
+    """
+    from dpo_eval.generate import GenerateConfig, generate
+
+    samples = generate(GenerateConfig(stop=tuple(stop), show_progress=not no_progress, **options))
+    click.echo(json.dumps({"n_samples": len(samples)}))
+    click.echo(f"wrote {options['out']}/samples.jsonl", err=True)

@@ -66,7 +66,8 @@ def _place(pair: TokenizedPair, slot: int, start: int, row: int, width: int, ten
     tensors["pair_slots"][row, start:end] = slot
     base = row * width + start
     sources = [base + p + k - 1 for k in range(c)]
-    sources += [base + p - 1] + [base + p + c + k - 1 for k in range(1, r)]
+    if r:  # a single sequence (r = 0) is a pair without a rejected response
+        sources += [base + p - 1] + [base + p + c + k - 1 for k in range(1, r)]
     return sources, list(pair.chosen_ids) + list(pair.rejected_ids), [2 * slot] * c + [2 * slot + 1] * r
 
 

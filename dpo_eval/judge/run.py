@@ -44,6 +44,8 @@ def read_outputs(path: str) -> tuple[str, dict[str, tuple[str, str]]]:
     outputs: dict[str, tuple[str, str]] = {}
     for index, row in enumerate(rows):
         prompt = row.get("prompt", row.get("instruction"))
+        if isinstance(prompt, list):  # chat messages, as `generate` stores them
+            prompt = "\n\n".join(f"{m.get('role', '')}: {m.get('content', '')}" for m in prompt)
         if row.get("prompt_id") is None or not isinstance(prompt, str) or not isinstance(row.get("output"), str):
             raise UserError(f"{path}: row {index + 1}: needs prompt_id, prompt (or instruction) and output strings")
         outputs.setdefault(str(row["prompt_id"]), (prompt, row["output"]))

@@ -114,3 +114,13 @@ def test_prompt_processed_once_per_pair():
     batch = pack_pairs(pairs, pad_id=0)
     real_tokens = int((batch.segments != 3).sum())
     assert real_tokens == sum(p.packed_length for p in pairs)
+
+
+def test_single_sequences_pack_as_pairs_without_a_rejected_response(llama):
+    from dpo_eval.tokenization import TokenizedPair
+
+    pairs = [TokenizedPair(p.id, p.subset, p.prompt_ids, p.chosen_ids, ()) for p in random_pairs(5, 97, seed=8)]
+    got = engine_rows(llama, pairs, 64)
+    for pair, row in zip(pairs, got):
+        chosen, _ = pair_logps(llama, pair)
+        assert abs(row[0] - chosen) <= TOL and row[1] == 0.0 and row[3] == 0
