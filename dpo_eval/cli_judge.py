@@ -85,6 +85,7 @@ GENERATE_EXAMPLES = """
 Examples:
   dpo-eval generate --model runs/a/checkpoint-200 --ref sft --prompts prompts.jsonl --n 4 --out gen/ckpt200
   dpo-eval generate --model smollm2 --prompts data/hh_harmless_sample.jsonl --n 2 --temperature 0.7 --out gen/ref
+  dpo-eval generate --model ckpt --served-model ckpt --base-url http://localhost:8000/v1 --prompts p.jsonl --out g
 """
 
 
@@ -105,6 +106,11 @@ Examples:
 @click.option("--device", default="auto", show_default=True)
 @click.option("--dtype", default="auto", show_default=True)
 @click.option("--cache-dir", default=None, help="Log-prob cache [default: ~/.cache/dpo_eval].")
+@click.option("--base-url", default=None, help="Sample from this OpenAI-compatible server (e.g. vLLM) instead; "
+              "--model stays the local copy used for tokenization and log-probs.")
+@click.option("--served-model", default=None, help="Model name on the server [default: --model].")
+@click.option("--api-key-env", default=None, help="Environment variable holding the server's API key.")
+@click.option("--concurrency", default=4, show_default=True, type=int, help="Parallel server requests.")
 @click.option("--no-progress", is_flag=True)
 def generate_command(stop, no_progress, **options) -> None:
     """Sample N responses per prompt with their token counts and policy/reference log-probs.

@@ -2,8 +2,9 @@
 under the policy and the reference (what the KL estimators need).
 
 Backends: transformers (batched, left-padded; float32 on CPU, bf16 on CUDA) and any
-OpenAI-compatible server (e.g. vLLM's, for scale). Log-probs of the sampled token ids are
-computed by the engine; the server backend re-tokenizes the returned text. Finished prompts are
+OpenAI-compatible server (e.g. vLLM's, for scale: its own tensor-parallel and memory options
+apply when you start it). Log-probs of the sampled token ids are computed by the engine; the
+server backend re-tokenizes the returned text (and keeps the server's own sum as server_logp). Finished prompts are
 appended to OUT/samples.jsonl as they complete, so a killed run continues where it stopped.
 """
 
@@ -13,6 +14,7 @@ import hashlib
 import json
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from dpo_eval.engine.runner import score_with_cache
 from dpo_eval.errors import UserError
 from dpo_eval.jsonio import write_json
 from dpo_eval.models import identify_model, load_model, load_tokenizer, resolve_device, resolve_dtype
+from dpo_eval.openai_client import ChatClient, RequestFailed
 from dpo_eval.tokenization import TokenizedPair
 
 
@@ -48,6 +51,12 @@ class GenerateConfig:
     dtype: str = "auto"
     cache_dir: str | None = None
     show_progress: bool = True
+    base_url: str | None = None  # sample from an OpenAI-compatible server (e.g. vLLM) instead
+    served_model: str | None = None  # the model name the server knows (default: model)
+    api_key_env: str | None = None
+    timeout: float = 300.0
+    retries: int = 5
+    concurrency: int = 4
 
     def validate(self) -> None:
         if self.n < 1 or self.max_new_tokens < 1 or self.batch_size < 1:
@@ -169,11 +178,62 @@ def _sequence_logps(path: str, rows: list[dict], device, dtype, cache_root: Path
     return [float(v) if r["_sample_ids"] else 0.0 for v, r in zip(result.chosen_logp, rows)]
 
 
+def _server_samples(client: ChatClient, tokenizer, item: tuple[Prompt, list[int]], config: GenerateConfig) -> list[dict]:
+    """n samples of one prompt from the server; token ids re-tokenized from the returned text."""
+    prompt, ids = item
+    messages = prompt.text if isinstance(prompt.text, list) else [{"role": "user", "content": prompt.text}]
+    body = {"model": config.served_model or config.model, "messages": messages, "n": config.n,
+            "temperature": config.temperature, "top_p": config.top_p, "max_tokens": config.max_new_tokens,
+            "seed": _batch_seed(config.seed, [prompt.id]), "logprobs": True}
+    if config.stop:
+        body["stop"] = list(config.stop)
+    rows = []
+    for index, choice in enumerate(client.chat(body)["choices"]):
+        text = choice["message"].get("content") or ""
+        sample_ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+        ended = choice.get("finish_reason") == "stop"
+        stopped = ended and config.stop and choice.get("stop_reason") not in (None, tokenizer.eos_token_id)
+        if ended and not stopped and tokenizer.eos_token_id is not None:
+            sample_ids.append(tokenizer.eos_token_id)
+        server_logp = sum(t["logprob"] for t in (choice.get("logprobs") or {}).get("content") or [])
+        rows.append({"prompt_id": prompt.id, "sample_index": index, "prompt": prompt.text, "output": text,
+                     "n_tokens": len(sample_ids), "finish_reason": "length" if not ended else
+                     ("stop" if stopped else "eos"), "server_logp": server_logp,
+                     "_prompt_ids": ids, "_sample_ids": sample_ids})
+    return rows
+
+
+def _sample_from_server(config: GenerateConfig, todo: list, tokenizer, partial: Path, bar) -> None:
+    client = ChatClient(config.base_url, config.api_key_env, config.timeout, config.retries)
+    failed = []
+
+    def one(item):
+        try:
+            return _server_samples(client, tokenizer, item, config)
+        except RequestFailed as err:
+            failed.append(f"{item[0].id}: {err}")
+            return []
+
+    with ThreadPoolExecutor(max_workers=config.concurrency) as pool:
+        for rows in pool.map(one, todo):
+            _append(partial, rows)
+            bar.update(len(rows))
+    if failed:
+        raise UserError(f"{len(failed)} prompt(s) failed on the server after retries (first: {failed[0]}); "
+                        "rerun the same command to retry only those")
+
+
 def _sample_all(config: GenerateConfig, prompts: list[Prompt], tokenizer, load, partial: Path) -> None:
     """Stage 1: sample every prompt not yet in the partial file, appending as batches finish."""
     done = _done_prompts(partial, config.n)
     todo = [(p, prompt_ids(tokenizer, p, config.template)) for p in prompts if p.id not in done]
     if not todo:
+        return
+    if config.base_url:
+        bar = tqdm(total=len(todo) * config.n, desc="sampling (server)", unit="sample", file=sys.stderr,
+                   disable=not config.show_progress)
+        _sample_from_server(config, todo, tokenizer, partial, bar)
+        bar.close()
         return
     model = load()
     bar = tqdm(total=len(todo) * config.n, desc="sampling", unit="sample", file=sys.stderr,

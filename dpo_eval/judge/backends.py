@@ -7,21 +7,15 @@ its raw output, and, when it could not score, the reason. Failures never become 
 from __future__ import annotations
 
 import importlib
-import json
 import math
-import os
-import random
 import re
-import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from dpo_eval.errors import UserError
 from dpo_eval.judge.store import Verdict
 from dpo_eval.judge.templates import LABELS, JudgeTemplate
+from dpo_eval.openai_client import ChatClient, RequestFailed
 
-RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
 _VERDICT = re.compile(r"^\W*(?:response|output|answer)?\W*\(?\s*([AB])\b", re.IGNORECASE)
 
 
@@ -47,17 +41,9 @@ def label_probability(top_logprobs: dict[str, float], raw: str) -> Verdict:
     return Verdict(a / (a + b), raw)
 
 
-class TransientError(Exception):
-    """A failure worth retrying (rate limit, server error, timeout, malformed reply)."""
-
-
 @dataclass
 class OpenAIJudge:
-    """Any OpenAI-compatible chat-completions server (OpenAI, vLLM, llama.cpp, TGI ...).
-
-    The API key is read from the environment variable named by api_key_env at call time and is
-    never stored or written. Retries transient failures with exponential backoff and jitter.
-    """
+    """A judge behind any OpenAI-compatible chat-completions server (see dpo_eval.openai_client)."""
 
     model: str
     base_url: str
@@ -67,48 +53,13 @@ class OpenAIJudge:
     max_retries: int = 5
     backoff: float = 0.5
     max_tokens: int = 8
-    _sleep: object = field(default=time.sleep, repr=False)
+
+    def __post_init__(self) -> None:
+        self.client = ChatClient(self.base_url, self.api_key_env, self.timeout, self.max_retries, self.backoff)
 
     @property
     def config(self) -> dict:
         return {"backend": "openai", "model": self.model, "temperature": 0.0, "max_tokens": self.max_tokens}
-
-    def _post(self, body: dict) -> dict:
-        headers = {"Content-Type": "application/json"}
-        key = os.environ.get(self.api_key_env) if self.api_key_env else None
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        request = urllib.request.Request(self.base_url.rstrip("/") + "/chat/completions",
-                                         data=json.dumps(body).encode(), headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                payload = response.read()
-        except urllib.error.HTTPError as err:
-            detail = err.read()[:200].decode(errors="replace")
-            if err.code in RETRYABLE_STATUS:
-                raise TransientError(f"http {err.code}: {detail}") from None
-            raise PermissionError(f"http {err.code}: {detail}") from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as err:
-            raise TransientError(f"{type(err).__name__}: {err}") from None
-        try:
-            reply = json.loads(payload)
-            reply["choices"][0]["message"]
-        except (ValueError, KeyError, IndexError, TypeError):
-            raise TransientError(f"malformed reply: {payload[:200]!r}") from None
-        return reply
-
-    def _call(self, body: dict) -> dict | Verdict:
-        last = ""
-        for attempt in range(self.max_retries + 1):
-            try:
-                return self._post(body)
-            except TransientError as err:
-                last = str(err)
-            except PermissionError as err:
-                return Verdict(None, str(err), f"request refused: {err}")
-            if attempt < self.max_retries:
-                self._sleep(self.backoff * 2**attempt * (1 + random.random()))
-        return Verdict(None, last, f"failed after {self.max_retries + 1} attempts: {last}")
 
     def judge(self, instruction: str, output_a: str, output_b: str, mode: str) -> Verdict:
         prompt = self.template.render(instruction, output_a, output_b)
@@ -116,9 +67,10 @@ class OpenAIJudge:
                 "max_tokens": 1 if mode == "probability" else self.max_tokens}
         if mode == "probability":
             body.update(logprobs=True, top_logprobs=20)
-        reply = self._call(body)
-        if isinstance(reply, Verdict):
-            return reply
+        try:
+            reply = self.client.chat(body)
+        except RequestFailed as err:
+            return Verdict(None, str(err), str(err))
         choice = reply["choices"][0]
         text = choice["message"].get("content") or ""
         if mode == "verdict":

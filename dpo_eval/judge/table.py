@@ -3,7 +3,8 @@
 Ours: `model`, `prompt_id` (or `instruction`), `preference` = probability the model's output
 beats the baseline's in [0, 1] (0.5 tie, null = unscored), and either both outputs
 (`model_output`, `baseline_output`) or their lengths (`length_model`, `length_baseline`);
-optional `position_consistent` (false where the two orders disagreed).
+optional `position_consistent` (false where the two orders disagreed) and `baseline` (the
+baseline's name, default "baseline"; checkpoints judged against each other name each other here).
 AlpacaEval: `instruction`, `output_1` (baseline), `output_2` (model), `generator_2` (model name),
 `preference` in [1, 2] (1 = baseline preferred, 2 = model preferred, 1.5 tie, null unscored).
 """
@@ -18,7 +19,7 @@ import pandas as pd
 from dpo_eval.data.formats import read_records
 from dpo_eval.errors import UserError
 
-COLUMNS = ["model", "prompt_id", "preference", "length_model", "length_baseline", "position_consistent"]
+COLUMNS = ["model", "baseline", "prompt_id", "preference", "length_model", "length_baseline", "position_consistent"]
 
 
 def _is_missing(value) -> bool:
@@ -43,7 +44,8 @@ def _length(row: dict, output_key: str, length_key: str, where: str) -> float:
 
 
 def _alpaca_row(row: dict, where: str) -> dict:
-    return {"model": str(row.get("generator_2") or "model"), "prompt_id": str(row["instruction"]),
+    return {"model": str(row.get("generator_2") or "model"), "baseline": str(row.get("generator_1") or "baseline"),
+            "prompt_id": str(row.get("instruction")),
             "preference": _preference(row.get("preference"), 1.0, 2.0, where) - 1.0,
             "length_model": _length(row, "output_2", "length_model", where),
             "length_baseline": _length(row, "output_1", "length_baseline", where),
@@ -55,7 +57,7 @@ def _our_row(row: dict, where: str) -> dict:
     if _is_missing(row.get("model")) or _is_missing(prompt):
         raise UserError(f"{where}: needs 'model' and 'prompt_id' (or 'instruction') columns")
     consistent = row.get("position_consistent")
-    return {"model": str(row["model"]), "prompt_id": str(prompt),
+    return {"model": str(row["model"]), "baseline": str(row.get("baseline") or "baseline"), "prompt_id": str(prompt),
             "preference": _preference(row.get("preference"), 0.0, 1.0, where),
             "length_model": _length(row, "model_output", "length_model", where),
             "length_baseline": _length(row, "baseline_output", "length_baseline", where),

@@ -135,3 +135,26 @@ def test_kill_and_restart_loses_nothing_and_duplicates_nothing(server, tmp_path)
     assert summary["n_judge_calls"] <= 24 - stored_before  # the restart asked only for what was missing
     keys = sqlite3.connect(cache).execute("SELECT key FROM verdicts").fetchall()
     assert len(keys) == len(set(keys))
+
+
+def test_generate_from_the_real_server_with_engine_logps(server, tmp_path):
+    from click.testing import CliRunner
+
+    from dpo_eval.cli import main
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt_id": str(i), "prompt": f"Name a fruit, number {i}."}) + "\n"
+                               for i in range(3)))
+    args = ["generate", "--model", "smollm2", "--served-model", "smollm2", "--base-url", server, "--ref", "smollm2",
+            "--prompts", str(prompts), "--n", "2", "--max-new-tokens", "12", "--temperature", "0.8",
+            "--out", str(tmp_path / "g"), "--cache-dir", str(tmp_path / "cache"), "--api-key-env", "NO_KEY",
+            "--no-progress"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    samples = [json.loads(line) for line in (tmp_path / "g" / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 6
+    for s in samples:
+        assert 0 < s["n_tokens"] <= 13 and s["policy_logp"] == s["ref_logp"] < 0
+    # where re-tokenizing the text reproduces the sampled tokens, our log-prob is the server's
+    close = [abs(s["policy_logp"] - s["server_logp"]) < 1e-2 for s in samples if s["finish_reason"] == "length"]
+    assert close and sum(close) >= len(close) / 2

@@ -44,3 +44,18 @@ def test_winrate_bad_file_exits_2(tmp_path):
     path.write_text(json.dumps({"model": "m", "prompt_id": "q", "preference": 3}) + "\n")
     result = CliRunner().invoke(main, ["winrate", str(path), "--out", str(tmp_path / "o.json")])
     assert result.exit_code == 2 and "preference" in result.output and "Traceback" not in result.output
+
+
+def test_bradley_terry_across_checkpoints_judged_against_each_other(tmp_path):
+    # a beats b 3 of 4 times, b beats c 3 of 4 times: BT with c anchored... here the anchor is the
+    # alphabetically first baseline ("b"); r_a - r_b = log(3), r_c - r_b = -log(3) (fitted MLE, tiny L2)
+    rows = [{"model": "a", "baseline": "b", "prompt_id": f"q{i}", "preference": float(i < 3)} for i in range(4)]
+    rows += [{"model": "b", "baseline": "c", "prompt_id": f"q{i}", "preference": float(i < 3)} for i in range(4)]
+    path = tmp_path / "j.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = CliRunner().invoke(main, ["winrate", str(path), "--out", str(tmp_path / "o.json"), "--resamples", "50"])
+    assert result.exit_code == 0, result.output
+    document = json.loads((tmp_path / "o.json").read_text())
+    assert document["models"] == {} and document["baselines"] == ["b", "c"]
+    ratings = document["bradley_terry"]["ratings"]
+    assert ratings["b"] == 0 and abs(ratings["a"] - np.log(3)) < 1e-3 and abs(ratings["c"] + np.log(3)) < 1e-3
