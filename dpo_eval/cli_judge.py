@@ -44,6 +44,7 @@ Examples:
       --judge openai:gpt-4o-mini --out judged/ckpt200
   dpo-eval judge --candidates c.jsonl --baseline b.jsonl --judge openai:smollm2 \\
       --base-url http://localhost:8000/v1 --api-key-env NONE --mode probability --out j
+  dpo-eval judge --candidates c.jsonl --baseline b.jsonl --judge local:smollm2 --mode probability --out j
   dpo-eval judge --candidates c.jsonl --baseline b.jsonl --judge rule:my_checks:exact_match --out j
 """
 
@@ -51,7 +52,8 @@ Examples:
 @click.command("judge", epilog=JUDGE_EXAMPLES)
 @click.option("--candidates", required=True, help="jsonl of prompt_id, prompt, output (+ model).")
 @click.option("--baseline", required=True, help="The baseline's outputs, same format.")
-@click.option("--judge", "judge_spec", required=True, help="openai:MODEL or rule:module:function.")
+@click.option("--judge", "judge_spec", required=True,
+              help="openai:MODEL (OpenAI-compatible server, e.g. vLLM), local:MODEL_PATH or rule:module:function.")
 @click.option("--out", required=True, help="Output dir: judgments.jsonl, judge_summary.json, judge_cache.sqlite.")
 @click.option("--mode", type=click.Choice(["verdict", "probability"]), default="verdict", show_default=True,
               help="verdict: both orders judged; probability: one seeded order, P(label).")
@@ -65,6 +67,7 @@ Examples:
 @click.option("--retries", default=5, show_default=True, type=click.IntRange(min=0))
 @click.option("--backoff", default=0.5, show_default=True, type=click.FloatRange(min=0),
               help="First retry delay in seconds; doubles each retry (with jitter).")
+@click.option("--cache-dir", default=None, help="Model cache for local judges [default: ~/.cache/dpo_eval].")
 @click.option("--no-progress", is_flag=True)
 def judge_command(judge_spec, no_progress, **options) -> None:
     """Judge candidates against a baseline with an LLM or rule judge; cached and resumable.

@@ -47,13 +47,13 @@ CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} 
                  "{% if add_generation_prompt %}<|assistant|> {% endif %}")
 
 
-def word_tokenizer():
+def word_tokenizer(extra_words: tuple[str, ...] = ()):
     """A whitespace word-level tokenizer with EOS, PAD and a chat template (no downloads)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     specials = ["<pad>", "<unk>", "<bos>", "<eos>", "<|user|>", "<|assistant|>", "<|system|>"]
-    vocab = {w: i for i, w in enumerate(specials + WORDS)}
+    vocab = {w: i for i, w in enumerate(specials + WORDS + list(extra_words))}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>",
@@ -62,9 +62,9 @@ def word_tokenizer():
     return tok
 
 
-def save_tiny_model(folder, seed: int = 0, vocab_size: int | None = None, **overrides):
+def save_tiny_model(folder, seed: int = 0, vocab_size: int | None = None, extra_words=(), **overrides):
     """Save a tiny random Llama and the word tokenizer as a save_pretrained dir; returns its path."""
-    tok = word_tokenizer()
+    tok = word_tokenizer(tuple(extra_words))
     model = tiny_llama(vocab_size=vocab_size or len(tok), seed=seed, **overrides)
     model.save_pretrained(folder)
     tok.save_pretrained(folder)

@@ -20,7 +20,7 @@ from dpo_eval.judge.templates import load_template
 class JudgeConfig:
     candidates: str
     baseline: str
-    judge: str  # "openai:MODEL" or "rule:module:function"
+    judge: str  # "openai:MODEL", "local:PATH" or "rule:module:function"
     out: str
     mode: str = "verdict"
     template: str = "pairwise"
@@ -31,6 +31,7 @@ class JudgeConfig:
     timeout: float = 60.0
     retries: int = 5
     backoff: float = 0.5
+    cache_dir: str | None = None
     show_progress: bool = True
 
 
@@ -60,8 +61,12 @@ def make_backend(config: JudgeConfig, template):
                            timeout=config.timeout, max_retries=config.retries, backoff=config.backoff)
     if kind == "rule" and rest:
         return RuleJudge(rest)
-    raise UserError(f"--judge {config.judge!r}: use openai:MODEL (any OpenAI-compatible server, with "
-                    "--base-url) or rule:module:function")
+    if kind == "local" and rest:
+        from dpo_eval.judge.local import LocalJudge
+
+        return LocalJudge(rest, template, cache_dir=config.cache_dir)
+    raise UserError(f"--judge {config.judge!r}: use openai:MODEL (any OpenAI-compatible server, e.g. vLLM, "
+                    "with --base-url), local:MODEL_PATH (transformers, in-process) or rule:module:function")
 
 
 def judge(config: JudgeConfig) -> list[dict]:

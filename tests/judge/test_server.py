@@ -88,10 +88,10 @@ def test_real_server_verdict_and_probability_modes(server, tmp_path):
 
 
 def test_faults_end_judged_or_unscored_none_lost(server, tmp_path):
-    proxy = FaultProxy(server, delay=2.0)
+    proxy = FaultProxy(server, delay=6.0)
     template = load_template("pairwise")
     store = JudgmentStore(tmp_path / "c.sqlite")
-    judge = OpenAIJudge("smollm2", proxy.url, template, api_key_env=None, timeout=1.0, max_retries=6, backoff=0.01)
+    judge = OpenAIJudge("smollm2", proxy.url, template, api_key_env=None, timeout=4.0, max_retries=6, backoff=0.01)
     records = Judging(judge, template, store, "verdict").run(comparisons(8), concurrency=3, show_progress=False)
     proxy.close()
     assert [r["prompt_id"] for r in records] == [str(i) for i in range(8)]
@@ -103,7 +103,7 @@ def test_faults_end_judged_or_unscored_none_lost(server, tmp_path):
 def judge_cmd(proxy_url: str, candidates: str, baseline: str, out: Path):
     return [sys.executable, "-m", "dpo_eval.cli", "judge", "--candidates", candidates, "--baseline", baseline,
             "--judge", "openai:smollm2", "--base-url", proxy_url, "--api-key-env", "NO_KEY", "--out", str(out),
-            "--timeout", "1", "--retries", "8", "--backoff", "0.01", "--concurrency", "2", "--no-progress"]
+            "--timeout", "4", "--retries", "8", "--backoff", "0.01", "--concurrency", "2", "--no-progress"]
 
 
 def test_kill_and_restart_loses_nothing_and_duplicates_nothing(server, tmp_path):
@@ -111,7 +111,7 @@ def test_kill_and_restart_loses_nothing_and_duplicates_nothing(server, tmp_path)
     candidates, baseline = tmp_path / "c.jsonl", tmp_path / "b.jsonl"
     candidates.write_text("".join(json.dumps({**r, "model": "ckpt"}) + "\n" for r in rows))
     baseline.write_text("".join(json.dumps({**r, "output": "Blue."}) + "\n" for r in rows))
-    proxy = FaultProxy(server, delay=1.5)
+    proxy = FaultProxy(server, delay=6.0)
     out = tmp_path / "j"
     victim = subprocess.Popen(judge_cmd(proxy.url, str(candidates), str(baseline), out), stderr=subprocess.DEVNULL)
     cache = out / "judge_cache.sqlite"
