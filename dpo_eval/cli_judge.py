@@ -53,7 +53,8 @@ Examples:
 @click.option("--candidates", required=True, help="jsonl of prompt_id, prompt, output (+ model).")
 @click.option("--baseline", required=True, help="The baseline's outputs, same format.")
 @click.option("--judge", "judge_spec", required=True,
-              help="openai:MODEL (OpenAI-compatible server, e.g. vLLM), local:MODEL_PATH or rule:module:function.")
+              help="openai:MODEL (OpenAI-compatible server, e.g. vLLM), local:MODEL_PATH, gold:ANSWERS_FILE "
+                   "or rule:module:function.")
 @click.option("--out", required=True, help="Output dir: judgments.jsonl, judge_summary.json, judge_cache.sqlite.")
 @click.option("--mode", type=click.Choice(["verdict", "probability"]), default="verdict", show_default=True,
               help="verdict: both orders judged; probability: one seeded order, P(label).")
@@ -89,6 +90,7 @@ Examples:
   dpo-eval generate --model runs/a/checkpoint-200 --ref sft --prompts prompts.jsonl --n 4 --out gen/ckpt200
   dpo-eval generate --model smollm2 --prompts data/hh_harmless_sample.jsonl --n 2 --temperature 0.7 --out gen/ref
   dpo-eval generate --model ckpt --served-model ckpt --base-url http://localhost:8000/v1 --prompts p.jsonl --out g
+  dpo-eval generate --model ckpt --vllm --vllm-arg=--tensor-parallel-size=2 --prompts p.jsonl --out g
 """
 
 
@@ -114,14 +116,19 @@ Examples:
 @click.option("--served-model", default=None, help="Model name on the server [default: --model].")
 @click.option("--api-key-env", default=None, help="Environment variable holding the server's API key.")
 @click.option("--concurrency", default=4, show_default=True, type=int, help="Parallel server requests.")
+@click.option("--vllm", is_flag=True, help="Start a vLLM server for this run (needs `make vllm-env`).")
+@click.option("--vllm-python", default=None, help="Python of the vLLM environment [default: .venv-vllm/bin/python].")
+@click.option("--vllm-arg", "vllm_args", multiple=True,
+              help="Passed to vLLM unchanged, e.g. --vllm-arg=--tensor-parallel-size=2 (repeatable).")
 @click.option("--no-progress", is_flag=True)
-def generate_command(stop, no_progress, **options) -> None:
+def generate_command(stop, no_progress, vllm_args, **options) -> None:
     """Sample N responses per prompt with their token counts and policy/reference log-probs.
 
     Resumable: a killed run keeps every finished batch and continues with the rest.
     """
     from dpo_eval.generate import GenerateConfig, generate
 
-    samples = generate(GenerateConfig(stop=tuple(stop), show_progress=not no_progress, **options))
+    samples = generate(GenerateConfig(stop=tuple(stop), vllm_args=tuple(vllm_args), show_progress=not no_progress,
+                                      **options))
     click.echo(json.dumps({"n_samples": len(samples)}))
     click.echo(f"wrote {options['out']}/samples.jsonl", err=True)

@@ -10,6 +10,7 @@ appended to OUT/samples.jsonl as they complete, so a killed run continues where 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -57,6 +58,9 @@ class GenerateConfig:
     timeout: float = 300.0
     retries: int = 5
     concurrency: int = 4
+    vllm: bool = False  # start a vLLM server for this run (vllm_python, vllm_args pass through)
+    vllm_python: str | None = None
+    vllm_args: tuple[str, ...] = ()
 
     def validate(self) -> None:
         if self.n < 1 or self.max_new_tokens < 1 or self.batch_size < 1:
@@ -248,6 +252,13 @@ def _sample_all(config: GenerateConfig, prompts: list[Prompt], tokenizer, load, 
 def generate(config: GenerateConfig) -> list[dict]:
     """Sample, then score every sample under the policy and the reference; write OUT/samples.jsonl."""
     config.validate()
+    if config.vllm and not config.base_url:
+        from dpo_eval.vllm_server import vllm_server
+
+        model_dir = identify_model(config.model, cache_dir=Path(config.cache_dir) if config.cache_dir
+                                   else default_cache_dir()).resolved
+        with vllm_server(model_dir, "policy", config.vllm_python, config.vllm_args) as url:
+            return generate(dataclasses.replace(config, base_url=url, served_model="policy"))
     cache_root = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
     tokenizer = load_tokenizer(config.model, cache_dir=cache_root)
     prompts = read_prompts(config.prompts, config.limit)

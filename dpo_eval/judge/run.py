@@ -10,7 +10,7 @@ from pathlib import Path
 from dpo_eval.data.formats import read_records
 from dpo_eval.errors import UserError
 from dpo_eval.jsonio import write_json
-from dpo_eval.judge.backends import OpenAIJudge, RuleJudge
+from dpo_eval.judge.backends import GoldJudge, OpenAIJudge, RuleJudge
 from dpo_eval.judge.judging import MODES, Comparison, Judging
 from dpo_eval.judge.store import JudgmentStore
 from dpo_eval.judge.templates import load_template
@@ -61,12 +61,14 @@ def make_backend(config: JudgeConfig, template):
                            timeout=config.timeout, max_retries=config.retries, backoff=config.backoff)
     if kind == "rule" and rest:
         return RuleJudge(rest)
+    if kind == "gold" and rest:
+        return GoldJudge(rest)
     if kind == "local" and rest:
         from dpo_eval.judge.local import LocalJudge
 
         return LocalJudge(rest, template, cache_dir=config.cache_dir)
     raise UserError(f"--judge {config.judge!r}: use openai:MODEL (any OpenAI-compatible server, e.g. vLLM, "
-                    "with --base-url), local:MODEL_PATH (transformers, in-process) or rule:module:function")
+                    "with --base-url), local:MODEL_PATH (transformers, in-process), gold:ANSWERS_FILE or rule:module:function")
 
 
 def judge(config: JudgeConfig) -> list[dict]:

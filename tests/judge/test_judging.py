@@ -96,3 +96,16 @@ def test_judge_command_with_a_gold_verifier_feeds_winrate(tmp_path, monkeypatch)
                                   str(tmp_path / "w.json"), "--lc-resamples", "0"])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "w.json").read_text())["models"]["ckpt"]["win_rate"] == pytest.approx(0.5)
+
+
+def test_gold_answers_checked_by_a_verifier(tmp_path):
+    from dpo_eval.judge.backends import GoldJudge
+
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text(json.dumps({"prompt": "Capital of France?", "answer": "Paris"}) + "\n")
+    judge = GoldJudge(str(gold))
+    assert judge.judge("Capital of France?", "It is paris.", "Lyon", "verdict").preference_a == 1.0
+    assert judge.judge("Capital of France?", "Rome", "PARIS!", "verdict").preference_a == 0.0
+    assert judge.judge("Capital of France?", "Paris", "paris", "verdict").preference_a == 0.5
+    unknown = judge.judge("Other?", "a", "b", "verdict")
+    assert unknown.preference_a is None and "no gold answer" in unknown.reason

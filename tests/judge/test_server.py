@@ -14,7 +14,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -35,37 +34,16 @@ pytestmark = [
 ]
 
 
-def wait_until_up(url: str, process: subprocess.Popen, seconds: float = 600) -> None:
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"vLLM server exited with {process.returncode}")
-        try:
-            urllib.request.urlopen(url + "/models", timeout=2).read()
-            return
-        except OSError:
-            time.sleep(2)
-    raise TimeoutError("vLLM server did not start")
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    """A real vLLM server started by dpo-eval's own launcher (its options pass through)."""
     from dpo_eval.models import identify_model
+    from dpo_eval.vllm_server import vllm_server
 
     model_dir = identify_model("smollm2", cache_dir=tmp_path_factory.mktemp("cache")).resolved
-    port = 18000 + os.getpid() % 1000
-    log = open(tmp_path_factory.mktemp("vllm") / "server.log", "w")
-    process = subprocess.Popen([VLLM_PYTHON, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,
-                                "--served-model-name", "smollm2", "--port", str(port), "--dtype", "float32",
-                                "--max-model-len", "2048", "--gpu-memory-utilization", "0.15"],
-                               stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        wait_until_up(url, process)
+    extra = ["--dtype", "float32", "--max-model-len", "2048", "--gpu-memory-utilization", "0.15"]
+    with vllm_server(model_dir, "smollm2", VLLM_PYTHON, extra) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
 
 
 def comparisons(n: int):
