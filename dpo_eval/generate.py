@@ -24,13 +24,13 @@ from tqdm import tqdm
 
 from dpo_eval.data.formats import read_records
 from dpo_eval.engine.batching import default_token_budget
-from dpo_eval.engine.cache import LogpCache, default_cache_dir
+from dpo_eval.engine.cache import LogpCache, default_cache_dir, numerics_tag
 from dpo_eval.engine.runner import score_with_cache
 from dpo_eval.errors import UserError
-from dpo_eval.jsonio import write_json
+from dpo_eval.jsonio import write_json, write_jsonl
 from dpo_eval.models import identify_model, load_model, load_tokenizer, resolve_device, resolve_dtype
 from dpo_eval.openai_client import ChatClient, RequestFailed
-from dpo_eval.tokenization import TokenizedPair
+from dpo_eval.tokenization import TokenizedPair, padding_id
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,7 @@ def _batch_seed(seed: int, prompt_ids_in_batch: list[str]) -> int:
 def sample_batch(model, tokenizer, batch: list[tuple[Prompt, list[int]]], config: GenerateConfig) -> list[dict]:
     """Generate config.n samples for each prompt of a batch (left-padded)."""
     width = max(len(ids) for _, ids in batch)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = padding_id(tokenizer)
     input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for _, ids in batch])
     attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for _, ids in batch])
     device = next(model.parameters()).device
@@ -176,7 +176,7 @@ def _sequence_logps(path: str, rows: list[dict], device, dtype, cache_root: Path
     identity = identify_model(path, cache_dir=cache_root)
     pairs = [TokenizedPair(str(i), "", tuple(r["_prompt_ids"]), tuple(r["_sample_ids"]) or (0,), ())
              for i, r in enumerate(rows)]
-    cache = LogpCache(cache_root, identity.fingerprint, f"{device.type}-{str(dtype).removeprefix('torch.')}")
+    cache = LogpCache(cache_root, identity.fingerprint, numerics_tag(device, dtype))
     result = score_with_cache(lambda: load_model(path, device=device, dtype=dtype, cache_dir=cache_root).model,
                               pairs, cache, pad_id=0, token_budget=default_token_budget(device), desc=desc)
     return [float(v) if r["_sample_ids"] else 0.0 for v, r in zip(result.chosen_logp, rows)]
@@ -280,9 +280,7 @@ def generate(config: GenerateConfig) -> list[dict]:
         samples.append({"model": config.model, **clean, "token_ids": row["_sample_ids"], "policy_logp": policy[i],
                         "ref_logp": ref[i] if ref else None, "seed": config.seed,
                         "temperature": config.temperature, "top_p": config.top_p})
-    tmp = out / f".samples.jsonl.tmp{os.getpid()}"
-    tmp.write_text("".join(json.dumps(s) + "\n" for s in samples))
-    os.replace(tmp, out / "samples.jsonl")
+    write_jsonl(out / "samples.jsonl", samples)
     write_json(out / "generate_summary.json", {
         "schema_version": 1, "model": identify_model(config.model, cache_dir=cache_root).to_dict(),
         "reference": identify_model(config.ref, cache_dir=cache_root).to_dict() if config.ref else None,

@@ -19,6 +19,15 @@ def finite_or_null(value):
     return value
 
 
+def write_jsonl(path: str | Path, rows: list[dict]) -> None:
+    """Write one JSON object per line, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text("".join(json.dumps(finite_or_null(row), allow_nan=False) + "\n" for row in rows))
+    os.replace(tmp, path)
+
+
 def write_json(path: str | Path, data: dict) -> None:
     """Write data to path atomically, so a crash never leaves a half-written file."""
     path = Path(path)

@@ -13,7 +13,7 @@ import torch
 
 from dpo_eval.data.pairs import load_pairs
 from dpo_eval.engine.batching import default_token_budget
-from dpo_eval.engine.cache import LogpCache, default_cache_dir
+from dpo_eval.engine.cache import LogpCache, default_cache_dir, numerics_tag
 from dpo_eval.engine.distributed import DistContext, device_for_rank, init_distributed, shutdown
 from dpo_eval.engine.runner import PairLogps, score_with_cache
 from dpo_eval.errors import UserError
@@ -28,7 +28,7 @@ from dpo_eval.models import (
     resolve_device,
     resolve_dtype,
 )
-from dpo_eval.tokenization import TokenizedPairs, TokenizerSettings, tokenize_pairs
+from dpo_eval.tokenization import TokenizedPairs, TokenizerSettings, padding_id, tokenize_pairs
 
 SCHEMA_VERSION = 1
 REFERENCE_FREE = "none"
@@ -78,14 +78,10 @@ class ScoreResult:
     is_main_process: bool = True  # False on the other ranks of a torchrun job
 
 
-def _numerics(device: torch.device, dtype: torch.dtype) -> str:
-    return f"{device.type}-{str(dtype).removeprefix('torch.')}"
-
-
 def _model_logps(identity: ModelIdentity, pairs: TokenizedPairs, config: ScoreConfig, ctx: DistContext,
                  device: torch.device, dtype: torch.dtype, pad_id: int, role: str) -> PairLogps:
     cache_root = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-    cache = LogpCache(cache_root, identity.fingerprint, _numerics(device, dtype), writer_tag=str(ctx.rank))
+    cache = LogpCache(cache_root, identity.fingerprint, numerics_tag(device, dtype), writer_tag=str(ctx.rank))
 
     def load() -> torch.nn.Module:
         return load_model(identity.path, device=device, dtype=dtype, cache_dir=cache_root,
@@ -129,7 +125,7 @@ def _tokenize(config: ScoreConfig, policy: ModelIdentity, ref: ModelIdentity | N
         ref_tokenizer = load_tokenizer(ref.path, policy.path, cache_dir=cache_root)
         check_same_vocabulary(tokenizer, ref_tokenizer, "policy", "reference")
     tokenized = tokenize_pairs(loaded.pairs, tokenizer, config.tokenization)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    pad_id = padding_id(tokenizer)
     return loaded, tokenized, pad_id
 
 

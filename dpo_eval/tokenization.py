@@ -82,6 +82,13 @@ class TokenizedPairs:
     n_truncated: int
 
 
+def padding_id(tokenizer) -> int:
+    """The id used for padding: the tokenizer's pad token, else EOS, else 0 (padding is masked anyway)."""
+    if tokenizer.pad_token_id is not None:
+        return tokenizer.pad_token_id
+    return tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+
+
 def choose_mode(pairs: Sequence[PreferencePair], tokenizer, template: str) -> str:
     """Resolve "auto" to "chat" or "plain" for this data and tokenizer."""
     is_chat = bool(pairs) and pairs[0].is_chat

@@ -9,6 +9,7 @@ recomputes nothing it has.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Iterable
@@ -20,6 +21,14 @@ ENGINE_VERSION = "1"
 COMPACT_AFTER = 64  # shards; more are merged into one on load
 
 CachedRow = tuple[float, float, int, int]  # chosen_logp, rejected_logp, chosen_tokens, rejected_tokens
+
+
+def numerics_tag(device, dtype, exclude_ids=None) -> str:
+    """What besides the weights changes log-probs: device type, dtype, tokens left out of the sums."""
+    tag = f"{device.type}-{str(dtype).removeprefix('torch.')}"
+    if exclude_ids is not None:
+        tag += "-excl" + hashlib.blake2b(str(sorted(exclude_ids.tolist())).encode(), digest_size=4).hexdigest()
+    return tag
 
 
 def default_cache_dir() -> Path:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from dpo_eval.data.formats import read_records
 from dpo_eval.errors import UserError
-from dpo_eval.jsonio import write_json
+from dpo_eval.jsonio import write_json, write_jsonl
 from dpo_eval.judge.backends import GoldJudge, OpenAIJudge, RuleJudge
 from dpo_eval.judge.judging import MODES, Comparison, Judging
 from dpo_eval.judge.store import JudgmentStore
@@ -89,9 +87,7 @@ def judge(config: JudgeConfig) -> list[dict]:
         records = judging.run(comparisons, config.concurrency, config.show_progress)
     finally:
         store.close()
-    tmp = out / f".judgments.jsonl.tmp{os.getpid()}"
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-    os.replace(tmp, out / "judgments.jsonl")
+    write_jsonl(out / "judgments.jsonl", records)
     unscored = [r for r in records if r["preference"] is None]
     write_json(out / "judge_summary.json", {
         "schema_version": 1, "model": model, "n": len(records), "n_unscored": len(unscored),

@@ -34,7 +34,7 @@ def _preference(value, low: float, high: float, where: str) -> float:
     return float(value)
 
 
-def _length(row: dict, output_key: str, length_key: str, where: str) -> float:
+def _length(row: dict, output_key: str, length_key: str) -> float:
     if not _is_missing(row.get(length_key)):
         return float(row[length_key])
     output = row.get(output_key)
@@ -47,8 +47,8 @@ def _alpaca_row(row: dict, where: str) -> dict:
     return {"model": str(row.get("generator_2") or "model"), "baseline": str(row.get("generator_1") or "baseline"),
             "prompt_id": str(row.get("instruction")),
             "preference": _preference(row.get("preference"), 1.0, 2.0, where) - 1.0,
-            "length_model": _length(row, "output_2", "length_model", where),
-            "length_baseline": _length(row, "output_1", "length_baseline", where),
+            "length_model": _length(row, "output_2", "length_model"),
+            "length_baseline": _length(row, "output_1", "length_baseline"),
             "position_consistent": math.nan}
 
 
@@ -59,8 +59,8 @@ def _our_row(row: dict, where: str) -> dict:
     consistent = row.get("position_consistent")
     return {"model": str(row["model"]), "baseline": str(row.get("baseline") or "baseline"), "prompt_id": str(prompt),
             "preference": _preference(row.get("preference"), 0.0, 1.0, where),
-            "length_model": _length(row, "model_output", "length_model", where),
-            "length_baseline": _length(row, "baseline_output", "length_baseline", where),
+            "length_model": _length(row, "model_output", "length_model"),
+            "length_baseline": _length(row, "baseline_output", "length_baseline"),
             "position_consistent": math.nan if _is_missing(consistent) else bool(consistent)}
 
 

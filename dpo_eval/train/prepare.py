@@ -8,7 +8,6 @@ trains; with keep_ref_live it stays and scores each micro-batch instead.
 from __future__ import annotations
 
 import gc
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,11 +16,11 @@ import torch
 
 from dpo_eval.data.pairs import load_pairs
 from dpo_eval.engine.batching import default_token_budget
-from dpo_eval.engine.cache import CachedRow, LogpCache, default_cache_dir
+from dpo_eval.engine.cache import CachedRow, LogpCache, default_cache_dir, numerics_tag
 from dpo_eval.engine.distributed import DistContext
 from dpo_eval.engine.runner import compute_batch, score_with_cache
 from dpo_eval.models import check_same_vocabulary, identify_model, load_model, load_tokenizer
-from dpo_eval.tokenization import TokenizedPair, TokenizerSettings, tokenize_pairs
+from dpo_eval.tokenization import TokenizedPair, TokenizerSettings, padding_id, tokenize_pairs
 from dpo_eval.train.config import TrainConfig
 from dpo_eval.train.kto import UnpairedExample, load_unpaired
 
@@ -59,13 +58,6 @@ def _tokenized(path: str, config: TrainConfig, tokenizer, settings: TokenizerSet
     return tokenize_pairs(loaded.pairs, tokenizer, settings)
 
 
-def _numerics(device: torch.device, dtype: torch.dtype, exclude_ids: torch.Tensor | None) -> str:
-    tag = f"{device.type}-{str(dtype).removeprefix('torch.')}"
-    if exclude_ids is not None:
-        tag += "-excl" + hashlib.blake2b(str(sorted(exclude_ids.tolist())).encode(), digest_size=4).hexdigest()
-    return tag
-
-
 def prepare_data(config: TrainConfig) -> PreparedData:
     """Tokenizer, tokenized training and eval data; no model is loaded."""
     cache_root = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
@@ -83,7 +75,7 @@ def prepare_data(config: TrainConfig) -> PreparedData:
         tokenized = _tokenized(config.data, config, tokenizer, settings, config.limit)
         train, mode, n_truncated = tokenized.pairs, tokenized.mode, tokenized.n_truncated
     evaluation = _tokenized(config.eval_data, config, tokenizer, settings, None).pairs if config.eval_data else []
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    pad_id = padding_id(tokenizer)
     exclude = torch.tensor(sorted(tokenizer.all_special_ids)) if config.mask_special_tokens else None
     return PreparedData(train, evaluation, tokenizer, pad_id, exclude, cache_root,
                         {"template": config.template, "mode": mode, "max_length": config.max_length,
@@ -106,7 +98,7 @@ def attach_reference(data: PreparedData, config: TrainConfig, sequences: Sequenc
     if config.keep_ref_live:
         data.ref_model = load()
         return
-    cache = LogpCache(data.cache_root, identity.fingerprint, _numerics(device, dtype, data.exclude_ids),
+    cache = LogpCache(data.cache_root, identity.fingerprint, numerics_tag(device, dtype, data.exclude_ids),
                       writer_tag=str(ctx.rank))
     every = list(sequences) + data.eval
     result = score_with_cache(load, every, cache, pad_id=data.pad_id, token_budget=default_token_budget(device),
