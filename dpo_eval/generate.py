@@ -11,6 +11,7 @@ appended to OUT/samples.jsonl as they complete, so a killed run continues where 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -24,7 +25,7 @@ from tqdm import tqdm
 
 from dpo_eval.data.formats import read_records
 from dpo_eval.engine.batching import default_token_budget
-from dpo_eval.engine.cache import LogpCache, default_cache_dir, numerics_tag
+from dpo_eval.engine.cache import LogpCache, numerics_tag, resolve_cache_dir
 from dpo_eval.engine.runner import score_with_cache
 from dpo_eval.errors import UserError
 from dpo_eval.jsonio import write_json, write_jsonl
@@ -172,13 +173,12 @@ def _append(path: Path, rows: list[dict]) -> None:
         os.fsync(f.fileno())
 
 
-def _sequence_logps(path: str, rows: list[dict], device, dtype, cache_root: Path, desc: str) -> list[float]:
-    identity = identify_model(path, cache_dir=cache_root)
+def _sequence_logps(identity, load, rows: list[dict], device, dtype, cache_root: Path, desc: str) -> list[float]:
+    """Σ log-prob of each sample's tokens under one model (cached; load() only if something is missing)."""
     pairs = [TokenizedPair(str(i), "", tuple(r["_prompt_ids"]), tuple(r["_sample_ids"]) or (0,), ())
              for i, r in enumerate(rows)]
     cache = LogpCache(cache_root, identity.fingerprint, numerics_tag(device, dtype))
-    result = score_with_cache(lambda: load_model(path, device=device, dtype=dtype, cache_dir=cache_root).model,
-                              pairs, cache, pad_id=0, token_budget=default_token_budget(device), desc=desc)
+    result = score_with_cache(load, pairs, cache, pad_id=0, token_budget=default_token_budget(device), desc=desc)
     return [float(v) if r["_sample_ids"] else 0.0 for v, r in zip(result.chosen_logp, rows)]
 
 
@@ -255,11 +255,10 @@ def generate(config: GenerateConfig) -> list[dict]:
     if config.vllm and not config.base_url:
         from dpo_eval.vllm_server import vllm_server
 
-        model_dir = identify_model(config.model, cache_dir=Path(config.cache_dir) if config.cache_dir
-                                   else default_cache_dir()).resolved
+        model_dir = identify_model(config.model, cache_dir=resolve_cache_dir(config.cache_dir)).resolved
         with vllm_server(model_dir, "policy", config.vllm_python, config.vllm_args) as url:
             return generate(dataclasses.replace(config, base_url=url, served_model="policy"))
-    cache_root = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+    cache_root = resolve_cache_dir(config.cache_dir)
     tokenizer = load_tokenizer(config.model, cache_dir=cache_root)
     prompts = read_prompts(config.prompts, config.limit)
     out = Path(config.out)
@@ -267,13 +266,22 @@ def generate(config: GenerateConfig) -> list[dict]:
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
     partial = out / "samples.partial.jsonl"
-    _sample_all(config, prompts, tokenizer,
-                lambda: load_model(config.model, device=device, dtype=dtype, cache_dir=cache_root).model, partial)
+    policy_id = identify_model(config.model, cache_dir=cache_root)
+    ref_id = identify_model(config.ref, cache_dir=cache_root) if config.ref else None
+
+    @functools.cache
+    def load_policy() -> torch.nn.Module:  # loaded once, for sampling and for scoring its samples
+        return load_model(config.model, device=device, dtype=dtype, cache_dir=cache_root).model
+
+    _sample_all(config, prompts, tokenizer, load_policy, partial)
     rows = [json.loads(line) for line in partial.read_text().splitlines() if line.strip()]
     wanted = {p.id for p in prompts}
     rows = [r for r in rows if r["prompt_id"] in wanted]
-    policy = _sequence_logps(config.model, rows, device, dtype, cache_root, "policy log-probs")
-    ref = _sequence_logps(config.ref, rows, device, dtype, cache_root, "reference log-probs") if config.ref else None
+    policy = _sequence_logps(policy_id, load_policy, rows, device, dtype, cache_root, "policy log-probs")
+    load_policy.cache_clear()
+    ref = None if ref_id is None else _sequence_logps(
+        ref_id, lambda: load_model(config.ref, device=device, dtype=dtype, cache_dir=cache_root).model,
+        rows, device, dtype, cache_root, "reference log-probs")
     samples = []
     for i, row in enumerate(rows):
         clean = {k: v for k, v in row.items() if not k.startswith("_")}
@@ -282,8 +290,7 @@ def generate(config: GenerateConfig) -> list[dict]:
                         "temperature": config.temperature, "top_p": config.top_p})
     write_jsonl(out / "samples.jsonl", samples)
     write_json(out / "generate_summary.json", {
-        "schema_version": 1, "model": identify_model(config.model, cache_dir=cache_root).to_dict(),
-        "reference": identify_model(config.ref, cache_dir=cache_root).to_dict() if config.ref else None,
+        "schema_version": 1, "model": policy_id.to_dict(), "reference": ref_id.to_dict() if ref_id else None,
         "n_prompts": len(prompts), "n_samples": len(samples), "n_per_prompt": config.n,
         "sampling": {"temperature": config.temperature, "top_p": config.top_p, "seed": config.seed,
                      "max_new_tokens": config.max_new_tokens, "stop": list(config.stop)},

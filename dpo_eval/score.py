@@ -13,7 +13,7 @@ import torch
 
 from dpo_eval.data.pairs import load_pairs
 from dpo_eval.engine.batching import default_token_budget
-from dpo_eval.engine.cache import LogpCache, default_cache_dir, numerics_tag
+from dpo_eval.engine.cache import LogpCache, numerics_tag, resolve_cache_dir
 from dpo_eval.engine.distributed import DistContext, device_for_rank, init_distributed, shutdown
 from dpo_eval.engine.runner import PairLogps, score_with_cache
 from dpo_eval.errors import UserError
@@ -80,7 +80,7 @@ class ScoreResult:
 
 def _model_logps(identity: ModelIdentity, pairs: TokenizedPairs, config: ScoreConfig, ctx: DistContext,
                  device: torch.device, dtype: torch.dtype, pad_id: int, role: str) -> PairLogps:
-    cache_root = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+    cache_root = resolve_cache_dir(config.cache_dir)
     cache = LogpCache(cache_root, identity.fingerprint, numerics_tag(device, dtype), writer_tag=str(ctx.rank))
 
     def load() -> torch.nn.Module:
@@ -133,7 +133,7 @@ def score(config: ScoreConfig) -> ScoreResult:
     """Score every pair under policy (and reference), write pairs.parquet and summary.json."""
     config.validate()
     ctx = init_distributed()
-    cache_root = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+    cache_root = resolve_cache_dir(config.cache_dir)
     policy_id = identify_model(config.policy, cache_dir=cache_root, allow_pickle=config.allow_pickle)
     ref_id = None if config.is_reference_free else identify_model(
         config.ref, cache_dir=cache_root, allow_pickle=config.allow_pickle)

@@ -37,6 +37,11 @@ def default_cache_dir() -> Path:
     return Path(base) / "dpo_eval"
 
 
+def resolve_cache_dir(cache_dir: str | Path | None) -> Path:
+    """The cache directory a command was given, else the default."""
+    return Path(cache_dir) if cache_dir else default_cache_dir()
+
+
 class LogpCache:
     """Per-model store of pair log-probs: ``load`` everything, ``append`` finished rows."""
 

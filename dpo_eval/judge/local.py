@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from dpo_eval.engine.cache import default_cache_dir
+from dpo_eval.engine.cache import resolve_cache_dir
 from dpo_eval.errors import UserError
 from dpo_eval.judge.backends import parse_verdict
 from dpo_eval.judge.store import Verdict
@@ -46,7 +45,7 @@ class LocalJudge:
     cache_dir: str | None = None
 
     def __post_init__(self) -> None:
-        cache = Path(self.cache_dir) if self.cache_dir else default_cache_dir()
+        cache = resolve_cache_dir(self.cache_dir)
         device = resolve_device(self.device)
         loaded = load_model(self.path, device=device, dtype=resolve_dtype(self.dtype, device), cache_dir=cache)
         if loaded.tokenizer is None:

@@ -16,7 +16,7 @@ import torch
 
 from dpo_eval.data.pairs import load_pairs
 from dpo_eval.engine.batching import default_token_budget
-from dpo_eval.engine.cache import CachedRow, LogpCache, default_cache_dir, numerics_tag
+from dpo_eval.engine.cache import CachedRow, LogpCache, numerics_tag, resolve_cache_dir
 from dpo_eval.engine.distributed import DistContext
 from dpo_eval.engine.runner import compute_batch, score_with_cache
 from dpo_eval.models import check_same_vocabulary, identify_model, load_model, load_tokenizer
@@ -60,7 +60,7 @@ def _tokenized(path: str, config: TrainConfig, tokenizer, settings: TokenizerSet
 
 def prepare_data(config: TrainConfig) -> PreparedData:
     """Tokenizer, tokenized training and eval data; no model is loaded."""
-    cache_root = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+    cache_root = resolve_cache_dir(config.cache_dir)
     ref_path = config.ref or config.policy
     tokenizer = load_tokenizer(config.policy, ref_path, cache_dir=cache_root)
     if config.ref and config.ref != config.policy:
