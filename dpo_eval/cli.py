@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import click
 
-from dpo_eval.cli_judge import generate_command, judge_command, winrate_command
+from dpo_eval.cli_generate import generate_command
+from dpo_eval.cli_judge import judge_command
 from dpo_eval.cli_score import score_command
 from dpo_eval.cli_train import train_command
+from dpo_eval.cli_winrate import winrate_command
 from dpo_eval.errors import UserError
 
 
