@@ -1,13 +1,16 @@
 """Pairwise judge prompt templates: the project's own, selectable, overridable from a file.
 
 A template is plain text with the fields {instruction}, {output_a} and {output_b}; the judge must
-answer with the label of the better output ("A" or "B"). Every judgment records the SHA-256 of
+answer with the label of the better output ("A" or "B"). The three fields are substituted in one
+pass over the template, so field names or braces inside the data are never substituted again, and
+any other braces in the template (JSON examples, `{other}`, `{{`) are kept literally. Every judgment records the SHA-256 of
 the template it used, so a changed template never reuses stale judgments.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +18,7 @@ from dpo_eval.errors import UserError
 
 LABELS = ("A", "B")
 FIELDS = ("{instruction}", "{output_a}", "{output_b}")
+_FIELD = re.compile("|".join(re.escape(field) for field in FIELDS))
 
 BUILTIN = {
     "pairwise": (
@@ -47,8 +51,9 @@ class JudgeTemplate:
         return hashlib.sha256(self.text.encode()).hexdigest()
 
     def render(self, instruction: str, output_a: str, output_b: str) -> str:
-        return (self.text.replace("{instruction}", instruction).replace("{output_a}", output_a)
-                .replace("{output_b}", output_b))
+        """The template with each field replaced by its value, in one pass (values are never re-scanned)."""
+        values = dict(zip(FIELDS, (instruction, output_a, output_b)))
+        return _FIELD.sub(lambda match: values[match.group(0)], self.text)
 
 
 def load_template(spec: str) -> JudgeTemplate:
