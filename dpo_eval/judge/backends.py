@@ -12,6 +12,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 from dpo_eval.data.formats import read_records
 from dpo_eval.errors import UserError
@@ -44,6 +45,19 @@ def label_probability(top_logprobs: dict[str, float], raw: str) -> Verdict:
     return Verdict(a / (a + b), raw)
 
 
+def server_identity(base_url: str) -> str:
+    """The server a base URL names, for cache keys and records: scheme and host lower-cased, no
+    credentials (user:password@), no trailing slash; "http://H:8000/v1/" -> "http://h:8000/v1"."""
+    parts = urlsplit(base_url.strip())
+    try:
+        host, port = parts.hostname or "", parts.port
+    except ValueError:  # an unparseable port: the client will report the URL; key by its text
+        return base_url.strip().rstrip("/")
+    host = f"[{host}]" if ":" in host else host
+    host += f":{port}" if port else ""
+    return urlunsplit((parts.scheme.lower(), host, parts.path.rstrip("/"), parts.query, "")).rstrip("/")
+
+
 @dataclass
 class OpenAIJudge:
     """A judge behind any OpenAI-compatible chat-completions server (see dpo_eval.openai_client)."""
@@ -62,7 +76,9 @@ class OpenAIJudge:
 
     @property
     def config(self) -> dict:
-        return {"backend": "openai", "model": self.model, "temperature": 0.0, "max_tokens": self.max_tokens}
+        """What identifies its verdicts (part of every cache key): the server and the model served there."""
+        return {"backend": "openai", "base_url": server_identity(self.base_url), "model": self.model,
+                "temperature": 0.0, "max_tokens": self.max_tokens}
 
     def judge(self, instruction: str, output_a: str, output_b: str, mode: str) -> Verdict:
         prompt = self.template.render(instruction, output_a, output_b)
