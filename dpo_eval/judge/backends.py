@@ -1,4 +1,4 @@
-"""Judge backends: an OpenAI-compatible server, a Python rule, a local transformers model.
+"""Judge backends: an OpenAI-compatible server and a Python rule (gold answers: gold.py; local model: local.py).
 
 Each backend answers one rendered prompt with a Verdict: preference for the output shown as A,
 its raw output, and, when it could not score, the reason. Failures never become ties or losses.
@@ -6,15 +6,12 @@ its raw output, and, when it could not score, the reason. Failures never become 
 
 from __future__ import annotations
 
-import hashlib
 import importlib
-import json
 import math
 import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
-from dpo_eval.data.formats import read_records
 from dpo_eval.errors import UserError
 from dpo_eval.judge.store import Verdict
 from dpo_eval.judge.templates import LABELS, JudgeTemplate
@@ -129,37 +126,3 @@ class RuleJudge:
         if isinstance(answer, int | float) and not isinstance(answer, bool) and 0 <= answer <= 1:
             return Verdict(float(answer), str(answer))
         return Verdict(None, repr(answer), "unparseable: a rule must return P(A) in [0, 1], 'A', 'B' or 'tie'")
-
-
-def _normalise(text: str) -> str:
-    return " ".join(re.sub(r"[^\w\s.-]", " ", text.lower()).split())
-
-
-@dataclass
-class GoldJudge:
-    """Verifiable tasks: gold answers (rows with `prompt` or `instruction`, and `answer`) checked by a
-    verifier: an output is correct when its normalised text contains the normalised gold answer.
-    Correct beats incorrect; two correct or two incorrect outputs tie. A prompt without a gold
-    answer is unscored."""
-
-    path: str
-
-    def __post_init__(self) -> None:
-        self.answers: dict[str, str] = {}
-        for index, row in enumerate(read_records(self.path)):
-            prompt, answer = row.get("prompt", row.get("instruction")), row.get("answer")
-            if not isinstance(prompt, str) or answer is None:
-                raise UserError(f"{self.path}: row {index + 1}: needs prompt (or instruction) and answer")
-            self.answers[prompt] = str(answer)
-        self.digest = hashlib.sha256(json.dumps(sorted(self.answers.items())).encode()).hexdigest()
-
-    @property
-    def config(self) -> dict:
-        return {"backend": "gold", "answers_sha256": self.digest}
-
-    def judge(self, instruction: str, output_a: str, output_b: str, mode: str) -> Verdict:
-        gold = self.answers.get(instruction)
-        if gold is None:
-            return Verdict(None, "", "unparseable: no gold answer for this prompt")
-        a, b = (_normalise(gold) in _normalise(o) for o in (output_a, output_b))
-        return Verdict(0.5 if a == b else float(a), f"A correct: {a}, B correct: {b}")

@@ -8,7 +8,8 @@ from pathlib import Path
 from dpo_eval.data.formats import read_records
 from dpo_eval.errors import UserError
 from dpo_eval.jsonio import write_json, write_jsonl
-from dpo_eval.judge.backends import GoldJudge, OpenAIJudge, RuleJudge
+from dpo_eval.judge.backends import OpenAIJudge, RuleJudge
+from dpo_eval.judge.gold import GoldJudge
 from dpo_eval.judge.judging import MODES, Comparison, Judging
 from dpo_eval.judge.store import JudgmentStore
 from dpo_eval.judge.templates import load_template

@@ -99,7 +99,7 @@ def test_judge_command_with_a_gold_verifier_feeds_winrate(tmp_path, monkeypatch)
 
 
 def test_gold_answers_checked_by_a_verifier(tmp_path):
-    from dpo_eval.judge.backends import GoldJudge
+    from dpo_eval.judge.gold import GoldJudge
 
     gold = tmp_path / "gold.jsonl"
     gold.write_text(json.dumps({"prompt": "Capital of France?", "answer": "Paris"}) + "\n")
