@@ -4,18 +4,25 @@ KTO's reference point z0 is estimated from *mismatched* sequences: prompt i with
 of another item of the same micro-batch (Ethayarajh et al. 2024; TRL does likewise). We pack
 each example as a pair [prompt_i | completion_i | completion_j]: the engine then returns the
 example's own log-prob and its KL companion's in one pass, with the prompt run once.
+
+z0 is the mean of (policy - reference) over the KL companions of the current micro-batch of
+*every* rank (an all-reduce under torch.distributed, as TRL gathers it), then clamped at >= 0:
+see `kto_kl_estimate`. Gradient accumulation micro-steps each get their own z0.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
 from dpo_eval.data.formats import read_records
 from dpo_eval.data.pairs import PreferencePair, load_pairs
+from dpo_eval.engine.distributed import DistContext
 from dpo_eval.errors import UserError
 from dpo_eval.tokenization import TokenizedPair, TokenizerSettings, tokenize_pairs
 from dpo_eval.train.losses import LossOutput, PairLogps, kto_kl_estimate, kto_loss
@@ -78,7 +85,24 @@ def kto_pairs(examples: Sequence[UnpairedExample], items: Sequence[int],
     return out
 
 
-def kto_step_loss(logps: PairLogps, is_desirable: torch.Tensor, params: dict) -> LossOutput:
-    """KTO on packed examples: column chosen = the example, column rejected = its KL companion."""
-    z0 = kto_kl_estimate(logps.policy_rejected.detach(), logps.ref_rejected)
+def mean_across_ranks(value: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """The mean of a scalar over the data-parallel ranks, detached: all-reduce(SUM) / world size.
+
+    One process: the value itself. Every rank must call it (once per micro-batch), like any collective.
+    """
+    if not ctx.is_distributed:
+        return value.detach()
+    total = value.detach().clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total / ctx.world_size
+
+
+def kto_step_loss(logps: PairLogps, is_desirable: torch.Tensor, params: dict,
+                  ctx: DistContext | None = None) -> LossOutput:
+    """KTO on packed examples: column chosen = the example, column rejected = its KL companion.
+
+    z0 averages the KL companions of this micro-batch over every rank of `ctx` (None: one process).
+    """
+    reduce = partial(mean_across_ranks, ctx=ctx) if ctx is not None else None
+    z0 = kto_kl_estimate(logps.policy_rejected.detach(), logps.ref_rejected, reduce)
     return kto_loss(logps.policy_chosen, logps.ref_chosen, is_desirable, z0, **params)

@@ -267,17 +267,27 @@ def cpo_loss(logps: PairLogps, beta: float = 0.1, label_smoothing: float = 0.0, 
 # ----------------------------------------------------------------------------------- KTO (unpaired data)
 
 
-def kto_kl_estimate(policy_kl_logps: torch.Tensor, ref_kl_logps: torch.Tensor) -> torch.Tensor:
-    """KTO's reference point z0: a detached scalar, mean(policy - ref) clamped at >= 0.
+def kto_kl_estimate(policy_kl_logps: torch.Tensor, ref_kl_logps: torch.Tensor,
+                    mean_across_ranks: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """KTO's reference point z0, a detached scalar (Ethayarajh et al. 2024, eq. 7; TRL's KTOTrainer):
 
-    Both (n,) are summed log-probs of *mismatched* pairs (prompt i with the completion of another
-    item), as in Ethayarajh et al. 2024 and TRL. Under data parallelism, average the mean across
-    ranks before the clamp, as TRL does.
+        z0 = max(0, (1/R) * sum_r mean_{i in B_r} (policy_kl_i - ref_kl_i))
+
+    policy_kl_logps, ref_kl_logps (n,) are the summed log-probs of this rank's *mismatched* pairs
+    (prompt i with the completion of another item of the micro-batch); B_r is the current
+    micro-batch of data-parallel rank r and R the number of ranks. `mean_across_ranks` averages a
+    detached scalar over the ranks (an all-reduce: `dpo_eval.train.kto.mean_across_ranks`); None
+    means one process (R = 1). The clamp comes after the average, as in TRL
+    (`gather_for_metrics(kl).mean().clamp(min=0)`). Every rank's micro-batch has the same size, so
+    z0 is the mean over the union of the ranks' micro-batches. It is not averaged over gradient
+    accumulation steps: each accumulation micro-step has its own z0.
     """
     if policy_kl_logps.ndim != 1 or policy_kl_logps.shape != ref_kl_logps.shape:
         raise ValueError(f"policy_kl_logps {tuple(policy_kl_logps.shape)} and ref_kl_logps "
                          f"{tuple(ref_kl_logps.shape)} must both be (n,)")
-    return (policy_kl_logps - ref_kl_logps).mean().detach().clamp(min=0)
+    local = (policy_kl_logps - ref_kl_logps).mean().detach()
+    averaged = mean_across_ranks(local) if mean_across_ranks is not None else local
+    return averaged.detach().clamp(min=0)
 
 
 def kto_loss(policy_logps: torch.Tensor, ref_logps: torch.Tensor, is_desirable: torch.Tensor,

@@ -219,7 +219,7 @@ class DPORecipe:
         params = {"beta": self.config.beta, **self.config.loss_params}
         if self.data.kto_examples is not None:
             labels = torch.tensor([self.data.kto_examples[i].is_desirable for i in items], device=sums.device)
-            return kto_step_loss(logps, labels, params), logps
+            return kto_step_loss(logps, labels, params, self.ctx), logps
         return compute_loss(self.config.loss, logps, params, self.config.nll_coef), logps
 
     def _autocast(self):

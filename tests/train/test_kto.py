@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import json
+import math
+import os
+import subprocess
+import sys
 
 import pytest
+import torch
 from conftest import save_tiny_model, word_tokenizer, write_synthetic_preferences
 
 from dpo_eval.errors import UserError
 from dpo_eval.tokenization import TokenizerSettings
 from dpo_eval.train.config import load_config
-from dpo_eval.train.kto import UnpairedExample, kto_pairs, load_unpaired
+from dpo_eval.train.kto import UnpairedExample, kto_pairs, kto_step_loss, load_unpaired
+from dpo_eval.train.losses import kto_kl_estimate
 from dpo_eval.train.recipe import train
 
 
@@ -54,3 +60,42 @@ def test_kto_learns_synthetic_preferences(tmp_path):
     assert "rewards/accuracies" not in steps[0] and "rewards/chosen" in steps[0]
     assert history[-1]["eval_rewards/accuracies"] >= 0.9
     assert steps[-1]["rewards/chosen"] > steps[-1]["rewards/rejected"]
+
+
+def test_z0_is_averaged_across_ranks_before_the_clamp():
+    # This rank's KL log-ratios average -1; a mocked all-reduce brings another rank's mean, +3.
+    other_rank_mean = torch.tensor(3.0)
+    calls = []
+
+    def mean_across_ranks(local):
+        calls.append(float(local))
+        return (local + other_rank_mean) / 2
+
+    z0 = kto_kl_estimate(torch.tensor([-2.0, -4.0]), torch.tensor([-1.0, -3.0]), mean_across_ranks)
+    assert calls == [-1.0]  # the local mean goes to the reduction unclamped
+    assert float(z0) == pytest.approx(max(0.0, (-1.0 + 3.0) / 2))  # = 1; clamping first would give 1.5
+    assert not z0.requires_grad
+
+
+def test_two_gloo_processes_give_the_z0_of_the_union(tmp_path):
+    # Each rank holds half of the micro-batch; the losses must be those of one process on the union,
+    # written out here: z0 = max(0, mean(policy_kl - ref_kl)), loss = 1 - sigmoid(beta * (±(r - z0))).
+    import kto_z0_worker as w
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    done = subprocess.run([*torchrun, w.__file__, str(tmp_path)], env=env, timeout=300, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = [x for rank in (0, 1) for x in json.loads((tmp_path / f"rank{rank}.json").read_text())]
+
+    z0 = max(0.0, sum(p - r for p, r in zip(w.POLICY_KL, w.REF_KL)) / len(w.REF_KL))
+    assert z0 == 0.5
+    expected = []
+    for policy, ref, good in zip(w.POLICY, w.REF, w.DESIRABLE):
+        margin = (policy - ref - z0) if good else (z0 - (policy - ref))
+        expected.append(1 - 1 / (1 + math.exp(-w.BETA * margin)))
+    assert two == pytest.approx(expected, rel=1e-12)
+    logps, desirable = w.batch(slice(None))
+    union = kto_step_loss(logps, desirable, {"beta": w.BETA}).losses.tolist()
+    assert two == pytest.approx(union, rel=1e-12)
