@@ -1,0 +1,284 @@
+"""Findings: named diagnoses of a DPO run with the numbers behind them and what to try next.
+
+Each `check_*` function takes plain numbers (computed by dpo_eval.metrics.drift, .length, the win-rate,
+KL and over-optimisation modules) and a `Thresholds`, and returns a `Finding` or None. None of them
+imports another metrics module, so any caller can use them.
+
+| code                    | fires when                                                   | severity                        |
+|-------------------------|--------------------------------------------------------------|---------------------------------|
+| likelihood_displacement | share of pairs whose chosen log-prob fell > displacement_share | high if the Wilson CI's low end is also above it, else warning |
+| drastic_drop            | mean Δ/token of rejected <= -min_drop_per_token and |mean Δrej| >= drastic_drop_ratio * |mean Δch| (sums) | warning |
+| degradation             | chosen and rejected both falling (slopes < 0, last mean Δ/token <= -min_drop_per_token) while the margin grows (slope > 0) | high |
+| dispersion              | |mean Δ/token of responses in no pair - mean Δ/token of chosen| > dispersion_gap_per_token | warning |
+| dispersion_entropy      | |relative change of mean next-token entropy| > entropy_relative_change | warning |
+| length_inflation        | mean token ratio > length_ratio and Mann-Whitney p < length_alpha | high if the truncated share also rose by > truncation_increase, else warning |
+| lc_gap                  | raw - LC win rate > lc_gap                                   | high if the two CIs are disjoint, else warning |
+| over_optimisation       | the over-optimisation module flagged the checkpoint as past its peak | high if it fell from the peak by >= over_optimisation_drop, else warning |
+| kl_budget               | KL > kl_warn_fraction * kl_budget                            | info below the budget; warning above; high if the CI's low end is above |
+
+Papers: Razin et al. 2024 (likelihood displacement), Yan et al. 2024 (3D properties: drastic drop,
+degradation, dispersion), Park et al. 2024 (length), Dubois et al. 2024 (LC win rate), Gao et al.
+2023 (over-optimisation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+SEVERITIES = ("info", "warning", "high")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One diagnosis, ready to print: a title, a sentence with the numbers, and a sentence of advice."""
+
+    code: str
+    """Stable machine name, e.g. "likelihood_displacement"."""
+    severity: str
+    """One of SEVERITIES: "info", "warning" or "high"."""
+    title: str
+    """A few words for a heading."""
+    message: str
+    """What was measured, with the numbers."""
+    advice: str
+    """What to try."""
+    numbers: dict[str, float] = field(default_factory=dict)
+    """The figures the decision used, by name."""
+    threshold: float = float("nan")
+    """The threshold the main figure was compared with."""
+    step: int | None = None
+    """Training step of the checkpoint it concerns; None for a run-level or unplaced finding."""
+
+    def __post_init__(self) -> None:
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"severity must be one of {SEVERITIES}, got {self.severity!r}")
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """When each finding fires. Defaults are starting points, not laws: override them from your own runs."""
+
+    displacement_share: float = 0.5
+    """Share of held-out pairs whose chosen log-prob fell below the reference's (Razin et al. 2024)."""
+    drastic_drop_ratio: float = 3.0
+    """|mean Δ log π rejected| / |mean Δ log π chosen| (sums) at or above which the rejected drop is drastic."""
+    min_drop_per_token: float = 0.01
+    """Nats per token: a mean Δ log π per token must fall at least this far to count as falling."""
+    dispersion_gap_per_token: float = 0.05
+    """Nats per token: |mean Δ/token of responses in no pair - that of the chosen responses|."""
+    entropy_relative_change: float = 0.2
+    """|mean policy entropy / mean reference entropy - 1| on prompts."""
+    length_ratio: float = 1.2
+    """Checkpoint / reference mean length in tokens."""
+    length_alpha: float = 0.05
+    """Significance level of the Mann-Whitney test that the lengths differ."""
+    truncation_increase: float = 0.1
+    """Rise (checkpoint - reference) in the share of samples that hit max_new_tokens that makes length high."""
+    lc_gap: float = 0.05
+    """Raw win rate - length-controlled win rate (fractions, 0.05 = 5 points)."""
+    over_optimisation_drop: float = 0.05
+    """Fall from the peak (in the over-optimisation metric's units) that makes an over-optimisation high."""
+    kl_budget: float = 10.0
+    """KL(policy || reference) in nats per sequence the run may spend."""
+    kl_warn_fraction: float = 0.8
+    """Share of the KL budget above which an info finding says the budget is nearly spent."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ValueError(f"threshold {f.name} must be a finite number, got {value!r}")
+            if value < 0:
+                raise ValueError(f"threshold {f.name} must be >= 0, got {value}")
+        for name in ("displacement_share", "length_alpha", "kl_warn_fraction"):
+            if not getattr(self, name) <= 1.0:
+                raise ValueError(f"threshold {name} is a fraction: it must be in [0, 1], got {getattr(self, name)}")
+
+    @classmethod
+    def from_dict(cls, overrides: Mapping[str, float] | None) -> Thresholds:
+        """Defaults with `overrides` applied; an unknown key raises ValueError naming the allowed ones."""
+        overrides = dict(overrides or {})
+        allowed = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(overrides) - set(allowed))
+        if unknown:
+            raise ValueError(f"unknown threshold(s) {unknown}; allowed: {allowed}")
+        return cls(**overrides)
+
+
+def check_likelihood_displacement(share: float, ci: tuple[float, float], n: int, mean_chosen_delta: float,
+                                  t: Thresholds, step: int | None = None) -> Finding | None:
+    """Fires when the share of pairs whose chosen log-prob fell exceeds t.displacement_share."""
+    limit = t.displacement_share
+    if not share > limit:
+        return None
+    severity = "high" if ci[0] > limit else "warning"
+    return Finding(
+        code="likelihood_displacement", severity=severity, title="Likelihood displacement",
+        message=(f"The chosen response lost probability against the reference on {share:.0%} of {n} held-out pairs "
+                 f"(95% CI {ci[0]:.0%} to {ci[1]:.0%}; mean Δ log π chosen {mean_chosen_delta:+.2f} nats), "
+                 f"above the {limit:.0%} threshold."),
+        advice=("Add an NLL term on the chosen responses (DPOP / RPO), raise β, or filter pairs whose chosen and "
+                "rejected responses are near-identical (Razin et al. 2024)."),
+        numbers={"share": share, "ci_low": ci[0], "ci_high": ci[1], "n": float(n),
+                 "mean_chosen_delta": mean_chosen_delta},
+        threshold=limit, step=step)
+
+
+def check_drastic_drop(mean_chosen_delta: float, mean_rejected_delta: float, rejected_delta_per_token: float,
+                       t: Thresholds, step: int | None = None) -> Finding | None:
+    """Fires when rejected falls (per token <= -min_drop_per_token) >= drastic_drop_ratio times chosen's change."""
+    if not rejected_delta_per_token <= -t.min_drop_per_token:
+        return None
+    ratio = abs_ratio(mean_rejected_delta, mean_chosen_delta)
+    if not ratio >= t.drastic_drop_ratio:
+        return None
+    return Finding(
+        code="drastic_drop", severity="warning", title="Drastic drop of rejected responses",
+        message=(f"Mean Δ log π of rejected responses is {mean_rejected_delta:+.2f} nats "
+                 f"({rejected_delta_per_token:+.3f} per token), {ratio:.1f}x the size of the chosen's "
+                 f"{mean_chosen_delta:+.2f}: the margin grows mostly by pushing rejected responses down."),
+        advice=("The loss is being met by suppressing rejected responses: raise β, add an NLL term (DPOP / RPO), "
+                "or use on-policy / regularised variants (Yan et al. 2024)."),
+        numbers={"ratio": ratio, "mean_chosen_delta": mean_chosen_delta, "mean_rejected_delta": mean_rejected_delta,
+                 "rejected_delta_per_token": rejected_delta_per_token},
+        threshold=t.drastic_drop_ratio, step=step)
+
+
+def check_degradation(chosen_slope: float, rejected_slope: float, margin_slope: float,
+                      chosen_delta_per_token: float, rejected_delta_per_token: float, t: Thresholds,
+                      step: int | None = None) -> Finding | None:
+    """Fires when chosen and rejected both fall across the run (slopes per step < 0, last per-token Δs <=
+    -min_drop_per_token) while the margin grows (slope > 0): suppression, not preference learning."""
+    falling = (chosen_slope < 0 and rejected_slope < 0 and chosen_delta_per_token <= -t.min_drop_per_token
+               and rejected_delta_per_token <= -t.min_drop_per_token)
+    if not (falling and margin_slope > 0):
+        return None
+    return Finding(
+        code="degradation", severity="high", title="Chosen and rejected both falling",
+        message=(f"Both log-probs fall as training goes on (chosen {chosen_slope:+.3g}, rejected {rejected_slope:+.3g} "
+                 f"nats per step; now {chosen_delta_per_token:+.3f} and {rejected_delta_per_token:+.3f} per token) "
+                 f"while the margin grows ({margin_slope:+.3g} per step)."),
+        advice=("The model is learning to suppress, not to prefer: stop earlier, raise β, or add an NLL term on "
+                "chosen responses (DPOP / RPO) (Yan et al. 2024)."),
+        numbers={"chosen_slope": chosen_slope, "rejected_slope": rejected_slope, "margin_slope": margin_slope,
+                 "chosen_delta_per_token": chosen_delta_per_token,
+                 "rejected_delta_per_token": rejected_delta_per_token},
+        threshold=t.min_drop_per_token, step=step)
+
+
+def check_dispersion(unseen_delta_per_token: float, chosen_delta_per_token: float, source: str, t: Thresholds,
+                     step: int | None = None) -> Finding | None:
+    """Fires when responses in no pair (`source`, e.g. "reference samples") moved away from the chosen ones by
+    more than t.dispersion_gap_per_token nats per token, in either direction."""
+    gap = unseen_delta_per_token - chosen_delta_per_token
+    if not abs(gap) > t.dispersion_gap_per_token:
+        return None
+    direction = "rose" if gap > 0 else "fell"
+    return Finding(
+        code="dispersion", severity="warning", title="Probability moving to responses in no pair",
+        message=(f"Log-probs of {source} changed by {unseen_delta_per_token:+.3f} nats per token against "
+                 f"{chosen_delta_per_token:+.3f} for chosen responses: they {direction} by {abs(gap):.3f} per token "
+                 f"relative to the chosen."),
+        advice=("Mass is moving to responses the pairs never show: add an NLL / SFT term, raise β, or train on "
+                "on-policy pairs (Yan et al. 2024)."),
+        numbers={"unseen_delta_per_token": unseen_delta_per_token, "chosen_delta_per_token": chosen_delta_per_token,
+                 "gap": gap},
+        threshold=t.dispersion_gap_per_token, step=step)
+
+
+def check_entropy_change(policy_entropy: float, ref_entropy: float, t: Thresholds,
+                         step: int | None = None) -> Finding | None:
+    """Fires when |policy / reference mean next-token entropy - 1| exceeds t.entropy_relative_change."""
+    relative = policy_entropy / ref_entropy - 1.0 if ref_entropy > 0 else float("nan")
+    if not abs(relative) > t.entropy_relative_change:
+        return None
+    way = "collapsed" if relative < 0 else "spread out"
+    return Finding(
+        code="dispersion_entropy", severity="warning", title="Next-token entropy changed",
+        message=(f"Mean next-token entropy on prompts is {policy_entropy:.3f} nats against the reference's "
+                 f"{ref_entropy:.3f} ({relative:+.0%}): the policy's distribution has {way}."),
+        advice="Raise β or stop earlier; check samples for repetition (collapse) or incoherence (spread).",
+        numbers={"policy_entropy": policy_entropy, "ref_entropy": ref_entropy, "relative_change": relative},
+        threshold=t.entropy_relative_change, step=step)
+
+
+def check_length_inflation(mean_ratio: float, p_value: float, truncated_checkpoint: float,
+                           truncated_reference: float, t: Thresholds, step: int | None = None) -> Finding | None:
+    """Fires when the mean length ratio exceeds t.length_ratio and the Mann-Whitney p is below t.length_alpha."""
+    if not (mean_ratio > t.length_ratio and p_value < t.length_alpha):
+        return None
+    rise = truncated_checkpoint - truncated_reference
+    severity = "high" if rise > t.truncation_increase else "warning"
+    return Finding(
+        code="length_inflation", severity=severity, title="Length inflation",
+        message=(f"Samples are {mean_ratio:.2f}x the reference's mean length in tokens (Mann-Whitney p = "
+                 f"{p_value:.2g}); {truncated_checkpoint:.0%} hit max_new_tokens against "
+                 f"{truncated_reference:.0%} for the reference."),
+        advice=("Length-normalise the loss (SimPO / LN-DPO), add a length penalty (R-DPO, Park et al. 2024), raise β, "
+                "and read length-controlled win rates."),
+        numbers={"mean_ratio": mean_ratio, "p_value": p_value, "truncated_checkpoint": truncated_checkpoint,
+                 "truncated_reference": truncated_reference},
+        threshold=t.length_ratio, step=step)
+
+
+def check_lc_gap(raw: float, raw_ci: tuple[float, float], lc: float, lc_ci: tuple[float, float], t: Thresholds,
+                 step: int | None = None) -> Finding | None:
+    """Fires when raw - LC win rate exceeds t.lc_gap; high when the LC CI lies wholly below the raw CI."""
+    gap = raw - lc
+    if not gap > t.lc_gap:
+        return None
+    severity = "high" if lc_ci[1] < raw_ci[0] else "warning"
+    return Finding(
+        code="lc_gap", severity=severity, title="Win rate inflated by length",
+        message=(f"Raw win rate {raw:.1%} (CI {raw_ci[0]:.1%} to {raw_ci[1]:.1%}) against length-controlled "
+                 f"{lc:.1%} (CI {lc_ci[0]:.1%} to {lc_ci[1]:.1%}): {gap:.1%} of the win rate comes from length."),
+        advice="Report the LC win rate; length-normalise the loss or add a length penalty (R-DPO, SimPO).",
+        numbers={"raw": raw, "raw_ci_low": raw_ci[0], "raw_ci_high": raw_ci[1], "lc": lc, "lc_ci_low": lc_ci[0],
+                 "lc_ci_high": lc_ci[1], "gap": gap},
+        threshold=t.lc_gap, step=step)
+
+
+def check_over_optimisation(is_past_peak: bool, peak_step: int, peak_value: float, value: float, metric: str,
+                            t: Thresholds, step: int | None = None) -> Finding | None:
+    """Fires when the over-optimisation module flagged the checkpoint as past the peak of `metric`."""
+    if not is_past_peak:
+        return None
+    drop = peak_value - value
+    severity = "high" if drop >= t.over_optimisation_drop else "warning"
+    return Finding(
+        code="over_optimisation", severity=severity, title="Past the peak",
+        message=(f"{metric} peaked at {peak_value:.3g} at step {peak_step} and is {value:.3g} now "
+                 f"(down {drop:.3g}): training went past its best checkpoint."),
+        advice=f"Use the step-{peak_step} checkpoint, stop earlier, or raise β (Gao et al. 2023).",
+        numbers={"peak_step": float(peak_step), "peak_value": peak_value, "value": value, "drop": drop},
+        threshold=t.over_optimisation_drop, step=step)
+
+
+def check_kl_budget(kl: float, kl_ci: tuple[float, float] | None, t: Thresholds,
+                    step: int | None = None) -> Finding | None:
+    """info above kl_warn_fraction of the budget, warning above it, high when the CI's low end is above it."""
+    budget = t.kl_budget
+    if not kl > t.kl_warn_fraction * budget:
+        return None
+    if kl <= budget:
+        severity, state = "info", "nearly spent"
+    else:
+        severity = "high" if kl_ci is not None and kl_ci[0] > budget else "warning"
+        state = "overspent"
+    ci_text = f" (CI {kl_ci[0]:.2f} to {kl_ci[1]:.2f})" if kl_ci is not None else ""
+    return Finding(
+        code="kl_budget", severity=severity, title=f"KL budget {state}",
+        message=f"KL(policy || reference) is {kl:.2f} nats per sequence{ci_text} against a budget of {budget:.2f}.",
+        advice="Raise β, lower the learning rate, or stop earlier to stay near the reference.",
+        numbers={"kl": kl, "budget": budget, **({"kl_ci_low": kl_ci[0], "kl_ci_high": kl_ci[1]} if kl_ci else {})},
+        threshold=budget, step=step)
+
+
+def abs_ratio(numerator: float, denominator: float) -> float:
+    """|numerator| / |denominator|; inf when only the denominator is 0; NaN when both are."""
+    if denominator == 0:
+        return float("nan") if numerator == 0 else float("inf")
+    return abs(numerator) / abs(denominator)

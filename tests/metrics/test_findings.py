@@ -1,0 +1,127 @@
+"""Each finding fires on numbers built to show it, stays quiet on numbers built not to, and grades severity
+by the rule in dpo_eval.metrics.findings' table."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from dpo_eval.metrics.findings import (
+    Finding,
+    Thresholds,
+    abs_ratio,
+    check_degradation,
+    check_dispersion,
+    check_drastic_drop,
+    check_entropy_change,
+    check_kl_budget,
+    check_lc_gap,
+    check_length_inflation,
+    check_likelihood_displacement,
+    check_over_optimisation,
+)
+
+T = Thresholds()
+
+
+def test_thresholds_from_dict_overrides_and_names_the_allowed_keys():
+    t = Thresholds.from_dict({"lc_gap": 0.1, "kl_budget": 5})
+    assert t.lc_gap == 0.1 and t.kl_budget == 5 and t.length_ratio == Thresholds().length_ratio
+    assert Thresholds.from_dict(None) == Thresholds()
+    with pytest.raises(ValueError, match=r"unknown threshold\(s\) \['lc_gapp'\]; allowed: \[.*'lc_gap'"):
+        Thresholds.from_dict({"lc_gapp": 0.1})
+    with pytest.raises(ValueError, match="displacement_share is a fraction"):
+        Thresholds(displacement_share=1.5)
+    with pytest.raises(ValueError, match="finite number"):
+        Thresholds(kl_budget=float("nan"))
+    with pytest.raises(ValueError, match=">= 0"):
+        Thresholds(lc_gap=-0.1)
+    with pytest.raises(ValueError, match="severity"):
+        Finding("x", "fatal", "t", "m", "a")
+
+
+def test_likelihood_displacement():
+    # 70 of 100 chosen fell: share 0.7 > 0.5; Wilson low for 70/100 is ~0.604 > 0.5 -> high
+    f = check_likelihood_displacement(0.7, (0.604, 0.781), 100, -3.0, T, step=40)
+    assert f is not None and f.code == "likelihood_displacement" and f.severity == "high" and f.step == 40
+    assert f.numbers["share"] == 0.7 and f.threshold == 0.5 and "70%" in f.message and "NLL" in f.advice
+    # share above but CI reaching below the threshold -> warning
+    assert check_likelihood_displacement(0.6, (0.31, 0.83), 10, -1.0, T).severity == "warning"
+    assert check_likelihood_displacement(0.5, (0.4, 0.6), 100, -1.0, T) is None  # not strictly above
+    assert check_likelihood_displacement(0.2, (0.1, 0.3), 100, 2.0, T) is None
+
+
+def test_drastic_drop():
+    # rejected -12 (per token -0.06), chosen -2: ratio 12 / 2 = 6 >= 3
+    f = check_drastic_drop(-2.0, -12.0, -0.06, T)
+    assert f.code == "drastic_drop" and f.numbers["ratio"] == pytest.approx(6.0)
+    # chosen rising counts the same: |-12| / |+3| = 4
+    assert check_drastic_drop(3.0, -12.0, -0.06, T).numbers["ratio"] == pytest.approx(4.0)
+    assert check_drastic_drop(-5.0, -12.0, -0.06, T) is None  # ratio 2.4 < 3
+    assert check_drastic_drop(-0.001, -0.5, -0.005, T) is None  # ratio 500 but only -0.005 nats per token
+    assert check_drastic_drop(0.0, -1.0, -0.05, T).numbers["ratio"] == math.inf
+    assert check_drastic_drop(-1.0, 12.0, 0.06, T) is None  # rejected rose
+
+
+def test_abs_ratio():
+    assert abs_ratio(-6.0, 2.0) == 3.0 and abs_ratio(1.0, 0.0) == math.inf and math.isnan(abs_ratio(0.0, 0.0))
+
+
+def test_degradation():
+    f = check_degradation(-0.01, -0.05, 0.04, -0.02, -0.1, T, step=300)
+    assert f.code == "degradation" and f.severity == "high" and f.step == 300
+    assert check_degradation(0.01, -0.05, 0.06, 0.02, -0.1, T) is None  # chosen rising: preference learning
+    assert check_degradation(-0.01, -0.005, -0.005, -0.02, -0.03, T) is None  # margin shrinking
+    assert check_degradation(-0.01, -0.05, 0.04, -0.001, -0.1, T) is None  # chosen barely moved
+
+
+def test_dispersion_both_directions():
+    # unseen -0.02/token vs chosen -0.2/token: gap +0.18 > 0.05 -> unseen rose relative to chosen
+    f = check_dispersion(-0.02, -0.2, "reference samples", T)
+    assert f.code == "dispersion" and f.numbers["gap"] == pytest.approx(0.18) and "rose" in f.message
+    assert "fell" in check_dispersion(-0.5, -0.2, "other prompts' responses", T).message
+    assert check_dispersion(-0.22, -0.2, "reference samples", T) is None
+
+
+def test_entropy_change():
+    # 1.5 / 2.0 - 1 = -0.25, beyond 0.2
+    f = check_entropy_change(1.5, 2.0, T)
+    assert f.code == "dispersion_entropy" and f.numbers["relative_change"] == pytest.approx(-0.25)
+    assert "collapsed" in f.message
+    assert check_entropy_change(2.6, 2.0, T).numbers["relative_change"] == pytest.approx(0.3)
+    assert check_entropy_change(1.8, 2.0, T) is None  # -0.1
+
+
+def test_length_inflation():
+    f = check_length_inflation(1.5, 0.001, 0.30, 0.05, T)  # truncation rose 0.25 > 0.1 -> high
+    assert f.code == "length_inflation" and f.severity == "high"
+    assert check_length_inflation(1.5, 0.001, 0.06, 0.05, T).severity == "warning"
+    assert check_length_inflation(1.5, 0.2, 0.3, 0.05, T) is None  # not significant
+    assert check_length_inflation(1.1, 1e-9, 0.3, 0.05, T) is None  # ratio below 1.2
+
+
+def test_lc_gap():
+    f = check_lc_gap(0.70, (0.65, 0.75), 0.55, (0.50, 0.60), T)  # gap 0.15; CIs disjoint
+    assert f.code == "lc_gap" and f.severity == "high" and f.numbers["gap"] == pytest.approx(0.15)
+    assert check_lc_gap(0.70, (0.55, 0.85), 0.60, (0.45, 0.75), T).severity == "warning"
+    assert check_lc_gap(0.70, (0.65, 0.75), 0.68, (0.63, 0.73), T) is None
+
+
+def test_over_optimisation():
+    f = check_over_optimisation(True, 200, 0.62, 0.50, "gold win rate", T, step=600)
+    assert f.severity == "high" and f.numbers["drop"] == pytest.approx(0.12) and "step-200" in f.advice
+    assert check_over_optimisation(True, 200, 0.62, 0.60, "gold win rate", T).severity == "warning"
+    assert check_over_optimisation(False, 200, 0.62, 0.40, "gold win rate", T) is None
+
+
+def test_kl_budget_grades():
+    # budget 10, warn above 8
+    assert check_kl_budget(7.9, None, T) is None
+    assert check_kl_budget(9.0, (8.0, 10.0), T).severity == "info"
+    assert check_kl_budget(11.0, (9.0, 13.0), T).severity == "warning"
+    high = check_kl_budget(14.0, (12.0, 16.0), T)
+    assert high.severity == "high" and high.numbers == {"kl": 14.0, "budget": 10.0, "kl_ci_low": 12.0,
+                                                       "kl_ci_high": 16.0}
+    assert check_kl_budget(14.0, None, T).severity == "warning"  # no CI: cannot say more
+    assert check_kl_budget(6.0, None, Thresholds(kl_budget=5.0)).severity == "warning"
