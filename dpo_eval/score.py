@@ -32,6 +32,10 @@ from dpo_eval.tokenization import TokenizedPairs, TokenizerSettings, padding_id,
 
 SCHEMA_VERSION = 1
 REFERENCE_FREE = "none"
+# The documented pairs.parquet layout, in this order (README "Outputs"; ../shared/DESIGN.md's list, then two extras).
+PAIRS_COLUMNS = ("id", "subset", "policy_chosen_logp", "policy_rejected_logp", "ref_chosen_logp", "ref_rejected_logp",
+                 "chosen_tokens", "rejected_tokens", "reward_chosen", "reward_rejected", "margin",
+                 "prompt_tokens", "is_truncated")
 
 
 @dataclass(frozen=True)
@@ -106,15 +110,15 @@ def _pairs_frame(tokenized: TokenizedPairs, policy: PairLogps, ref: PairLogps | 
         "ref_rejected_logp": ref.rejected_logp if ref else nan,
         "chosen_tokens": policy.chosen_tokens,
         "rejected_tokens": policy.rejected_tokens,
-        "prompt_tokens": [len(p.prompt_ids) for p in tokenized.pairs],
-        "is_truncated": [p.is_truncated for p in tokenized.pairs],
     })
     for side in ("chosen", "rejected"):
         frame[f"reward_{side}"] = implicit_rewards(
             frame[f"policy_{side}_logp"], frame[f"ref_{side}_logp"] if ref else None,
             frame[f"{side}_tokens"], config.beta, config.norm)
     frame["margin"] = frame["reward_chosen"] - frame["reward_rejected"]
-    return frame
+    frame["prompt_tokens"] = [len(p.prompt_ids) for p in tokenized.pairs]
+    frame["is_truncated"] = [p.is_truncated for p in tokenized.pairs]
+    return frame[list(PAIRS_COLUMNS)]
 
 
 def _tokenize(config: ScoreConfig, policy: ModelIdentity, ref: ModelIdentity | None, cache_root: Path):

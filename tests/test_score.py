@@ -17,8 +17,10 @@ from dpo_eval.cli import main
 sys.path.insert(0, str(Path(__file__).parent / "engine"))
 from oracle import sequence_logp  # noqa: E402
 
+# The documented layout, written out here (README "pairs.parquet"; the shared design's list, then two extras).
 COLUMNS = ["id", "subset", "policy_chosen_logp", "policy_rejected_logp", "ref_chosen_logp", "ref_rejected_logp",
-           "chosen_tokens", "rejected_tokens", "reward_chosen", "reward_rejected", "margin"]
+           "chosen_tokens", "rejected_tokens", "reward_chosen", "reward_rejected", "margin",
+           "prompt_tokens", "is_truncated"]
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +61,7 @@ def oracle_logps(model_dir, data_path):
 def test_score_matches_oracle_and_reward_formula(setup, tmp_path):
     beta = 0.25
     frame, summary = run_score(setup, tmp_path, "--beta", str(beta))
-    assert list(frame.columns[: len(COLUMNS)]) == COLUMNS or set(COLUMNS) <= set(frame.columns)
+    assert list(frame.columns) == COLUMNS
     policy, ref = oracle_logps(setup["policy"], setup["data"]), oracle_logps(setup["ref"], setup["data"])
     np.testing.assert_allclose(frame[["policy_chosen_logp", "policy_rejected_logp"]], policy, atol=1e-4)
     np.testing.assert_allclose(frame[["ref_chosen_logp", "ref_rejected_logp"]], ref, atol=1e-4)

@@ -12,6 +12,7 @@ import pytest
 from dpo_eval.data.pairs import LoadedPairs, PreferencePair, load_pairs, read_records
 from dpo_eval.errors import UserError
 
+HH_SAMPLE = Path(__file__).resolve().parents[2] / "data" / "hh_harmless_sample.jsonl"
 HH_FILE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "hh-rlhf" / "harmless-base-test.jsonl.gz"
 
 TEXT_ROWS = [
@@ -480,20 +481,35 @@ def test_pairs_are_frozen(tmp_path):
 # ---------------------------------------------------------------- real data
 
 
-def test_real_hh_rlhf_harmless_base():
-    if not HH_FILE.is_file():
-        pytest.skip(f"{HH_FILE} is not available")
-    originals = read_records(HH_FILE)
-    loaded = load_pairs(HH_FILE, skip_invalid=True)
+def _check_hh_transcripts(loaded, originals_by_id: dict) -> None:
+    """Each loaded pair rebuilds its transcripts exactly and splits at the last assistant turn."""
     assert loaded.format == "hh"
-    # The test split has a few rows with empty responses or transcripts that differ before the last turn.
-    assert 0 < loaded.n_skipped < 20
-    assert len(loaded.pairs) + loaded.n_skipped == len(originals)
     for pair in loaded.pairs[:200]:
-        original = originals[int(pair.id)]
+        original = originals_by_id[pair.id]
         prompt, chosen, rejected = pair.text_form
         assert prompt + chosen == original["chosen"]
         assert prompt + rejected == original["rejected"]
         assert prompt.endswith("\n\nAssistant:")
         assert pair.prompt[0]["role"] == "user" and pair.prompt[-1]["role"] == "user"
         assert pair.chosen == [{"role": "assistant", "content": chosen.strip()}]
+
+
+def test_real_hh_rlhf_sample_in_repo():
+    """The 32-pair sample of the HH-RLHF harmless-base test split shipped under data/ (any checkout)."""
+    originals = read_records(HH_SAMPLE)
+    loaded = load_pairs(HH_SAMPLE)
+    assert len(loaded.pairs) == len(originals) == 32 and loaded.n_skipped == 0
+    assert {p.subset for p in loaded.pairs} == {"harmless-base"}
+    _check_hh_transcripts(loaded, {row["id"]: row for row in originals})
+
+
+def test_real_hh_rlhf_harmless_base_full_split():
+    """The whole split from ../shared (present on the development machines only)."""
+    if not HH_FILE.is_file():
+        pytest.skip(f"{HH_FILE} is not available (the bundled sample is tested above)")
+    originals = read_records(HH_FILE)
+    loaded = load_pairs(HH_FILE, skip_invalid=True)
+    # The test split has a few rows with empty responses or transcripts that differ before the last turn.
+    assert 0 < loaded.n_skipped < 20
+    assert len(loaded.pairs) + loaded.n_skipped == len(originals)
+    _check_hh_transcripts(loaded, {str(i): row for i, row in enumerate(originals)})
