@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import inspect
 import json
+import math
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,9 +105,68 @@ class TrainConfig:
             raise UserError("eval_every is set but eval_data is not; give eval_data or set eval_every: 0")
         if self.lora is not None and self.train_top_layers is not None:
             raise UserError("lora and train_top_layers cannot be combined; choose one")
+        check_loss_params(self.loss, self.beta, self.loss_params)
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+def _loss_function(loss: str) -> Callable:
+    from dpo_eval.train.losses import LOSSES, kto_loss
+
+    return kto_loss if loss == "kto" else LOSSES[loss]
+
+
+def loss_param_hints(loss: str) -> dict[str, Any]:
+    """The hyperparameters `loss_params` may set for `loss`, with their type hints: the loss
+    function's keyword parameters that have defaults, except beta (a top-level setting)."""
+    function = _loss_function(loss)
+    hints = typing.get_type_hints(function)
+    return {name: hints.get(name, Any) for name, p in inspect.signature(function).parameters.items()
+            if p.default is not inspect.Parameter.empty and name != "beta"}
+
+
+def _check_loss_values(loss: str, beta: float, params: dict) -> None:
+    """Run the loss once on a one-item dummy batch so its own value checks (ranges) speak now."""
+    import torch
+
+    from dpo_eval.train.losses import PairLogps, kto_loss
+
+    one = torch.ones(1)
+    try:
+        if loss == "kto":
+            kto_loss(-one, -one, torch.tensor([True]), torch.tensor(0.0), beta=beta, **params)
+        else:
+            _loss_function(loss)(PairLogps(-one, -one, -one, -one, one, one), beta=beta, **params)
+    except ValueError as err:
+        raise UserError(f"loss_params for loss {loss!r}: {err}") from None
+
+
+def check_loss_params(loss: str, beta: float, params: Any) -> dict:
+    """Validate `loss_params` against the loss function's signature before any model loads.
+
+    Unknown names (with the closest valid one suggested), wrong types and out-of-range values
+    are one-line UserErrors. Returns the params with numeric strings made floats.
+    """
+    if not isinstance(params, dict):
+        raise UserError(f"loss_params must be a mapping of name: value, got {params!r}")
+    hints = loss_param_hints(loss)
+    allowed = ", ".join(hints) or "none"
+    checked = {}
+    for name, value in params.items():
+        if name == "beta":
+            raise UserError(f"loss_params.beta: beta is a top-level setting; set beta: {value} instead")
+        if name not in hints:
+            close = difflib.get_close_matches(str(name), list(hints), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UserError(f"loss_params.{name}: loss {loss!r} has no parameter {name!r}{hint}; "
+                            f"its parameters: {allowed}")
+        value = _check_scalar(f"loss_params.{name}", value, hints[name])
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"loss_params.{name} must be a finite number, got {value}")
+        checked[name] = value
+    _check_loss_values(loss, beta, checked)
+    return checked
 
 
 def _check_scalar(name: str, value: Any, hint: Any) -> Any:
@@ -183,4 +246,4 @@ def load_config(path: str | Path | None, overrides: tuple[str, ...] = (), **base
     except TypeError as err:
         raise UserError(f"bad setting: {err}") from None
     config.validate()
-    return config
+    return dataclasses.replace(config, loss_params=check_loss_params(config.loss, config.beta, config.loss_params))

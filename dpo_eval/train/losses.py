@@ -306,6 +306,9 @@ def kto_loss(policy_logps: torch.Tensor, ref_logps: torch.Tensor, is_desirable: 
     losses keeps the input order, (n,); the reward tensors may be empty.
     """
     _require_positive("beta", beta)
+    for name, weight in (("desirable_weight", desirable_weight), ("undesirable_weight", undesirable_weight)):
+        if not weight >= 0:
+            raise ValueError(f"{name} must be >= 0, got {weight}")
     if policy_logps.ndim != 1 or policy_logps.shape != ref_logps.shape or is_desirable.shape != policy_logps.shape:
         raise ValueError(f"policy_logps {tuple(policy_logps.shape)}, ref_logps {tuple(ref_logps.shape)} and "
                          f"is_desirable {tuple(is_desirable.shape)} must all be (n,)")

@@ -74,3 +74,51 @@ def test_micro_batches_split_the_global_batch_across_ranks():
     batch = list(range(8))  # 2 ranks x 2 micro-batches x 2 pairs
     parts = [list(micro_batch(batch, r, 2, m, 2)) for r in range(2) for m in range(2)]
     assert parts == [[0, 1], [2, 3], [4, 5], [6, 7]]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (("loss=simpo", "loss_params.gama=0.5"),
+     "loss_params.gama: loss 'simpo' has no parameter 'gama' (did you mean 'gamma'?); "
+     "its parameters: gamma, label_smoothing"),
+    (("loss_params.gama=0.5",), "loss_params.gama: loss 'dpo' has no parameter 'gama'; its parameters: label_smoothing"),
+    (("loss=ipo", "loss_params.label_smoothing=0.1"), "loss 'ipo' has no parameter 'label_smoothing'; its parameters: none"),
+    (("loss=kto", "loss_params.desirable_wieght=2"),
+     "did you mean 'desirable_weight'?); its parameters: desirable_weight, undesirable_weight"),
+    (("loss_params.beta=0.5",), "loss_params.beta: beta is a top-level setting; set beta: 0.5 instead"),
+    (("loss_params.label_smoothing=0.7",), "loss_params for loss 'dpo': label_smoothing .* must lie in [0, 0.5), got 0.7"),
+    (("loss=dpop", "loss_params.lambda_=-1"), "loss_params for loss 'dpop': lambda_ must be >= 0"),
+    (("loss=kto", "loss_params.undesirable_weight=-1"), "loss_params for loss 'kto': undesirable_weight must be >= 0"),
+    (("loss=simpo", "loss_params.gamma=abc"), "loss_params.gamma must be float, got 'abc'"),
+    (("loss=simpo", "loss_params.gamma=true"), "loss_params.gamma must be float, got True"),
+    (("loss=simpo", "loss_params.gamma=.nan"), "loss_params.gamma must be a finite number"),
+    (("loss_params=3",), "loss_params must be a mapping"),
+])
+def test_bad_loss_params_are_one_line_user_errors(overrides, message):
+    pattern = message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("?", r"\?")
+    with pytest.raises(UserError, match=pattern) as caught:
+        load_config(None, (*REQUIRED, *overrides))
+    assert "\n" not in str(caught.value)
+
+
+def test_loss_params_take_the_loss_signature_types(tmp_path):
+    path = tmp_path / "run.yaml"  # YAML 1.1 reads 1e-3 as a string; an int is fine for a float parameter
+    path.write_text("policy: m\ndata: d.jsonl\noutput_dir: o\nloss: simpo\nloss_params: {gamma: 1e-3, label_smoothing: 0}\n")
+    config = load_config(path)
+    assert config.loss_params == {"gamma": 0.001, "label_smoothing": 0.0}
+    assert all(isinstance(v, float) for v in config.loss_params.values())
+    kto = load_config(None, (*REQUIRED, "loss=kto", "loss_params.desirable_weight=1.33"))
+    assert kto.loss_params == {"desirable_weight": 1.33}
+
+
+def test_cli_rejects_a_misspelt_loss_param_before_loading_any_model(tmp_path):
+    # policy 'nowhere' does not exist: reaching the model load would give another error
+    from click.testing import CliRunner
+
+    from dpo_eval.cli import main
+
+    result = CliRunner().invoke(main, ["train", "--set", "policy=nowhere", "--set", "data=x.jsonl",
+                                       "--set", f"output_dir={tmp_path}", "--set", "loss=simpo",
+                                       "--set", "loss_params.gama=0.5"])
+    assert result.exit_code == 2, result.output
+    assert "loss_params.gama: loss 'simpo' has no parameter 'gama' (did you mean 'gamma'?)" in result.output
+    assert "Traceback" not in result.output and "nowhere" not in result.output
