@@ -38,6 +38,8 @@ Examples:
 @click.option("--backoff", default=0.5, show_default=True, type=click.FloatRange(min=0),
               help="First retry delay in seconds; doubles each retry (with jitter).")
 @click.option("--cache-dir", default=None, help="Model cache for local judges [default: ~/.cache/dpo_eval].")
+@click.option("--trust-remote-code", is_flag=True, help="Local judges: allow model code from the model dir.")
+@click.option("--allow-pickle", is_flag=True, help="Local judges: allow pickled .bin weights (they can run code).")
 @click.option("--no-progress", is_flag=True)
 def judge_command(judge_spec, no_progress, **options) -> None:
     """Judge candidates against a baseline with an LLM or rule judge; cached and resumable.

@@ -28,8 +28,20 @@ def parse_verdict(text: str) -> Verdict:
     return Verdict(1.0 if match.group(1).upper() == "A" else 0.0, text)
 
 
+def preference_from_logprobs(logp_a: float, logp_b: float) -> float | None:
+    """P(A) normalised over the two labels, exp(a) / (exp(a) + exp(b)) = sigmoid(a - b), computed
+    without exponentiating either log-prob (no 0/0 at -800); None when neither label has mass."""
+    if math.isnan(logp_a) or math.isnan(logp_b) or logp_a == logp_b == -math.inf:
+        return None
+    if logp_a == logp_b:  # both finite and equal, or both +inf
+        return 0.5
+    d = logp_a - logp_b
+    return 1.0 / (1.0 + math.exp(-d)) if d >= 0 else math.exp(d) / (1.0 + math.exp(d))
+
+
 def label_probability(top_logprobs: dict[str, float], raw: str) -> Verdict:
-    """P(A) normalised over the two labels from the first token's top log-probs."""
+    """P(A) normalised over the two labels from the first token's top log-probs ("A", " a" ... count
+    as A; the first spelling listed wins). A label absent from the top log-probs leaves it unscored."""
     found: dict[str, float] = {}
     for token, logprob in top_logprobs.items():
         label = token.strip().upper()
@@ -38,8 +50,12 @@ def label_probability(top_logprobs: dict[str, float], raw: str) -> Verdict:
     if len(found) < 2:
         return Verdict(None, raw, f"unparseable: labels {sorted(set(LABELS) - set(found))} not among the "
                                   "first token's top log-probs")
-    a, b = math.exp(found["A"]), math.exp(found["B"])
-    return Verdict(a / (a + b), raw)
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in found.values()):
+        return Verdict(None, raw, f"unparseable: non-numeric label log-probs {found}")
+    preference = preference_from_logprobs(float(found["A"]), float(found["B"]))
+    if preference is None:
+        return Verdict(None, raw, f"unparseable: label log-probs {found} give no probability")
+    return Verdict(preference, raw)
 
 
 def server_identity(base_url: str) -> str:

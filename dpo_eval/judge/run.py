@@ -31,6 +31,8 @@ class JudgeConfig:
     retries: int = 5
     backoff: float = 0.5
     cache_dir: str | None = None
+    trust_remote_code: bool = False  # local judges: allow model code from the model dir
+    allow_pickle: bool = False  # local judges: allow pickled .bin weights
     show_progress: bool = True
 
 
@@ -65,7 +67,8 @@ def make_backend(config: JudgeConfig, template):
     if kind == "local" and rest:
         from dpo_eval.judge.local import LocalJudge
 
-        return LocalJudge(rest, template, cache_dir=config.cache_dir)
+        return LocalJudge(rest, template, cache_dir=config.cache_dir, trust_remote_code=config.trust_remote_code,
+                          allow_pickle=config.allow_pickle)
     raise UserError(f"--judge {config.judge!r}: use openai:MODEL (any OpenAI-compatible server, e.g. vLLM, "
                     "with --base-url), local:MODEL_PATH (transformers, in-process), gold:ANSWERS_FILE or rule:module:function")
 
