@@ -40,6 +40,23 @@ def test_alpaca_eval_annotations_map_preference_1_2_to_0_1(tmp_path):
     assert frame["length_model"].iloc[0] == len("longer out") and frame["length_baseline"].iloc[0] == 4
 
 
+def test_alpaca_eval_legacy_draw_0_is_read_as_1_5(tmp_path):
+    # alpaca_eval's pairwise_to_winrate: `series_preferences[series_preferences == 0] = 1.5` (backward compatibility)
+    rows = [{"instruction": f"q{i}", "output_1": "b", "output_2": "m", "generator_2": "mine", "preference": p}
+            for i, p in enumerate([0, 0.0, 1, 2, 1.5])]
+    (tmp_path / "a.json").write_text(json.dumps(rows))
+    assert read_judgments(tmp_path / "a.json")["preference"].tolist() == [0.5, 0.5, 0.0, 1.0, 0.5]
+
+
+@pytest.mark.parametrize("preference", [0.5, 3, -1, "2", True])
+def test_alpaca_eval_preference_out_of_range_names_file_and_row(tmp_path, preference):
+    rows = [{"instruction": "q0", "output_1": "b", "output_2": "m", "preference": 2},
+            {"instruction": "q1", "output_1": "b", "output_2": "m", "preference": preference}]
+    (tmp_path / "a.json").write_text(json.dumps(rows))
+    with pytest.raises(UserError, match=r"a\.json: row 2: field 'preference' must be a number in \[1, 2\]"):
+        read_judgments(tmp_path / "a.json")
+
+
 def test_lengths_only_and_no_lengths(tmp_path):
     path = write_jsonl(tmp_path / "j.jsonl", [{"model": "m", "instruction": "q", "preference": 0.25,
                                                "length_model": 10, "length_baseline": 12}])
@@ -54,7 +71,7 @@ def test_parquet_input(tmp_path):
 
 
 @pytest.mark.parametrize("row, message", [
-    ({"model": "m", "prompt_id": "q", "preference": 1.5}, r"row 1: field 'preference' must be a number in \[0, 1\]"),
+    ({"model": "m", "prompt_id": "q", "preference": 1.5}, r"j\.jsonl: row 1: field 'preference' must be a number in \[0, 1\]"),
     ({"model": "m", "prompt_id": "q", "preference": "yes"}, "field 'preference'"),
     ({"prompt_id": "q", "preference": 0.5}, "needs 'model'"),
 ])
