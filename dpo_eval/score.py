@@ -44,7 +44,7 @@ class ScoreConfig:
 
     policy: str
     data: str
-    ref: str = REFERENCE_FREE
+    ref: str  # a model, or "none" for reference-free rewards: always explicit, never a silent default
     beta: float = 0.1
     norm: str = "sum"
     out: str = "score_out"
@@ -128,7 +128,7 @@ def _tokenize(config: ScoreConfig, policy: ModelIdentity, ref: ModelIdentity | N
     if ref is not None:
         ref_tokenizer = load_tokenizer(ref.path, policy.path, cache_dir=cache_root)
         check_same_vocabulary(tokenizer, ref_tokenizer, "policy", "reference")
-    tokenized = tokenize_pairs(loaded.pairs, tokenizer, config.tokenization)
+    tokenized = tokenize_pairs(loaded.pairs, tokenizer, config.tokenization, skip_invalid=config.skip_invalid)
     pad_id = padding_id(tokenizer)
     return loaded, tokenized, pad_id
 
@@ -166,7 +166,8 @@ def _summary(config, frame, loaded, tokenized, policy_id, ref_id, device, dtype,
         "policy": policy_id.to_dict(),
         "reference": ref_id.to_dict() if ref_id else None,
         "data": {"path": str(config.data), "format": loaded.format, "n_pairs": len(frame),
-                 "n_skipped_invalid": loaded.n_skipped, "skip_reasons": list(loaded.skip_reasons)},
+                 "n_skipped_invalid": loaded.n_skipped + tokenized.n_skipped,
+                 "skip_reasons": list(loaded.skip_reasons + tokenized.skip_reasons)[:20]},
         "tokenization": {**asdict(config.tokenization), "mode": tokenized.mode,
                          "n_truncated": tokenized.n_truncated},
         "numerics": {"device": device.type, "dtype": str(dtype).removeprefix("torch.")},

@@ -80,6 +80,8 @@ class TokenizedPairs:
     pairs: list[TokenizedPair]
     mode: str  # "chat" | "plain"
     n_truncated: int
+    n_skipped: int = 0  # pairs that could not be tokenized (only with skip_invalid)
+    skip_reasons: tuple[str, ...] = ()  # the first 20 reasons
 
 
 def padding_id(tokenizer) -> int:
@@ -114,14 +116,18 @@ def _encode(tokenizer, text: str, add_special_tokens: bool) -> list[int]:
     return list(tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
 
 
-def _chat_ids(tokenizer, prompt: list[dict], response: list[dict], pair_id: str) -> tuple[list, list]:
+class InvalidPairError(UserError):
+    """A pair whose content cannot be scored (empty tokens, unstable template): skippable with skip_invalid."""
+
+
+def _chat_ids(tokenizer, prompt: list[dict], response: list[dict], where: str) -> tuple[list, list]:
     prompt_text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
     full_text = tokenizer.apply_chat_template(prompt + response, tokenize=False)
     prompt_ids = _encode(tokenizer, prompt_text, add_special_tokens=False)
     full_ids = _encode(tokenizer, full_text, add_special_tokens=False)
     if full_ids[: len(prompt_ids)] != prompt_ids:
-        raise UserError(f"pair {pair_id!r}: the chat template's prompt is not a token prefix of the full "
-                        "conversation; use --template plain or a tokenizer whose template is prefix-stable")
+        raise InvalidPairError(f"{where}: the chat template's prompt is not a token prefix of the full "
+                               "conversation; use --template plain or a tokenizer whose template is prefix-stable")
     return prompt_ids, full_ids[len(prompt_ids):]
 
 
@@ -176,23 +182,39 @@ def truncate(prompt: list, chosen: list, rejected: list, max_length: int | None,
 def tokenize_pair(pair: PreferencePair, tokenizer, mode: str, settings: TokenizerSettings) -> TokenizedPair:
     """Tokenize one pair in the given mode ("chat" or "plain")."""
     if mode == "chat":
-        prompt_ids, chosen_ids = _chat_ids(tokenizer, list(pair.prompt), list(pair.chosen), pair.id)
-        _, rejected_ids = _chat_ids(tokenizer, list(pair.prompt), list(pair.rejected), pair.id)
+        prompt_ids, chosen_ids = _chat_ids(tokenizer, list(pair.prompt), list(pair.chosen), pair.location)
+        _, rejected_ids = _chat_ids(tokenizer, list(pair.prompt), list(pair.rejected), pair.location)
     else:
         prompt, chosen, rejected = pair.text_form or (pair.prompt, pair.chosen, pair.rejected)
         prompt_ids, chosen_ids, rejected_ids = _plain_ids(tokenizer, prompt, chosen, rejected, settings.add_eos)
     if not prompt_ids:
-        raise UserError(f"pair {pair.id!r}: the prompt has no tokens, so the first response token has no "
-                        "context; give a non-empty prompt or a tokenizer that adds a BOS token")
+        raise InvalidPairError(f"{pair.location}: the prompt has no tokens, so the first response token has no "
+                               "context; give a non-empty prompt or a tokenizer that adds a BOS token")
     if not chosen_ids or not rejected_ids:
-        raise UserError(f"pair {pair.id!r}: a response tokenizes to nothing; pass --skip-invalid or fix the row")
+        side = "chosen" if not chosen_ids else "rejected"
+        raise InvalidPairError(f"{pair.location}: field '{side}' tokenizes to nothing; fix the row")
     prompt_ids, chosen_ids, rejected_ids, cut = truncate(
         prompt_ids, chosen_ids, rejected_ids, settings.max_length, settings.truncation)
     return TokenizedPair(pair.id, pair.subset, tuple(prompt_ids), tuple(chosen_ids), tuple(rejected_ids), cut)
 
 
-def tokenize_pairs(pairs: Sequence[PreferencePair], tokenizer, settings: TokenizerSettings) -> TokenizedPairs:
-    """Tokenize every pair; the mode (chat or plain) is decided once for the whole dataset."""
+def tokenize_pairs(pairs: Sequence[PreferencePair], tokenizer, settings: TokenizerSettings,
+                   skip_invalid: bool = False) -> TokenizedPairs:
+    """Tokenize every pair; the mode (chat or plain) is decided once for the whole dataset.
+
+    skip_invalid: pairs that cannot be tokenized for scoring are skipped and counted (their first
+    reasons kept) instead of raising; none left is still an error.
+    """
     mode = choose_mode(pairs, tokenizer, settings.template)
-    out = [tokenize_pair(p, tokenizer, mode, settings) for p in pairs]
-    return TokenizedPairs(out, mode, sum(p.is_truncated for p in out))
+    out, reasons = [], []
+    for pair in pairs:
+        try:
+            out.append(tokenize_pair(pair, tokenizer, mode, settings))
+        except InvalidPairError as err:
+            if not skip_invalid:
+                raise InvalidPairError(f"{err}, or pass --skip-invalid (a train config: skip_invalid: true) "
+                                       "to skip such pairs") from None
+            reasons.append(str(err))
+    if not out:
+        raise UserError(f"no pair could be tokenized ({len(reasons)} skipped; first: {reasons[0]})")
+    return TokenizedPairs(out, mode, sum(p.is_truncated for p in out), len(reasons), tuple(reasons[:20]))

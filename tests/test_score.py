@@ -131,6 +131,23 @@ def test_bad_input_is_one_line_and_exit_2(setup, tmp_path):
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
 
 
+def test_untokenizable_pair_names_file_and_row_and_skip_invalid_covers_it(setup, tmp_path):
+    data = tmp_path / "empty_prompt.jsonl"
+    rows = [{"id": "a", "prompt": "tell me ", "chosen": "yes", "rejected": "no"},
+            {"id": "b", "prompt": "", "chosen": "yes", "rejected": "no"}]  # no prompt tokens: no context
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    base = ["score", "--policy", setup["policy"], "--ref", "none", "--data", str(data), "--no-progress",
+            "--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path / "o")]
+    refused = CliRunner().invoke(main, base)
+    assert refused.exit_code == 2 and len(refused.output.strip().splitlines()) == 1
+    assert f"{data}: row 2:" in refused.output and "--skip-invalid" in refused.output
+    skipped = CliRunner().invoke(main, [*base, "--skip-invalid"])
+    assert skipped.exit_code == 0, skipped.output
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["data"]["n_pairs"] == 1 and summary["data"]["n_skipped_invalid"] == 1
+    assert summary["data"]["skip_reasons"][0].startswith(f"{data}: row 2: the prompt has no tokens")
+
+
 def test_vocabulary_mismatch_is_refused(setup, tmp_path):
     from transformers import PreTrainedTokenizerFast
 

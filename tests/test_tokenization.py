@@ -78,3 +78,19 @@ def test_truncation_keeps_one_prompt_token_and_reports_no_cut_when_short():
     prompt, chosen, _, cut = truncate([1, 2, 3], [10] * 8, [20], 5, "keep_end")
     assert prompt == [3] and chosen == [10] * 4 and cut
     assert truncate([1], [2], [3], 5, "keep_end")[3] is False
+
+
+def test_untokenizable_pairs_name_their_row_and_can_be_skipped():
+    tok = word_tokenizer()
+    good = PreferencePair("0", "s", "tell me ", "yes", "no", where="d.jsonl: row 1")
+    empty_prompt = PreferencePair("1", "s", "", "yes", "no", where="d.jsonl: row 2")
+    with pytest.raises(UserError, match=r"^d\.jsonl: row 2: the prompt has no tokens.*--skip-invalid"):
+        tokenize_pairs([good, empty_prompt], tok, TokenizerSettings())
+    out = tokenize_pairs([good, empty_prompt], tok, TokenizerSettings(), skip_invalid=True)
+    assert [p.id for p in out.pairs] == ["0"] and out.n_skipped == 1
+    assert out.skip_reasons[0].startswith("d.jsonl: row 2:")
+    with pytest.raises(UserError, match="no pair could be tokenized"):
+        tokenize_pairs([empty_prompt], tok, TokenizerSettings(), skip_invalid=True)
+    # Pairs built in code (no file) are named by id.
+    with pytest.raises(UserError, match=r"^pair '1':"):
+        tokenize_pairs([PreferencePair("1", "s", "", "yes", "no")], tok, TokenizerSettings())

@@ -13,8 +13,9 @@ Optional columns: `id` (default: the 0-based row index) and `subset` (default "d
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ Message = dict[str, str]
 DATA_FORMATS = ("auto", "text", "chat", "hh")
 DEFAULT_SUBSET = "default"
 _MAX_REASONS = 20
-_SKIP_HINT = "pass --skip-invalid to skip bad rows"
+_SKIP_HINT = "pass --skip-invalid (a train config: skip_invalid: true) to skip bad rows"
 _HH_ASSISTANT = "\n\nAssistant:"
 _HH_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant):")
 _HH_ROLES = {"Human": "user", "Assistant": "assistant"}
@@ -50,6 +51,13 @@ class PreferencePair:
     """Same shape as `chosen`."""
     text_form: tuple[str, str, str] | None = None
     """Plain-text (prompt, chosen, rejected) when the file had one (HH-RLHF), exactly as written."""
+    where: str = dataclasses.field(default="", compare=False)
+    """Where the pair came from, for error messages: "FILE: row N" (1-based), or "" when built in code."""
+
+    @property
+    def location(self) -> str:
+        """"FILE: row N" when known, else "pair 'ID'"."""
+        return self.where or f"pair {self.id!r}"
 
     @property
     def is_chat(self) -> bool:
@@ -122,7 +130,7 @@ def _collect_pairs(
             break
         try:
             row_format = fmt or _detect_format(row)
-            pair = _CONVERTERS[row_format](row, index)
+            pair = replace(_CONVERTERS[row_format](row, index), where=f"{source}: row {index + 1}")
         except _RowError as e:
             reason = f"row {index + 1}: {e.what}"
             if not skip_invalid:
@@ -137,7 +145,7 @@ def _collect_pairs(
     if not pairs or fmt is None:
         raise UserError(
             f"{source}: no valid rows ({n_skipped} skipped; first: {reasons[0] if reasons else 'none'}); "
-            "fix the data or pass the right --data-format"
+            "fix the data or pass the right --format (a train config: data_format)"
         )
     return LoadedPairs(pairs=pairs, format=fmt, source=source, n_skipped=n_skipped, skip_reasons=tuple(reasons))
 

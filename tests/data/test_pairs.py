@@ -335,13 +335,13 @@ def test_text_row_errors_name_file_row_and_field(tmp_path, bad_row, field, probl
     path = write_jsonl(tmp_path / "data.jsonl", [good_text(), good_text(), bad_row])
     message = load_error(path)
     assert message.startswith(f"{path}: row 3: field '{field}' {problem}")
-    assert message.endswith("or pass --skip-invalid to skip bad rows")
+    assert message.endswith("or pass --skip-invalid (a train config: skip_invalid: true) to skip bad rows")
 
 
 def test_error_message_matches_documented_shape(tmp_path):
     path = write_jsonl(tmp_path / "data.jsonl", [good_text()] * 6 + [good_text(rejected="")])
     assert load_error(path) == (
-        f"{path}: row 7: field 'rejected' is empty; fix the row or pass --skip-invalid to skip bad rows"
+        f"{path}: row 7: field 'rejected' is empty; fix the row or pass --skip-invalid (a train config: skip_invalid: true) to skip bad rows"
     )
 
 
