@@ -4,17 +4,23 @@ Each `check_*` function takes plain numbers (computed by dpo_eval.metrics.drift,
 KL and over-optimisation modules) and a `Thresholds`, and returns a `Finding` or None. None of them
 imports another metrics module, so any caller can use them.
 
-| code                    | fires when                                                   | severity                        |
-|-------------------------|--------------------------------------------------------------|---------------------------------|
-| likelihood_displacement | share of pairs whose chosen log-prob fell > displacement_share | high if the Wilson CI's low end is also above it, else warning |
-| drastic_drop            | mean Δ/token of rejected <= -min_drop_per_token and |mean Δrej| >= drastic_drop_ratio * |mean Δch| (sums) | warning |
-| degradation             | chosen and rejected both falling (slopes < 0, last mean Δ/token <= -min_drop_per_token) while the margin grows (slope > 0) | high |
-| dispersion              | |mean Δ/token of responses in no pair - mean Δ/token of chosen| > dispersion_gap_per_token | warning |
-| dispersion_entropy      | |relative change of mean next-token entropy| > entropy_relative_change | warning |
-| length_inflation        | mean token ratio > length_ratio and Mann-Whitney p < length_alpha | high if the truncated share also rose by > truncation_increase, else warning |
-| lc_gap                  | raw - LC win rate > lc_gap                                   | high if the two CIs are disjoint, else warning |
-| over_optimisation       | the over-optimisation module flagged the checkpoint as past its peak | high if it fell from the peak by >= over_optimisation_drop, else warning |
-| kl_budget               | KL > kl_warn_fraction * kl_budget                            | info below the budget; warning above; high if the CI's low end is above |
+Codes, when each fires, and its severity:
+
+- likelihood_displacement: share of pairs whose chosen log-prob fell > displacement_share.
+  high if the Wilson CI's low end is above it too, else warning.
+- drastic_drop: mean Δ/token of rejected <= -min_drop_per_token and
+  |mean Δ rejected| >= drastic_drop_ratio * |mean Δ chosen| (sums). warning.
+- degradation: chosen and rejected both falling (slopes on step < 0, last mean Δ/token <=
+  -min_drop_per_token) while the margin grows (slope > 0). high.
+- dispersion: |mean Δ/token of responses in no pair - that of chosen| > dispersion_gap_per_token. warning.
+- dispersion_entropy: |relative change of mean next-token entropy| > entropy_relative_change. warning.
+- length_inflation: mean token ratio > length_ratio and Mann-Whitney p < length_alpha.
+  high if the share hitting max_new_tokens also rose by > truncation_increase, else warning.
+- lc_gap: raw - LC win rate > lc_gap. high if the two CIs are disjoint, else warning.
+- over_optimisation: the over-optimisation module flagged the checkpoint as past its peak.
+  high if it fell from the peak by >= over_optimisation_drop, else warning.
+- kl_budget: KL > kl_warn_fraction * kl_budget. info up to the budget, warning above it,
+  high if the CI's low end is above it.
 
 Papers: Razin et al. 2024 (likelihood displacement), Yan et al. 2024 (3D properties: drastic drop,
 degradation, dispersion), Park et al. 2024 (length), Dubois et al. 2024 (LC win rate), Gao et al.
@@ -64,7 +70,7 @@ class Thresholds:
     displacement_share: float = 0.5
     """Share of held-out pairs whose chosen log-prob fell below the reference's (Razin et al. 2024)."""
     drastic_drop_ratio: float = 3.0
-    """|mean Δ log π rejected| / |mean Δ log π chosen| (sums) at or above which the rejected drop is drastic."""
+    """|mean Δ log π rejected| / |mean Δ log π chosen| (sums) from which a drop is drastic."""
     min_drop_per_token: float = 0.01
     """Nats per token: a mean Δ log π per token must fall at least this far to count as falling."""
     dispersion_gap_per_token: float = 0.05
@@ -76,7 +82,7 @@ class Thresholds:
     length_alpha: float = 0.05
     """Significance level of the Mann-Whitney test that the lengths differ."""
     truncation_increase: float = 0.1
-    """Rise (checkpoint - reference) in the share of samples that hit max_new_tokens that makes length high."""
+    """Rise (checkpoint - reference) in the share of samples hitting max_new_tokens that makes length high."""
     lc_gap: float = 0.05
     """Raw win rate - length-controlled win rate (fractions, 0.05 = 5 points)."""
     over_optimisation_drop: float = 0.05
@@ -95,7 +101,8 @@ class Thresholds:
                 raise ValueError(f"threshold {f.name} must be >= 0, got {value}")
         for name in ("displacement_share", "length_alpha", "kl_warn_fraction"):
             if not getattr(self, name) <= 1.0:
-                raise ValueError(f"threshold {name} is a fraction: it must be in [0, 1], got {getattr(self, name)}")
+                value = getattr(self, name)
+                raise ValueError(f"threshold {name} is a fraction: it must be in [0, 1], got {value}")
 
     @classmethod
     def from_dict(cls, overrides: Mapping[str, float] | None) -> Thresholds:
@@ -117,11 +124,12 @@ def check_likelihood_displacement(share: float, ci: tuple[float, float], n: int,
     severity = "high" if ci[0] > limit else "warning"
     return Finding(
         code="likelihood_displacement", severity=severity, title="Likelihood displacement",
-        message=(f"The chosen response lost probability against the reference on {share:.0%} of {n} held-out pairs "
+        message=(f"The chosen response lost probability against the reference on {share:.0%} of {n} "
+                 "held-out pairs "
                  f"(95% CI {ci[0]:.0%} to {ci[1]:.0%}; mean Δ log π chosen {mean_chosen_delta:+.2f} nats), "
                  f"above the {limit:.0%} threshold."),
-        advice=("Add an NLL term on the chosen responses (DPOP / RPO), raise β, or filter pairs whose chosen and "
-                "rejected responses are near-identical (Razin et al. 2024)."),
+        advice=("Add an NLL term on the chosen responses (DPOP / RPO), raise β, or filter pairs whose "
+                "chosen and rejected responses are near-identical (Razin et al. 2024)."),
         numbers={"share": share, "ci_low": ci[0], "ci_high": ci[1], "n": float(n),
                  "mean_chosen_delta": mean_chosen_delta},
         threshold=limit, step=step)
@@ -129,7 +137,7 @@ def check_likelihood_displacement(share: float, ci: tuple[float, float], n: int,
 
 def check_drastic_drop(mean_chosen_delta: float, mean_rejected_delta: float, rejected_delta_per_token: float,
                        t: Thresholds, step: int | None = None) -> Finding | None:
-    """Fires when rejected falls (per token <= -min_drop_per_token) >= drastic_drop_ratio times chosen's change."""
+    """Fires when rejected falls (per token <= -min_drop_per_token) >= drastic_drop_ratio x chosen's move."""
     if not rejected_delta_per_token <= -t.min_drop_per_token:
         return None
     ratio = abs_ratio(mean_rejected_delta, mean_chosen_delta)
@@ -140,9 +148,10 @@ def check_drastic_drop(mean_chosen_delta: float, mean_rejected_delta: float, rej
         message=(f"Mean Δ log π of rejected responses is {mean_rejected_delta:+.2f} nats "
                  f"({rejected_delta_per_token:+.3f} per token), {ratio:.1f}x the size of the chosen's "
                  f"{mean_chosen_delta:+.2f}: the margin grows mostly by pushing rejected responses down."),
-        advice=("The loss is being met by suppressing rejected responses: raise β, add an NLL term (DPOP / RPO), "
-                "or use on-policy / regularised variants (Yan et al. 2024)."),
-        numbers={"ratio": ratio, "mean_chosen_delta": mean_chosen_delta, "mean_rejected_delta": mean_rejected_delta,
+        advice=("The loss is being met by suppressing rejected responses: raise β, add an NLL term "
+                "(DPOP / RPO), or use on-policy / regularised variants (Yan et al. 2024)."),
+        numbers={"ratio": ratio, "mean_chosen_delta": mean_chosen_delta,
+                 "mean_rejected_delta": mean_rejected_delta,
                  "rejected_delta_per_token": rejected_delta_per_token},
         threshold=t.drastic_drop_ratio, step=step)
 
@@ -158,11 +167,12 @@ def check_degradation(chosen_slope: float, rejected_slope: float, margin_slope: 
         return None
     return Finding(
         code="degradation", severity="high", title="Chosen and rejected both falling",
-        message=(f"Both log-probs fall as training goes on (chosen {chosen_slope:+.3g}, rejected {rejected_slope:+.3g} "
-                 f"nats per step; now {chosen_delta_per_token:+.3f} and {rejected_delta_per_token:+.3f} per token) "
+        message=(f"Both log-probs fall as training goes on (chosen {chosen_slope:+.3g}, "
+                 f"rejected {rejected_slope:+.3g} nats per step; now {chosen_delta_per_token:+.3f} and "
+                 f"{rejected_delta_per_token:+.3f} per token) "
                  f"while the margin grows ({margin_slope:+.3g} per step)."),
-        advice=("The model is learning to suppress, not to prefer: stop earlier, raise β, or add an NLL term on "
-                "chosen responses (DPOP / RPO) (Yan et al. 2024)."),
+        advice=("The model is learning to suppress, not to prefer: stop earlier, raise β, or add an NLL "
+                "term on chosen responses (DPOP / RPO) (Yan et al. 2024)."),
         numbers={"chosen_slope": chosen_slope, "rejected_slope": rejected_slope, "margin_slope": margin_slope,
                  "chosen_delta_per_token": chosen_delta_per_token,
                  "rejected_delta_per_token": rejected_delta_per_token},
@@ -178,13 +188,14 @@ def check_dispersion(unseen_delta_per_token: float, chosen_delta_per_token: floa
         return None
     direction = "rose" if gap > 0 else "fell"
     return Finding(
-        code="dispersion", severity="warning", title="Probability moving to responses in no pair",
+        code="dispersion", severity="warning", title=f"Dispersion: {source}",
         message=(f"Log-probs of {source} changed by {unseen_delta_per_token:+.3f} nats per token against "
-                 f"{chosen_delta_per_token:+.3f} for chosen responses: they {direction} by {abs(gap):.3f} per token "
-                 f"relative to the chosen."),
-        advice=("Mass is moving to responses the pairs never show: add an NLL / SFT term, raise β, or train on "
-                "on-policy pairs (Yan et al. 2024)."),
-        numbers={"unseen_delta_per_token": unseen_delta_per_token, "chosen_delta_per_token": chosen_delta_per_token,
+                 f"{chosen_delta_per_token:+.3f} for chosen responses: they {direction} by {abs(gap):.3f} "
+                 f"per token relative to the chosen."),
+        advice=("Mass is moving to responses the pairs never show: add an NLL / SFT term, raise β, or "
+                "train on on-policy pairs (Yan et al. 2024)."),
+        numbers={"unseen_delta_per_token": unseen_delta_per_token,
+                 "chosen_delta_per_token": chosen_delta_per_token,
                  "gap": gap},
         threshold=t.dispersion_gap_per_token, step=step)
 
@@ -206,8 +217,9 @@ def check_entropy_change(policy_entropy: float, ref_entropy: float, t: Threshold
 
 
 def check_length_inflation(mean_ratio: float, p_value: float, truncated_checkpoint: float,
-                           truncated_reference: float, t: Thresholds, step: int | None = None) -> Finding | None:
-    """Fires when the mean length ratio exceeds t.length_ratio and the Mann-Whitney p is below t.length_alpha."""
+                           truncated_reference: float, t: Thresholds,
+                           step: int | None = None) -> Finding | None:
+    """Fires when the mean length ratio exceeds t.length_ratio and Mann-Whitney's p < t.length_alpha."""
     if not (mean_ratio > t.length_ratio and p_value < t.length_alpha):
         return None
     rise = truncated_checkpoint - truncated_reference
@@ -217,15 +229,15 @@ def check_length_inflation(mean_ratio: float, p_value: float, truncated_checkpoi
         message=(f"Samples are {mean_ratio:.2f}x the reference's mean length in tokens (Mann-Whitney p = "
                  f"{p_value:.2g}); {truncated_checkpoint:.0%} hit max_new_tokens against "
                  f"{truncated_reference:.0%} for the reference."),
-        advice=("Length-normalise the loss (SimPO / LN-DPO), add a length penalty (R-DPO, Park et al. 2024), raise β, "
-                "and read length-controlled win rates."),
+        advice=("Length-normalise the loss (SimPO / LN-DPO), add a length penalty (R-DPO, Park et al. "
+                "2024), raise β, and read length-controlled win rates."),
         numbers={"mean_ratio": mean_ratio, "p_value": p_value, "truncated_checkpoint": truncated_checkpoint,
                  "truncated_reference": truncated_reference},
         threshold=t.length_ratio, step=step)
 
 
-def check_lc_gap(raw: float, raw_ci: tuple[float, float], lc: float, lc_ci: tuple[float, float], t: Thresholds,
-                 step: int | None = None) -> Finding | None:
+def check_lc_gap(raw: float, raw_ci: tuple[float, float], lc: float, lc_ci: tuple[float, float],
+                 t: Thresholds, step: int | None = None) -> Finding | None:
     """Fires when raw - LC win rate exceeds t.lc_gap; high when the LC CI lies wholly below the raw CI."""
     gap = raw - lc
     if not gap > t.lc_gap:
@@ -234,10 +246,11 @@ def check_lc_gap(raw: float, raw_ci: tuple[float, float], lc: float, lc_ci: tupl
     return Finding(
         code="lc_gap", severity=severity, title="Win rate inflated by length",
         message=(f"Raw win rate {raw:.1%} (CI {raw_ci[0]:.1%} to {raw_ci[1]:.1%}) against length-controlled "
-                 f"{lc:.1%} (CI {lc_ci[0]:.1%} to {lc_ci[1]:.1%}): {gap:.1%} of the win rate comes from length."),
+                 f"{lc:.1%} (CI {lc_ci[0]:.1%} to {lc_ci[1]:.1%}): {gap:.1%} of the win rate comes from "
+                 "length."),
         advice="Report the LC win rate; length-normalise the loss or add a length penalty (R-DPO, SimPO).",
-        numbers={"raw": raw, "raw_ci_low": raw_ci[0], "raw_ci_high": raw_ci[1], "lc": lc, "lc_ci_low": lc_ci[0],
-                 "lc_ci_high": lc_ci[1], "gap": gap},
+        numbers={"raw": raw, "raw_ci_low": raw_ci[0], "raw_ci_high": raw_ci[1], "lc": lc,
+                 "lc_ci_low": lc_ci[0], "lc_ci_high": lc_ci[1], "gap": gap},
         threshold=t.lc_gap, step=step)
 
 
@@ -271,9 +284,11 @@ def check_kl_budget(kl: float, kl_ci: tuple[float, float] | None, t: Thresholds,
     ci_text = f" (CI {kl_ci[0]:.2f} to {kl_ci[1]:.2f})" if kl_ci is not None else ""
     return Finding(
         code="kl_budget", severity=severity, title=f"KL budget {state}",
-        message=f"KL(policy || reference) is {kl:.2f} nats per sequence{ci_text} against a budget of {budget:.2f}.",
+        message=(f"KL(policy || reference) is {kl:.2f} nats per sequence{ci_text} against a budget of "
+                 f"{budget:.2f}."),
         advice="Raise β, lower the learning rate, or stop earlier to stay near the reference.",
-        numbers={"kl": kl, "budget": budget, **({"kl_ci_low": kl_ci[0], "kl_ci_high": kl_ci[1]} if kl_ci else {})},
+        numbers={"kl": kl, "budget": budget,
+                 **({"kl_ci_low": kl_ci[0], "kl_ci_high": kl_ci[1]} if kl_ci else {})},
         threshold=budget, step=step)
 
 

@@ -1,0 +1,167 @@
+"""Drift figures pinned to hand-worked tables; findings on synthetic runs built to show them or not."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dpo_eval.metrics.drift import (
+    CheckpointDrift,
+    Dispersion,
+    drift_findings,
+    drift_speed,
+    entropy_change,
+    pair_drift,
+    response_drift,
+    summarize_deltas,
+    wilson_interval,
+)
+from dpo_eval.metrics.findings import Thresholds
+
+NAN = float("nan")
+Z95 = 1.959963984540054
+
+
+def test_summarize_deltas_by_hand():
+    s = summarize_deltas([1.0, 2.0, 3.0, 4.0, 10.0])
+    assert (s.n, s.mean, s.median) == (5, 4.0, 3.0)
+    # var ddof 1 = (9 + 4 + 1 + 0 + 36) / 4 = 12.5; se = sqrt(12.5) / sqrt(5)
+    assert s.se == pytest.approx(math.sqrt(12.5 / 5))
+    # linear quantiles at position q * (n - 1): 0.2 -> 1.2, 1 -> 2, 2 -> 3, 3 -> 4, 3.8 -> 4 + 0.8 * 6
+    assert s.quantiles == pytest.approx({"q05": 1.2, "q25": 2.0, "q50": 3.0, "q75": 4.0, "q95": 8.8})
+    empty = summarize_deltas([])
+    assert empty.n == 0 and math.isnan(empty.mean) and math.isnan(empty.quantiles["q50"])
+    assert math.isnan(summarize_deltas([1.0]).se)
+
+
+def wilson_by_hand(k: int, n: int) -> tuple[float, float]:
+    p = k / n
+    center = (p + Z95**2 / (2 * n)) / (1 + Z95**2 / n)
+    half = Z95 / (1 + Z95**2 / n) * math.sqrt(p * (1 - p) / n + Z95**2 / (4 * n**2))
+    return center - half, center + half
+
+
+def test_wilson_interval():
+    assert wilson_interval(8, 10) == pytest.approx(wilson_by_hand(8, 10))
+    assert wilson_interval(8, 10) == pytest.approx((0.4902, 0.9433), abs=1e-4)  # textbook value
+    low, high = wilson_interval(0, 10)
+    assert low == 0.0 and high == pytest.approx(wilson_by_hand(0, 10)[1])
+    assert all(math.isnan(x) for x in wilson_interval(0, 0))
+    with pytest.raises(ValueError, match="0 <= k <= n"):
+        wilson_interval(3, 2)
+
+
+def hand_pairs() -> pd.DataFrame:
+    return pd.DataFrame({
+        "policy_chosen_logp": [-10.0, -20.0, -5.0, -8.0, NAN],
+        "ref_chosen_logp": [-12.0, -18.0, -5.5, -8.0, -3.0],
+        "policy_rejected_logp": [-15.0, -30.0, -9.0, -20.0, -3.0],
+        "ref_rejected_logp": [-14.0, -25.0, -9.0, -16.0, -3.0],
+        "chosen_tokens": [10, 20, 5, 4, 1],
+        "rejected_tokens": [5, 10, 3, 8, 1],
+    })
+
+
+def test_pair_drift_by_hand():
+    frame = hand_pairs()
+    before = frame.copy()
+    d = pair_drift(frame)
+    pd.testing.assert_frame_equal(frame, before)
+    assert (d.n, d.n_missing) == (4, 1)  # the NaN row is out
+    # Δ chosen = 2, -2, 0.5, 0; per token 0.2, -0.1, 0.1, 0
+    assert d.chosen.total.mean == pytest.approx(0.125) and d.chosen.per_token.mean == pytest.approx(0.05)
+    # Δ rejected = -1, -5, 0, -4; per token -0.2, -0.5, 0, -0.5
+    assert d.rejected.total.mean == pytest.approx(-2.5) and d.rejected.per_token.mean == pytest.approx(-0.3)
+    assert d.rejected.total.median == pytest.approx(-2.5)
+    # margin = 3, 3, 0.5, 4
+    assert d.margin.mean == pytest.approx(2.625)
+    # chosen fell on 1 of 4 (a Δ of exactly 0 did not fall)
+    assert d.displacement_share == 0.25 and d.displacement_ci == pytest.approx(wilson_by_hand(1, 4))
+    assert d.drop_ratio == pytest.approx(2.5 / 0.125)
+
+
+def test_pair_drift_bad_input():
+    with pytest.raises(ValueError, match=r"lacks columns \['chosen_tokens'\]"):
+        pair_drift(hand_pairs().drop(columns="chosen_tokens"))
+    with pytest.raises(ValueError, match="token counts must be > 0"):
+        response_drift([1.0], [0.0], [0])
+
+
+def test_drift_speed_by_hand():
+    # with the reference: points (0, 0), (100, -1), (200, -3); x̄ = 100, ȳ = -4/3
+    # slope = [(-100)(4/3) + 0 + (100)(-5/3)] / (100² + 100²) = -300 / 20000
+    speed = drift_speed([200, 100], [-3.0, -1.0], [-9.0, -2.0])
+    assert speed.n_points == 3 and speed.chosen_slope == pytest.approx(-0.015)
+    # rejected: ȳ = -11/3: [(-100)(11/3) + (100)(-16/3)] / 20000 = -2700 / 20000
+    assert speed.rejected_slope == pytest.approx(-0.045)
+    assert speed.margin_slope == pytest.approx(-0.015 + 0.045) and speed.ratio == pytest.approx(3.0)
+    alone = drift_speed([100, 200], [-1.0, -3.0], [0.0, 0.0], include_reference=False)
+    assert alone.chosen_slope == pytest.approx(-2 / 100) and alone.rejected_slope == 0.0
+    assert math.isnan(drift_speed([100], [-1.0], [-2.0], include_reference=False).chosen_slope)
+
+
+def test_entropy_change_paired_and_unpaired():
+    e = entropy_change([1.0, 2.0, 3.0], [2.0, 2.0, 4.0])
+    # differences -1, 0, -1: mean -2/3, sd ddof 1 = sqrt(((1/3)² + (2/3)² + (1/3)²) / 2) = sqrt(1/3)
+    assert e.is_paired and e.change == pytest.approx(-2 / 3)
+    assert e.se == pytest.approx(math.sqrt(1 / 3) / math.sqrt(3))
+    assert e.relative_change == pytest.approx(2.0 / (8 / 3) - 1)
+    u = entropy_change([1.0, 3.0], [2.0, 2.0, 5.0])
+    # Welch: var(1, 3) = 2, var(2, 2, 5) = 3 -> sqrt(2 / 2 + 3 / 3)
+    assert not u.is_paired and u.change == pytest.approx(2.0 - 3.0) and u.se == pytest.approx(math.sqrt(2.0))
+
+
+def make_pairs(rng: np.random.Generator, n: int, chosen_shift: float, rejected_shift: float) -> pd.DataFrame:
+    ref_c, ref_r = rng.normal(-150.0, 20.0, n), rng.normal(-160.0, 20.0, n)
+    return pd.DataFrame({
+        "policy_chosen_logp": ref_c + rng.normal(chosen_shift, 1.0, n), "ref_chosen_logp": ref_c,
+        "policy_rejected_logp": ref_r + rng.normal(rejected_shift, 1.0, n), "ref_rejected_logp": ref_r,
+        "chosen_tokens": np.full(n, 100), "rejected_tokens": np.full(n, 100)})
+
+
+def make_run(shifts, unseen_shift_per_token: float, policy_entropy: float,
+             seed: int = 0) -> list[CheckpointDrift]:
+    rng = np.random.default_rng(seed)
+    run = []
+    for step, (chosen, rejected) in shifts:
+        ref = rng.normal(-80.0, 10.0, 150)
+        policy = ref + rng.normal(unseen_shift_per_token * 50, 0.5, 150)  # 50 tokens each
+        samples = response_drift(policy, ref, np.full(150, 50))
+        ent = entropy_change(rng.normal(policy_entropy, 0.05, 64), rng.normal(2.0, 0.05, 64))
+        run.append(CheckpointDrift(step, pair_drift(make_pairs(rng, 200, chosen, rejected)),
+                                   Dispersion(reference_samples=samples, other_prompts=None, entropy=ent)))
+    return run
+
+
+def test_a_healthy_run_raises_no_finding():
+    # chosen up 2 nats, rejected down 3 (ratio 1.5 < 3); unseen samples move like chosen (+0.02/token)
+    run = make_run([(100, (1.0, -1.5)), (200, (2.0, -3.0))], unseen_shift_per_token=0.02, policy_entropy=2.0)
+    assert drift_findings(run) == []
+
+
+def test_a_suppressing_run_raises_its_findings():
+    shifts = [(300, (-10.0, -60.0)), (100, (-2.0, -10.0)), (200, (-5.0, -25.0))]  # order does not matter
+    run = make_run(shifts, unseen_shift_per_token=0.0, policy_entropy=1.0)
+    found = {f.code: f for f in drift_findings(run)}
+    assert set(found) == {"likelihood_displacement", "drastic_drop", "degradation", "dispersion",
+                          "dispersion_entropy"}
+    ld = found["likelihood_displacement"]
+    # every chosen fell (shift -10, sd 1): share 1, Wilson low of 200/200 above 0.5 -> high, at the last step
+    assert ld.severity == "high" and ld.step == 300 and ld.numbers["share"] == 1.0
+    assert ld.numbers["first_step"] == 100 and ld.numbers["n_checkpoints"] == 3
+    assert "First seen at step 100" in ld.message
+    # |−60| / |−10| ≈ 6 at step 300
+    assert found["drastic_drop"].numbers["ratio"] == pytest.approx(6.0, rel=0.05)
+    deg = found["degradation"]
+    assert deg.severity == "high" and deg.step == 300
+    assert deg.numbers["chosen_slope"] < 0 and deg.numbers["rejected_slope"] < 0 < deg.numbers["margin_slope"]
+    # unseen ≈ 0 per token, chosen ≈ -0.1 per token: gap ≈ +0.1 > 0.05
+    assert found["dispersion"].numbers["gap"] == pytest.approx(0.1, abs=0.01)
+    assert found["dispersion_entropy"].numbers["relative_change"] == pytest.approx(-0.5, abs=0.02)
+    # loosened thresholds silence them
+    loose = Thresholds(displacement_share=1.0, drastic_drop_ratio=10.0, min_drop_per_token=0.5,
+                       dispersion_gap_per_token=0.5, entropy_relative_change=0.9)
+    assert drift_findings(run, loose) == []
