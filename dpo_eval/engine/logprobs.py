@@ -68,6 +68,21 @@ def _mask_dtype(model: torch.nn.Module, device: torch.device) -> torch.dtype:
     return next(model.parameters()).dtype
 
 
+def output_head(model: torch.nn.Module) -> tuple[torch.nn.Module, object]:
+    """The model's vocabulary projection and the scaling applied after it: logits = transform(head(h))."""
+    return _decoder_and_head(model)[1], _logit_transform(model.config)
+
+
+def response_hidden(model: torch.nn.Module, batch: PackedBatch) -> torch.Tensor:
+    """Last-layer hidden states (N, H) predicting each response token, in batch.source_index order."""
+    decoder, _ = _decoder_and_head(model)
+    mask = attention_mask_4d(batch.segments, batch.pair_slots, _mask_dtype(model, batch.input_ids.device))
+    out = decoder(input_ids=batch.input_ids, attention_mask=mask, position_ids=batch.position_ids,
+                  use_cache=False)
+    hidden = out.last_hidden_state.reshape(-1, out.last_hidden_state.shape[-1])
+    return hidden.index_select(0, batch.source_index)
+
+
 def packed_logps(model: torch.nn.Module, batch: PackedBatch,
                  exclude_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed response log-probs and token counts for a packed batch on the model's device.
@@ -76,17 +91,13 @@ def packed_logps(model: torch.nn.Module, batch: PackedBatch,
     Returns (logps, counts), each (n_pairs, 2): column 0 chosen, column 1 rejected; logps float32,
     differentiable when grad is enabled.
     """
-    decoder, head = _decoder_and_head(model)
-    mask = attention_mask_4d(batch.segments, batch.pair_slots, _mask_dtype(model, batch.input_ids.device))
-    out = decoder(input_ids=batch.input_ids, attention_mask=mask, position_ids=batch.position_ids,
-                  use_cache=False)
-    hidden = out.last_hidden_state.reshape(-1, out.last_hidden_state.shape[-1])
-    sources, targets, owner = batch.source_index, batch.target_ids, batch.owner
+    head, transform = output_head(model)
+    hidden = response_hidden(model, batch)
+    targets, owner = batch.target_ids, batch.owner
     if exclude_ids is not None and exclude_ids.numel():
         keep = ~torch.isin(targets, exclude_ids.to(targets.device))
-        sources, targets, owner = sources[keep], targets[keep], owner[keep]
-    per_token = token_logps(hidden.index_select(0, sources), targets, head, _logit_transform(model.config),
-                            head.weight.shape[0])
+        hidden, targets, owner = hidden[keep], targets[keep], owner[keep]
+    per_token = token_logps(hidden, targets, head, transform, head.weight.shape[0])
     sums = torch.zeros(batch.n_pairs * 2, dtype=torch.float32, device=per_token.device)
     sums = sums.index_add(0, owner, per_token)
     counts = torch.bincount(owner, minlength=batch.n_pairs * 2)
