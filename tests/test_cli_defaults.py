@@ -1,0 +1,93 @@
+"""One source of defaults: every click option's default is the command's config dataclass default.
+
+A flag whose default differs from the dataclass (or an option with no field to land in) fails here,
+so the CLI and the Python API can never disagree about what a run did.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+import click
+import pytest
+
+from dpo_eval.cli import main
+
+NO_DEFAULT = object()
+# Options whose value reaches the config under another name, or inverted.
+RENAMED = {"no_progress": ("show_progress", lambda flag_default: not flag_default)}
+
+
+def dataclass_defaults(cls) -> dict:
+    """Field name -> default, nested dataclass fields (default_factory) flattened by their own names."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+            out.update(dataclass_defaults(type(value)) if dataclasses.is_dataclass(value) else {f.name: value})
+        else:
+            out[f.name] = NO_DEFAULT
+    return out
+
+
+def signature_defaults(function) -> dict:
+    return {name: (p.default if p.default is not inspect.Parameter.empty else NO_DEFAULT)
+            for name, p in inspect.signature(function).parameters.items()}
+
+
+def config_defaults(command_name: str) -> dict:
+    from dpo_eval.generate import GenerateConfig
+    from dpo_eval.judge.run import JudgeConfig
+    from dpo_eval.judge.winrate import winrate
+    from dpo_eval.score import ScoreConfig
+
+    return {"score": lambda: dataclass_defaults(ScoreConfig),
+            "generate": lambda: dataclass_defaults(GenerateConfig),
+            "judge": lambda: dataclass_defaults(JudgeConfig),
+            "winrate": lambda: signature_defaults(winrate)}[command_name]()
+
+
+def normalise(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
+@pytest.mark.parametrize("command_name", ["score", "generate", "judge", "winrate"])
+def test_every_option_default_is_the_config_default(command_name):
+    defaults = config_defaults(command_name)
+    command = main.commands[command_name]
+    context = click.Context(command)
+    mismatches, orphans = [], []
+    for param in command.params:
+        if not isinstance(param, click.Option) or param.name == "help":
+            continue
+        name, convert = RENAMED.get(param.name, (param.name, lambda d: d))
+        name = {"judge_spec": "judge"}.get(name, name)
+        if name not in defaults:
+            orphans.append(param.name)
+            continue
+        expected = defaults[name]
+        if expected is NO_DEFAULT:
+            if not (param.required or command_name == "winrate"):
+                mismatches.append(f"--{param.name}: the config has no default, so the option must be required")
+            continue
+        got = normalise(convert(param.get_default(context, call=True)))
+        if param.multiple and not isinstance(got, tuple):  # a repeatable option given no value: empty
+            got = ()
+        if got != normalise(expected):
+            mismatches.append(f"--{param.name}: option default {got!r} != config default {expected!r}")
+    assert not orphans, f"{command_name}: options with no config field: {orphans}"
+    assert not mismatches, f"{command_name}: " + "; ".join(mismatches)
+
+
+def test_checker_sees_a_planted_mismatch():
+    """The comparison itself can fail: a config whose default differs from the option's is caught."""
+
+    @dataclasses.dataclass(frozen=True)
+    class Planted:
+        beta: float = 0.2
+
+    option = click.Option(["--beta"], default=0.1)
+    assert dataclass_defaults(Planted)["beta"] != option.default
