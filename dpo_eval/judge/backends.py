@@ -126,7 +126,8 @@ class RuleJudge:
         try:
             self.function = getattr(importlib.import_module(module_name), function_name)
         except (ImportError, AttributeError, ValueError):
-            raise UserError(f"rule judge {self.spec!r}: cannot import; give module:function on the Python path") from None
+            raise UserError(f"--judge rule:{self.spec}: cannot import {self.spec!r}; give module:function importable "
+                            "from the Python path (e.g. set PYTHONPATH)") from None
 
     @property
     def config(self) -> dict:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from dpo_eval.data.formats import read_records
 from dpo_eval.errors import UserError
 from dpo_eval.jsonio import write_json, write_jsonl
 from dpo_eval.judge.backends import OpenAIJudge, RuleJudge
 from dpo_eval.judge.gold import GoldJudge
 from dpo_eval.judge.judging import MODES, Comparison, Judging
+from dpo_eval.judge.outputs import check_same_prompts, read_outputs
 from dpo_eval.judge.store import JudgmentStore
 from dpo_eval.judge.templates import load_template
 
@@ -19,7 +19,7 @@ from dpo_eval.judge.templates import load_template
 class JudgeConfig:
     candidates: str
     baseline: str
-    judge: str  # "openai:MODEL", "local:PATH" or "rule:module:function"
+    judge: str  # "openai:MODEL", "local:PATH", "gold:ANSWERS_FILE" or "rule:module:function"
     out: str
     mode: str = "verdict"
     template: str = "pairwise"
@@ -34,25 +34,6 @@ class JudgeConfig:
     trust_remote_code: bool = False  # local judges: allow model code from the model dir
     allow_pickle: bool = False  # local judges: allow pickled .bin weights
     show_progress: bool = True
-
-
-def read_outputs(path: str) -> tuple[str, dict[str, tuple[str, str]]]:
-    """A generations file: rows with prompt_id, prompt (or instruction), output, optional model.
-
-    Returns the model name (the `model` column, else the file's stem) and prompt_id -> (prompt, output);
-    with several samples per prompt the first (lowest sample_index) is used.
-    """
-    rows = sorted(read_records(path), key=lambda r: r.get("sample_index") or 0)
-    outputs: dict[str, tuple[str, str]] = {}
-    for index, row in enumerate(rows):
-        prompt = row.get("prompt", row.get("instruction"))
-        if isinstance(prompt, list):  # chat messages, as `generate` stores them
-            prompt = "\n\n".join(f"{m.get('role', '')}: {m.get('content', '')}" for m in prompt)
-        if row.get("prompt_id") is None or not isinstance(prompt, str) or not isinstance(row.get("output"), str):
-            raise UserError(f"{path}: row {index + 1}: needs prompt_id, prompt (or instruction) and output strings")
-        outputs.setdefault(str(row["prompt_id"]), (prompt, row["output"]))
-    name = str(rows[0].get("model") or Path(path).stem) if rows else Path(path).stem
-    return name, outputs
 
 
 def make_backend(config: JudgeConfig, template):
@@ -70,23 +51,23 @@ def make_backend(config: JudgeConfig, template):
         return LocalJudge(rest, template, cache_dir=config.cache_dir, trust_remote_code=config.trust_remote_code,
                           allow_pickle=config.allow_pickle)
     raise UserError(f"--judge {config.judge!r}: use openai:MODEL (any OpenAI-compatible server, e.g. vLLM, "
-                    "with --base-url), local:MODEL_PATH (transformers, in-process), gold:ANSWERS_FILE or rule:module:function")
+                    "with --base-url), local:MODEL_PATH (transformers, in-process), gold:ANSWERS_FILE or "
+                    "rule:module:function")
 
 
 def judge(config: JudgeConfig) -> list[dict]:
     """Judge every prompt the candidates and the baseline share; write OUT/judgments.jsonl + summary."""
     if config.mode not in MODES:
-        raise UserError(f"--mode must be one of {', '.join(MODES)}")
+        raise UserError(f"--mode {config.mode!r}: use one of {', '.join(MODES)}")
     model, candidates = read_outputs(config.candidates)
     _, baseline = read_outputs(config.baseline)
-    shared = [pid for pid in candidates if pid in baseline]
-    if not shared:
-        raise UserError(f"{config.candidates} and {config.baseline} share no prompt_id")
+    shared = check_same_prompts(config.candidates, candidates, config.baseline, baseline)
     template = load_template(config.template)
     out = Path(config.out)
     store = JudgmentStore(out / "judge_cache.sqlite")
     judging = Judging(make_backend(config, template), template, store, config.mode, config.seed)
-    comparisons = [Comparison(model, pid, candidates[pid][0], candidates[pid][1], baseline[pid][1]) for pid in shared]
+    comparisons = [Comparison(model, pid, candidates[pid].prompt, candidates[pid].text, baseline[pid].text)
+                   for pid in shared]
     try:
         records = judging.run(comparisons, config.concurrency, config.show_progress)
     finally:

@@ -83,7 +83,8 @@ def read_judgments(path: str | Path) -> pd.DataFrame:
     """A judgments file as a frame with COLUMNS; lengths are NaN when neither outputs nor lengths are given."""
     records = read_records(path)
     if not records:
-        raise UserError(f"{path}: no judgments in the file")
+        raise UserError(f"{path}: no judgments in the file; give the judgments.jsonl written by `dpo-eval judge` "
+                        "or an AlpacaEval annotations file")
     is_alpaca = "output_1" in records[0] and "output_2" in records[0]
     convert = _alpaca_row if is_alpaca else _our_row
     rows = [convert(r, f"{path}: row {i + 1}") for i, r in enumerate(records)]

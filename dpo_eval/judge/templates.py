@@ -62,9 +62,11 @@ def load_template(spec: str) -> JudgeTemplate:
         return JudgeTemplate(spec, BUILTIN[spec])
     path = Path(spec)
     if not path.is_file():
-        raise UserError(f"judge template {spec!r} is neither a built-in ({', '.join(BUILTIN)}) nor a file")
+        raise UserError(f"--template {spec!r} is neither a built-in ({', '.join(BUILTIN)}) nor a file; "
+                        "give a built-in name or the path of a template text file")
     text = path.read_text()
     missing = [f for f in FIELDS if f not in text]
     if missing:
-        raise UserError(f"{path}: the template lacks {', '.join(missing)}; it must contain all of {', '.join(FIELDS)}")
+        raise UserError(f"--template {path}: the template lacks {', '.join(missing)}; it must contain all of "
+                        f"{', '.join(FIELDS)}")
     return JudgeTemplate(path.name, text)
