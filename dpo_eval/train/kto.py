@@ -36,6 +36,7 @@ class UnpairedExample:
     prompt_ids: tuple[int, ...]
     completion_ids: tuple[int, ...]
     is_desirable: bool
+    row: int = 0  # 0-based row of the source file (a preference pair gives two examples)
 
 
 def _unpaired_row(row: dict, index: int, source: str) -> tuple[PreferencePair, bool]:
@@ -63,24 +64,30 @@ def load_unpaired(path: str, tokenizer, settings: TokenizerSettings, *, limit: i
     if records and all(k in records[0] for k in ("completion", "label")):
         rows = [_unpaired_row(r, i, str(path)) for i, r in enumerate(records[:limit] if limit else records)]
         tokenized = tokenize_pairs([pair for pair, _ in rows], tokenizer, settings).pairs
-        return [UnpairedExample(t.id, t.prompt_ids, t.chosen_ids, label) for t, (_, label) in zip(tokenized, rows)]
+        return [UnpairedExample(t.id, t.prompt_ids, t.chosen_ids, label, row)
+                for row, (t, (_, label)) in enumerate(zip(tokenized, rows))]
     pairs = load_pairs(Path(path), data_format=data_format, skip_invalid=skip_invalid, limit=limit).pairs
     examples = []
-    for t in tokenize_pairs(pairs, tokenizer, settings).pairs:
-        examples.append(UnpairedExample(f"{t.id}/chosen", t.prompt_ids, t.chosen_ids, True))
-        examples.append(UnpairedExample(f"{t.id}/rejected", t.prompt_ids, t.rejected_ids, False))
+    for row, t in enumerate(tokenize_pairs(pairs, tokenizer, settings).pairs):  # row exact unless rows were skipped
+        examples.append(UnpairedExample(f"{t.id}/chosen", t.prompt_ids, t.chosen_ids, True, row))
+        examples.append(UnpairedExample(f"{t.id}/rejected", t.prompt_ids, t.rejected_ids, False, row))
     return examples
 
 
-def kto_pairs(examples: Sequence[UnpairedExample], items: Sequence[int],
-              max_length: int | None = None) -> list[TokenizedPair]:
-    """Each item packed with its KL companion: the completion of the next item (cyclically)."""
+def kto_pairs(examples: Sequence[UnpairedExample], items: Sequence[int], max_length: int | None = None,
+              special: frozenset[int] = frozenset()) -> list[TokenizedPair]:
+    """Each item packed with its KL companion: the completion of the next item (cyclically).
+
+    With max_length the companion is cut to fit beside the prompt, but never below one token that
+    is not in `special` (the ids mask_special_tokens drops), so its log-prob always has a token.
+    """
     out = []
     for position, index in enumerate(items):
         example = examples[index]
         other = examples[items[(position + 1) % len(items)]].completion_ids
         if max_length is not None:
-            other = other[: max(1, max_length - len(example.prompt_ids))]
+            first_kept = next((i for i, t in enumerate(other) if t not in special), 0)
+            other = other[: max(1 + first_kept, max_length - len(example.prompt_ids))]
         out.append(TokenizedPair(example.id, "kto", example.prompt_ids, example.completion_ids, other))
     return out
 

@@ -3,12 +3,16 @@ run will see, precomputed through the engine's cache.
 
 The reference model is loaded only when the cache lacks something, and freed before the policy
 trains; with keep_ref_live it stays and scores each micro-batch instead.
+
+With mask_special_tokens, a response made only of special tokens would have no token left to
+score (and stop training mid-run): such rows are refused up front (a UserError naming file and
+row), or with skip_invalid dropped and counted in `PreparedData.n_skipped_special`.
 """
 
 from __future__ import annotations
 
 import gc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +23,7 @@ from dpo_eval.engine.batching import default_token_budget
 from dpo_eval.engine.cache import CachedRow, LogpCache, numerics_tag, resolve_cache_dir
 from dpo_eval.engine.distributed import DistContext
 from dpo_eval.engine.runner import compute_batch, score_with_cache
+from dpo_eval.errors import UserError
 from dpo_eval.models import check_same_vocabulary, identify_model, load_model, load_tokenizer
 from dpo_eval.tokenization import TokenizedPair, TokenizerSettings, padding_id, tokenize_pairs
 from dpo_eval.train.config import TrainConfig
@@ -38,6 +43,7 @@ class PreparedData:
     ref_identity: dict | None = None
     ref_rows: dict[str, CachedRow] = field(default_factory=dict)  # content key -> reference log-probs
     ref_model: torch.nn.Module | None = None  # only with keep_ref_live
+    n_skipped_special: dict[str, int] = field(default_factory=dict)  # {"train": n, "eval": n}, skip_invalid
 
     @property
     def n_items(self) -> int:
@@ -58,6 +64,34 @@ def _tokenized(path: str, config: TrainConfig, tokenizer, settings: TokenizerSet
     return tokenize_pairs(loaded.pairs, tokenizer, settings)
 
 
+def drop_special_only(items: list, responses: Callable[[object], dict[str, tuple[int, ...]]],
+                      row: Callable[[int, object], int], special: frozenset[int], source: str,
+                      skip_invalid: bool) -> tuple[list, int]:
+    """Keep the items whose every response has a token that is not special; (kept, number dropped).
+
+    Without skip_invalid the first offender is a UserError naming `source` and its 1-based row.
+    """
+    kept = []
+    for index, item in enumerate(items):
+        empty = [name for name, ids in responses(item).items() if all(t in special for t in ids)]
+        if not empty:
+            kept.append(item)
+        elif not skip_invalid:
+            raise UserError(f"{source}: row {row(index, item)} (id {item.id!r}): the {empty[0]} response is only "
+                            "special tokens, so mask_special_tokens leaves nothing to train on; fix or drop the "
+                            "row, or set skip_invalid: true to skip such rows")
+    return kept, len(items) - len(kept)
+
+
+def _pair_responses(pair: TokenizedPair) -> dict[str, tuple[int, ...]]:
+    return {"chosen": pair.chosen_ids, "rejected": pair.rejected_ids}
+
+
+def _drop_special_pairs(pairs: list, special: frozenset[int], source: str, skip: bool) -> tuple[list, int]:
+    # no row was skipped when this can raise (skip_invalid is off), so list index = row index
+    return drop_special_only(pairs, _pair_responses, lambda index, _: index + 1, special, source, skip)
+
+
 def prepare_data(config: TrainConfig) -> PreparedData:
     """Tokenizer, tokenized training and eval data; no model is loaded."""
     cache_root = resolve_cache_dir(config.cache_dir)
@@ -67,21 +101,27 @@ def prepare_data(config: TrainConfig) -> PreparedData:
         check_same_vocabulary(tokenizer, load_tokenizer(ref_path, cache_dir=cache_root), "policy", "reference")
     settings = TokenizerSettings(template=config.template, max_length=config.max_length,
                                  truncation=config.truncation)
+    special = frozenset(tokenizer.all_special_ids) if config.mask_special_tokens else frozenset()
+    skip, skipped = config.skip_invalid, {}
     train, examples, mode, n_truncated = [], None, "plain", 0
     if config.loss == "kto":
         examples = load_unpaired(config.data, tokenizer, settings, limit=config.limit,
-                                 data_format=config.data_format, skip_invalid=config.skip_invalid)
+                                 data_format=config.data_format, skip_invalid=skip)
+        examples, skipped["train"] = drop_special_only(
+            examples, lambda e: {"completion": e.completion_ids}, lambda _, e: e.row + 1, special, config.data, skip)
     else:
         tokenized = _tokenized(config.data, config, tokenizer, settings, config.limit)
         train, mode, n_truncated = tokenized.pairs, tokenized.mode, tokenized.n_truncated
+        train, skipped["train"] = _drop_special_pairs(train, special, config.data, skip)
     evaluation = _tokenized(config.eval_data, config, tokenizer, settings, None).pairs if config.eval_data else []
+    evaluation, skipped["eval"] = _drop_special_pairs(evaluation, special, str(config.eval_data), skip)
     pad_id = padding_id(tokenizer)
-    exclude = torch.tensor(sorted(tokenizer.all_special_ids)) if config.mask_special_tokens else None
+    exclude = torch.tensor(sorted(special)) if config.mask_special_tokens else None
     return PreparedData(train, evaluation, tokenizer, pad_id, exclude, cache_root,
                         {"template": config.template, "mode": mode, "max_length": config.max_length,
                          "truncation": config.truncation, "n_truncated": n_truncated,
                          "mask_special_tokens": config.mask_special_tokens},
-                        kto_examples=examples)
+                        kto_examples=examples, n_skipped_special=skipped)
 
 
 def attach_reference(data: PreparedData, config: TrainConfig, sequences: Sequence[TokenizedPair],

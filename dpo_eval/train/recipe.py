@@ -71,6 +71,8 @@ class DPORecipe:
         torch.manual_seed(cfg.seed)
         self.uses_ref = cfg.loss not in REFERENCE_FREE
         self.data: PreparedData = prepare_data(cfg)
+        self._special = frozenset(self.data.exclude_ids.tolist()) if self.data.exclude_ids is not None else frozenset()
+        self._report_skipped()
         self.global_batch = cfg.batch_size * cfg.grad_accum * self.ctx.world_size
         self._check_sizes()
         if self.uses_ref:
@@ -103,13 +105,19 @@ class DPORecipe:
                     sequences += self._micro_pairs(items)
         return sequences
 
+    def _report_skipped(self) -> None:
+        for part, n in self.data.n_skipped_special.items():
+            if n and self.ctx.is_main:
+                print(f"skipped {n} {part} row(s) with a response made only of special tokens "
+                      "(mask_special_tokens, skip_invalid)", file=sys.stderr)
+
     def _global_batch(self, step: int) -> np.ndarray:
         epoch, index = divmod(step, self.steps_per_epoch)
         return global_batches(self.data.n_items, self.global_batch, self.config.seed, epoch)[index]
 
     def _micro_pairs(self, items: np.ndarray) -> list:
         if self.data.kto_examples is not None:
-            return kto_pairs(self.data.kto_examples, list(items), self.config.max_length)
+            return kto_pairs(self.data.kto_examples, list(items), self.config.max_length, self._special)
         return [self.data.train[i] for i in items]
 
     def _check_sizes(self) -> None:
@@ -158,7 +166,8 @@ class DPORecipe:
             "reference": self.data.ref_identity,
             "loss": {"name": self.config.loss, "beta": self.config.beta, **self.config.loss_params,
                      "nll_coef": self.config.nll_coef},
-            "data": {"path": self.config.data, "n_pairs": len(self.data.train), "eval_path": self.config.eval_data},
+            "data": {"path": self.config.data, "n_pairs": len(self.data.train), "eval_path": self.config.eval_data,
+                     "n_skipped_only_special_tokens": self.data.n_skipped_special},
             "tokenization": self.data.tokenization,
         }
         ckpt.check_manifest(self.run_dir, manifest)

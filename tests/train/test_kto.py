@@ -99,3 +99,12 @@ def test_two_gloo_processes_give_the_z0_of_the_union(tmp_path):
     logps, desirable = w.batch(slice(None))
     union = kto_step_loss(logps, desirable, {"beta": w.BETA}).losses.tolist()
     assert two == pytest.approx(union, rel=1e-12)
+
+
+def test_truncated_kl_companion_keeps_a_token_that_is_not_special():
+    # max_length 3 leaves 3 - 2 = 1 companion token; the companion starts with two special ids (90, 91)
+    examples = [UnpairedExample("0", (1, 2), (5, 6), True), UnpairedExample("1", (3, 4), (90, 91, 7, 8), False)]
+    pairs = kto_pairs(examples, [0, 1], max_length=3, special=frozenset({90, 91}))
+    assert pairs[0].rejected_ids == (90, 91, 7)  # up to the first non-special token
+    assert pairs[1].rejected_ids == (5,)  # the plain cut: max_length - len(prompt) = 1
+    assert kto_pairs(examples, [0, 1], max_length=3)[0].rejected_ids == (90,)  # no mask: plain cut

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,9 @@ from conftest import save_tiny_model, write_synthetic_preferences
 from safetensors.torch import load_file
 
 from dpo_eval.cli import main
+from dpo_eval.errors import UserError
 from dpo_eval.train.config import load_config
+from dpo_eval.train.prepare import prepare_data
 from dpo_eval.train.recipe import DPORecipe, train
 from dpo_eval.train.schedule import global_batches
 
@@ -112,3 +115,50 @@ def test_dropout_disabled_by_default(tmp_path):
         recipe.setup()
         first, second = (recipe._micro_loss(items)[1].policy_chosen for _ in range(2))
         assert torch.equal(first, second) is same  # training mode: only dropout makes passes differ
+
+
+def data_with_special_only_response(path, bad_row: int, field: str = "chosen") -> str:
+    """16 synthetic pairs; the `field` response of row `bad_row` (1-based) is just the text "<eos>"."""
+    rows = [json.loads(line) for line in open(write_synthetic_preferences(path, n=16, seed=5))]
+    rows[bad_row - 1][field] = "<eos>"
+    Path(path).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def test_special_token_only_response_is_refused_before_training(base, tmp_path):
+    data = data_with_special_only_response(tmp_path / "bad.jsonl", bad_row=3, field="rejected")
+    config = settings(base, tmp_path / "run", data=data, mask_special_tokens=True)
+    with pytest.raises(UserError, match=rf"^{re.escape(data)}: row 3 \(id 's5-2'\): the rejected response is only "
+                                        r"special tokens.*set skip_invalid: true") as caught:
+        prepare_data(config)
+    assert "\n" not in str(caught.value)
+    unmasked = prepare_data(settings(base, tmp_path / "run", data=data))  # without the mask it has tokens
+    assert len(unmasked.train) == 16 and unmasked.n_skipped_special == {"train": 0, "eval": 0}
+
+
+def test_special_token_only_response_is_skipped_and_counted(base, tmp_path, capsys):
+    # 16 pairs, batch 4, one epoch: the bad pair would be in a batch; skipped, 15 pairs make 3 steps
+    data = data_with_special_only_response(tmp_path / "bad.jsonl", bad_row=5)
+    run = tmp_path / "run"
+    history = train(settings(base, run, data=data, mask_special_tokens=True, skip_invalid=True, max_steps=None,
+                             eval_data=data, eval_every=3))
+    assert [h["step"] for h in history if "loss" in h] == [1, 2, 3]
+    manifest = json.loads((run / "dpo_eval.json").read_text())
+    assert manifest["data"]["n_pairs"] == 15
+    assert manifest["data"]["n_skipped_only_special_tokens"] == {"train": 1, "eval": 1}
+    err = capsys.readouterr().err
+    assert "skipped 1 train row(s) with a response made only of special tokens" in err
+    assert "skipped 1 eval row(s)" in err
+
+
+def test_kto_completion_of_only_special_tokens_names_its_row(base, tmp_path):
+    path = tmp_path / "unpaired.jsonl"
+    rows = [{"prompt": "tell me ", "completion": text, "label": i % 2 == 0}
+            for i, text in enumerate(["good yes", "bad no", "<eos>", "sure"])]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = settings(base, tmp_path / "run", data=str(path), loss="kto", mask_special_tokens=True)
+    with pytest.raises(UserError, match=r"unpaired.jsonl: row 3 \(id '2'\): the completion response is only special"):
+        prepare_data(config)
+    kept = prepare_data(settings(base, tmp_path / "run", data=str(path), loss="kto", mask_special_tokens=True,
+                                 skip_invalid=True))
+    assert [e.row for e in kept.kto_examples] == [0, 1, 3] and kept.n_skipped_special["train"] == 1
