@@ -91,7 +91,7 @@ def score_with_cache(load_model: Callable[[], torch.nn.Module], pairs: Sequence[
     load_model is called only when something must be computed, so a fully cached
     reference model is never loaded. With exclude_ids, the cache's numerics tag must say so.
     """
-    stored = cache.load(may_compact=not ctx.is_distributed) if cache else {}
+    stored = cache.load(may_compact=ctx.is_main) if cache else {}  # compaction is safe beside readers
     barrier(ctx)  # every rank reads the same cache state before any rank writes to it
     keys = [p.content_key() for p in pairs]
     missing, seen = [], set()
