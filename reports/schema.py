@@ -1,0 +1,149 @@
+"""The `results.json` that `dpo-eval report` writes, `dpo-eval render` renders and `dpo-eval gate` checks.
+
+Versioned: `schema_version` comes first and changes whenever a field changes meaning. Every figure
+that depends on an input that was not given (no judge, no prompts) is `null`, and `missing` says what
+is missing and which flag adds it: a reader never sees a made-up number.
+
+Layout (the JSON Schema below is the contract; tests validate every written file against it):
+
+    schema_version        int, RESULTS_SCHEMA_VERSION
+    generated_at          ISO-8601 UTC time of writing
+    provenance            versions (dpo_eval, python, torch, transformers), beta, seeds, judge (spec,
+                          mode, template, template_sha256) or null, data (pairs/prompts: path, sha256, n),
+                          reference (model identity incl. fingerprint), sampling settings, tokenization
+    runs[]                name, path, trainer, loss, beta, steps[]
+    checkpoints[]         one per (run, step), in run then step order:
+        run, step, label, path, fingerprint, is_reference (the step-0 row of each run, if present)
+        rewards           `metrics.rewards.summarize_rewards` of its held-out pairs, or null
+        winrate           judge vs the reference's samples: n, n_unscored, win_rate, win_rate_ci,
+                          lc_win_rate, lc_win_rate_ci, position_bias_rate; or null
+        quality           {source, value, se}: the figure the KL-vs-quality fit uses; or null
+        kl                analytic / k1 / k2 / k3 KL estimates (metrics.kl.KLEstimate as dicts); or null
+        offpolicy         mean log-ratios on chosen and rejected pairs (not a KL); or null
+        length            metrics.length comparison vs the reference's samples; or null
+        drift             metrics.drift pair drift + dispersion; or null
+        findings[]        metrics.findings.Finding as dicts
+    fits                  {kl_quality: KLQualityFit as a dict, or null; reason: why null}
+    past_peak             {run: PastPeak as a dict}
+    recommended           {run, step, kl, quality, quality_se, reason} or null
+    findings[]            every finding of every checkpoint and run, most severe first
+    training_curves       {run: [{step, metric, value, split}]}
+    missing[]             {what, why, flag}
+    files                 {name: path relative to the results dir} of the per-example tables
+    timings               {phase: seconds}
+"""
+
+from __future__ import annotations
+
+RESULTS_SCHEMA_VERSION = 1
+
+_NUMBER_OR_NULL = {"type": ["number", "null"]}
+_OBJECT_OR_NULL = {"type": ["object", "null"]}
+_CI = {"type": ["array", "null"], "items": _NUMBER_OR_NULL, "minItems": 2, "maxItems": 2}
+
+FINDING = {
+    "type": "object",
+    "required": ["code", "severity", "title", "message", "advice", "numbers"],
+    "properties": {
+        "code": {"type": "string"},
+        "severity": {"enum": ["info", "warning", "high"]},
+        "title": {"type": "string"},
+        "message": {"type": "string"},
+        "advice": {"type": "string"},
+        "numbers": {"type": "object"},
+        "threshold": _NUMBER_OR_NULL,
+        "step": {"type": ["integer", "null"]},
+        "run": {"type": ["string", "null"]},
+    },
+}
+
+WINRATE = {
+    "type": ["object", "null"],
+    "required": ["n", "n_unscored", "win_rate", "win_rate_ci", "lc_win_rate", "lc_win_rate_ci"],
+    "properties": {
+        "n": {"type": "integer"},
+        "n_unscored": {"type": "integer"},
+        "win_rate": _NUMBER_OR_NULL,
+        "win_rate_ci": _CI,
+        "lc_win_rate": _NUMBER_OR_NULL,
+        "lc_win_rate_ci": _CI,
+        "position_bias_rate": _NUMBER_OR_NULL,
+    },
+}
+
+CHECKPOINT = {
+    "type": "object",
+    "required": ["run", "step", "label", "path", "fingerprint", "rewards", "winrate", "quality", "kl",
+                 "offpolicy", "length", "drift", "findings"],
+    "properties": {
+        "run": {"type": "string"},
+        "step": {"type": "integer"},
+        "label": {"type": "string"},
+        "path": {"type": "string"},
+        "fingerprint": {"type": "string"},
+        "is_reference": {"type": "boolean"},
+        "rewards": {
+            "type": ["object", "null"],
+            "required": ["n", "accuracy", "mean_margin", "per_subset"],
+            "properties": {"n": {"type": "integer"}, "accuracy": _NUMBER_OR_NULL,
+                           "mean_margin": _NUMBER_OR_NULL, "per_subset": {"type": "object"}},
+        },
+        "winrate": WINRATE,
+        "quality": {
+            "type": ["object", "null"],
+            "required": ["source", "value", "se"],
+            "properties": {"source": {"type": "string"}, "value": _NUMBER_OR_NULL, "se": _NUMBER_OR_NULL},
+        },
+        "kl": _OBJECT_OR_NULL,
+        "offpolicy": _OBJECT_OR_NULL,
+        "length": _OBJECT_OR_NULL,
+        "drift": _OBJECT_OR_NULL,
+        "findings": {"type": "array", "items": FINDING},
+    },
+}
+
+RESULTS_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "dpo-eval results.json",
+    "type": "object",
+    "required": ["schema_version", "generated_at", "provenance", "runs", "checkpoints", "fits", "past_peak",
+                 "recommended", "findings", "training_curves", "missing", "files", "timings"],
+    "properties": {
+        "schema_version": {"const": RESULTS_SCHEMA_VERSION},
+        "generated_at": {"type": "string"},
+        "provenance": {"type": "object", "required": ["versions", "beta", "seeds", "judge", "data", "reference"]},
+        "runs": {
+            "type": "array",
+            "items": {"type": "object", "required": ["name", "path", "steps"],
+                      "properties": {"name": {"type": "string"}, "path": {"type": "string"},
+                                     "steps": {"type": "array", "items": {"type": "integer"}}}},
+        },
+        "checkpoints": {"type": "array", "items": CHECKPOINT},
+        "fits": {"type": "object", "required": ["kl_quality", "reason"]},
+        "past_peak": {"type": "object"},
+        "recommended": {
+            "type": ["object", "null"],
+            "required": ["run", "step", "reason"],
+            "properties": {"run": {"type": "string"}, "step": {"type": "integer"}, "reason": {"type": "string"}},
+        },
+        "findings": {"type": "array", "items": FINDING},
+        "training_curves": {"type": "object"},
+        "missing": {
+            "type": "array",
+            "items": {"type": "object", "required": ["what", "why", "flag"],
+                      "properties": {"what": {"type": "string"}, "why": {"type": "string"},
+                                     "flag": {"type": "string"}}},
+        },
+        "files": {"type": "object", "additionalProperties": {"type": "string"}},
+        "timings": {"type": "object", "additionalProperties": {"type": "number"}},
+    },
+}
+
+
+def schema_errors(document: dict) -> list[str]:
+    """Every way `document` departs from RESULTS_SCHEMA, as "path: message" lines (empty when valid)."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(RESULTS_SCHEMA)
+    return [f"{'/'.join(str(p) for p in error.absolute_path) or '(top)'}: {error.message}"
+            for error in sorted(validator.iter_errors(document), key=lambda e: list(map(str, e.absolute_path)))]
