@@ -2,6 +2,10 @@
 
 Every checkpoint is written to a temporary directory and renamed into place, so a run killed at
 any moment leaves only complete checkpoints; resume picks the newest.
+
+Test-only hook: with the environment variable DPO_EVAL_PAUSE_AFTER_CHECKPOINT=N, the trainer writes
+the marker file RUN_DIR/.paused-after-checkpoint-N once checkpoint-N is saved, then waits until
+that file is deleted (or the process is killed). Tests use it to kill a run at a known step.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 
 import torch
@@ -21,6 +26,7 @@ MANIFEST = "dpo_eval.json"
 TRAINING_STATE = "training_state.pt"
 TRAINER_STATE = "trainer_state.json"
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+PAUSE_ENV = "DPO_EVAL_PAUSE_AFTER_CHECKPOINT"
 IGNORED_FOR_RESUME = {"show_progress", "log_every", "eval_every", "save_every", "max_steps", "epochs"}
 
 
@@ -46,6 +52,21 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, tokenizer,
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     return final
+
+
+def pause_marker(run_dir: Path, step: int) -> Path:
+    return run_dir / f".paused-after-checkpoint-{step}"
+
+
+def pause_if_requested(run_dir: Path, step: int, poll_s: float = 0.05) -> None:
+    """Test-only: if DPO_EVAL_PAUSE_AFTER_CHECKPOINT equals `step`, write the pause marker and wait
+    until it is deleted (see the module docstring). Read at call time; unset, it does nothing."""
+    if os.environ.get(PAUSE_ENV, "").strip() != str(step):
+        return
+    marker = pause_marker(run_dir, step)
+    marker.write_text(f"paused after checkpoint-{step}, pid {os.getpid()}\n")
+    while marker.exists():
+        time.sleep(poll_s)
 
 
 def load_training_state(checkpoint: Path) -> dict:

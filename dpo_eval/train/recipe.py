@@ -271,6 +271,7 @@ class DPORecipe:
                      "train_batch_size": self.global_batch, "logging_steps": self.config.log_every,
                      "save_steps": self.config.save_every, "policy_fingerprint": fingerprint_module(self.module)}
             ckpt.save_checkpoint(self.run_dir, step, self.module, self.tokenizer, self.optimizer, state)
+            ckpt.pause_if_requested(self.run_dir, step)
         if self.ctx.is_distributed:
             torch.distributed.barrier()
 

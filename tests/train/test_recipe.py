@@ -17,6 +17,7 @@ from conftest import save_tiny_model, write_synthetic_preferences
 from safetensors.torch import load_file
 
 from dpo_eval.cli import main
+from dpo_eval.train import checkpoint as ckpt
 from dpo_eval.train.config import load_config
 from dpo_eval.train.recipe import DPORecipe, train
 from dpo_eval.train.schedule import global_batches
@@ -100,21 +101,49 @@ def train_cmd(base, out, *extra):
             "--set", f"cache_dir={base['root'] / 'cache'}", "--set", "show_progress=false", *extra]
 
 
+def wait_for_pause(process: subprocess.Popen, marker: Path, timeout_s: float = 300) -> None:
+    """Until the trainer is paused (marker written) — no race: it stays paused until killed."""
+    deadline = time.monotonic() + timeout_s  # only bounds a broken run, never decides the step
+    while not marker.exists():
+        assert process.poll() is None, f"the run ended (exit {process.returncode}) without pausing"
+        assert time.monotonic() < deadline, f"no {marker.name} after {timeout_s} s"
+        time.sleep(0.05)
+
+
 def test_resume_after_kill_9_reaches_same_weights(base, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run(train_cmd(base, tmp_path / "straight"), check=True, env=env, timeout=300, capture_output=True)
-    victim = subprocess.Popen(train_cmd(base, tmp_path / "killed"), env=env, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (tmp_path / "killed" / "checkpoint-3").exists() and time.time() < deadline:
-        time.sleep(0.05)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
+    paused = {**env, ckpt.PAUSE_ENV: "3"}  # the trainer waits after writing checkpoint-3
+    victim = subprocess.Popen(train_cmd(base, tmp_path / "killed"), env=paused, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_pause(victim, ckpt.pause_marker(tmp_path / "killed", 3))
+    finally:
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
     steps = sorted(int(p.name.split("-")[1]) for p in (tmp_path / "killed").glob("checkpoint-*"))
-    assert 3 <= steps[-1] < 8, "the kill must land mid-run"
+    assert steps == [1, 2, 3], "killed while paused after checkpoint-3"
     done = subprocess.run(train_cmd(base, tmp_path / "killed"), env=env, timeout=300, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "resuming from" in done.stderr
+    assert "resuming from" in done.stderr and "(step 3)" in done.stderr
     assert_same_weights(final_weights(tmp_path / "straight", 8), final_weights(tmp_path / "killed", 8), atol=0)
+
+
+def test_pause_hook_waits_until_the_marker_is_deleted(tmp_path, monkeypatch):
+    import threading
+
+    monkeypatch.setenv(ckpt.PAUSE_ENV, "3")
+    ckpt.pause_if_requested(tmp_path, 2)  # another step: returns at once, no marker
+    assert not ckpt.pause_marker(tmp_path, 2).exists()
+    waiter = threading.Thread(target=ckpt.pause_if_requested, args=(tmp_path, 3, 0.01))
+    waiter.start()
+    marker = ckpt.pause_marker(tmp_path, 3)
+    while not marker.exists():
+        time.sleep(0.01)
+    waiter.join(0.2)
+    assert waiter.is_alive()  # still paused: nothing releases it but deleting the marker
+    marker.unlink()
+    waiter.join(10)
+    assert not waiter.is_alive()
 
 
 def test_two_gloo_processes_match_one(base, tmp_path):
