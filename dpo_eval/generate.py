@@ -1,11 +1,16 @@
 """`dpo-eval generate`: N samples per prompt, each with its token count and its sequence log-prob
 under the policy and the reference (what the KL estimators need).
 
-Backends: transformers (batched, left-padded; float32 on CPU, bf16 on CUDA) and any
+Backends: transformers (batched, left-padded, each sample drawn with its own generator seeded
+by (seed, prompt_id, sample_index): see dpo_eval.sampling; float32 on CPU, bf16 on CUDA) and any
 OpenAI-compatible server (e.g. vLLM's, for scale: its own tensor-parallel and memory options
-apply when you start it). Log-probs of the sampled token ids are computed by the engine; the
-server backend re-tokenizes the returned text (and keeps the server's own sum as server_logp). Finished prompts are
-appended to OUT/samples.jsonl as they complete, so a killed run continues where it stopped.
+apply when you start it). A server is asked for exactly the context that is scored: chat
+messages when the prompt is rendered with a chat template, else `/completions` with the prompt's
+token ids. Log-probs of the sampled token ids are computed by the engine; the server backend
+re-tokenizes the returned text (and keeps the server's own sum as server_logp). Finished prompts
+are appended to OUT/samples.partial.jsonl as they complete, so a killed run continues where it
+stopped; OUT/samples.settings.json (see dpo_eval.generate_settings) keeps a rerun with other
+settings from mixing its samples with these.
 """
 
 from __future__ import annotations
@@ -28,9 +33,11 @@ from dpo_eval.engine.batching import default_token_budget
 from dpo_eval.engine.cache import LogpCache, numerics_tag, resolve_cache_dir
 from dpo_eval.engine.runner import score_with_cache
 from dpo_eval.errors import UserError
+from dpo_eval.generate_settings import check_or_record_settings, sampling_settings
 from dpo_eval.jsonio import write_json, write_jsonl
 from dpo_eval.models import identify_model, load_model, load_tokenizer, resolve_device, resolve_dtype
 from dpo_eval.openai_client import ChatClient, RequestFailed
+from dpo_eval.sampling import sample_seed, sample_sequences
 from dpo_eval.tokenization import TokenizedPair, padding_id
 
 
@@ -64,10 +71,14 @@ class GenerateConfig:
     vllm_args: tuple[str, ...] = ()
 
     def validate(self) -> None:
-        if self.n < 1 or self.max_new_tokens < 1 or self.batch_size < 1:
-            raise UserError("--n, --max-new-tokens and --batch-size must be at least 1")
+        if self.n < 1 or self.max_new_tokens < 1 or self.batch_size < 1 or self.concurrency < 1:
+            raise UserError("--n, --max-new-tokens, --batch-size and --concurrency must be at least 1")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
             raise UserError("--temperature must be >= 0 and --top-p in (0, 1]")
+        if self.limit is not None and self.limit < 1:
+            raise UserError(f"--limit must be at least 1 (got {self.limit}); leave it out for every prompt")
+        if self.vllm and self.base_url:
+            raise UserError("--vllm starts its own server: pass either --vllm or --base-url, not both")
 
 
 @dataclass(frozen=True)
@@ -78,35 +89,45 @@ class Prompt:
 
 def read_prompts(path: str, limit: int | None = None) -> list[Prompt]:
     """Rows with `prompt` (string or messages) or `instruction`, and `prompt_id` or `id` (default: row number)."""
-    prompts = []
+    prompts: list[Prompt] = []
+    seen: dict[str, int] = {}
     for index, row in enumerate(read_records(path)):
         text = row.get("prompt", row.get("instruction"))
         if not (isinstance(text, str) and text.strip()) and not (isinstance(text, list) and text):
             raise UserError(f"{path}: row {index + 1}: needs a non-empty 'prompt' (string or messages) or 'instruction'")
-        prompts.append(Prompt(str(row.get("prompt_id", row.get("id", index))), text))
+        prompt_id = str(row.get("prompt_id", row.get("id", index)))
+        if prompt_id in seen:
+            raise UserError(f"{path}: row {index + 1}: prompt_id {prompt_id!r} repeats row {seen[prompt_id]}; "
+                            "give every prompt its own prompt_id")
+        seen[prompt_id] = index + 1
+        prompts.append(Prompt(prompt_id, text))
     return prompts[:limit] if limit else prompts
+
+
+def uses_chat(tokenizer, template: str) -> bool:
+    """Whether prompts are rendered with the chat template (--template chat, or auto and one exists)."""
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if template == "chat" and not has_template:
+        raise UserError("--template chat: the tokenizer of --model has no chat template; use --template plain")
+    return template == "chat" or (template == "auto" and has_template)
 
 
 def prompt_ids(tokenizer, prompt: Prompt, template: str) -> list[int]:
     """Token ids the model continues: the chat template with a generation prompt, or plain text."""
-    use_chat = template == "chat" or (template == "auto" and bool(getattr(tokenizer, "chat_template", None)))
-    if use_chat:
+    if uses_chat(tokenizer, template):
         messages = prompt.text if isinstance(prompt.text, list) else [{"role": "user", "content": prompt.text}]
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return list(tokenizer(text, add_special_tokens=False)["input_ids"])
     if isinstance(prompt.text, list):
-        raise UserError(f"prompt {prompt.id!r} holds chat messages but --template plain was asked")
+        why = "--template plain was asked" if template == "plain" else "the tokenizer of --model has no chat template"
+        raise UserError(f"prompt {prompt.id!r} holds chat messages but {why}: give plain-text prompts, "
+                        "or a --model whose tokenizer has a chat template")
     return list(tokenizer(prompt.text)["input_ids"])
 
 
 def _cut(tokenizer, ids: list[int], stop: tuple[str, ...]) -> tuple[list[int], str, str]:
-    """Trim a sample at EOS/padding or the first stop string; returns (ids, text, finish_reason)."""
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    reason = "length"
-    for i, token in enumerate(ids):
-        if token == eos or (token == pad and pad != eos):
-            ids, reason = ids[: i + 1] if token == eos else ids[:i], "eos"
-            break
+    """Finish a sample: (ids, text, finish_reason); an EOS id ends it, a stop string cuts its text."""
+    reason = "eos" if ids and ids[-1] == tokenizer.eos_token_id else "length"
     text = tokenizer.decode(ids, skip_special_tokens=True)
     for s in stop:
         if s in text:
@@ -115,53 +136,54 @@ def _cut(tokenizer, ids: list[int], stop: tuple[str, ...]) -> tuple[list[int], s
     return ids, text, reason
 
 
-def _batch_seed(seed: int, prompt_ids_in_batch: list[str]) -> int:
-    digest = hashlib.sha256(json.dumps([seed, prompt_ids_in_batch]).encode()).digest()
-    return int.from_bytes(digest[:4], "little")
+def _prompt_seed(seed: int, prompt_id: str) -> int:
+    """The seed a server gets for a prompt's n samples (31 bits: what servers accept)."""
+    digest = hashlib.sha256(json.dumps([seed, [prompt_id]]).encode()).digest()
+    return int.from_bytes(digest[:4], "little") & (2**31 - 1)
 
 
-@torch.inference_mode()
 def sample_batch(model, tokenizer, batch: list[tuple[Prompt, list[int]]], config: GenerateConfig) -> list[dict]:
-    """Generate config.n samples for each prompt of a batch (left-padded)."""
-    width = max(len(ids) for _, ids in batch)
-    pad = padding_id(tokenizer)
-    input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for _, ids in batch])
-    attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for _, ids in batch])
-    device = next(model.parameters()).device
-    torch.manual_seed(_batch_seed(config.seed, [p.id for p, _ in batch]))
-    sampling = {"do_sample": True, "temperature": config.temperature, "top_p": config.top_p} \
-        if config.temperature > 0 else {"do_sample": False}
-    repeat = lambda t: t.repeat_interleave(config.n, dim=0).to(device)  # noqa: E731  (n samples, prompt-major)
-    out = model.generate(input_ids=repeat(input_ids), attention_mask=repeat(attention),
-                         max_new_tokens=config.max_new_tokens, pad_token_id=pad,
-                         eos_token_id=tokenizer.eos_token_id, **sampling)
+    """config.n samples of each prompt of a batch; sample i of prompt p drawn with sample_seed(seed, p, i),
+    so it is the same whatever else shares the batch (greedy: one sequence per prompt, repeated n times)."""
+    distinct = 1 if config.temperature == 0 else config.n
+    jobs = [(prompt, ids, index) for prompt, ids in batch for index in range(distinct)]
+    generated = sample_sequences(
+        model, [ids for _, ids, _ in jobs], [sample_seed(config.seed, p.id, i) for p, _, i in jobs],
+        temperature=config.temperature, top_p=config.top_p, max_new_tokens=config.max_new_tokens,
+        eos_ids={tokenizer.eos_token_id} - {None}, pad_id=padding_id(tokenizer))
     rows = []
-    for k, generated in enumerate(out[:, width:].tolist()):
-        prompt, ids = batch[k // config.n]
-        sample_ids, text, reason = _cut(tokenizer, generated, config.stop)
-        rows.append({"prompt_id": prompt.id, "sample_index": k % config.n, "prompt": prompt.text, "output": text,
-                     "n_tokens": len(sample_ids), "finish_reason": reason,
-                     "_prompt_ids": ids, "_sample_ids": sample_ids})
+    for k, new_ids in enumerate(generated):
+        prompt, ids, _ = jobs[k]
+        sample_ids, text, reason = _cut(tokenizer, new_ids, config.stop)
+        for index in range(config.n) if distinct == 1 else [k % config.n]:
+            rows.append({"prompt_id": prompt.id, "sample_index": index, "prompt": prompt.text, "output": text,
+                         "n_tokens": len(sample_ids), "finish_reason": reason,
+                         "_prompt_ids": ids, "_sample_ids": sample_ids})
     return rows
 
 
-def _done_prompts(path: Path, n: int) -> set[str]:
-    """Prompts with all n samples already stored. What a killed run left half-written (a torn
-    line, a prompt with fewer than n samples) is removed from the file so it is sampled again."""
+def _done_prompts(path: Path, n: int, expected: dict[str, list[int]]) -> set[str]:
+    """Prompts with all n samples already stored for the prompt token ids `expected` now holds. What a
+    killed run left half-written (a torn line, a prompt with fewer than n samples) and samples of a
+    prompt whose text (or rendering) changed are removed from the file, so they are sampled again."""
     if not path.exists():
         return set()
-    rows: list[tuple[str, str]] = []
+    rows: list[tuple[dict, str]] = []
     for line in path.read_text().splitlines():
         try:
-            rows.append((json.loads(line)["prompt_id"], line))
-        except (ValueError, KeyError):
+            row = json.loads(line)
+            row["prompt_id"]
+        except (ValueError, KeyError, TypeError):
             break
+        rows.append((row, line))
+    is_current = lambda r: r["prompt_id"] not in expected or r.get("_prompt_ids") == expected[r["prompt_id"]]  # noqa: E731
     counts: dict[str, int] = {}
-    for prompt_id, _ in rows:
-        counts[prompt_id] = counts.get(prompt_id, 0) + 1
+    for row, _ in rows:
+        if is_current(row):
+            counts[row["prompt_id"]] = counts.get(row["prompt_id"], 0) + 1
     done = {prompt_id for prompt_id, count in counts.items() if count >= n}
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text("".join(line + "\n" for prompt_id, line in rows if prompt_id in done))
+    tmp.write_text("".join(line + "\n" for row, line in rows if row["prompt_id"] in done and is_current(row)))
     os.replace(tmp, path)
     return done
 
@@ -182,24 +204,45 @@ def _sequence_logps(identity, load, rows: list[dict], device, dtype, cache_root:
     return [float(v) if r["_sample_ids"] else 0.0 for v, r in zip(result.chosen_logp, rows)]
 
 
-def _server_samples(client: ChatClient, tokenizer, item: tuple[Prompt, list[int]], config: GenerateConfig) -> list[dict]:
-    """n samples of one prompt from the server; token ids re-tokenized from the returned text."""
-    prompt, ids = item
-    messages = prompt.text if isinstance(prompt.text, list) else [{"role": "user", "content": prompt.text}]
-    body = {"model": config.served_model or config.model, "messages": messages, "n": config.n,
-            "temperature": config.temperature, "top_p": config.top_p, "max_tokens": config.max_new_tokens,
-            "seed": _batch_seed(config.seed, [prompt.id]), "logprobs": True}
+def _server_request(config: GenerateConfig, prompt: Prompt, ids: list[int], is_chat: bool) -> dict:
+    """A chat request with the prompt's messages, or a completions request with its exact token ids."""
+    body = {"model": config.served_model or config.model, "n": config.n, "temperature": config.temperature,
+            "top_p": config.top_p, "max_tokens": config.max_new_tokens, "seed": _prompt_seed(config.seed, prompt.id)}
+    if is_chat:
+        messages = prompt.text if isinstance(prompt.text, list) else [{"role": "user", "content": prompt.text}]
+        body.update(messages=messages, logprobs=True)
+    else:
+        body.update(prompt=ids, logprobs=1)
     if config.stop:
         body["stop"] = list(config.stop)
-    rows = []
-    for index, choice in enumerate(client.chat(body)["choices"]):
+    return body
+
+
+def _choice_text_and_logp(choice: dict, is_chat: bool) -> tuple[str, float]:
+    """The sample's text and the server's Σ log-prob of its tokens, from a chat or completions choice."""
+    if is_chat:
         text = choice["message"].get("content") or ""
+        logps = [t["logprob"] for t in (choice.get("logprobs") or {}).get("content") or []]
+    else:
+        text = choice.get("text") or ""
+        logps = (choice.get("logprobs") or {}).get("token_logprobs") or []
+    return text, float(sum(v for v in logps if v is not None))
+
+
+def _server_samples(client: ChatClient, tokenizer, item: tuple[Prompt, list[int]], config: GenerateConfig,
+                    is_chat: bool) -> list[dict]:
+    """n samples of one prompt from the server; token ids re-tokenized from the returned text."""
+    prompt, ids = item
+    body = _server_request(config, prompt, ids, is_chat)
+    reply = client.chat(body) if is_chat else client.complete(body)
+    rows = []
+    for index, choice in enumerate(reply["choices"]):
+        text, server_logp = _choice_text_and_logp(choice, is_chat)
         sample_ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
         ended = choice.get("finish_reason") == "stop"
         stopped = ended and config.stop and choice.get("stop_reason") not in (None, tokenizer.eos_token_id)
         if ended and not stopped and tokenizer.eos_token_id is not None:
             sample_ids.append(tokenizer.eos_token_id)
-        server_logp = sum(t["logprob"] for t in (choice.get("logprobs") or {}).get("content") or [])
         rows.append({"prompt_id": prompt.id, "sample_index": index, "prompt": prompt.text, "output": text,
                      "n_tokens": len(sample_ids), "finish_reason": "length" if not ended else
                      ("stop" if stopped else "eos"), "server_logp": server_logp,
@@ -209,11 +252,12 @@ def _server_samples(client: ChatClient, tokenizer, item: tuple[Prompt, list[int]
 
 def _sample_from_server(config: GenerateConfig, todo: list, tokenizer, partial: Path, bar) -> None:
     client = ChatClient(config.base_url, config.api_key_env, config.timeout, config.retries)
+    is_chat = uses_chat(tokenizer, config.template)
     failed = []
 
     def one(item):
         try:
-            return _server_samples(client, tokenizer, item, config)
+            return _server_samples(client, tokenizer, item, config, is_chat)
         except RequestFailed as err:
             failed.append(f"{item[0].id}: {err}")
             return []
@@ -227,40 +271,44 @@ def _sample_from_server(config: GenerateConfig, todo: list, tokenizer, partial: 
                         "rerun the same command to retry only those")
 
 
-def _sample_all(config: GenerateConfig, prompts: list[Prompt], tokenizer, load, partial: Path) -> None:
-    """Stage 1: sample every prompt not yet in the partial file, appending as batches finish."""
-    done = _done_prompts(partial, config.n)
-    todo = [(p, prompt_ids(tokenizer, p, config.template)) for p in prompts if p.id not in done]
+def _sample_all(config: GenerateConfig, todo: list, tokenizer, load, partial: Path) -> None:
+    """Stage 1: sample every (prompt, ids) of todo, appending to the partial file as batches finish."""
+    bar = tqdm(total=len(todo) * config.n, desc="sampling (server)" if config.base_url else "sampling",
+               unit="sample", file=sys.stderr, disable=not config.show_progress)
+    if config.base_url:
+        _sample_from_server(config, todo, tokenizer, partial, bar)
+    else:
+        model = load()
+        for start in range(0, len(todo), config.batch_size):
+            rows = sample_batch(model, tokenizer, todo[start: start + config.batch_size], config)
+            _append(partial, rows)
+            bar.update(len(rows))
+    bar.close()
+
+
+def _sample_missing(config: GenerateConfig, prompts: list[Prompt], tokenizer, load, policy_dir: str,
+                    partial: Path) -> None:
+    """Sample the prompts not finished in the partial file (with --vllm: on a server started for them)."""
+    expected = {p.id: prompt_ids(tokenizer, p, config.template) for p in prompts}
+    done = _done_prompts(partial, config.n, expected)
+    todo = [(p, expected[p.id]) for p in prompts if p.id not in done]
     if not todo:
         return
-    if config.base_url:
-        bar = tqdm(total=len(todo) * config.n, desc="sampling (server)", unit="sample", file=sys.stderr,
-                   disable=not config.show_progress)
-        _sample_from_server(config, todo, tokenizer, partial, bar)
-        bar.close()
-        return
-    model = load()
-    bar = tqdm(total=len(todo) * config.n, desc="sampling", unit="sample", file=sys.stderr,
-               disable=not config.show_progress)
-    for start in range(0, len(todo), config.batch_size):
-        rows = sample_batch(model, tokenizer, todo[start: start + config.batch_size], config)
-        _append(partial, rows)
-        bar.update(len(rows))
-    bar.close()
+    if config.vllm:
+        from dpo_eval.vllm_server import vllm_server
+
+        with vllm_server(policy_dir, "policy", config.vllm_python, config.vllm_args) as url:
+            _sample_all(dataclasses.replace(config, base_url=url, served_model="policy"), todo, tokenizer, load, partial)
+    else:
+        _sample_all(config, todo, tokenizer, load, partial)
 
 
 def generate(config: GenerateConfig) -> list[dict]:
     """Sample, then score every sample under the policy and the reference; write OUT/samples.jsonl."""
     config.validate()
-    if config.vllm and not config.base_url:
-        from dpo_eval.vllm_server import vllm_server
-
-        model_dir = identify_model(config.model, cache_dir=resolve_cache_dir(config.cache_dir)).resolved
-        with vllm_server(model_dir, "policy", config.vllm_python, config.vllm_args) as url:
-            return generate(dataclasses.replace(config, base_url=url, served_model="policy"))
     cache_root = resolve_cache_dir(config.cache_dir)
-    tokenizer = load_tokenizer(config.model, cache_dir=cache_root)
     prompts = read_prompts(config.prompts, config.limit)
+    tokenizer = load_tokenizer(config.model, cache_dir=cache_root)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
@@ -268,15 +316,16 @@ def generate(config: GenerateConfig) -> list[dict]:
     partial = out / "samples.partial.jsonl"
     policy_id = identify_model(config.model, cache_dir=cache_root)
     ref_id = identify_model(config.ref, cache_dir=cache_root) if config.ref else None
+    fingerprint = check_or_record_settings(out, partial, sampling_settings(config, policy_id.fingerprint))
 
     @functools.cache
     def load_policy() -> torch.nn.Module:  # loaded once, for sampling and for scoring its samples
         return load_model(config.model, device=device, dtype=dtype, cache_dir=cache_root).model
 
-    _sample_all(config, prompts, tokenizer, load_policy, partial)
+    _sample_missing(config, prompts, tokenizer, load_policy, policy_id.resolved, partial)
+    order = {p.id: i for i, p in enumerate(prompts)}
     rows = [json.loads(line) for line in partial.read_text().splitlines() if line.strip()]
-    wanted = {p.id for p in prompts}
-    rows = [r for r in rows if r["prompt_id"] in wanted]
+    rows = sorted((r for r in rows if r["prompt_id"] in order), key=lambda r: (order[r["prompt_id"]], r["sample_index"]))
     policy = _sequence_logps(policy_id, load_policy, rows, device, dtype, cache_root, "policy log-probs")
     load_policy.cache_clear()
     ref = None if ref_id is None else _sequence_logps(
@@ -294,5 +343,6 @@ def generate(config: GenerateConfig) -> list[dict]:
         "n_prompts": len(prompts), "n_samples": len(samples), "n_per_prompt": config.n,
         "sampling": {"temperature": config.temperature, "top_p": config.top_p, "seed": config.seed,
                      "max_new_tokens": config.max_new_tokens, "stop": list(config.stop)},
-        "finish_reasons": {r: sum(s["finish_reason"] == r for s in samples) for r in ("eos", "length", "stop")}})
+        "finish_reasons": {r: sum(s["finish_reason"] == r for s in samples) for r in ("eos", "length", "stop")},
+        "settings_fingerprint": fingerprint})
     return samples

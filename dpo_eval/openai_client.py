@@ -1,4 +1,5 @@
-"""A small client for OpenAI-compatible chat-completions servers (OpenAI, vLLM, llama.cpp, TGI ...).
+"""A small client for OpenAI-compatible chat-completions (and completions) servers (OpenAI, vLLM,
+llama.cpp, TGI ...).
 
 Retries transient failures (429, 5xx, timeouts, dropped connections, malformed replies) with
 exponential backoff and jitter; the API key is read from the environment variable named by
@@ -35,12 +36,12 @@ class ChatClient:
     backoff: float = 0.5
     _sleep: object = field(default=time.sleep, repr=False)
 
-    def _post(self, body: dict) -> dict:
+    def _post(self, body: dict, path: str = "/chat/completions", reply_key: str = "message") -> dict:
         headers = {"Content-Type": "application/json"}
         key = os.environ.get(self.api_key_env) if self.api_key_env else None
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        request = urllib.request.Request(self.base_url.rstrip("/") + "/chat/completions",
+        request = urllib.request.Request(self.base_url.rstrip("/") + path,
                                          data=json.dumps(body).encode(), headers=headers, method="POST")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
@@ -54,17 +55,24 @@ class ChatClient:
             raise TransientError(f"{type(err).__name__}: {err}") from None
         try:
             reply = json.loads(payload)
-            reply["choices"][0]["message"]
+            reply["choices"][0][reply_key]
         except (ValueError, KeyError, IndexError, TypeError):
             raise TransientError(f"malformed reply: {payload[:200]!r}") from None
         return reply
 
     def chat(self, body: dict) -> dict:
         """POST /chat/completions with retries; raises RequestFailed with the reason when it gives up."""
+        return self._with_retries(body, "/chat/completions", "message")
+
+    def complete(self, body: dict) -> dict:
+        """POST /completions (a raw prompt: text or token ids) with retries, like chat()."""
+        return self._with_retries(body, "/completions", "text")
+
+    def _with_retries(self, body: dict, path: str, reply_key: str) -> dict:
         last = ""
         for attempt in range(self.max_retries + 1):
             try:
-                return self._post(body)
+                return self._post(body, path, reply_key)
             except TransientError as err:
                 last = str(err)
             if attempt < self.max_retries:

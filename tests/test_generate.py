@@ -55,9 +55,20 @@ def test_samples_carry_token_counts_and_exact_logps(setup, tmp_path):
     assert summary["n_samples"] == 10 and summary["sampling"]["seed"] == 0
 
 
-def test_greedy_is_deterministic_and_seeds_vary_sampling(setup, tmp_path):
-    greedy = [s["output"] for s in run(setup, tmp_path / "a", "--temperature", "0")]
-    assert greedy == [s["output"] for s in run(setup, tmp_path / "b", "--temperature", "0")]
+def test_greedy_is_hf_greedy_and_seeds_vary_sampling(setup, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    greedy = run(setup, tmp_path / "a", "--temperature", "0")
+    assert [s["output"] for s in greedy] == [s["output"] for s in run(setup, tmp_path / "b", "--temperature", "0")]
+    model, tok = AutoModelForCausalLM.from_pretrained(setup["policy"]).eval(), word_tokenizer()
+    for s in greedy:
+        text = tok.apply_chat_template([{"role": "user", "content": s["prompt"]}], tokenize=False,
+                                       add_generation_prompt=True)
+        prompt = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
+        hf = model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False, max_new_tokens=6,
+                            pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)[0, prompt.shape[1]:].tolist()
+        assert s["token_ids"] == (hf[: hf.index(tok.eos_token_id) + 1] if tok.eos_token_id in hf else hf)
     one = [s["token_ids"] for s in run(setup, tmp_path / "c", "--seed", "1")]
     assert one == [s["token_ids"] for s in run(setup, tmp_path / "d", "--seed", "1")]
     assert one != [s["token_ids"] for s in run(setup, tmp_path / "e", "--seed", "2")]
