@@ -1,4 +1,5 @@
-"""Preference losses: values worked out by hand here, gradients, validation, and TRL 1.16 parity.
+"""Preference losses: values worked out by hand here, gradients, validation, and TRL 1.16's loss
+formulas on identical log-probs (TRL's loss methods called on a stub, not its trainers; see below).
 
 Hand data (float64), three pairs:
     pair   pc     rc     pr     rr    nc  nr   pc-rc  pr-rr   h = (pc-rc)-(pr-rr)   rc-pc
@@ -261,9 +262,27 @@ def test_bad_hyperparameters_raise(kwargs, match):
         dpo_loss(hand_logps(), **kwargs)
 
 
-# --------------------------------------------------------------------------------- TRL 1.16 parity
-# Identical log-probs go through TRL's own loss code; relative difference <= 1e-5.
+# ------------------------------------------------------------- TRL 1.16's loss code on identical log-probs
+# What is compared, exactly: TRL 1.16's loss *methods* -- DPOTrainer._compute_loss and
+# KTOTrainer._compute_loss (private), CPOTrainer.cpo_loss and ORPOTrainer.odds_ratio_loss -- called
+# unbound with `self` a SimpleNamespace stub (the attributes they read) and, for the two
+# _compute_loss, a token-table module standing in for the LM forward. So the loss formulas,
+# rewards and the KTO z0 agree (relative difference <= 1e-5) on the same log-probs; TRL's trainers
+# (data collation, truncation, batching, reduction, accelerate's cross-process gathering: the stub's
+# gather is the identity) are not run. Only DPO (sigmoid) is compared end to end, through a real
+# DPOTrainer's loss and gradients: test_trl_parity.py. These calls depend on TRL 1.16's private
+# names and attributes, so they are skipped on another TRL version.
 # R-DPO and DPOP have no TRL 1.16 implementation, so they rest on the hand values above.
+
+TRL_VERSION = "1.16."
+
+
+def trl_module(name: str):
+    """Import a TRL module for the stub comparisons; skip unless TRL is 1.16.x (private API)."""
+    trl = pytest.importorskip("trl")
+    if not trl.__version__.startswith(TRL_VERSION):
+        pytest.skip(f"the stub comparisons call TRL {TRL_VERSION}x private loss methods; TRL is {trl.__version__}")
+    return pytest.importorskip(name)
 
 VOCAB_LOGPS = -torch.rand(16, generator=torch.Generator().manual_seed(0), dtype=F64) * 3 - 0.01
 
@@ -332,8 +351,9 @@ def pair_batch() -> tuple[dict[str, torch.Tensor], PairLogps]:
 
 def trl_dpo_pair(batch: dict[str, torch.Tensor], pair: int, loss_type: str, beta: float,
                  label_smoothing: float = 0.0) -> tuple[float, float, float]:
-    """TRL DPOTrainer._compute_loss on the one-pair batch `pair`: (loss, chosen reward, rejected reward)."""
-    trl_dpo = pytest.importorskip("trl.trainer.dpo_trainer")
+    """TRL DPOTrainer._compute_loss, unbound on a stub, on the one-pair batch `pair`:
+    (loss, chosen reward, rejected reward)."""
+    trl_dpo = trl_module("trl.trainer.dpo_trainer")
     rows = [pair, PAIRS + pair]
     inputs = {key: batch[key][rows] for key in ("input_ids", "attention_mask", "completion_mask")}
     inputs["ref_chosen_logps"] = batch["ref_chosen_logps"][pair: pair + 1]
@@ -362,7 +382,7 @@ DPO_TRAINER_CASES = [
 
 
 @pytest.mark.parametrize("loss_fn, kwargs, loss_type, beta, label_smoothing", DPO_TRAINER_CASES)
-def test_matches_trl_dpo_trainer(pair_batch, loss_fn, kwargs, loss_type, beta, label_smoothing):
+def test_matches_trl_dpo_compute_loss_on_a_stub(pair_batch, loss_fn, kwargs, loss_type, beta, label_smoothing):
     batch, logps = pair_batch
     ours = loss_fn(logps, **kwargs)
     for pair in range(PAIRS):
@@ -372,7 +392,7 @@ def test_matches_trl_dpo_trainer(pair_batch, loss_fn, kwargs, loss_type, beta, l
         assert_rel(ours.rejected_rewards[pair], rejected_reward)
 
 
-def test_trl_parity_batch_has_varied_lengths(pair_batch):
+def test_stub_comparison_batch_has_varied_lengths(pair_batch):
     _, logps = pair_batch  # guards the IPO comparison: normalisation must matter
     assert len(set(logps.chosen_tokens.tolist()) | set(logps.rejected_tokens.tolist())) > 1
 
@@ -383,10 +403,10 @@ def cpo_stub(loss_type: str, beta: float, label_smoothing: float = 0.0, simpo_ga
 
 
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
-def test_cpo_preference_term_matches_trl(pair_batch, label_smoothing):
+def test_cpo_preference_term_matches_trl_cpo_loss_method(pair_batch, label_smoothing):
     # TRL adds its NLL from logits inside concatenated_forward (no tensor entry point): compare with
     # bc_coef=0 against cpo_loss, and check our NLL addend separately.
-    cpo = pytest.importorskip("trl.experimental.cpo.cpo_trainer")
+    cpo = trl_module("trl.experimental.cpo.cpo_trainer")
     _, logps = pair_batch
     trl_losses, trl_chosen, trl_rejected = cpo.CPOTrainer.cpo_loss(
         cpo_stub("sigmoid", 0.2, label_smoothing), logps.policy_chosen, logps.policy_rejected)
@@ -399,9 +419,9 @@ def test_cpo_preference_term_matches_trl(pair_batch, label_smoothing):
 
 
 @pytest.mark.parametrize("beta, gamma, label_smoothing", [(2.0, 0.5, 0.0), (2.5, 1.375, 0.0), (2.0, 0.5, 0.1)])
-def test_simpo_matches_trl_cpo_simpo(pair_batch, beta, gamma, label_smoothing):
+def test_simpo_matches_trl_cpo_loss_method_simpo(pair_batch, beta, gamma, label_smoothing):
     # TRL's CPOTrainer (loss_type="simpo") receives per-token-averaged log-probs; simpo_gamma is our gamma.
-    cpo = pytest.importorskip("trl.experimental.cpo.cpo_trainer")
+    cpo = trl_module("trl.experimental.cpo.cpo_trainer")
     _, logps = pair_batch
     trl_losses, trl_chosen, trl_rejected = cpo.CPOTrainer.cpo_loss(
         cpo_stub("simpo", beta, label_smoothing, simpo_gamma=gamma),
@@ -413,11 +433,11 @@ def test_simpo_matches_trl_cpo_simpo(pair_batch, beta, gamma, label_smoothing):
 
 
 @pytest.mark.parametrize("beta", [0.1, 0.5])
-def test_orpo_odds_ratio_term_matches_trl(pair_batch, beta):
+def test_orpo_odds_ratio_term_matches_trl_odds_ratio_loss_method(pair_batch, beta):
     # TRL's odds_ratio_loss returns +beta*ls(log_odds) (its total is nll - mean of that), on averaged
     # log-probs, in float32. Its NLL comes from logits over prompt+response, so only the odds-ratio
     # term and the rewards are compared; our NLL addend is -pc/nc (pinned by the hand test).
-    orpo = pytest.importorskip("trl.experimental.orpo.orpo_trainer")
+    orpo = trl_module("trl.experimental.orpo.orpo_trainer")
     _, logps = pair_batch
     chosen_avg = logps.policy_chosen / logps.chosen_tokens
     trl_terms, trl_chosen, trl_rejected, _, _ = orpo.ORPOTrainer.odds_ratio_loss(
@@ -430,8 +450,8 @@ def test_orpo_odds_ratio_term_matches_trl(pair_batch, beta):
 
 
 @pytest.mark.parametrize("kl_shift", [1.5, -1.5])  # positive KL estimate, and one TRL clamps to 0
-def test_kto_matches_trl_kto_trainer(kl_shift):
-    kto = pytest.importorskip("trl.trainer.kto_trainer")
+def test_kto_matches_trl_kto_compute_loss_on_a_stub(kl_shift):
+    kto = trl_module("trl.trainer.kto_trainer")
     n = 6
     batch = token_batch(n, seed=3)
     kl_batch = token_batch(n, seed=4)  # the mismatched (prompt, other completion) sequences

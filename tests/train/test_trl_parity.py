@@ -8,6 +8,11 @@ Our side: the same policy weights, the token ids read back from TRL's collated b
 tokenization cannot matter), pairs packed several to a row by `pack_rows`, `packed_logps`,
 reference log-probs from a plain per-sequence forward of the reference model, and
 `compute_loss("dpo", ...).losses.mean()` (TRL also averages its per-pair losses over the batch).
+
+TRL's public API does the work (DPOTrainer, get_train_dataloader, compute_loss,
+accelerator.backward); two private members are read: `_prepare_inputs` (what training_step calls
+first) and `_metrics` (the batch means TRL logs). This is the only end-to-end comparison with a TRL
+trainer; the other losses are compared with TRL's loss methods on a stub (test_losses.py).
 """
 
 from __future__ import annotations
