@@ -1,8 +1,9 @@
 """A real local HTTP proxy that injects faults in front of a real OpenAI-compatible server.
 
 Faults cycle through a fixed schedule by request number: 429, 500, a delay past the client's
-timeout, a dropped connection, a 200 with garbage, then a faithful forward. Forwarded request
-bodies are recorded so tests can check that nothing is asked twice.
+timeout, a dropped connection, a 200 with garbage, then a faithful forward. `injected` counts each
+fault actually served (by schedule name); forwarded request bodies are recorded so tests can check
+that nothing is asked twice.
 """
 
 from __future__ import annotations
@@ -11,15 +12,18 @@ import json
 import threading
 import time
 import urllib.request
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 SCHEDULE = ("429", "500", "delay", "drop", "garbage", "forward")
+FAULTS = tuple(kind for kind in SCHEDULE if kind != "forward")
 
 
 class FaultProxy:
     def __init__(self, upstream: str, schedule=SCHEDULE, delay: float = 3.0):
         self.upstream, self.schedule, self.delay = upstream.rstrip("/"), schedule, delay
         self.count = 0
+        self.injected: Counter[str] = Counter()  # fault kind -> how many requests got it
         self.forwarded: list[dict] = []
         self.lock = threading.Lock()
         proxy = self
@@ -40,6 +44,9 @@ class FaultProxy:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def handle(self, handler, fault: str, body: bytes) -> None:
+        if fault != "forward":
+            with self.lock:
+                self.injected[fault] += 1
         if fault in ("429", "500"):
             handler.send_response(int(fault))
             handler.end_headers()
@@ -72,3 +79,34 @@ class FaultProxy:
 
     def close(self) -> None:
         self.server.shutdown()
+
+
+def fault_kind(message: str) -> str:
+    """Which injected fault a ChatClient TransientError message reports (named as in SCHEDULE)."""
+    if message.startswith("http 429"):
+        return "429"
+    if message.startswith("http 500"):
+        return "500"
+    if message.startswith("malformed reply"):
+        return "garbage"
+    if "timed out" in message:
+        return "delay"
+    return "drop"
+
+
+def record_client_faults(client) -> Counter:
+    """Wrap a ChatClient's single-attempt `_post` so every transient failure it sees is counted by kind."""
+    from dpo_eval.openai_client import TransientError
+
+    seen: Counter[str] = Counter()
+    post = client._post
+
+    def recording_post(*args, **kwargs) -> dict:
+        try:
+            return post(*args, **kwargs)
+        except TransientError as err:
+            seen[fault_kind(str(err))] += 1
+            raise
+
+    client._post = recording_post
+    return seen
