@@ -26,9 +26,13 @@ Examples:
 @click.option("--top-p", default=1.0, show_default=True, type=float)
 @click.option("--max-new-tokens", default=256, show_default=True, type=int)
 @click.option("--stop", multiple=True, help="Stop string (repeatable).")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--template", type=click.Choice(["auto", "chat", "plain"]), default="auto", show_default=True)
-@click.option("--batch-size", default=8, show_default=True, type=int, help="Prompts per generate call.")
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Sample i of a prompt is drawn with a seed made of (--seed, prompt_id, i).")
+@click.option("--template", type=click.Choice(["auto", "chat", "plain"]), default="auto", show_default=True,
+              help="Chat template (auto: if the tokenizer has one) or plain text; with --base-url, plain "
+              "prompts go to the server's /completions as token ids.")
+@click.option("--batch-size", default=8, show_default=True, type=int,
+              help="Prompts sampled together (does not change the samples).")
 @click.option("--limit", default=None, type=int, help="Only the first N prompts.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--dtype", default="auto", show_default=True)
@@ -46,7 +50,9 @@ Examples:
 def generate_command(stop, no_progress, vllm_args, **options) -> None:
     """Sample N responses per prompt with their token counts and policy/reference log-probs.
 
-    Resumable: a killed run keeps every finished batch and continues with the rest.
+    Resumable: a rerun into the same --out keeps every finished prompt and samples the rest; it is
+    refused if a setting that changes samples (model, --n, --temperature, --top-p, --max-new-tokens,
+    --stop, --seed, --template, server) differs from OUT/samples.settings.json.
     """
     from dpo_eval.generate import GenerateConfig, generate
 

@@ -84,3 +84,32 @@ def test_a_killed_run_resumes_without_resampling_finished_prompts(setup, tmp_pat
     monkeypatch.setattr(gen, "sample_batch", lambda m, t, batch, c: calls.append(len(batch)) or original(m, t, batch, c))
     samples = run(setup, tmp_path / "g")
     assert sum(calls) == 3 and len(samples) == 10  # only the 3 unfinished prompts were sampled
+
+
+@pytest.mark.parametrize(("extra", "needle"), [
+    (("--limit", "0"), "--limit must be at least 1"),
+    (("--concurrency", "0"), "--concurrency must be at least 1"),
+])
+def test_bad_counts_are_refused_naming_the_flag(setup, tmp_path, extra, needle):
+    args = ["generate", "--model", setup["policy"], "--prompts", setup["prompts"], "--out", str(tmp_path / "g"), *extra]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and needle in result.output
+
+
+def test_repeated_prompt_ids_are_refused_with_both_rows(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps({"prompt_id": i, "prompt": "hi"}) + "\n" for i in ("a", "b", "a")))
+    with pytest.raises(gen.UserError, match=r"row 3: prompt_id 'a' repeats row 1"):
+        gen.read_prompts(str(path))
+
+
+def test_chat_messages_without_a_chat_template_name_the_real_cause():
+    tok = word_tokenizer()
+    tok.chat_template = None
+    prompt = gen.Prompt("x", [{"role": "user", "content": "hi"}])
+    with pytest.raises(gen.UserError, match="tokenizer of --model has no chat template"):
+        gen.prompt_ids(tok, prompt, "auto")
+    with pytest.raises(gen.UserError, match="--template plain was asked"):
+        gen.prompt_ids(tok, prompt, "plain")
+    with pytest.raises(gen.UserError, match="--template chat: the tokenizer of --model has no chat template"):
+        gen.prompt_ids(tok, prompt, "chat")
