@@ -26,7 +26,8 @@ def winrate_command(judgments, out, seed, n_resamples, lc_resamples, level) -> N
     """Win rate, CI, length-controlled win rate and position bias per model, from a judgments table.
 
     JUDGMENTS: jsonl/csv/parquet with model, prompt_id, preference (+ outputs or lengths), or an
-    AlpacaEval annotations file (output_1 baseline, output_2 model, generator_2, preference in [1, 2]).
+    AlpacaEval annotations file (output_1 baseline, output_2 model, generator_2, preference in [1, 2];
+    its legacy draw 0 is read as 1.5, as alpaca_eval does).
     """
     from dpo_eval.judge.winrate import winrate
 

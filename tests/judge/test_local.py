@@ -110,3 +110,21 @@ def test_judge_command_passes_allow_pickle_to_the_local_judge(tmp_path):
     result = CliRunner().invoke(main, [*args, "--allow-pickle"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout.splitlines()[0]) == {"n": 1, "n_unscored": 0}
+
+
+def test_judge_command_passes_trust_remote_code_and_allow_pickle_to_model_loading(tmp_path, monkeypatch):
+    calls = []
+
+    def recording_load_model(path, **kwargs):
+        calls.append((path, kwargs))
+        raise UserError("stop after loading")
+
+    monkeypatch.setattr("dpo_eval.judge.local.load_model", recording_load_model)
+    for name in ("c.jsonl", "b.jsonl"):
+        (tmp_path / name).write_text(json.dumps({"prompt_id": "1", "prompt": "why", "output": name}) + "\n")
+    base = ["judge", "--candidates", str(tmp_path / "c.jsonl"), "--baseline", str(tmp_path / "b.jsonl"),
+            "--judge", "local:some/model", "--out", str(tmp_path / "j"), "--cache-dir", str(tmp_path / "cache")]
+    for extra, expected in (([], (False, False)), (["--trust-remote-code", "--allow-pickle"], (True, True))):
+        assert CliRunner().invoke(main, [*base, *extra]).exit_code == 2
+        path, kwargs = calls.pop()
+        assert path == "some/model" and (kwargs["trust_remote_code"], kwargs["allow_pickle"]) == expected
