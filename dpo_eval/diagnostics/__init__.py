@@ -1,0 +1,1 @@
+"""Glue between saved artifacts (samples, pairs) and the engine's diagnostic passes (KL, entropy)."""
