@@ -4,7 +4,7 @@
     python benchmarks/gpu_check.py --tiny --device cpu --out /tmp/x.json      # seconds (the test runs this)
 
 Needs torch and transformers only (no datasets, peft, trl or gguf; nothing is downloaded) and
-works from a source checkout that is not pip-installed. Each section runs on its own: a failure
+works from a source checkout that is not pip-installed (helpers live in gpu_check_parts.py beside it). Each section runs on its own: a failure
 is recorded in the JSON (status "failed" and the traceback) and the other sections still run.
 Exit code 0 only when every section ran and every check passed.
 
@@ -73,6 +73,7 @@ from gpu_check_parts import (  # noqa: E402 - benchmarks/ is not a package
     agreement_stats,
     anchor_logps,
     anchor_rows,
+    bf16_copy,
     build_llama,
     engine_logps,
     engine_rows,
@@ -136,12 +137,10 @@ class Context:
 
     def model(self, kind: str):
         """"fp32" or "bf16": the random-init 1B-shaped model, the bf16 one a copy of the fp32 one."""
-        import torch
-
         if "fp32" not in self.models:
             self.models["fp32"] = build_llama(self.plan.model, self.device)
         if kind == "bf16" and "bf16" not in self.models:
-            self.models["bf16"] = copy.deepcopy(self.models["fp32"]).to(torch.bfloat16)
+            self.models["bf16"] = bf16_copy(self.models["fp32"])
         return self.models[kind]
 
     def drop_models(self) -> None:

@@ -6,6 +6,7 @@ the functions, after gpu_check has made it importable.
 
 from __future__ import annotations
 
+import copy
 import gc
 import json
 import platform
@@ -94,6 +95,17 @@ def build_llama(model_cfg: dict, device, seed: int = 0):
     with torch.device(device):
         model = LlamaForCausalLM(config)
     return model.float().eval()
+
+
+def bf16_copy(model):
+    """A bfloat16 copy of the weights; float32 buffers (RoPE's inv_freq) stay float32, as load_model
+    keeps them (model.to(bfloat16) would round the rotary frequencies too)."""
+    import torch
+
+    low = copy.deepcopy(model)
+    for param in low.parameters():  # tied weights are one Parameter, converted once
+        param.data = param.data.to(torch.bfloat16)
+    return low
 
 
 def random_pairs(n: int, plan: Plan, vocab: int, seed: int) -> list:

@@ -162,6 +162,16 @@ def test_executed_flops_equal_torch_flop_counter(gc_mod, tiny_model):
         assert counter.get_total_flops() == gc_mod.executed_flops(tiny_model, *rows)
 
 
+def test_bf16_copy_rounds_weights_and_keeps_float32_buffers(gc_mod, tiny_model):
+    low = gc_mod.bf16_copy(tiny_model)
+    for (name, p), (_, q) in zip(tiny_model.named_parameters(), low.named_parameters(), strict=True):
+        assert q.dtype == torch.bfloat16 and torch.equal(q, p.to(torch.bfloat16)), name
+    assert low.lm_head.weight is low.model.embed_tokens.weight  # still tied
+    buffers = dict(low.named_buffers())
+    assert buffers and all(b.dtype == torch.float32 for b in buffers.values())
+    assert next(tiny_model.parameters()).dtype == torch.float32  # the original is untouched
+
+
 def test_model_flops_by_hand(gc_mod, parts, tiny_model):
     from dpo_eval.tokenization import TokenizedPair
 
