@@ -316,7 +316,8 @@ def generate(config: GenerateConfig) -> list[dict]:
     partial = out / "samples.partial.jsonl"
     policy_id = identify_model(config.model, cache_dir=cache_root)
     ref_id = identify_model(config.ref, cache_dir=cache_root) if config.ref else None
-    fingerprint = check_or_record_settings(out, partial, sampling_settings(config, policy_id.fingerprint))
+    fingerprint = check_or_record_settings(
+        out, partial, sampling_settings(config, policy_id.fingerprint, numerics_tag(device, dtype)))
 
     @functools.cache
     def load_policy() -> torch.nn.Module:  # loaded once, for sampling and for scoring its samples

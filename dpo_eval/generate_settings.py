@@ -3,8 +3,9 @@ samples made the same way.
 
 `OUT/samples.settings.json` is written (atomically) before the first sample: the policy's weights
 fingerprint and every setting that changes a sample (n, temperature, top_p, max_new_tokens, stop,
-seed, template, backend, base_url, served_model). Settings that do not change samples (batch
-size, concurrency, progress, limit, the reference model, device) are left out: a rerun may
+seed, template, backend, base_url, served_model, and the local sampler's numerics: device type and
+dtype, since float32 on CPU and bfloat16 on CUDA sample differently). Settings that do not change
+samples (batch size, concurrency, progress, limit, the reference model) are left out: a rerun may
 change them and keeps every finished sample. The reference's log-probs are recomputed (from the
 engine's cache) on every run, so another `--ref` needs no new samples.
 
@@ -23,18 +24,22 @@ from dpo_eval.jsonio import write_json
 SETTINGS_FILE = "samples.settings.json"
 FLAGS = {"model_fingerprint": "--model", "n": "--n", "temperature": "--temperature", "top_p": "--top-p",
          "max_new_tokens": "--max-new-tokens", "stop": "--stop", "seed": "--seed", "template": "--template",
-         "backend": "--base-url/--vllm", "base_url": "--base-url", "served_model": "--served-model"}
+         "backend": "--base-url/--vllm", "base_url": "--base-url", "served_model": "--served-model",
+         "numerics": "--device/--dtype"}
 
 
-def sampling_settings(config, model_fingerprint: str) -> dict:
-    """The settings a sample depends on (keys of FLAGS), from a GenerateConfig as the user gave it."""
+def sampling_settings(config, model_fingerprint: str, numerics: str | None = None) -> dict:
+    """The settings a sample depends on (keys of FLAGS), from a GenerateConfig as the user gave it.
+
+    numerics: the local sampler's device type and dtype (e.g. "cpu-float32"); None for a server."""
     backend = "vllm" if config.vllm else "server" if config.base_url else "transformers"
     is_server = backend == "server"
     return {"model_fingerprint": model_fingerprint, "n": config.n, "temperature": float(config.temperature),
             "top_p": float(config.top_p), "max_new_tokens": config.max_new_tokens, "stop": list(config.stop),
             "seed": config.seed, "template": config.template, "backend": backend,
             "base_url": config.base_url if is_server else None,
-            "served_model": (config.served_model or config.model) if is_server else None}
+            "served_model": (config.served_model or config.model) if is_server else None,
+            "numerics": numerics if backend == "transformers" else None}
 
 
 def settings_fingerprint(settings: dict) -> str:

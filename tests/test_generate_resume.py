@@ -55,6 +55,7 @@ BASE = ("--n", "2", "--max-new-tokens", "6", "--temperature", "0.7", "--seed", "
     (("--top-p", "0.9"), "--top-p", "1.0", "0.9"),
     (("--stop", "dog"), "--stop", "[]", '["dog"]'),
     (("--template", "plain"), "--template", "auto", "plain"),
+    (("--dtype", "bf16"), "--device/--dtype", "cpu-float32", "cpu-bfloat16"),  # refused before any sampling
 ])
 def test_a_rerun_with_other_sampling_settings_is_refused(setup, tmp_path, change, flag, stored, asked):
     samples(setup, tmp_path / "g", *BASE)
