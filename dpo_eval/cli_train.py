@@ -32,7 +32,8 @@ def train_command(config: str | None, overrides: tuple[str, ...]) -> None:
     settings = load_config(config, overrides)
     history = train(settings)
     last = [h for h in history if "loss" in h]
-    if last:
-        click.echo(f"step {last[-1]['step']}: loss {last[-1]['loss']:.4f}, "
-                   f"reward accuracy {last[-1]['rewards/accuracies']:.3f}", err=True)
+    if last:  # KTO logs no reward accuracy (unpaired items)
+        accuracy = last[-1].get("rewards/accuracies")
+        click.echo(f"step {last[-1]['step']}: loss {last[-1]['loss']:.4f}"
+                   + (f", reward accuracy {accuracy:.3f}" if accuracy is not None else ""), err=True)
     click.echo(f"checkpoints in {settings.output_dir}", err=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -108,3 +109,19 @@ def test_truncated_kl_companion_keeps_a_token_that_is_not_special():
     assert pairs[0].rejected_ids == (90, 91, 7)  # up to the first non-special token
     assert pairs[1].rejected_ids == (5,)  # the plain cut: max_length - len(prompt) = 1
     assert kto_pairs(examples, [0, 1], max_length=3)[0].rejected_ids == (90,)  # no mask: plain cut
+
+
+def test_cli_kto_run_ends_with_a_summary_line(tmp_path):
+    # KTO logs no rewards/accuracies: the closing line must not need it
+    from click.testing import CliRunner
+
+    from dpo_eval.cli import main
+
+    model = save_tiny_model(tmp_path / "init", seed=7)
+    data = write_synthetic_preferences(tmp_path / "t.jsonl", 8, 1)
+    result = CliRunner().invoke(main, ["train", "--set", f"policy={model}", "--set", f"data={data}",
+                                       "--set", f"output_dir={tmp_path / 'run'}", "--set", "loss=kto",
+                                       "--set", "batch_size=4", "--set", "max_steps=1", "--set", "max_length=null",
+                                       "--set", f"cache_dir={tmp_path / 'cache'}", "--set", "show_progress=false"])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"step 1: loss \d+\.\d{4}\n", result.output) and "reward accuracy" not in result.output
