@@ -293,3 +293,43 @@ def test_a_root_trainer_state_that_is_not_json_names_the_file(tmp_path):
     (tmp_path / "trainer_state.json").write_text("[")
     with pytest.raises(UserError, match=r"cannot read trainer state .*trainer_state.json"):
         discover_run(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------- a real TRL run
+
+
+def test_run_written_by_trl_dpo_trainer(tmp_path):
+    """Four steps of TRL 1.16's DPOTrainer saving every 2 steps, then save_model + save_state at the root."""
+    pytest.importorskip("trl")
+    datasets = pytest.importorskip("datasets")
+    from conftest import write_text_pairs
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    policy_dir = save_tiny_model(tmp_path / "policy", seed=0)
+    rows = [json.loads(line) for line in open(write_text_pairs(tmp_path / "pairs.jsonl", n=8, seed=3))]
+    dataset = datasets.Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
+    out = tmp_path / "trl_out"
+    args = DPOConfig(output_dir=str(out), per_device_train_batch_size=2, max_steps=4, save_steps=2, logging_steps=1,
+                     max_length=None, bf16=False, gradient_checkpointing=False, report_to=[], use_cpu=True, seed=0,
+                     save_only_model=True)
+    trainer = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(policy_dir),
+                         ref_model=AutoModelForCausalLM.from_pretrained(policy_dir), args=args,
+                         train_dataset=dataset, processing_class=AutoTokenizer.from_pretrained(policy_dir))
+    trainer.train()
+
+    run = discover_run(out)
+    assert steps_and_labels(run) == [(2, "2"), (4, "4")] and run.skipped == ()
+    assert run.trainer_state_path == out.resolve() / "checkpoint-4" / "trainer_state.json"
+    losses = [r["step"] for r in read_training_logs(run).log_history if "loss" in r]
+    assert losses == [1, 2, 3, 4]
+
+    trainer.save_model()
+    trainer.save_state()
+    run = discover_run(out)
+    assert steps_and_labels(run) == [(2, "2"), (4, "4"), (4, "final")]
+    assert run.trainer_state_path == out / "trainer_state.json"
+    history = read_training_logs(run).log_history
+    assert [r["step"] for r in history if "loss" in r] == [1, 2, 3, 4]
+    assert all(isinstance(r["loss"], float) for r in history if "loss" in r)
+    assert any("train_runtime" in r for r in history)  # the end-of-training summary only the root state has
