@@ -189,9 +189,9 @@ def _global_step(trainer_state: Path) -> int | None:
 # ---------------------------------------------------------------------------------------------- one run
 
 
-def _run_folders(path: Path) -> tuple[Path, Path]:
-    """(where weights are, where manifest and logs may also be): a checkpoint-N dir looks in its parent too."""
-    return path, (path.parent if _numbered(path.name) is not None else path)
+def _meta_folder(path: Path) -> Path:
+    """Where a run's manifest and logs may also be: the parent of a lone checkpoint-N dir, else the dir."""
+    return path.parent if _numbered(path.name) is not None else path
 
 
 def _root_checkpoint(name: str, path: Path, has_children: bool) -> Checkpoint | None:
@@ -246,7 +246,7 @@ def discover_run(run_dir: str | Path, name: str | None = None) -> Run:
     if not checkpoints:
         raise UserError(f"no checkpoints found in run dir {run_dir}: looked for {LOOKED_FOR}")
     _check_unique_steps(path, checkpoints)
-    _, meta = _run_folders(path)
+    meta = _meta_folder(path)
     trainer_log = next((f / TRAINER_LOG for f in (path, meta) if (f / TRAINER_LOG).is_file()), None)
     return Run(name=name, path=path, checkpoints=tuple(checkpoints),
                manifest=_read_manifest(path) or (_read_manifest(meta) if meta != path else None),
