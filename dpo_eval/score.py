@@ -138,9 +138,9 @@ def score(config: ScoreConfig) -> ScoreResult:
     config.validate()
     ctx = init_distributed()
     cache_root = resolve_cache_dir(config.cache_dir)
-    policy_id = identify_model(config.policy, cache_dir=cache_root, allow_pickle=config.allow_pickle)
-    ref_id = None if config.is_reference_free else identify_model(
-        config.ref, cache_dir=cache_root, allow_pickle=config.allow_pickle)
+    flags = {"allow_pickle": config.allow_pickle, "trust_remote_code": config.trust_remote_code}
+    policy_id = identify_model(config.policy, cache_dir=cache_root, **flags)
+    ref_id = None if config.is_reference_free else identify_model(config.ref, cache_dir=cache_root, **flags)
     loaded, tokenized, pad_id = _tokenize(config, policy_id, ref_id, cache_root)
     device = device_for_rank(resolve_device(config.device), ctx)
     dtype = resolve_dtype(config.dtype, device)

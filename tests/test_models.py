@@ -138,18 +138,53 @@ def test_load_in_bfloat16(tmp_path: Path) -> None:
     assert loaded.model.dtype == torch.bfloat16
 
 
-def test_falls_back_to_eager_attention(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_eager_attention_where_the_class_has_no_sdpa(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = save_model(tmp_path / "model", make_model())
+    cache = tmp_path / "cache"
+    with_sdpa = identify_model(str(folder), cache_dir=cache)
+    assert with_sdpa.attn_implementation == "sdpa"
+    monkeypatch.setattr(LlamaForCausalLM, "_supports_sdpa", False)
+    without = identify_model(str(folder), cache_dir=cache)
+    assert without.attn_implementation == "eager"
+    assert without.fingerprint != with_sdpa.fingerprint
+    loaded = load_model(str(folder), device=CPU, dtype=torch.float32, cache_dir=cache)
+    assert loaded.model.config._attn_implementation == "eager"
+    assert loaded.identity == without
+
+
+def test_model_loaded_with_other_attention_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = save_model(tmp_path / "model", make_model())
     real_from_pretrained = load_lib.AutoModelForCausalLM.from_pretrained
 
-    def no_sdpa(*args: object, **kwargs: object) -> torch.nn.Module:
-        if kwargs.get("attn_implementation") == "sdpa":
-            raise ValueError("this model does not support sdpa")
-        return real_from_pretrained(*args, **kwargs)
+    def always_eager(*args: object, **kwargs: object) -> torch.nn.Module:
+        return real_from_pretrained(*args, **{**kwargs, "attn_implementation": "eager"})
 
-    monkeypatch.setattr(load_lib.AutoModelForCausalLM, "from_pretrained", no_sdpa)
-    loaded = load_model(str(folder), device=CPU, dtype=torch.float32, cache_dir=tmp_path / "cache")
-    assert loaded.model.config._attn_implementation == "eager"
+    monkeypatch.setattr(load_lib.AutoModelForCausalLM, "from_pretrained", always_eager)
+    with pytest.raises(RuntimeError, match="loaded with attention implementation 'eager', not the 'sdpa'"):
+        load_model(str(folder), device=CPU, dtype=torch.float32, cache_dir=tmp_path / "cache")
+
+
+def test_fingerprint_tracks_config_but_not_bookkeeping(tmp_path: Path) -> None:
+    folder = save_model(tmp_path / "model", make_model())
+    cache = tmp_path / "cache"
+    first = identify_model(str(folder), cache_dir=cache).fingerprint
+    config_path = folder / "config.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, "transformers_version": "0.0.1", "_name_or_path": "x"}, indent=5))
+    assert identify_model(str(folder), cache_dir=cache).fingerprint == first
+    for field, value in [("rms_norm_eps", 1e-3), ("rope_parameters", {"rope_theta": 10.0, "rope_type": "default"}),
+                         ("final_logit_softcapping", 5.0), ("sliding_window", 4)]:
+        config_path.write_text(json.dumps({**config, field: value}))
+        assert identify_model(str(folder), cache_dir=cache).fingerprint != first, field
+
+
+def test_unknown_model_type_is_a_user_error(tmp_path: Path) -> None:
+    folder = save_model(tmp_path / "model", make_model())
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "model_type": "my_own",
+                                                          "auto_map": {"AutoModelForCausalLM": "mine.Mine"}}))
+    with pytest.raises(UserError, match="model_type 'my_own', unknown to transformers: pass --trust-remote-code"):
+        identify_model(str(folder), cache_dir=tmp_path / "cache")
 
 
 def test_checkpoint_kind_and_tokenizer_from_parent(tmp_path: Path) -> None:

@@ -56,28 +56,39 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def _from_pretrained(located: Located, dtype: torch.dtype, trust_remote_code: bool) -> torch.nn.Module:
-    """``AutoModelForCausalLM.from_pretrained`` with SDPA attention, or eager where SDPA is unsupported."""
-    kwargs = {
-        "dtype": dtype,
-        "trust_remote_code": trust_remote_code,
-        "use_safetensors": not located.is_pickled,
-    }
-    try:
-        return AutoModelForCausalLM.from_pretrained(located.resolved, attn_implementation="sdpa", **kwargs)
-    except ValueError:
-        return AutoModelForCausalLM.from_pretrained(located.resolved, attn_implementation="eager", **kwargs)
+def _from_pretrained(
+    located: Located, dtype: torch.dtype, trust_remote_code: bool, attention: str
+) -> torch.nn.Module:
+    """``AutoModelForCausalLM.from_pretrained`` with the attention implementation the identity names.
+
+    A model that comes back with another implementation is refused: its log-probs would be cached
+    under the wrong fingerprint.
+    """
+    model = AutoModelForCausalLM.from_pretrained(
+        located.resolved,
+        attn_implementation=attention,
+        dtype=dtype,
+        trust_remote_code=trust_remote_code,
+        use_safetensors=not located.is_pickled,
+    )
+    used = getattr(model.config, "_attn_implementation", None)
+    if used != attention:
+        raise RuntimeError(
+            f"{located.path} was loaded with attention implementation {used!r}, not the {attention!r} "
+            "asked for and recorded in its fingerprint: please report this (model class and transformers version)"
+        )
+    return model
 
 
 def _merge_adapter(
-    adapter: Located, base: Located, dtype: torch.dtype, trust_remote_code: bool
+    adapter: Located, base: Located, dtype: torch.dtype, trust_remote_code: bool, attention: str
 ) -> torch.nn.Module:
     """Load the base model, apply the PEFT adapter and merge it into the base weights."""
     if importlib.util.find_spec("peft") is None:
         raise UserError(f"{adapter.path} is a PEFT adapter and loading it needs peft: pip install peft")
     from peft import PeftModel
 
-    base_model = _from_pretrained(base, dtype, trust_remote_code)
+    base_model = _from_pretrained(base, dtype, trust_remote_code, attention)
     adapted = PeftModel.from_pretrained(base_model, str(adapter.resolved), is_trainable=False)
     return adapted.merge_and_unload()
 
@@ -93,17 +104,19 @@ def load_model(
 ) -> LoadedModel:
     """Load a model of any supported kind in eval mode, gradients off, on ``device`` in ``dtype``.
 
-    The tokenizer is the one found next to the model (for a checkpoint, also in its parent; for an
-    adapter, also with its base), or None.
+    The attention implementation is the one ``identify_model`` names (``sdpa`` where the model class
+    supports it, else ``eager``). The tokenizer is the one found next to the model (for a checkpoint,
+    also in its parent; for an adapter, also with its base), or None.
     """
     cache_dir = Path(cache_dir)
     located = locate(path, cache_dir)
     refuse_pickle(located, allow_pickle)
-    identity = identity_of(located, cache_dir)
+    identity = identity_of(located, cache_dir, trust_remote_code=trust_remote_code)
+    attention = identity.attn_implementation
     if located.base is not None:
-        model = _merge_adapter(located, located.base, dtype, trust_remote_code)
+        model = _merge_adapter(located, located.base, dtype, trust_remote_code, attention)
     else:
-        model = _from_pretrained(located, dtype, trust_remote_code)
+        model = _from_pretrained(located, dtype, trust_remote_code, attention)
     model = model.to(device).eval()  # not .to(dtype): that would also cast float32 buffers such as RoPE's
     model.requires_grad_(False)
     tokenizer = tokenizer_next_to(located, trust_remote_code=trust_remote_code)

@@ -128,7 +128,8 @@ def attach_reference(data: PreparedData, config: TrainConfig, sequences: Sequenc
                      ctx: DistContext, device: torch.device, dtype: torch.dtype) -> None:
     """Reference log-probs of `sequences` (+ the eval pairs): from the cache, else one engine pass."""
     ref_path = config.ref or config.policy
-    identity = identify_model(ref_path, cache_dir=data.cache_root, allow_pickle=config.allow_pickle)
+    identity = identify_model(ref_path, cache_dir=data.cache_root, allow_pickle=config.allow_pickle,
+                              trust_remote_code=config.trust_remote_code)
     data.ref_identity = identity.to_dict()
 
     def load() -> torch.nn.Module:
