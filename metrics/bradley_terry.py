@@ -27,6 +27,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.special import expit
 
+from dpo_eval.metrics.bootstrap import check_bootstrap_args, percentile_cis, resample_indices
+
 COLUMNS = ("model_a", "model_b", "preference")
 
 
@@ -54,10 +56,7 @@ def fit_bradley_terry(frame: pd.DataFrame, *, anchor: str | None = None, seed: i
     connected (ratings in separate components cannot be compared). An empty frame (or one with no
     scored row) gives empty ratings.
     """
-    if n_resamples < 1:
-        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must be in (0, 1), e.g. 0.95, got {level}")
+    check_bootstrap_args(n_resamples, level)
     if not l2 > 0.0:
         raise ValueError(f"l2 must be > 0 (it keeps all-win models finite), got {l2}")
     a_idx, b_idx, target, models, n_unscored = _encode(frame)
@@ -75,20 +74,14 @@ def fit_bradley_terry(frame: pd.DataFrame, *, anchor: str | None = None, seed: i
     if not linked.all():
         raise ValueError(f"comparisons do not link {list(models[~linked])} to anchor {anchor!r}: "
                          "add comparisons between the groups, or fit them separately")
-    gen = np.random.default_rng(seed)
     draws = np.full((n_resamples, n_models), np.nan)
-    for b in range(n_resamples):
-        weights = np.bincount(gen.integers(0, target.size, size=target.size), minlength=target.size).astype(float)
+    for b, draw in enumerate(resample_indices(target.size, n_resamples, seed)):
+        weights = np.bincount(draw, minlength=target.size).astype(float)
         fitted = _fit(a_idx, b_idx, weights, target, n_models, l2, ratings)
         present = weights > 0
         reach = _linked_to(k_anchor, a_idx[present], b_idx[present], n_models)
         draws[b] = np.where(reach, fitted - fitted[k_anchor], np.nan)
-    alpha = (1.0 - level) / 2.0
-    ci = {}
-    for k, name in enumerate(models):
-        column = draws[:, k][~np.isnan(draws[:, k])]
-        low, high = np.quantile(column, [alpha, 1.0 - alpha]) if column.size else (np.nan, np.nan)
-        ci[str(name)] = (float(low), float(high))
+    ci = percentile_cis(draws, models, level)
     return BTRatings(ratings={str(name): float(r) for name, r in zip(models, ratings)}, ci=ci, anchor=anchor,
                      n=int(target.size), n_unscored=n_unscored)
 

@@ -31,6 +31,8 @@ import pandas as pd
 from scipy.optimize import minimize
 from scipy.special import expit
 
+from dpo_eval.metrics.bootstrap import check_bootstrap_args, percentile_cis, resample_indices
+
 REQUIRED_COLUMNS = ("model", "prompt_id", "preference", "length_model", "length_baseline")
 
 
@@ -110,21 +112,19 @@ def bootstrap_lc_win_rates(frame: pd.DataFrame, *, n_resamples: int = 200, level
     enters as two prompts (each with its own gamma), and the length scale is recomputed. A model
     with no rows in a resample is skipped there; (NaN, NaN) for a model never present.
     """
-    _check_bootstrap(n_resamples, level)
+    check_bootstrap_args(n_resamples, level)
     _check_penalties(gamma_l2, phi_l2)
     rows = _encode(frame)
     n_models, n_prompts = len(rows.models), len(rows.prompts)
     if n_prompts == 0:
         return {}
-    gen = np.random.default_rng(rng)
     theta, phi, gamma, _, _ = _fit_rows(rows.model_idx, rows.prompt_idx, rows.diff, rows.target,
                                         n_models, n_prompts, gamma_l2, phi_l2)
     order = np.argsort(rows.prompt_idx, kind="stable")
     counts = np.bincount(rows.prompt_idx, minlength=n_prompts)
     starts = np.cumsum(counts) - counts
     rates = np.full((n_resamples, n_models), np.nan)
-    for b in range(n_resamples):
-        draw = gen.integers(0, n_prompts, size=n_prompts)
+    for b, draw in enumerate(resample_indices(n_prompts, n_resamples, rng)):
         sizes = counts[draw]
         new_prompt = np.repeat(np.arange(n_prompts), sizes)
         picked = order[np.arange(sizes.sum()) + np.repeat(starts[draw] - (np.cumsum(sizes) - sizes), sizes)]
@@ -133,13 +133,7 @@ def bootstrap_lc_win_rates(frame: pd.DataFrame, *, n_resamples: int = 200, level
         th, _, ga, _, _ = _fit_rows(m, new_prompt, rows.diff[picked], rows.target[picked], n_models, n_prompts,
                                     gamma_l2, phi_l2, init=init)
         rates[b] = _mean_rate_per_model(th, ga, m, new_prompt, n_models, n_prompts)
-    alpha = (1.0 - level) / 2.0
-    result = {}
-    for k, name in enumerate(rows.models):
-        column = rates[:, k][~np.isnan(rates[:, k])]
-        low, high = np.quantile(column, [alpha, 1.0 - alpha]) if column.size else (np.nan, np.nan)
-        result[str(name)] = (float(low), float(high))
-    return result
+    return percentile_cis(rates, rows.models, level)
 
 
 def _encode(frame: pd.DataFrame) -> _Rows:
@@ -213,10 +207,3 @@ def _check_penalties(gamma_l2: float, phi_l2: float) -> None:
         raise ValueError(f"gamma_l2 must be > 0 (it fixes the level shared by theta and gamma), got {gamma_l2}")
     if not phi_l2 >= 0.0:
         raise ValueError(f"phi_l2 must be >= 0, got {phi_l2}")
-
-
-def _check_bootstrap(n_resamples: int, level: float) -> None:
-    if n_resamples < 1:
-        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must be in (0, 1), e.g. 0.95, got {level}")

@@ -22,11 +22,11 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
+from dpo_eval.metrics.bootstrap import NAN_PAIR, check_bootstrap_args, percentile_ci, resample_indices
 from dpo_eval.metrics.length_control import bootstrap_lc_win_rates, fit_length_control, lc_win_rate
 
 JUDGMENT_COLUMNS = ("model", "prompt_id", "preference")
 LENGTH_COLUMNS = ("length_model", "length_baseline")
-NAN_PAIR = (float("nan"), float("nan"))
 
 
 @dataclass(frozen=True)
@@ -88,21 +88,15 @@ def bootstrap_ci(values: ArrayLike, statistic: Callable[[np.ndarray], float], *,
     `values` is taken as given (drop NaNs first if the statistic cannot take them). `rng` is a seed or
     a numpy Generator (which is advanced). (NaN, NaN) for empty input.
     """
-    if n_resamples < 1:
-        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must be in (0, 1), e.g. 0.95, got {level}")
+    check_bootstrap_args(n_resamples, level)
     data = np.asarray(values)
     if data.ndim == 0:
         raise ValueError("values must be an array of rows, got a scalar")
     n = data.shape[0]
     if n == 0:
         return NAN_PAIR
-    gen = np.random.default_rng(rng)
-    stats = np.array([statistic(data[gen.integers(0, n, size=n)]) for _ in range(n_resamples)], dtype=np.float64)
-    alpha = (1.0 - level) / 2.0
-    low, high = np.quantile(stats, [alpha, 1.0 - alpha])
-    return float(low), float(high)
+    stats = np.array([statistic(data[draw]) for draw in resample_indices(n, n_resamples, rng)], dtype=np.float64)
+    return NAN_PAIR if np.isnan(stats).any() else percentile_ci(stats, level)
 
 
 def summarize_win_rates(frame: pd.DataFrame, *, seed: int = 0, n_resamples: int = 2000, lc_resamples: int = 200,
