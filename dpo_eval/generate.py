@@ -29,6 +29,7 @@ import torch
 from tqdm import tqdm
 
 from dpo_eval.data.formats import read_records
+from dpo_eval.data.prompts import prompt_field
 from dpo_eval.engine.batching import default_token_budget
 from dpo_eval.engine.cache import LogpCache, numerics_tag, resolve_cache_dir
 from dpo_eval.engine.runner import score_with_cache
@@ -92,9 +93,7 @@ def read_prompts(path: str, limit: int | None = None) -> list[Prompt]:
     prompts: list[Prompt] = []
     seen: dict[str, int] = {}
     for index, row in enumerate(read_records(path)):
-        text = row.get("prompt", row.get("instruction"))
-        if not (isinstance(text, str) and text.strip()) and not (isinstance(text, list) and text):
-            raise UserError(f"{path}: row {index + 1}: needs a non-empty 'prompt' (string or messages) or 'instruction'")
+        text = prompt_field(row, f"{path}: row {index + 1}")
         prompt_id = str(row.get("prompt_id", row.get("id", index)))
         if prompt_id in seen:
             raise UserError(f"{path}: row {index + 1}: prompt_id {prompt_id!r} repeats row {seen[prompt_id]}; "

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from dpo_eval.data.formats import read_records
+from dpo_eval.data.prompts import prompt_field, prompt_text
 from dpo_eval.errors import UserError
 from dpo_eval.judge.store import Verdict
 
@@ -62,9 +63,10 @@ def read_gold_answers(path: str) -> dict[str, list[str]]:
     first_row: dict[str, int] = {}
     for index, row in enumerate(read_records(path)):
         where = f"{path}: row {index + 1}"
-        prompt, answer = row.get("prompt", row.get("instruction")), row.get("answer")
-        if not isinstance(prompt, str) or answer is None:
-            raise UserError(f"{where}: needs a string 'prompt' (or 'instruction') and an 'answer'; add the missing field")
+        answer = row.get("answer")
+        if answer is None:
+            raise UserError(f"{where}: needs an 'answer' (and a 'prompt' or 'instruction'); add the missing field")
+        prompt = prompt_text(prompt_field(row, where))  # chat prompts in the same text form the judge sees
         tokens = answer_tokens(str(answer))
         if not tokens:
             raise UserError(f"{where}: answer {answer!r} has no word or number to look for; give a real answer")

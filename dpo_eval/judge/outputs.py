@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dpo_eval.data.formats import read_records
+from dpo_eval.data.prompts import prompt_field, prompt_text
 from dpo_eval.errors import UserError
 
 
@@ -23,14 +24,6 @@ class Output:
     text: str
     row: int
     """1-based row of the file it came from (for error messages)."""
-
-
-def _prompt_text(prompt: object) -> object:
-    """Chat messages as 'role: content' blocks; anything else unchanged."""
-    if isinstance(prompt, list):
-        return "\n\n".join(f"{m.get('role', '')}: {m.get('content', '')}" if isinstance(m, dict) else str(m)
-                           for m in prompt)
-    return prompt
 
 
 def _sample_index(value: object, where: str) -> int:
@@ -53,10 +46,10 @@ def read_outputs(path: str) -> tuple[str, dict[str, Output]]:
     chosen: dict[str, tuple[int, Output]] = {}
     for row_number, row in enumerate(records, start=1):
         where = f"{path}: row {row_number}"
-        prompt = _prompt_text(row.get("prompt", row.get("instruction")))
-        if row.get("prompt_id") is None or not isinstance(prompt, str) or not isinstance(row.get("output"), str):
+        if row.get("prompt_id") is None or not isinstance(row.get("output"), str):
             raise UserError(f"{where}: needs prompt_id, prompt (or instruction) and output strings; "
                             "add the missing field")
+        prompt = prompt_text(prompt_field(row, where))
         prompt_id, sample = str(row["prompt_id"]), _sample_index(row.get("sample_index"), where)
         if prompt_id in chosen and chosen[prompt_id][1].prompt != prompt:
             raise UserError(f"{where}: prompt_id {prompt_id!r} has a different prompt than row "

@@ -65,7 +65,8 @@ def test_gold_judge_prefers_the_correct_output(tmp_path):
 
 
 @pytest.mark.parametrize("rows, message", [
-    ([{"prompt": "q"}], r"gold.jsonl: row 1: needs a string 'prompt' \(or 'instruction'\) and an 'answer'"),
+    ([{"prompt": "q"}], r"gold.jsonl: row 1: needs an 'answer'"),
+    ([{"answer": "4"}], r"gold.jsonl: row 1: needs a non-empty 'prompt' \(a string or chat messages\) or 'instruction'"),
     ([{"prompt": "q", "answer": "ok"}, {"prompt": "r", "answer": "?!"}], r"gold.jsonl: row 2: answer '\?!' has no word"),
     ([{"prompt": "q", "answer": "4"}, {"prompt": "q", "answer": "5"}], "row 2: answer '5' contradicts row 1"),
 ])
