@@ -46,6 +46,8 @@ Examples:
 @click.option("--vllm-python", default=None, help="Python of the vLLM environment [default: .venv-vllm/bin/python].")
 @click.option("--vllm-arg", "vllm_args", multiple=True,
               help="Passed to vLLM unchanged, e.g. --vllm-arg=--tensor-parallel-size=2 (repeatable).")
+@click.option("--trust-remote-code", is_flag=True, help="Allow model code from the model dir.")
+@click.option("--allow-pickle", is_flag=True, help="Allow pickled .bin weights (they can run code).")
 @click.option("--no-progress", is_flag=True)
 def generate_command(stop, no_progress, vllm_args, **options) -> None:
     """Sample N responses per prompt with their token counts and policy/reference log-probs.

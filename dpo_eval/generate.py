@@ -70,6 +70,13 @@ class GenerateConfig:
     vllm: bool = False  # start a vLLM server for this run (vllm_python, vllm_args pass through)
     vllm_python: str | None = None
     vllm_args: tuple[str, ...] = ()
+    trust_remote_code: bool = False  # allow model code from the model dir
+    allow_pickle: bool = False  # allow pickled .bin weights
+
+    @property
+    def model_flags(self) -> dict:
+        """The loading flags every model of this run is identified and loaded with."""
+        return {"trust_remote_code": self.trust_remote_code, "allow_pickle": self.allow_pickle}
 
     def validate(self) -> None:
         if self.n < 1 or self.max_new_tokens < 1 or self.batch_size < 1 or self.concurrency < 1:
@@ -307,20 +314,20 @@ def generate(config: GenerateConfig) -> list[dict]:
     config.validate()
     cache_root = resolve_cache_dir(config.cache_dir)
     prompts = read_prompts(config.prompts, config.limit)
-    tokenizer = load_tokenizer(config.model, cache_dir=cache_root)
+    tokenizer = load_tokenizer(config.model, cache_dir=cache_root, **config.model_flags)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
     partial = out / "samples.partial.jsonl"
-    policy_id = identify_model(config.model, cache_dir=cache_root)
-    ref_id = identify_model(config.ref, cache_dir=cache_root) if config.ref else None
+    policy_id = identify_model(config.model, cache_dir=cache_root, **config.model_flags)
+    ref_id = identify_model(config.ref, cache_dir=cache_root, **config.model_flags) if config.ref else None
     fingerprint = check_or_record_settings(
         out, partial, sampling_settings(config, policy_id.fingerprint, numerics_tag(device, dtype)))
 
     @functools.cache
     def load_policy() -> torch.nn.Module:  # loaded once, for sampling and for scoring its samples
-        return load_model(config.model, device=device, dtype=dtype, cache_dir=cache_root).model
+        return load_model(config.model, device=device, dtype=dtype, cache_dir=cache_root, **config.model_flags).model
 
     _sample_missing(config, prompts, tokenizer, load_policy, policy_id.resolved, partial)
     order = {p.id: i for i, p in enumerate(prompts)}
@@ -329,7 +336,8 @@ def generate(config: GenerateConfig) -> list[dict]:
     policy = _sequence_logps(policy_id, load_policy, rows, device, dtype, cache_root, "policy log-probs")
     load_policy.cache_clear()
     ref = None if ref_id is None else _sequence_logps(
-        ref_id, lambda: load_model(config.ref, device=device, dtype=dtype, cache_dir=cache_root).model,
+        ref_id, lambda: load_model(config.ref, device=device, dtype=dtype, cache_dir=cache_root,
+                                   **config.model_flags).model,
         rows, device, dtype, cache_root, "reference log-probs")
     samples = []
     for i, row in enumerate(rows):

@@ -124,9 +124,10 @@ def _pairs_frame(tokenized: TokenizedPairs, policy: PairLogps, ref: PairLogps | 
 def _tokenize(config: ScoreConfig, policy: ModelIdentity, ref: ModelIdentity | None, cache_root: Path):
     loaded = load_pairs(config.data, data_format=config.data_format, skip_invalid=config.skip_invalid,
                         limit=config.limit, split=config.split)
-    tokenizer = load_tokenizer(policy.path, *([ref.path] if ref else []), cache_dir=cache_root)
+    flags = {"trust_remote_code": config.trust_remote_code}
+    tokenizer = load_tokenizer(policy.path, *([ref.path] if ref else []), cache_dir=cache_root, **flags)
     if ref is not None:
-        ref_tokenizer = load_tokenizer(ref.path, policy.path, cache_dir=cache_root)
+        ref_tokenizer = load_tokenizer(ref.path, policy.path, cache_dir=cache_root, **flags)
         check_same_vocabulary(tokenizer, ref_tokenizer, "policy", "reference")
     tokenized = tokenize_pairs(loaded.pairs, tokenizer, config.tokenization, skip_invalid=config.skip_invalid)
     pad_id = padding_id(tokenizer)

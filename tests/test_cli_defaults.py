@@ -91,3 +91,14 @@ def test_checker_sees_a_planted_mismatch():
 
     option = click.Option(["--beta"], default=0.1)
     assert dataclass_defaults(Planted)["beta"] != option.default
+
+
+MODEL_LOADING_COMMANDS = ("score", "generate", "judge", "report", "rewardbench", "rerank", "gate")
+
+
+def test_every_model_loading_command_takes_the_same_loading_flags():
+    present = [name for name in MODEL_LOADING_COMMANDS if name in main.commands]
+    assert {"score", "generate", "judge"} <= set(present)
+    for name in present:
+        flags = {opt for param in main.commands[name].params for opt in getattr(param, "opts", [])}
+        assert {"--allow-pickle", "--trust-remote-code"} <= flags, f"dpo-eval {name} lacks a model-loading flag"

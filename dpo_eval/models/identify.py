@@ -74,7 +74,7 @@ def _model_class(folder: Path, config: dict, trust_remote_code: bool) -> type:
         return get_class_from_dynamic_module(auto_map["AutoModelForCausalLM"], str(folder))
     model_type = config.get("model_type")
     if model_type not in CONFIG_MAPPING:
-        hint = "pass --trust-remote-code to run the model's own code" if auto_map else "upgrade transformers"
+        hint = "pass --trust-remote-code (a train config: trust_remote_code: true) to run the model's own code" if auto_map else "upgrade transformers"
         raise UserError(f"{folder / 'config.json'} has model_type {model_type!r}, unknown to transformers: {hint}")
     try:
         return MODEL_FOR_CAUSAL_LM_MAPPING[CONFIG_MAPPING[model_type]]

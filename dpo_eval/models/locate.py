@@ -158,5 +158,5 @@ def refuse_pickle(located: Located, allow_pickle: bool) -> None:
         if part is not None and part.is_pickled and not allow_pickle:
             raise UserError(
                 f"{part.path} has only pickled .bin weights and dpo-eval refuses pickled .bin weights (they can run code): "
-                "convert them to safetensors (load, then save_pretrained) or pass --allow-pickle"
+                "convert them to safetensors (load, then save_pretrained) or pass --allow-pickle (a train config: allow_pickle: true)"
             )
