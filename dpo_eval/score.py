@@ -15,7 +15,7 @@ from dpo_eval.data.pairs import load_pairs
 from dpo_eval.engine.batching import default_token_budget
 from dpo_eval.engine.cache import LogpCache, numerics_tag, resolve_cache_dir
 from dpo_eval.engine.distributed import DistContext, device_for_rank, init_distributed, shutdown
-from dpo_eval.engine.runner import PairLogps, score_with_cache
+from dpo_eval.engine.runner import ScoredPairs, score_with_cache
 from dpo_eval.errors import UserError
 from dpo_eval.jsonio import write_json
 from dpo_eval.metrics.rewards import NORMS, implicit_rewards, summarize_rewards
@@ -83,7 +83,7 @@ class ScoreResult:
 
 
 def _model_logps(identity: ModelIdentity, pairs: TokenizedPairs, config: ScoreConfig, ctx: DistContext,
-                 device: torch.device, dtype: torch.dtype, pad_id: int, role: str) -> PairLogps:
+                 device: torch.device, dtype: torch.dtype, pad_id: int, role: str) -> ScoredPairs:
     cache_root = resolve_cache_dir(config.cache_dir)
     cache = LogpCache(cache_root, identity.fingerprint, numerics_tag(device, dtype), writer_tag=str(ctx.rank))
 
@@ -98,7 +98,7 @@ def _model_logps(identity: ModelIdentity, pairs: TokenizedPairs, config: ScoreCo
     return result
 
 
-def _pairs_frame(tokenized: TokenizedPairs, policy: PairLogps, ref: PairLogps | None,
+def _pairs_frame(tokenized: TokenizedPairs, policy: ScoredPairs, ref: ScoredPairs | None,
                  config: ScoreConfig) -> pd.DataFrame:
     nan = np.full(len(tokenized.pairs), np.nan)
     frame = pd.DataFrame({

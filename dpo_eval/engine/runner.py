@@ -22,8 +22,10 @@ FLUSH_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
-class PairLogps:
-    """Summed response log-probs per pair, in input order. All arrays (n,)."""
+class ScoredPairs:
+    """The engine's output: summed response log-probs per pair, in input order. All arrays (n,).
+
+    (Not train.losses.PairLogps, which holds the trainer's tensors.)"""
 
     chosen_logp: np.ndarray
     rejected_logp: np.ndarray
@@ -85,7 +87,7 @@ def compute_pair_logps(model: torch.nn.Module, pairs: Sequence[TokenizedPair], *
 def score_with_cache(load_model: Callable[[], torch.nn.Module], pairs: Sequence[TokenizedPair],
                      cache: LogpCache | None, *, pad_id: int, token_budget: int,
                      ctx: DistContext = DistContext(), desc: str = "scoring",
-                     show_progress: bool = True, exclude_ids: torch.Tensor | None = None) -> PairLogps:
+                     show_progress: bool = True, exclude_ids: torch.Tensor | None = None) -> ScoredPairs:
     """Pair log-probs for one model, computing only what the cache lacks.
 
     load_model is called only when something must be computed, so a fully cached
@@ -105,5 +107,5 @@ def score_with_cache(load_model: Callable[[], torch.nn.Module], pairs: Sequence[
                                          on_rows=cache.append if cache else None, desc=desc,
                                          show_progress=show_progress, exclude_ids=exclude_ids))
     rows = np.array([stored[k] for k in keys], dtype=np.float64).reshape(-1, 4)
-    return PairLogps(rows[:, 0], rows[:, 1], rows[:, 2].astype(np.int64), rows[:, 3].astype(np.int64),
+    return ScoredPairs(rows[:, 0], rows[:, 1], rows[:, 2].astype(np.int64), rows[:, 3].astype(np.int64),
                      n_computed=len(missing))
