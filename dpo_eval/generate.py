@@ -39,7 +39,7 @@ from dpo_eval.jsonio import write_json, write_jsonl
 from dpo_eval.models import identify_model, load_model, load_tokenizer, resolve_device, resolve_dtype
 from dpo_eval.openai_client import ChatClient, RequestFailed
 from dpo_eval.sampling import sample_seed, sample_sequences
-from dpo_eval.tokenization import TokenizedPair, padding_id
+from dpo_eval.tokenization import TokenizedPair, as_messages, chat_ids, padding_id
 
 
 @dataclass(frozen=True)
@@ -121,9 +121,7 @@ def uses_chat(tokenizer, template: str) -> bool:
 def prompt_ids(tokenizer, prompt: Prompt, template: str) -> list[int]:
     """Token ids the model continues: the chat template with a generation prompt, or plain text."""
     if uses_chat(tokenizer, template):
-        messages = prompt.text if isinstance(prompt.text, list) else [{"role": "user", "content": prompt.text}]
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+        return chat_ids(tokenizer, as_messages(prompt.text), add_generation_prompt=True)
     if isinstance(prompt.text, list):
         why = "--template plain was asked" if template == "plain" else "the tokenizer of --model has no chat template"
         raise UserError(f"prompt {prompt.id!r} holds chat messages but {why}: give plain-text prompts, "

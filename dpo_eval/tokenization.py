@@ -120,11 +120,21 @@ class InvalidPairError(UserError):
     """A pair whose content cannot be scored (empty tokens, unstable template): skippable with skip_invalid."""
 
 
+def as_messages(prompt: str | Sequence[dict]) -> list[dict]:
+    """A prompt as chat messages: a string becomes one user message."""
+    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+
+
+def chat_ids(tokenizer, messages: Sequence[dict], *, add_generation_prompt: bool) -> list[int]:
+    """The one chat renderer: messages through the tokenizer's chat template, then encoded without
+    adding special tokens (the template writes its own BOS / turn markers)."""
+    text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=add_generation_prompt)
+    return _encode(tokenizer, text, add_special_tokens=False)
+
+
 def _chat_ids(tokenizer, prompt: list[dict], response: list[dict], where: str) -> tuple[list, list]:
-    prompt_text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-    full_text = tokenizer.apply_chat_template(prompt + response, tokenize=False)
-    prompt_ids = _encode(tokenizer, prompt_text, add_special_tokens=False)
-    full_ids = _encode(tokenizer, full_text, add_special_tokens=False)
+    prompt_ids = chat_ids(tokenizer, prompt, add_generation_prompt=True)
+    full_ids = chat_ids(tokenizer, prompt + response, add_generation_prompt=False)
     if full_ids[: len(prompt_ids)] != prompt_ids:
         raise InvalidPairError(f"{where}: the chat template's prompt is not a token prefix of the full "
                                "conversation; use --template plain or a tokenizer whose template is prefix-stable")

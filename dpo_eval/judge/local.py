@@ -18,6 +18,7 @@ from dpo_eval.judge.backends import parse_verdict, preference_from_logprobs
 from dpo_eval.judge.store import Verdict
 from dpo_eval.judge.templates import LABELS, JudgeTemplate
 from dpo_eval.models import load_model, resolve_device, resolve_dtype
+from dpo_eval.tokenization import as_messages, chat_ids, padding_id
 
 
 def label_token_ids(tokenizer) -> dict[str, list[int]]:
@@ -68,9 +69,7 @@ class LocalJudge:
 
     def _input_ids(self, prompt: str) -> torch.Tensor:
         if getattr(self.tokenizer, "chat_template", None):
-            text = self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                                      add_generation_prompt=True)
-            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            ids = chat_ids(self.tokenizer, as_messages(prompt), add_generation_prompt=True)
         else:
             ids = self.tokenizer(prompt)["input_ids"]
         return torch.tensor([ids], device=next(self.model.parameters()).device)
@@ -92,8 +91,7 @@ class LocalJudge:
         with self._lock:
             if mode == "probability":
                 return self._label_preference(input_ids)
-            pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
             out = self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), do_sample=False,
-                                      max_new_tokens=self.max_new_tokens, pad_token_id=pad)
+                                      max_new_tokens=self.max_new_tokens, pad_token_id=padding_id(self.tokenizer))
         text = self.tokenizer.decode(out[0, input_ids.shape[1]:], skip_special_tokens=True)
         return parse_verdict(text)
