@@ -1,0 +1,127 @@
+"""HTML tables of report.html: per-checkpoint figures and the worst examples with their text.
+
+Every string that comes from results.json or a table goes through `esc` (html.escape, quote=True).
+"""
+
+from __future__ import annotations
+
+import html
+
+import pandas as pd
+
+from dpo_eval.reports import view
+from dpo_eval.reports.tables import Tables
+from dpo_eval.reports.view import fmt, fmt_pm, fmt_rate
+
+TEXT_LIMIT = 1500
+"""Characters of a prompt or response shown before it is cut (the full text stays in the table)."""
+N_WORST = 2
+
+
+def esc(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def table(headers: list[str], rows: list[list[str]], css_class: str = "") -> str:
+    """An HTML table; headers and cells are escaped here."""
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>" for row in rows)
+    return f'<table class="{esc(css_class)}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _step_label(results: dict, ckpt: dict) -> str:
+    rec = results.get("recommended") or {}
+    star = " ★" if rec.get("run") == ckpt["run"] and rec.get("step") == ckpt["step"] else ""
+    ref = " (reference)" if view.is_reference(ckpt) else ""
+    return f"{ckpt['step']}{ref}{star}"
+
+
+def rewards_table(results: dict) -> str:
+    """Rewards and Δ log π on held-out pairs, one row per checkpoint."""
+    headers = ["run", "step", "pairs", "accuracy", "margin", "r chosen", "r rejected",
+               "Δ/token chosen", "Δ/token rejected", "chosen fell on"]
+    rows = []
+    for ckpt in results.get("checkpoints", []):
+        rewards, drift = ckpt.get("rewards") or {}, view.pair_drift(ckpt) or {}
+        rows.append([ckpt["run"], _step_label(results, ckpt), str(rewards.get("n", view.NOT_AVAILABLE)),
+                     fmt(rewards.get("accuracy"), ".1%"), fmt(rewards.get("mean_margin"), "+.3f"),
+                     fmt(rewards.get("mean_reward_chosen"), "+.3f"), fmt(rewards.get("mean_reward_rejected"), "+.3f"),
+                     fmt(view.delta(ckpt, "chosen")[0], "+.3f"), fmt(view.delta(ckpt, "rejected")[0], "+.3f"),
+                     fmt(drift.get("displacement_share"), ".0%")])
+    return table(headers, rows, "numbers")
+
+
+def samples_table(results: dict) -> str:
+    """KL, length, win rates and quality on the checkpoints' own samples, one row per checkpoint."""
+    estimator = view.kl_estimator(results)
+    headers = ["run", "step", f"KL ({estimator}, nats) ± SE", "mean length ratio", "hit max_new_tokens",
+               "win rate [95% CI]", "LC win rate [95% CI]", "quality ± SE", "findings"]
+    rows = []
+    for ckpt in results.get("checkpoints", []):
+        rate, quality = ckpt.get("winrate") or {}, ckpt.get("quality") or {}
+        kl = view.dig(ckpt, "kl", estimator) or {}
+        rows.append([ckpt["run"], _step_label(results, ckpt), fmt_pm(kl.get("mean"), kl.get("se")),
+                     fmt(view.length_figure(ckpt, "mean_tokens_ratio"), ".2f"),
+                     fmt(view.length_figure(ckpt, "checkpoint.truncated_share"), ".0%"),
+                     fmt_rate(rate, "win_rate"), fmt_rate(rate, "lc_win_rate"),
+                     fmt_pm(quality.get("value"), quality.get("se"), "+.3f"),
+                     str(len(ckpt.get("findings", [])))])
+    return table(headers, rows, "numbers")
+
+
+def _text(value: object) -> str:
+    text = "" if value is None else str(value)
+    cut = text if len(text) <= TEXT_LIMIT else text[:TEXT_LIMIT] + f"… ({len(text) - TEXT_LIMIT} more characters)"
+    return f'<pre class="text">{esc(cut)}</pre>'
+
+
+def _numbers(row: pd.Series, columns: tuple[str, ...]) -> str:
+    shown = [f"{c} {fmt(row[c], '+.3f' if 'reward' in c or 'margin' in c or 'logp' in c else '.4g')}"
+             for c in columns if c in row.index]
+    return esc(", ".join(shown))
+
+
+def _pair_example(title: str, row: pd.Series) -> str:
+    numbers = _numbers(row, ("reward_chosen", "reward_rejected", "margin", "policy_chosen_logp", "ref_chosen_logp",
+                             "chosen_tokens", "rejected_tokens"))
+    parts = [f'<div class="example"><h4>{esc(title)}: pair {esc(row.get("id", "?"))}</h4><p class="nums">{numbers}</p>']
+    for field in ("prompt", "chosen", "rejected"):
+        if field in row.index:
+            parts.append(f"<p class=\"label\">{field}</p>{_text(row[field])}")
+    return "".join(parts) + "</div>"
+
+
+def _sample_example(row: pd.Series) -> str:
+    numbers = _numbers(row, ("n_tokens", "policy_logp", "ref_logp"))
+    finish = f", finish_reason {esc(row['finish_reason'])}" if "finish_reason" in row.index else ""
+    parts = [f'<div class="example"><h4>Longest sample: prompt {esc(row.get("prompt_id", "?"))}</h4>'
+             f'<p class="nums">{numbers}{finish}</p>']
+    for field in ("prompt", "output"):
+        if field in row.index:
+            parts.append(f"<p class=\"label\">{field}</p>{_text(row[field])}")
+    return "".join(parts) + "</div>"
+
+
+def worst_examples(results: dict, tables: Tables) -> str:
+    """Per run, at its last trained checkpoint: the lowest chosen rewards, the most negative margins (pairs
+    not shown already), the longest samples (rows picked by saved columns; nothing recomputed)."""
+    blocks = []
+    for run in view.run_names(results):
+        trained = view.run_checkpoints(results, run, trained_only=True)
+        if not trained:
+            continue
+        ckpt, found = trained[-1], []
+        pairs, samples = tables.get("pairs", ckpt), tables.get("samples", ckpt)
+        if pairs is not None and "reward_chosen" in pairs:
+            found += [_pair_example("Biggest chosen drop (lowest chosen reward)", row)
+                      for _, row in pairs.nsmallest(N_WORST, "reward_chosen").iterrows()]
+        if pairs is not None and "margin" in pairs:
+            shown = pairs.nsmallest(N_WORST, "reward_chosen").index if "reward_chosen" in pairs else []
+            wrong = pairs[(pairs["margin"] < 0) & ~pairs.index.isin(shown)]
+            found += [_pair_example("Most confident wrong margin", row)
+                      for _, row in wrong.nsmallest(N_WORST, "margin").iterrows()]
+        if samples is not None and "n_tokens" in samples:
+            found += [_sample_example(row) for _, row in samples.nlargest(N_WORST, "n_tokens").iterrows()]
+        if found:
+            blocks.append(f"<h3>Run {esc(run)}, step {esc(ckpt['step'])}</h3>" + "".join(found))
+    return "".join(blocks) or "<p>No per-example tables were saved with these results.</p>"

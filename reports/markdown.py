@@ -1,0 +1,74 @@
+"""report.md: a short summary for a pull-request comment (recommendation, verdicts, findings, a table).
+
+Strings from the results have <, > and & escaped (GitHub renders inline HTML in Markdown) and pipes in table
+cells are escaped, so no data can break out of its cell or inject markup.
+"""
+
+from __future__ import annotations
+
+import html
+
+from dpo_eval.reports import view
+from dpo_eval.reports.verdict import run_verdicts
+from dpo_eval.reports.view import fmt, fmt_rate
+
+SEVERITY_MARK = {"high": "**HIGH**", "warning": "**warning**", "info": "info"}
+
+
+def md(value: object) -> str:
+    """Text safe inside Markdown: <, > and & escaped (no attribute is written, so quotes stay), one line."""
+    return html.escape(str(value), quote=False).replace("\n", " ")
+
+
+def cell(value: object) -> str:
+    return md(value).replace("|", "\\|")
+
+
+def render_markdown(results: dict) -> str:
+    """The whole report.md as a string."""
+    parts = ["# dpo-eval report", "", _recommended(results), "", "## Is my run broken?", ""]
+    parts += [f"- **{md(v.run)}** (step {v.step}): {md(v.headline)}" for v in run_verdicts(results)] or ["- no data"]
+    parts += ["", "## Findings", ""] + _findings(results)
+    parts += ["", "## Checkpoints", ""] + checkpoint_rows(results)
+    missing = results.get("missing", [])
+    if missing:
+        parts += ["", "## Missing", ""] + [f"- {md(m['what'])}: {md(m['why'])} (add `{md(m['flag'])}`)" for m in missing]
+    return "\n".join(parts) + "\n"
+
+
+def _recommended(results: dict) -> str:
+    rec = results.get("recommended")
+    if not rec:
+        return f"**Recommended checkpoint:** none ({md(view.dig(results, 'fits', 'reason') or 'no quality figure')})."
+    return f"**Recommended checkpoint:** run {md(rec['run'])}, step {rec['step']}: {md(rec.get('reason', ''))}"
+
+
+def _findings(results: dict) -> list[str]:
+    found = view.sorted_findings(results.get("findings", []))
+    if not found:
+        return ["No finding fired."]
+    lines = []
+    for f in found:
+        where = ", ".join(x for x in (f"run {f['run']}" if f.get("run") else "",
+                                      f"step {f['step']}" if f.get("step") is not None else "") if x)
+        lines.append(f"- {SEVERITY_MARK.get(f.get('severity'), md(f.get('severity')))} {md(f.get('title', ''))}"
+                     f" ({md(where)}): {md(f.get('message', ''))} _Try:_ {md(f.get('advice', ''))}")
+    return lines
+
+
+def checkpoint_rows(results: dict) -> list[str]:
+    """The per-checkpoint Markdown table: header, separator, one row per checkpoint."""
+    estimator = view.kl_estimator(results)
+    headers = ["run", "step", "accuracy", "margin", "chosen fell on", f"KL ({estimator})", "length ratio",
+               "win rate [95% CI]", "LC win rate [95% CI]"]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for c in results.get("checkpoints", []):
+        rewards, rate = c.get("rewards") or {}, c.get("winrate") or {}
+        drift = view.pair_drift(c) or {}
+        values = [c["run"], f"{c['step']}{' (reference)' if view.is_reference(c) else ''}",
+                  fmt(rewards.get("accuracy"), ".1%"), fmt(rewards.get("mean_margin"), "+.3f"),
+                  fmt(drift.get("displacement_share"), ".0%"), fmt(view.kl_mean(c, estimator)),
+                  fmt(view.length_figure(c, "mean_tokens_ratio"), ".2f"),
+                  fmt_rate(rate, "win_rate"), fmt_rate(rate, "lc_win_rate")]
+        lines.append("| " + " | ".join(cell(v) for v in values) + " |")
+    return lines

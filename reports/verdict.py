@@ -1,0 +1,157 @@
+"""'rewards/chosen is negative and falling: is my run broken?', answered per run from its own saved numbers.
+
+DPO's loss depends only on the margin r_chosen - r_rejected. Both log-probabilities commonly fall while
+the margin grows (likelihood displacement, Razin et al. 2024; the 3D properties of Yan et al. 2024), so a
+negative, falling rewards/chosen is by itself no sign of a broken run. What decides it here:
+
+    learning      the margin is > 0 and reward accuracy > 0.5 at the run's last checkpoint
+    quality       the win rate against the reference's samples, length-controlled when saved (else raw): its
+                  CI above 0.5 (better), below (worse), or straddling 0.5 (not distinguishable); unknown
+                  without a judge
+    past its peak the saved past_peak flag of the run
+
+    broken   not learning, or quality worse than the reference
+    look     learning, but quality unknown, not distinguishable, or past its peak
+    ok       learning and quality better than the reference, not past its peak
+
+Only saved numbers are compared (with 0, 0.5 and each other); nothing is computed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from dpo_eval.reports import view
+from dpo_eval.reports.view import fmt, fmt_ci
+
+HEADLINES = {
+    "ok": "Not broken: the model separates chosen from rejected and its samples beat the reference's.",
+    "look": "Probably not broken, but look closer:",
+    "broken": "Likely broken:",
+}
+BACKGROUND = ("DPO's loss only sees the margin between chosen and rejected rewards. Both log-probabilities "
+              "usually fall during training (likelihood displacement, Razin et al. 2024; Yan et al. 2024), "
+              "so a negative, falling rewards/chosen is common in healthy runs. What matters is whether the "
+              "margin grows and whether the model's own samples get better.")
+
+
+@dataclass(frozen=True)
+class RunVerdict:
+    """The answer for one run, at its last trained checkpoint."""
+
+    run: str
+    step: int
+    verdict: str
+    """"ok", "look" or "broken" (see the module docstring)."""
+    headline: str
+    facts: list[str] = field(default_factory=list)
+    """Sentences with this run's numbers, in reading order."""
+
+
+def run_verdicts(results: dict) -> list[RunVerdict]:
+    """One RunVerdict per run that has a trained checkpoint with rewards."""
+    out = []
+    for run in view.run_names(results):
+        trained = [c for c in view.run_checkpoints(results, run, trained_only=True) if c.get("rewards")]
+        if trained:
+            out.append(_verdict(results, run, trained[0], trained[-1]))
+    return out
+
+
+def _verdict(results: dict, run: str, first: dict, last: dict) -> RunVerdict:
+    facts = [_chosen_fact(first, last), _margin_fact(last)]
+    displacement = _displacement_fact(last)
+    facts += [displacement] if displacement else []
+    quality, quality_state = _quality_fact(results, last)
+    facts.append(quality)
+    past = view.dig(results, "past_peak", run)
+    is_past = bool(view.dig(past, "is_past_peak"))
+    if is_past:
+        facts.append(f"Past its peak: {past.get('reason', '')}.")
+    high = [f for f in view.run_findings(results, run) if f.get("severity") == "high"]
+    if high:
+        titles = ", ".join(dict.fromkeys(f.get("title", f.get("code", "")) for f in high))
+        facts.append(f"{len(high)} high-severity finding(s) for this run (see Findings): {titles}.")
+    learning = _is_learning(last)
+    if not learning or quality_state == "worse":
+        verdict = "broken"
+        why = [] if learning else ["the model does not prefer the chosen responses (margin <= 0 or accuracy <= 50%)"]
+        why += ["its samples lose to the reference's"] if quality_state == "worse" else []
+    elif quality_state == "better" and not is_past:
+        verdict, why = "ok", []
+    else:
+        verdict = "look"
+        why = {"unknown": ["no judge measured whether the samples got better"],
+               "tied": ["the samples are not distinguishable from the reference's"],
+               "better": []}[quality_state]
+        why += ["quality fell after its peak: pick an earlier checkpoint"] if is_past else []
+    headline = HEADLINES[verdict] + ("" if verdict == "ok" else " " + "; ".join(why) + ".")
+    return RunVerdict(run=run, step=last["step"], verdict=verdict, headline=headline, facts=facts)
+
+
+def _is_learning(ckpt: dict) -> bool:
+    margin = view.number(view.dig(ckpt, "rewards", "mean_margin"))
+    accuracy = view.number(view.dig(ckpt, "rewards", "accuracy"))
+    return margin is not None and accuracy is not None and margin > 0 and accuracy > 0.5
+
+
+def _chosen_fact(first: dict, last: dict) -> str:
+    now = view.number(view.dig(last, "rewards", "mean_reward_chosen"))
+    before = view.number(view.dig(first, "rewards", "mean_reward_chosen"))
+    if now is None:
+        return "The chosen responses' mean implicit reward was not saved."
+    sign = "negative" if now < 0 else "not negative"
+    trend = ""
+    if before is not None and first is not last:
+        trend = f", {'falling' if now < before else 'not falling'} from {before:+.3f} at step {first['step']}"
+    return (f"Mean implicit reward of the chosen responses at step {last['step']} is {now:+.3f} "
+            f"({sign}{trend}).")
+
+
+def _margin_fact(ckpt: dict) -> str:
+    rewards = ckpt.get("rewards") or {}
+    return (f"The margin r_chosen - r_rejected is {fmt(rewards.get('mean_margin'), '+.3f')} and the chosen "
+            f"response out-rewards the rejected one on {fmt(rewards.get('accuracy'), '.0%')} of "
+            f"{rewards.get('n', 0)} held-out pairs.")
+
+
+def _displacement_fact(ckpt: dict) -> str | None:
+    drift = view.pair_drift(ckpt)
+    if drift is None:
+        return None
+    chosen, _ = view.delta(ckpt, "chosen", "total")
+    rejected, _ = view.delta(ckpt, "rejected", "total")
+    text = (f"The chosen log-probability fell below the reference's on "
+            f"{fmt(drift.get('displacement_share'), '.0%')} of pairs (95% CI {fmt_ci(drift.get('displacement_ci'), '.0%')}); "
+            f"mean Δ log π is {fmt(chosen, '+.2f')} nats for chosen and {fmt(rejected, '+.2f')} for rejected")
+    if chosen is not None and rejected is not None and rejected < chosen <= 0:
+        text += ": the margin grows because rejected responses fall faster"
+    return text + "."
+
+
+def _quality_fact(results: dict, ckpt: dict) -> tuple[str, str]:
+    """(sentence, state) with state "better", "worse", "tied" or "unknown"; judged on the LC win rate when saved."""
+    rate = ckpt.get("winrate") or {}
+    raw, lc = _rate_state(rate, "win_rate"), _rate_state(rate, "lc_win_rate")
+    if raw is None and lc is None:
+        flag = view.missing_flag(results, "--judge") or "--judge"
+        return (f"Quality on samples is unknown: no judge compared this checkpoint's samples with the "
+                f"reference's (add {flag}).", "unknown")
+    state = (lc or raw)[1]
+    meaning = {"better": "better than the reference", "worse": "worse than the reference",
+               "tied": "not distinguishable from the reference"}[state]
+    basis = "length-controlled" if lc else "raw"
+    text = f"On its own samples it wins {(raw or lc)[0]} of comparisons with the reference's"
+    if raw and lc:
+        text += f" ({lc[0]} length-controlled)"
+    return f"{text}: {meaning} ({basis} win rate's 95% CI against 50%).", state
+
+
+def _rate_state(rate: dict, name: str) -> tuple[str, str] | None:
+    """("62.0% [55.0%, 69.0%]", state) of a saved win rate and its CI, or None when either is missing."""
+    ci = rate.get(f"{name}_ci")
+    low, high = view.number(view.dig(ci, 0)), view.number(view.dig(ci, 1))
+    if view.number(rate.get(name)) is None or low is None or high is None:
+        return None
+    state = "better" if low > 0.5 else "worse" if high < 0.5 else "tied"
+    return f"{fmt(rate.get(name), '.1%')} {fmt_ci(ci)}", state

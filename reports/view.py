@@ -1,0 +1,153 @@
+"""Read saved figures out of a results document and format them as text. No statistic is computed here.
+
+Every accessor returns None where results.json has null or lacks the object (a figure not measured), so
+the HTML, Markdown and plots show "n/a" or leave a series out instead of failing.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+SEVERITY_ORDER = ("high", "warning", "info")
+"""Most severe first: the order findings are shown in."""
+NOT_AVAILABLE = "n/a"
+KL_ESTIMATORS = ("analytic", "k3", "k1", "k2")
+"""Preference order of the KL estimator shown when results.json does not name the one its fit used."""
+
+
+def number(value: Any) -> float | None:
+    """value as a finite float, else None (null, NaN, infinity, a string, a missing key)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def dig(obj: Any, *keys: str | int) -> Any:
+    """obj[k1][k2]...; None as soon as a level is missing or null."""
+    for key in keys:
+        if isinstance(obj, dict):
+            obj = obj.get(key)
+        elif isinstance(obj, list | tuple) and isinstance(key, int) and -len(obj) <= key < len(obj):
+            obj = obj[key]
+        else:
+            return None
+        if obj is None:
+            return None
+    return obj
+
+
+def fmt(value: Any, spec: str = ".3g") -> str:
+    """A saved number formatted with `spec` ("+.3f", ".1%", ...), or NOT_AVAILABLE."""
+    x = number(value)
+    return NOT_AVAILABLE if x is None else format(x, spec)
+
+
+def fmt_ci(ci: Any, spec: str = ".1%") -> str:
+    """"[low, high]" of a saved interval, or NOT_AVAILABLE."""
+    low, high = number(dig(ci, 0)), number(dig(ci, 1))
+    if low is None or high is None:
+        return NOT_AVAILABLE
+    return f"[{low:{spec}}, {high:{spec}}]"
+
+
+def fmt_rate(rate: dict, name: str) -> str:
+    """"62.0% [55.0%, 69.0%]" of a saved rate and its f"{name}_ci"; the CI left out when not saved."""
+    value = fmt(rate.get(name), ".1%")
+    ci = fmt_ci(rate.get(f"{name}_ci"))
+    return value if NOT_AVAILABLE in (value, ci) else f"{value} {ci}"
+
+
+def fmt_pm(value: object, se: object, spec: str = ".3g") -> str:
+    """"value ± se", "value" without an SE, NOT_AVAILABLE without a value."""
+    text, error = fmt(value, spec), fmt(se, ".2g")
+    return text if NOT_AVAILABLE in (text, error) else f"{text} ± {error}"
+
+
+def severity_rank(finding: dict) -> int:
+    severity = finding.get("severity")
+    return SEVERITY_ORDER.index(severity) if severity in SEVERITY_ORDER else len(SEVERITY_ORDER)
+
+
+def sorted_findings(findings: list[dict]) -> list[dict]:
+    """Most severe first; within a severity, the saved order is kept."""
+    return sorted(findings, key=severity_rank)
+
+
+def run_names(results: dict) -> list[str]:
+    """Runs in saved order, with any run that only appears in checkpoints appended."""
+    names = [r["name"] for r in results.get("runs", [])]
+    extra = [c["run"] for c in results.get("checkpoints", []) if c["run"] not in names]
+    return names + list(dict.fromkeys(extra))
+
+
+def run_checkpoints(results: dict, run: str, *, trained_only: bool = False) -> list[dict]:
+    """A run's checkpoints by step; trained_only leaves out the reference (step-0) row."""
+    rows = [c for c in results.get("checkpoints", []) if c["run"] == run]
+    if trained_only:
+        rows = [c for c in rows if not is_reference(c)]
+    return sorted(rows, key=lambda c: c["step"])
+
+
+def is_reference(checkpoint: dict) -> bool:
+    return bool(checkpoint.get("is_reference"))
+
+
+def kl_estimator(results: dict) -> str:
+    """The KL estimator to show: the one results.json says its fit used, else the first of KL_ESTIMATORS
+    that any checkpoint has."""
+    named = dig(results, "fits", "kl_estimator")
+    if isinstance(named, str):
+        return named
+    for name in KL_ESTIMATORS:
+        if any(dig(c, "kl", name, "mean") is not None for c in results.get("checkpoints", [])):
+            return name
+    return KL_ESTIMATORS[0]
+
+
+def kl_mean(checkpoint: dict, estimator: str) -> float | None:
+    return number(dig(checkpoint, "kl", estimator, "mean"))
+
+
+def pair_drift(checkpoint: dict) -> dict | None:
+    """metrics.drift.PairDrift of a checkpoint: drift.pairs, or drift itself when saved flat."""
+    drift = checkpoint.get("drift")
+    if not isinstance(drift, dict):
+        return None
+    return drift.get("pairs") if isinstance(drift.get("pairs"), dict) else (drift if "chosen" in drift else None)
+
+
+def dispersion(checkpoint: dict) -> dict | None:
+    value = dig(checkpoint, "drift", "dispersion")
+    return value if isinstance(value, dict) else None
+
+
+def delta(checkpoint: dict, side: str, scale: str = "per_token") -> tuple[float | None, float | None]:
+    """(mean, se) of Δ log π of the chosen or rejected responses ("total" or "per_token")."""
+    summary = dig(pair_drift(checkpoint), side, scale)
+    return number(dig(summary, "mean")), number(dig(summary, "se"))
+
+
+def unseen_delta(checkpoint: dict, source: str, scale: str = "per_token") -> tuple[float | None, float | None]:
+    """(mean, se) of Δ log π of responses in no pair: source "reference_samples" or "other_prompts"."""
+    summary = dig(dispersion(checkpoint), source, scale)
+    return number(dig(summary, "mean")), number(dig(summary, "se"))
+
+
+def length_figure(checkpoint: dict, name: str) -> float | None:
+    """A field of the saved metrics.length.LengthComparison (top level of `length`, or under "comparison")."""
+    length = checkpoint.get("length") or {}
+    source = length.get("comparison") if isinstance(length.get("comparison"), dict) else length
+    return number(dig(source, *name.split(".")))
+
+
+def run_findings(results: dict, run: str) -> list[dict]:
+    return [f for f in results.get("findings", []) if f.get("run") == run]
+
+
+def missing_flag(results: dict, word: str) -> str | None:
+    """The flag of the first `missing` entry whose flag or what mentions `word` (e.g. "--judge")."""
+    for entry in results.get("missing", []):
+        if word in entry.get("flag", "") or word in entry.get("what", ""):
+            return entry["flag"]
+    return None

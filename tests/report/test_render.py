@@ -1,0 +1,261 @@
+"""`dpo-eval render`: report.html and report.md from a saved results dir (tests/report/example_results.py)."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from example_results import HOSTILE_IMG, HOSTILE_SCRIPT, JUDGE_MISSING, build_example
+
+from dpo_eval.cli import main
+from dpo_eval.reports import plots
+from dpo_eval.reports.render import render
+from dpo_eval.reports.tables import load_tables
+from dpo_eval.reports.verdict import run_verdicts
+
+ALLOWED_TAGS = {"html", "head", "meta", "title", "style", "body", "header", "section", "h1", "h2", "h3", "h4", "p",
+                "div", "span", "strong", "ul", "li", "table", "thead", "tbody", "tr", "th", "td", "figure", "img",
+                "figcaption", "pre"}
+SEVERITY_RANK = {"high": 0, "warning": 1, "info": 2}
+
+
+class Page(HTMLParser):
+    """Every start tag with its attributes, and the text of each table row's cells."""
+
+    def __init__(self, text: str):
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict]] = []
+        self.rows: list[list[str]] = []
+        self._cell: list[str] | None = None
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        if tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.rows[-1].append("".join(self._cell).strip())
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def read_reports(folder: Path) -> tuple[dict, str, str]:
+    return (json.loads((folder / "results.json").read_text()), (folder / "report.html").read_text(),
+            (folder / "report.md").read_text())
+
+
+def rendered(folder: Path) -> tuple[dict, str, str]:
+    render(folder)
+    return read_reports(folder)
+
+
+def copy_with(folder: Path, tmp_path: Path, change) -> Path:
+    """A copy of a results dir whose results.json was passed through change(document)."""
+    target = tmp_path / "copy"
+    shutil.copytree(folder, target)
+    document = json.loads((target / "results.json").read_text())
+    change(document)
+    (target / "results.json").write_text(json.dumps(document))
+    return target
+
+
+@pytest.fixture(scope="module")
+def example_dir(tmp_path_factory) -> Path:
+    return build_example(tmp_path_factory.mktemp("example"))
+
+
+@pytest.fixture(scope="module")
+def report(example_dir) -> tuple[dict, str, str]:
+    """(results, report.html, report.md) of the judged example, rendered once for the module."""
+    paths = render(example_dir)
+    assert paths == [example_dir / "report.html", example_dir / "report.md"]
+    return read_reports(example_dir)
+
+
+@pytest.fixture(scope="module")
+def altered(example_dir, tmp_path_factory) -> tuple[str, str, tuple[dict, str, str]]:
+    """The example with its findings saved least severe first and one table deleted, rendered."""
+    folder = copy_with(example_dir, tmp_path_factory.mktemp("altered"), lambda d: d["findings"].reverse())
+    name, relative = sorted(json.loads((folder / "results.json").read_text())["files"].items())[0]
+    (folder / relative).unlink()
+    return name, relative, rendered(folder)
+
+
+def test_render_writes_both_reports_and_no_temporary_file(example_dir, report):
+    assert all((example_dir / name).stat().st_size > 0 for name in ("report.html", "report.md"))
+    assert not [p.name for p in example_dir.iterdir() if ".tmp" in p.name]
+
+
+def test_html_has_a_table_row_for_every_checkpoint_with_its_saved_numbers(report):
+    results, page, _ = report
+    rows = Page(page).rows
+    for ckpt in results["checkpoints"]:
+        mine = [r for r in rows if len(r) >= 4 and r[0] == ckpt["run"] and r[1].split(" ")[0] == str(ckpt["step"])]
+        assert len(mine) == 2, (ckpt["run"], ckpt["step"])  # the pairs table and the samples table
+        pairs_row = next(r for r in mine if r[2] == str(ckpt["rewards"]["n"]))
+        assert pairs_row[3] == f"{ckpt['rewards']['accuracy']:.1%}"
+        assert pairs_row[4] == f"{ckpt['rewards']['mean_margin']:+.3f}"
+
+
+def test_recommended_checkpoint_leads_the_page_with_its_reason(report):
+    results, page, _ = report
+    rec = results["recommended"]
+    first = page.index('id="recommended"')
+    assert first < page.index('id="findings"') < page.index('id="is-my-run-broken"') < page.index('id="plots"')
+    assert f"Run {rec['run']}, step {rec['step']}" in page
+    assert html.escape(rec["reason"], quote=True) in page
+    star = [r for r in Page(page).rows if r and r[0] == rec["run"] and r[1] == f"{rec['step']} ★"]
+    assert len(star) == 2
+
+
+def test_findings_are_shown_most_severe_first_whatever_the_saved_order(altered):
+    results, page, report_md = altered[2]
+    assert results["findings"][0]["severity"] == "info"  # saved least severe first
+    shown = re.findall(r'<span class="badge sev-(\w+)">', page)
+    assert len(shown) == len(results["findings"]) and len(set(shown)) == 3
+    assert [SEVERITY_RANK[s] for s in shown] == sorted(SEVERITY_RANK[s] for s in shown)
+    md_marks = re.findall(r"^- (\*\*HIGH\*\*|\*\*warning\*\*|info) ", report_md, flags=re.M)
+    assert md_marks == [{"high": "**HIGH**", "warning": "**warning**", "info": "info"}[s] for s in shown]
+    for finding in results["findings"]:
+        assert html.escape(finding["advice"], quote=True) in page
+        assert html.escape(finding["message"], quote=True) in page
+
+
+def test_page_references_no_external_resource(report):
+    _, page, _ = report
+    tags = Page(page).tags
+    for tag, attrs in tags:
+        for name in ("src", "href", "action", "srcset", "poster"):
+            value = attrs.get(name)
+            assert value is None or value.startswith("data:image/png;base64,"), (tag, name, value[:60])
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, flags=re.I)
+    assert "url(" not in page and "@import" not in page
+    assert sum(tag == "img" for tag, _ in tags) == len(plots.PLOTS)
+
+
+def test_hostile_text_is_escaped_never_markup(report):
+    _, page, report_md = report
+    for hostile in (HOSTILE_SCRIPT, HOSTILE_IMG):
+        assert hostile not in page
+        assert html.escape(hostile, quote=True) in page
+        assert hostile not in report_md
+    tags = Page(page).tags
+    assert {tag for tag, _ in tags} <= ALLOWED_TAGS
+    assert not [(tag, name) for tag, attrs in tags for name in attrs if name.lower().startswith("on")]
+    assert "<script" not in page.lower()
+
+
+def test_without_a_judge_the_page_says_what_is_missing_and_which_flag_adds_it(tmp_path):
+    folder = build_example(tmp_path, with_judge=False)
+    result = CliRunner().invoke(main, ["render", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert result.output.split() == [str(folder / "report.html"), str(folder / "report.md")]
+    results, page, report_md = read_reports(folder)
+    assert results["recommended"] is None and results["missing"][0] == JUDGE_MISSING
+    missing = page[page.index('id="missing"'):]
+    assert html.escape(JUDGE_MISSING["flag"], quote=True) in missing
+    assert html.escape(JUDGE_MISSING["what"], quote=True) in missing
+    assert "No checkpoint is recommended" in page
+    assert "Quality on samples is unknown" in page and html.escape(JUDGE_MISSING["flag"], quote=True) in page
+    assert JUDGE_MISSING["flag"] in report_md and "**Recommended checkpoint:** none" in report_md
+    assert 'id="plot-kl_quality"' not in page and 'id="plot-winrates"' not in page
+    assert "plot not drawn (no data): Quality against KL" in page
+
+
+def test_markdown_has_one_table_row_per_checkpoint(report):
+    results, _, report_md = report
+    lines = [line for line in report_md.splitlines() if line.startswith("| ")]
+    header, body = lines[0], lines[1:]
+    assert len(body) == len(results["checkpoints"])
+    n_cells = header.count(" | ") + 1
+    for line, ckpt in zip(body, results["checkpoints"]):
+        cells = [c.strip() for c in line.strip("| ").split(" | ")]
+        assert len(cells) == n_cells
+        assert cells[0] == ckpt["run"] and cells[1].split(" ")[0] == str(ckpt["step"])
+        assert cells[2] == f"{ckpt['rewards']['accuracy']:.1%}"
+        rate = ckpt["winrate"]
+        expected = "n/a" if rate is None else f"{rate['win_rate']:.1%} [{rate['win_rate_ci'][0]:.1%}, {rate['win_rate_ci'][1]:.1%}]"
+        assert cells[7] == expected
+
+
+def test_worst_examples_show_the_rows_picked_by_saved_columns(example_dir, report):
+    results, page, _ = report
+    tables = load_tables(example_dir, results["files"])
+    last = [c for c in results["checkpoints"] if c["run"] == "beta0.1"][-1]
+    pairs, samples = tables.get("pairs", last), tables.get("samples", last)
+    lowest_chosen = pairs.loc[pairs["reward_chosen"].idxmin()]
+    assert f"Biggest chosen drop (lowest chosen reward): pair {lowest_chosen['id']}" in page
+    assert html.escape(lowest_chosen["prompt"], quote=True) in page
+    longest = samples.loc[samples["n_tokens"].idxmax()]
+    assert html.escape(longest["output"][:200], quote=True) in page
+
+
+def test_verdict_follows_margin_quality_and_peak():
+    """ok: margin > 0, accuracy > 50%, LC CI above 0.5, not past peak; broken: margin <= 0 or CI below 0.5."""
+    def doc(margin, accuracy, lc_ci, past):
+        ckpts = [{"run": "r", "step": s, "label": str(s), "is_reference": s == 0,
+                  "rewards": {"n": 10, "accuracy": accuracy, "mean_margin": margin if s else 0.0,
+                              "mean_reward_chosen": -0.1 * s},
+                  "winrate": None if lc_ci is None else {"win_rate": 0.6, "win_rate_ci": [0.55, 0.65],
+                                                         "lc_win_rate": sum(lc_ci) / 2, "lc_win_rate_ci": lc_ci}}
+                 for s in (0, 1, 2)]
+        return {"runs": [{"name": "r", "steps": [0, 1, 2]}], "checkpoints": ckpts, "findings": [],
+                "past_peak": {"r": {"is_past_peak": past, "reason": "x"}}, "missing": []}
+
+    assert run_verdicts(doc(0.5, 0.9, [0.52, 0.6], False))[0].verdict == "ok"
+    assert run_verdicts(doc(0.5, 0.9, [0.52, 0.6], True))[0].verdict == "look"
+    assert run_verdicts(doc(0.5, 0.9, [0.45, 0.6], False))[0].verdict == "look"  # LC straddles 0.5
+    assert run_verdicts(doc(0.5, 0.9, None, False))[0].verdict == "look"  # no judge
+    assert run_verdicts(doc(0.5, 0.9, [0.3, 0.45], False))[0].verdict == "broken"
+    assert run_verdicts(doc(-0.1, 0.9, [0.52, 0.6], False))[0].verdict == "broken"
+    assert run_verdicts(doc(0.5, 0.5, [0.52, 0.6], False))[0].verdict == "broken"
+    facts = " ".join(run_verdicts(doc(0.5, 0.9, [0.52, 0.6], False))[0].facts)
+    assert "-0.200 (negative, falling from -0.100 at step 1)" in facts
+
+
+def test_every_plot_draws_a_png_and_none_without_its_data(example_dir):
+    results = json.loads((example_dir / "results.json").read_text())
+    tables = load_tables(example_dir, results["files"])
+    empty = {**results, "checkpoints": [], "runs": [], "training_curves": {}, "fits": {"kl_quality": None}}
+    for key, _, _, function in plots.PLOTS:
+        assert function(results, tables)[:8] == b"\x89PNG\r\n\x1a\n", key
+        assert function(empty, load_tables(example_dir, {})) is None, key
+
+
+def test_a_missing_table_is_noted_not_fatal(altered):
+    name, relative, (_, page, _) = altered
+    assert html.escape(f"table {name}: {relative} is missing from the results dir", quote=True) in page
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda d: d.update(schema_version=99), "schema_version 99 but this dpo-eval renders version 1"),
+    (lambda d: d.pop("checkpoints"), "'checkpoints' is a required property"),
+    (lambda d: d["checkpoints"][0].update(step="ten"), "checkpoints/0/step: 'ten' is not of type 'integer'"),
+])
+def test_render_refuses_a_results_file_that_is_not_this_schema(example_dir, tmp_path, change, expected):
+    folder = copy_with(example_dir, tmp_path, change)
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        render(folder)
+    result = CliRunner().invoke(main, ["render", str(folder)])
+    assert result.exit_code == 2
+    error_lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(error_lines) == 1 and expected in error_lines[0] and "Traceback" not in result.output
+
+
+def test_cli_names_a_folder_without_results(tmp_path):
+    result = CliRunner().invoke(main, ["render", str(tmp_path)])
+    assert result.exit_code == 2
+    assert f"{tmp_path} has no results.json" in result.output
