@@ -1,0 +1,384 @@
+"""results.json from the store's artifacts: every figure made by a `dpo_eval.metrics` function.
+
+Per row (a checkpoint, or a run's reference at step 0): reward accuracy and margins of the held-out pairs
+(metrics.rewards), KL estimates along its own samples (metrics.kl: k1/k2/k3 and the analytic pass),
+off-policy log-ratios on the pairs, lengths against the reference's samples (metrics.length), drift on
+the pairs and dispersion to unseen responses and prompt entropy (metrics.drift), and with a judge the win
+rate against the reference's samples (metrics.winrate) and the quality the KL-vs-quality fit uses:
+
+    quality = win rate - 0.5,   se = std(preferences, ddof=1) / sqrt(n scored)          (LLM or rule judge)
+    quality = mean over prompts of (accuracy - reference's accuracy),  se = std / sqrt(n prompts)   (gold)
+
+where a prompt's accuracy is the share of its samples that contain the gold answer (judge.gold). Then
+per run the drift findings, the past-peak check, and over all rows the KL-vs-quality fit and the
+recommended checkpoint (metrics.overoptimization).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dpo_eval.jsonio import finite_or_null, write_json
+from dpo_eval.metrics import drift, findings, kl, length, overoptimization, rewards, training_curves, winrate
+from dpo_eval.report import frames
+from dpo_eval.report.plan import Plan, Row, RunPlan
+from dpo_eval.reports.schema import RESULTS_SCHEMA_VERSION, schema_errors
+from dpo_eval.reports.tables import table_name
+
+THRESHOLDS = findings.Thresholds()
+JUDGE_MISSING = {"what": "win rates, LC win rates, quality-vs-KL fit and the recommended checkpoint",
+                 "why": "no judge was given",
+                 "flag": "--judge openai:MODEL (or --judge local:PATH, --judge gold:ANSWERS)"}
+GOLD_MISSING = {"what": "gold-answer accuracy", "why": "no gold answers were given; quality is the judge's win "
+                "rate against the reference minus 0.5", "flag": "--judge gold:ANSWERS"}
+
+
+def plain(value: object) -> object:
+    """Dataclasses, numpy scalars and tuples as JSON-ready dicts, Python numbers and lists."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return plain(dataclasses.asdict(value))
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _se(values: np.ndarray) -> float | None:
+    """std (ddof 1) / sqrt(n); None when it is not a positive finite number."""
+    se = float(np.std(values, ddof=1) / math.sqrt(values.size)) if values.size > 1 else float("nan")
+    return se if math.isfinite(se) and se > 0 else None
+
+
+# ---------------------------------------------------------------------------------------------- quality
+
+
+def judge_quality(judgments: pd.DataFrame) -> dict:
+    """Win rate - 0.5 and its SE over the scored preferences of one checkpoint."""
+    scored = judgments["preference"].to_numpy(np.float64)
+    scored = scored[~np.isnan(scored)]
+    value = float(scored.mean()) - 0.5 if scored.size else None
+    return {"source": "judge win rate - 0.5", "value": value, "se": _se(scored)}
+
+
+def gold_accuracy(samples: pd.DataFrame, answers: dict[str, list[str]]) -> pd.Series:
+    """Per prompt id: the share of its samples containing the gold answer (prompts with an answer only)."""
+    from dpo_eval.judge.gold import contains_answer
+
+    known = samples[samples["prompt"].isin(answers)]
+    correct = [contains_answer(o, answers[p]) for o, p in zip(known["output"], known["prompt"])]
+    return pd.Series(correct, index=known.index, dtype=float).groupby(known["prompt_id"]).mean()
+
+
+def gold_quality(samples: pd.DataFrame, ref_samples: pd.DataFrame, answers: dict[str, list[str]]) -> dict:
+    """Mean over prompts of accuracy - the reference's accuracy, and its SE."""
+    mine, theirs = gold_accuracy(samples, answers), gold_accuracy(ref_samples, answers)
+    diff = (mine - theirs).dropna().to_numpy(np.float64)
+    return {"source": "gold accuracy - reference's", "value": float(diff.mean()) if diff.size else None,
+            "se": _se(diff)}
+
+
+# ---------------------------------------------------------------------------------------------- one row
+
+
+def _dispersion(unseen: pd.DataFrame, entropy: pd.DataFrame, ref_entropy: pd.DataFrame) -> drift.Dispersion:
+    """Δ log π of the reference's samples and of other prompts' responses; prompt entropy vs the reference."""
+    found = {}
+    for source in ("reference_samples", "other_prompts"):
+        part = unseen[unseen["source"] == source]
+        found[source] = (drift.response_drift(part["policy_logp"], part["ref_logp"], part["n_tokens"])
+                         if len(part) else None)
+    paired = entropy.merge(ref_entropy, on="prompt_id", suffixes=("", "_ref"))
+    return drift.Dispersion(reference_samples=found["reference_samples"], other_prompts=found["other_prompts"],
+                            entropy=drift.entropy_change(paired["last"], paired["last_ref"]))
+
+
+def _kl(samples: pd.DataFrame) -> kl.KLSummary | None:
+    """k1/k2/k3/analytic over the non-empty samples; None when every sample is empty."""
+    kept = samples[samples["n_tokens"] > 0]
+    if kept.empty:
+        return None
+    return kl.kl_from_samples(kept["prompt_id"], kept["policy_logp"], kept["ref_logp"], kept["n_tokens"],
+                              kept["analytic_kl"])
+
+
+def _winrate(rate: winrate.ModelWinRate | None) -> dict | None:
+    if rate is None:
+        return None
+    return {"n": rate.n, "n_unscored": rate.n_unscored, "win_rate": rate.win_rate,
+            "win_rate_ci": list(rate.win_rate_ci), "lc_win_rate": rate.lc_win_rate,
+            "lc_win_rate_ci": None if rate.lc_win_rate_ci is None else list(rate.lc_win_rate_ci),
+            "position_bias_rate": rate.position_bias_rate, "discrete_win_rate": rate.discrete_win_rate}
+
+
+def _row_findings(row: Row, comparison, gap, summary: kl.KLSummary | None) -> list[findings.Finding]:
+    """Length and KL-budget findings of a trained checkpoint (none for the reference row)."""
+    if row.is_reference:
+        return []
+    found = length.length_findings(comparison, gap, THRESHOLDS, row.step)
+    estimate = None if summary is None else (summary.analytic or summary.k3)
+    if estimate is not None and math.isfinite(estimate.mean):
+        ci = (estimate.mean - 1.96 * estimate.se, estimate.mean + 1.96 * estimate.se)
+        budget = findings.check_kl_budget(estimate.mean, ci if math.isfinite(estimate.se) else None, THRESHOLDS,
+                                          row.step)
+        found += [budget] if budget else []
+    return found
+
+
+def _lengths(samples, ref_samples, pairs, rate):
+    comparison = length.compare_lengths(samples, ref_samples)
+    has_lc = rate is not None and rate.lc_win_rate is not None and math.isfinite(rate.lc_win_rate)
+    gap = length.lc_gap(rate.win_rate, rate.win_rate_ci, rate.lc_win_rate, rate.lc_win_rate_ci) if has_lc else None
+    return comparison, gap, {**plain(comparison), "pair_reward_length": plain(length.pair_reward_length(pairs)),
+                             "lc_gap": plain(gap)}
+
+
+def checkpoint_result(row: Row, data: dict, rate: winrate.ModelWinRate | None,
+                      quality: dict | None) -> tuple[dict, drift.CheckpointDrift]:
+    """One checkpoints[] object of results.json and its drift state (for the run's findings).
+
+    data: the row's frames: pairs, samples, unseen, entropy, and the run's ref_samples, ref_entropy.
+    """
+    pairs, samples = data["pairs"], data["samples"]
+    summary = _kl(samples)
+    comparison, gap, length_figures = _lengths(samples, data["ref_samples"], pairs, rate)
+    state = drift.CheckpointDrift(row.step, drift.pair_drift(pairs),
+                                  _dispersion(data["unseen"], data["entropy"], data["ref_entropy"]))
+    offpolicy = kl.offpolicy_logratios(pairs["policy_chosen_logp"], pairs["ref_chosen_logp"],
+                                       pairs["policy_rejected_logp"], pairs["ref_rejected_logp"],
+                                       pairs["chosen_tokens"], pairs["rejected_tokens"])
+    found = _row_findings(row, comparison, gap, summary)
+    return {
+        "run": row.run, "step": row.step, "label": row.label, "path": row.path,
+        "fingerprint": row.identity.fingerprint, "is_reference": row.is_reference,
+        "rewards": plain(rewards.summarize_rewards(pairs)), "winrate": _winrate(rate), "quality": quality,
+        "kl": plain(summary), "offpolicy": plain(offpolicy), "length": length_figures, "drift": plain(state),
+        "findings": [{**plain(f), "run": row.run} for f in found],
+    }, state
+
+
+# ---------------------------------------------------------------------------------------------- one run
+
+
+def _run_rates(plan: Plan, rp: RunPlan, paths, seed: int) -> tuple[dict, dict]:
+    """Per label: ModelWinRate and the judgments frame (empty without a judge)."""
+    judged = {row.label: frames.judgments_frame(paths.get("judge", rp.run.name, row.label), row.label)
+              for row in rp.rows if paths.get("judge", rp.run.name, row.label) is not None}
+    if not judged:
+        return {}, {}
+    joint = pd.concat(judged.values(), ignore_index=True).drop(columns="baseline")
+    rates = winrate.summarize_win_rates(joint, seed=seed, n_resamples=plan.config.bootstrap_resamples,
+                                        lc_resamples=plan.config.lc_resamples)
+    return rates, judged
+
+
+def _quality(plan: Plan, label: str, judged: dict, samples, ref_samples, answers) -> dict | None:
+    if label not in judged:
+        return None
+    if answers is not None:
+        return gold_quality(samples, ref_samples, answers)
+    return judge_quality(judged[label])
+
+
+def run_results(plan: Plan, rp: RunPlan, paths, ref_label: str, tables: dict) -> list[dict]:
+    """The checkpoints[] objects of one run, its drift findings placed on their checkpoints."""
+    name = rp.run.name
+    data = {"ref_samples": frames.samples_frame(paths.get("samples", name, ref_label), None),
+            "ref_entropy": frames.entropy_frame(paths.get("entropy", name, ref_label))}
+    rates, judged = _run_rates(plan, rp, paths, plan.config.seed)
+    answers = _gold_answers(plan)
+    results, states = [], []
+    for row in rp.rows:
+        data.update(pairs=frames.pairs_frame(paths.get("score", name, row.label), plan.pairs),
+                    samples=frames.samples_frame(paths.get("samples", name, row.label),
+                                                 paths.get("kl", name, row.label)),
+                    unseen=frames.unseen_frame(paths.get("unseen", name, row.label)),
+                    entropy=frames.entropy_frame(paths.get("entropy", name, row.label)))
+        quality = _quality(plan, row.label, judged, data["samples"], data["ref_samples"], answers)
+        result, state = checkpoint_result(row, data, rates.get(row.label), quality)
+        results.append(result)
+        states += [] if row.is_reference else [state]
+        tables[table_name("pairs", name, row.label)] = data["pairs"]
+        tables[table_name("samples", name, row.label)] = data["samples"]
+    tables.setdefault(table_name("samples"), data["ref_samples"])
+    by_step = {r["step"]: r for r in results}
+    for found in drift.drift_findings(states, THRESHOLDS):
+        by_step[found.step]["findings"].append({**plain(found), "run": name})
+    return results
+
+
+def _gold_answers(plan: Plan) -> dict[str, list[str]] | None:
+    if plan.judge is None or not plan.config.judge.startswith("gold:"):
+        return None
+    from dpo_eval.judge.gold import read_gold_answers
+
+    return read_gold_answers(plan.config.judge.partition(":")[2])
+
+
+# ---------------------------------------------------------------------------------------------- document
+
+
+def quality_frame(checkpoints: list[dict]) -> pd.DataFrame:
+    """run, step, kl (analytic, else k3), quality, implicit_reward (+ quality_se when every row has one)."""
+    rows = []
+    for c in checkpoints:
+        value = (c["quality"] or {}).get("value")
+        estimate = (c["kl"] or {}).get("analytic") or (c["kl"] or {}).get("k3")
+        if value is None or estimate is None:
+            continue
+        rows.append({"run": c["run"], "step": c["step"], "kl": estimate["mean"], "quality": value,
+                     "quality_se": c["quality"]["se"], "implicit_reward": c["rewards"]["mean_margin"]})
+    frame = pd.DataFrame(rows, columns=["run", "step", "kl", "quality", "quality_se", "implicit_reward"])
+    if frame["quality_se"].isna().any():
+        frame = frame.drop(columns="quality_se")
+    return frame
+
+
+def fit_results(checkpoints: list[dict], has_judge: bool) -> tuple[dict, dict, dict | None]:
+    """fits, past_peak, recommended; over-optimisation findings are added to the last checkpoints."""
+    if not has_judge:
+        return {"kl_quality": None, "reason": "no judge: quality needs --judge"}, {}, None
+    frame = quality_frame(checkpoints)
+    if frame.empty:
+        return {"kl_quality": None, "reason": "no checkpoint has both a quality and a KL figure"}, {}, None
+    try:
+        fit = overoptimization.fit_kl_quality(frame)
+        fits = {"kl_quality": plain(fit), "reason": "", "kl_estimator": "analytic"}
+    except ValueError as error:
+        fit, fits = None, {"kl_quality": None, "reason": str(error), "kl_estimator": "analytic"}
+    past = {run: plain(p) for run, p in overoptimization.detect_past_peak(frame).items()}
+    recommended = plain(overoptimization.recommend_checkpoint(frame, fit=fit))
+    for run, p in past.items():
+        found = findings.check_over_optimisation(p["is_past_peak"], p["peak_step"], p["peak_quality"],
+                                                 p["last_quality"], frame_source(checkpoints), THRESHOLDS,
+                                                 p["last_step"])
+        if found:
+            target = next(c for c in checkpoints if c["run"] == run and c["step"] == p["last_step"])
+            target["findings"].append({**plain(found), "run": run})
+    return fits, past, recommended
+
+
+def frame_source(checkpoints: list[dict]) -> str:
+    return next((c["quality"]["source"] for c in checkpoints if c["quality"]), "quality")
+
+
+def _missing(plan: Plan) -> list[dict]:
+    missing = []
+    if plan.judge is None:
+        missing.append(JUDGE_MISSING)
+    elif not plan.config.judge.startswith("gold:"):
+        missing.append(GOLD_MISSING)
+    for rp in plan.runs:
+        for row in (r for r in rp.rows if not r.has_known_step):
+            missing.append({"what": f"the training step of {rp.run.name}/{row.label}",
+                            "why": f"no step recorded; shown as step {row.step}, after the run's previous row",
+                            "flag": "none: keep trainer_state.json (global_step) in the checkpoint folder"})
+    return missing
+
+
+def _curves(plan: Plan) -> dict:
+    curves = {}
+    for rp in plan.runs:
+        logs = plan.logs[rp.run.name]
+        parts = [training_curves.hf_log_history_frame(logs.log_history),
+                 training_curves.llamafactory_log_frame(logs.trainer_log)]
+        frame = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else None
+        curves[rp.run.name] = [] if frame is None else plain(frame.to_dict("records"))
+    return curves
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": platform.python_version()}
+    for name, package in (("dpo_eval", "dpo-eval"), ("torch", "torch"), ("transformers", "transformers")):
+        try:
+            found[name] = version(package)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def _provenance(plan: Plan) -> dict:
+    c, first = plan.config, plan.runs[0]
+    prompts_path = plan.inputs.prompts.path
+    return {
+        "versions": _versions(), "beta": {rp.run.name: rp.beta for rp in plan.runs},
+        "seeds": {"sampling": c.seed, "bootstrap": c.seed, "judge": c.seed}, "judge": plan.judge,
+        "data": {"pairs": {"path": plan.inputs.pairs.path, "source": plan.inputs.pairs.source,
+                           "sha256": plan.pairs_sha256, "n": len(plan.pairs)},
+                 "prompts": {"path": prompts_path, "source": plan.inputs.prompts.source,
+                             "sha256": plan.prompts_sha256, "n": plan.n_prompts}},
+        "reference": {**first.ref_identity.to_dict(), "source": first.reference.source,
+                      "runs": {rp.run.name: {**rp.ref_identity.to_dict(), "source": rp.reference.source}
+                               for rp in plan.runs}},
+        "sampling": {"n_samples": c.n_samples, "max_new_tokens": c.max_new_tokens, "temperature": c.temperature,
+                     "top_p": c.top_p, "template": c.template, "max_prompts": c.max_prompts},
+        "tokenization": {rp.run.name: dataclasses.asdict(rp.tokenization) for rp in plan.runs},
+        "numerics": plan.numerics, "thresholds": dataclasses.asdict(THRESHOLDS), "warnings": list(plan.warnings),
+    }
+
+
+def _run_entry(rp: RunPlan) -> dict:
+    manifest = rp.run.manifest or {}
+    loss = manifest.get("loss") if isinstance(manifest.get("loss"), dict) else {}
+    trainer = ("dpo-eval" if manifest.get("kind") == "dpo_eval.train" else
+               "transformers Trainer" if rp.run.trainer_state_path else
+               "LLaMA-Factory" if rp.run.trainer_log_path else "unknown")
+    return {"name": rp.run.name, "path": str(rp.run.path), "trainer": trainer, "loss": loss.get("name"),
+            "beta": rp.beta, "steps": [row.step for row in rp.rows]}
+
+
+def assemble(plan: Plan, paths, ref_label: str) -> tuple[dict, dict[str, pd.DataFrame]]:
+    """The results document (timings and files filled in by write_results) and its tables by name."""
+    tables: dict[str, pd.DataFrame] = {}
+    checkpoints = [c for rp in plan.runs for c in run_results(plan, rp, paths, ref_label, tables)]
+    fits, past, recommended = fit_results(checkpoints, plan.judge is not None)
+    all_findings = sorted((f for c in checkpoints for f in c["findings"]),
+                          key=lambda f: (-findings.SEVERITIES.index(f["severity"]), f["run"], f["step"] or 0))
+    return {
+        "schema_version": RESULTS_SCHEMA_VERSION, "generated_at": "", "provenance": _provenance(plan),
+        "runs": [_run_entry(rp) for rp in plan.runs], "checkpoints": checkpoints, "fits": fits,
+        "past_peak": past, "recommended": recommended, "findings": all_findings,
+        "training_curves": _curves(plan), "missing": _missing(plan), "files": {}, "timings": {},
+    }, tables
+
+
+def _table_file(name: str, taken: set[str]) -> str:
+    """tables/<name with unsafe characters as _>.parquet, unique among ``taken``."""
+    stem = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in name.replace("/", "--"))
+    candidate, n = f"tables/{stem}.parquet", 1
+    while candidate in taken:
+        n += 1
+        candidate = f"tables/{stem}-{n}.parquet"
+    taken.add(candidate)
+    return candidate
+
+
+def write_results(out: Path, document: dict, tables: dict[str, pd.DataFrame], timings: dict[str, float]) -> dict:
+    """Write the tables and then results.json (each atomically); the document must validate."""
+    files, taken = {}, set()
+    for name, frame in tables.items():
+        relative = files[name] = _table_file(name, taken)
+        path = out / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    final = finite_or_null({**document, "files": files, "timings": {k: round(v, 3) for k, v in timings.items()},
+                            "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    errors = schema_errors(final)
+    if errors:
+        raise RuntimeError(f"results.json would not validate (a dpo-eval bug): {errors[:3]}")
+    write_json(out / "results.json", final)
+    return final

@@ -1,0 +1,80 @@
+"""`ReportConfig`: every default of `dpo-eval report` (the CLI options restate none of them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dpo_eval.errors import UserError
+
+DEFAULT_BETA = 0.1
+"""β for implicit rewards when neither --beta nor the run's dpo_eval.json gives one."""
+JUDGE_KINDS = ("openai", "local", "gold", "rule")
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """What `dpo-eval report` evaluates and how; the defaults run on a CPU in minutes for small models."""
+
+    run_dirs: tuple[str, ...]
+    ref: str | None = None
+    """Reference model for every run; default: each run's dpo_eval.json, else its adapters' base model."""
+    data: str | None = None
+    """Held-out preference pairs; default: the runs' dpo_eval.json eval data."""
+    prompts: str | None = None
+    """Prompts to sample; default: the held-out pairs' prompts, once each."""
+    judge: str | None = None
+    """openai:MODEL, local:PATH, gold:ANSWERS or rule:module:function; None: no judge (no win rates)."""
+    steps: str | None = None
+    """Checkpoints to evaluate, e.g. "100,200,final"; None: every checkpoint."""
+    out: str | None = None
+    """Results folder; default RUN_DIR/.dpo_eval (required with several runs unless the first run's is meant)."""
+    n_samples: int = 4
+    max_new_tokens: int = 128
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0
+    template: str = "auto"
+    max_prompts: int | None = None
+    """Only the first N prompts are sampled (None: all)."""
+    beta: float | None = None
+    """β of implicit rewards; None: the run's dpo_eval.json loss beta, else DEFAULT_BETA."""
+    judge_mode: str = "verdict"
+    judge_template: str = "pairwise"
+    judge_base_url: str = "https://api.openai.com/v1"
+    judge_api_key_env: str | None = "OPENAI_API_KEY"
+    judge_concurrency: int = 4
+    bootstrap_resamples: int = 2000
+    lc_resamples: int = 200
+    batch_size: int = 8
+    device: str = "auto"
+    dtype: str = "auto"
+    cache_dir: str | None = None
+    trust_remote_code: bool = False
+    """Allow model code from the model folders (every model: checkpoints, reference, a local judge)."""
+    allow_pickle: bool = False
+    """Allow pickled .bin weights (they can run code when loaded)."""
+    show_progress: bool = True
+    render: bool = True
+
+    @property
+    def model_flags(self) -> dict:
+        """The loading flags every model of the report is identified and loaded with."""
+        return {"trust_remote_code": self.trust_remote_code, "allow_pickle": self.allow_pickle}
+
+    def validate(self) -> None:
+        """Flag values that are wrong whatever the inputs (one line each)."""
+        if self.n_samples < 1 or self.max_new_tokens < 1 or self.batch_size < 1:
+            raise UserError("--n-samples, --max-new-tokens and --batch-size must be at least 1")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise UserError(f"--temperature must be >= 0 and --top-p in (0, 1]; got {self.temperature}, {self.top_p}")
+        if self.max_prompts is not None and self.max_prompts < 1:
+            raise UserError(f"--max-prompts must be at least 1 (got {self.max_prompts}); leave it out for all prompts")
+        if self.beta is not None and not self.beta > 0:
+            raise UserError(f"--beta must be positive, got {self.beta}")
+        if self.judge is not None:
+            kind, _, rest = self.judge.partition(":")
+            if kind not in JUDGE_KINDS or not rest:
+                raise UserError(f"--judge {self.judge!r}: use openai:MODEL, local:PATH, gold:ANSWERS or "
+                                "rule:module:function")
+        if self.bootstrap_resamples < 1 or self.lc_resamples < 0:
+            raise UserError("--bootstrap-resamples must be >= 1 and --lc-resamples >= 0")

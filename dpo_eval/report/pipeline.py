@@ -1,0 +1,195 @@
+"""`dpo-eval report`: evaluate every checkpoint of one or more runs and write results.json (+ report).
+
+    inputs ─► plan (resolve, check, identify: no model loads)
+           ─► score ─► samples ─► kl ─► entropy ─► unseen ─► judge   (each artifact in the run store)
+           ─► assemble (metrics) ─► OUT/results.json + OUT/tables/*.parquet ─► render (if available)
+
+Every step checks the store before it loads anything, so a rerun with nothing new loads no model, and
+a checkpoint added to a run computes only its own artifacts (the reference's are reused). Each phase
+has a progress bar over its artifacts (stderr) and its wall time in ``timings``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from dpo_eval.report import steps
+from dpo_eval.report.config import ReportConfig
+from dpo_eval.report.plan import Plan, Row, RunPlan, build_plan, default_out
+from dpo_eval.report.store import Artifact, Ledger, RunStore
+
+PHASES = ("score", "samples", "kl", "entropy", "unseen", "judge")
+REFERENCE = "@reference"
+"""The label under which a run's reference samples and entropy are found in ``Paths``."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One artifact to make, and the (run, label) names whose results it holds."""
+
+    artifact: Artifact
+    names: tuple[tuple[str, str], ...]
+    compute: Callable[[Path], None]
+
+
+@dataclass
+class Paths:
+    """Finished artifact folders by (kind, run, label); the label REFERENCE names the run's reference."""
+
+    folders: dict[tuple[str, str, str], Path] = field(default_factory=dict)
+
+    def get(self, kind: str, run: str, label: str) -> Path | None:
+        return self.folders.get((kind, run, label))
+
+    def key(self, kind: str, run: str, label: str) -> str:
+        return self.folders[(kind, run, label)].name
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    out: Path
+    document: dict
+    ledger: Ledger
+    timings: dict[str, float]
+    notes: tuple[str, ...]
+
+
+# ---------------------------------------------------------------------------------------------- jobs
+
+
+def _models(run_plan: RunPlan) -> list[tuple[str, str, str]]:
+    """(label, path, fingerprint) of the run's reference (label REFERENCE) and of each row."""
+    ref = run_plan.ref_identity
+    return [(REFERENCE, run_plan.reference.path, ref.fingerprint),
+            *[(row.label, row.path, row.identity.fingerprint) for row in run_plan.rows]]
+
+
+def _score_jobs(plan: Plan, store: RunStore, paths: Paths) -> list[Job]:
+    return [Job(store.artifact("score", steps.score_parts(plan, rp, row)), ((rp.run.name, row.label),),
+                lambda work, rp=rp, row=row: steps.run_score(plan, rp, row, work))
+            for rp in plan.runs for row in rp.rows]
+
+
+def _samples_jobs(plan: Plan, store: RunStore, paths: Paths) -> list[Job]:
+    return [Job(store.artifact("samples", steps.samples_parts(plan, rp, fingerprint)), ((rp.run.name, label),),
+                lambda work, rp=rp, path=path: steps.run_samples(plan, rp, path, work))
+            for rp in plan.runs for label, path, fingerprint in _models(rp)]
+
+
+def _kl_jobs(plan: Plan, store: RunStore, paths: Paths) -> list[Job]:
+    jobs = []
+    for rp in plan.runs:
+        for row in rp.rows:
+            samples = paths.get("samples", rp.run.name, row.label)
+            parts = steps.kl_parts(plan, rp, row, samples.name)
+            jobs.append(Job(store.artifact("kl", parts), ((rp.run.name, row.label),),
+                            lambda work, rp=rp, row=row, samples=samples: steps.run_kl(plan, rp, row, samples, work)))
+    return jobs
+
+
+def _entropy_jobs(plan: Plan, store: RunStore, paths: Paths) -> list[Job]:
+    return [Job(store.artifact("entropy", steps.entropy_parts(plan, fingerprint)), ((rp.run.name, label),),
+                lambda work, rp=rp, path=path: steps.run_entropy(plan, rp, path, work))
+            for rp in plan.runs for label, path, fingerprint in _models(rp)]
+
+
+def _unseen_jobs(plan: Plan, store: RunStore, paths: Paths) -> list[Job]:
+    jobs = []
+    for rp in plan.runs:
+        ref_samples = paths.get("samples", rp.run.name, REFERENCE)
+        for row in rp.rows:
+            parts = steps.unseen_parts(plan, rp, row, ref_samples.name)
+            jobs.append(Job(store.artifact("unseen", parts), ((rp.run.name, row.label),),
+                            lambda work, rp=rp, row=row, ref=ref_samples: steps.run_unseen(plan, rp, row, ref, work)))
+    return jobs
+
+
+def _judge_jobs(plan: Plan, store: RunStore, paths: Paths) -> list[Job]:
+    if plan.judge is None:
+        return []
+    jobs = []
+    for rp in plan.runs:
+        ref_samples = paths.get("samples", rp.run.name, REFERENCE)
+        for row in (r for r in rp.rows if r.identity.fingerprint != rp.ref_identity.fingerprint):
+            samples = paths.get("samples", rp.run.name, row.label)
+            parts = steps.judge_parts(plan, samples.name, ref_samples.name)
+            jobs.append(Job(store.artifact("judge", parts), ((rp.run.name, row.label),),
+                            lambda work, samples=samples, ref=ref_samples: steps.run_judge(plan, samples, ref, work)))
+    return jobs
+
+
+JOBS = {"score": _score_jobs, "samples": _samples_jobs, "kl": _kl_jobs, "entropy": _entropy_jobs,
+        "unseen": _unseen_jobs, "judge": _judge_jobs}
+
+
+# ---------------------------------------------------------------------------------------------- running
+
+
+def _unique(jobs: list[Job]) -> list[Job]:
+    """One job per artifact key, holding every name that shares it, in first-seen order."""
+    merged: dict[str, Job] = {}
+    for job in jobs:
+        seen = merged.get(job.artifact.key)
+        merged[job.artifact.key] = job if seen is None else Job(seen.artifact, seen.names + job.names, seen.compute)
+    return list(merged.values())
+
+
+def run_phase(kind: str, plan: Plan, store: RunStore, paths: Paths) -> None:
+    """Make (or find) every artifact of one kind, with a progress bar over them."""
+    jobs = _unique(JOBS[kind](plan, store, paths))
+    bar = tqdm(jobs, desc=f"report: {kind}", unit="artifact", file=sys.stderr,
+               disable=not plan.config.show_progress or not jobs)
+    for job in bar:
+        display = ", ".join(f"{run}/{label}" for run, label in job.names)
+        bar.set_postfix_str(display[:60])
+        folder = store.ensure(job.artifact, display, job.compute)
+        for run, label in job.names:
+            paths.folders[(kind, run, label)] = folder
+    bar.close()
+
+
+def _render(out: Path) -> str | None:
+    """Render the report with dpo_eval.reports.render when that module exists; returns a note otherwise."""
+    try:
+        from dpo_eval.reports.render import render
+    except ImportError:
+        return "report.html not written: the renderer (dpo_eval.reports.render) is not installed"
+    render(out)
+    return None
+
+
+def report(config: ReportConfig) -> ReportResult:
+    """Evaluate the runs of ``config`` and write OUT/results.json, its tables and (if possible) the report."""
+    from dpo_eval.report.assemble import assemble, write_results
+
+    timings: dict[str, float] = {}
+    started = time.monotonic()
+    store = RunStore(default_out(config) / "store")
+    plan = build_plan(config, store)
+    timings["plan"] = time.monotonic() - started
+    paths = Paths()
+    for kind in PHASES:
+        started = time.monotonic()
+        run_phase(kind, plan, store, paths)
+        timings[kind] = time.monotonic() - started
+    started = time.monotonic()
+    document, tables = assemble(plan, paths, REFERENCE)
+    timings["assemble"] = time.monotonic() - started
+    write_results(plan.out, document, tables, timings)
+    notes = list(plan.warnings)
+    if config.render:
+        started = time.monotonic()
+        note = _render(plan.out)
+        timings["render"] = time.monotonic() - started
+        notes += [note] if note else []
+    store.write_ledger()
+    return ReportResult(plan.out, document, store.ledger, timings, tuple(notes))
+
+
+__all__ = ["PHASES", "ReportConfig", "ReportResult", "Row", "report"]

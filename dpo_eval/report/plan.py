@@ -1,0 +1,229 @@
+"""What `dpo-eval report` will evaluate, resolved and checked before any model loads.
+
+Every input problem (run dirs, --steps, reference, data, prompts, judge, flags) surfaces here as one
+UserError line. Models are identified (weights hashed, memoised in the cache dir), never loaded; the
+store keys of every artifact are made from what is resolved here.
+
+Rows: each run gets one row per checkpoint, and a first row for its reference at step 0 (the policy
+before training: its figures are the zero point of every curve) unless the run has a step-0 checkpoint.
+A checkpoint with no known step (``epoch_N``, a final model without trainer_state.json) is placed one
+step after the run's previous row, and ``missing`` says so.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+
+from dpo_eval.data.pairs import PreferencePair, load_pairs
+from dpo_eval.engine.cache import numerics_tag, resolve_cache_dir
+from dpo_eval.errors import UserError
+from dpo_eval.jsonio import write_jsonl
+from dpo_eval.models import ModelIdentity, identify_model, resolve_device, resolve_dtype
+from dpo_eval.report.config import DEFAULT_BETA, ReportConfig
+from dpo_eval.report.discover import Run, TrainingLogs, read_training_logs
+from dpo_eval.report.inputs import (
+    DataSource,
+    Reference,
+    ReportInputs,
+    check_reference_identity,
+    prompts_from_pairs,
+    resolve_inputs,
+)
+from dpo_eval.report.store import RunStore, path_sha256
+from dpo_eval.tokenization import TokenizerSettings
+
+REFERENCE_LABEL = "0"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of results.json's checkpoints: a checkpoint of a run, or the run's reference at step 0."""
+
+    run: str
+    label: str
+    step: int
+    path: str
+    identity: ModelIdentity
+    is_reference: bool
+    has_known_step: bool = True
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A run with its reference, β, tokenization and rows."""
+
+    run: Run
+    reference: Reference
+    ref_identity: ModelIdentity
+    beta: float
+    tokenization: TokenizerSettings
+    rows: tuple[Row, ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything resolved: runs, data and their digests, numerics, judge identity, where results go."""
+
+    config: ReportConfig
+    inputs: ReportInputs
+    runs: tuple[RunPlan, ...]
+    out: Path
+    cache_root: Path
+    numerics: str
+    pairs: tuple[PreferencePair, ...]
+    pairs_sha256: str
+    prompts_path: str
+    prompts_sha256: str
+    n_prompts: int
+    judge: dict | None
+    logs: dict[str, TrainingLogs]
+    """What each run's trainer logged, by run name (read here: a broken log is an input problem)."""
+    warnings: tuple[str, ...]
+
+    @property
+    def sampling(self) -> dict:
+        """The settings a sample depends on (besides the model and the prompts)."""
+        c = self.config
+        return {"n": c.n_samples, "temperature": float(c.temperature), "top_p": float(c.top_p),
+                "max_new_tokens": c.max_new_tokens, "seed": c.seed, "template": c.template,
+                "max_prompts": c.max_prompts}
+
+
+def default_out(config: ReportConfig) -> Path:
+    """--out, else RUN_DIR/.dpo_eval of the first run dir."""
+    return Path(config.out) if config.out else Path(config.run_dirs[0]) / ".dpo_eval"
+
+
+def _beta(config: ReportConfig, run: Run) -> float:
+    """--beta, else the manifest's loss beta, else DEFAULT_BETA."""
+    if config.beta is not None:
+        return config.beta
+    loss = (run.manifest or {}).get("loss")
+    beta = loss.get("beta") if isinstance(loss, dict) else None
+    return float(beta) if isinstance(beta, int | float) and not isinstance(beta, bool) and beta > 0 else DEFAULT_BETA
+
+
+def _tokenization(run: Run) -> TokenizerSettings:
+    """The tokenization dpo-eval train recorded (template, max_length, truncation), else the defaults."""
+    recorded = (run.manifest or {}).get("tokenization")
+    if not isinstance(recorded, dict):
+        return TokenizerSettings()
+    fields = {k: recorded[k] for k in ("template", "max_length", "truncation") if k in recorded}
+    try:
+        return TokenizerSettings(**fields)
+    except (UserError, TypeError) as error:
+        raise UserError(f"run {run.name}: dpo_eval.json tokenization {fields} is invalid ({error}); "
+                        "restore the file written by dpo-eval train") from None
+
+
+def _identify(path: str, cache_root: Path, flags: dict) -> ModelIdentity:
+    return identify_model(path, cache_dir=cache_root, **flags)
+
+
+def _rows(run: Run, ref_path: str, ref_identity: ModelIdentity, cache_root: Path, flags: dict) -> tuple[Row, ...]:
+    """The reference row at step 0 (unless the run has a step-0 checkpoint), then each checkpoint."""
+    rows = []
+    if not any(c.step == 0 for c in run.checkpoints):
+        rows.append(Row(run.name, REFERENCE_LABEL, 0, ref_path, ref_identity, is_reference=True))
+    last = 0
+    for checkpoint in run.checkpoints:
+        step = checkpoint.step if checkpoint.step is not None else last + 1
+        last = max(last, step)
+        rows.append(Row(run.name, checkpoint.label, step, str(checkpoint.path),
+                        _identify(str(checkpoint.path), cache_root, flags), is_reference=checkpoint.step == 0,
+                        has_known_step=checkpoint.step is not None))
+    return tuple(rows)
+
+
+def _run_plan(config: ReportConfig, inputs: ReportInputs, run: Run, cache_root: Path) -> tuple[RunPlan, list[str]]:
+    reference = inputs.references[run.name]
+    ref_identity = _identify(reference.path, cache_root, config.model_flags)
+    warning = check_reference_identity(reference, ref_identity)
+    plan = RunPlan(run, reference, ref_identity, _beta(config, run), _tokenization(run),
+                   _rows(run, reference.path, ref_identity, cache_root, config.model_flags))
+    return plan, [f"run {run.name}: {warning}"] if warning else []
+
+
+def _prompts(store: RunStore, prompts: DataSource, pairs: list[PreferencePair], pairs_sha: str) -> Path:
+    """The prompts file to sample: --prompts as given, or the pairs' prompts written once into the store."""
+    if prompts.source != "pairs":
+        return Path(prompts.path)
+    derived = prompts_from_pairs(pairs)
+    if not derived:
+        raise UserError(f"the held-out pairs {prompts.path} have no non-empty prompt to sample: pass --prompts")
+    artifact = store.artifact("prompts", {"pairs_sha256": pairs_sha})
+    folder = store.ensure(artifact, "prompts from pairs", lambda work: write_jsonl(
+        work / "prompts.jsonl", [{"prompt_id": p.id, "prompt": p.text} for p in derived]))
+    return folder / "prompts.jsonl"
+
+
+def judge_identity(config: ReportConfig, cache_root: Path) -> dict | None:
+    """What the judge's verdicts depend on (part of the judge artifacts' key); None without --judge.
+
+    Checks the judge before any model loads: the template, the mode, a gold file's answers, a rule's import.
+    """
+    if config.judge is None:
+        return None
+    from dpo_eval.judge.judging import MODES
+    from dpo_eval.judge.templates import load_template
+
+    if config.judge_mode not in MODES:
+        raise UserError(f"--judge-mode {config.judge_mode!r}: use one of {', '.join(MODES)}")
+    template = load_template(config.judge_template)
+    kind, _, rest = config.judge.partition(":")
+    identity = {"spec": config.judge, "mode": config.judge_mode, "template": template.name,
+                "template_sha256": template.sha256, "seed": config.seed}
+    if kind == "gold":
+        from dpo_eval.judge.gold import GoldJudge
+
+        identity["answers_sha256"] = GoldJudge(rest).digest
+    elif kind == "rule":
+        from dpo_eval.judge.backends import RuleJudge
+
+        source = inspect.getsourcefile(RuleJudge(rest).function)
+        identity["source_sha256"] = path_sha256(source) if source else None
+    elif kind == "local":
+        identity["model_fingerprint"] = _identify(rest, cache_root, config.model_flags).fingerprint
+    else:
+        identity["base_url"] = config.judge_base_url
+    return identity
+
+
+def _numerics(config: ReportConfig) -> str:
+    device = resolve_device(config.device)
+    return numerics_tag(device, resolve_dtype(config.dtype, device))
+
+
+def build_plan(config: ReportConfig, store: RunStore) -> Plan:
+    """Resolve and check every input (one UserError line each); identify models; no model is loaded.
+
+    ``store`` is where derived prompts are written (its root: ``default_out(config) / "store"``).
+    """
+    config.validate()
+    inputs = resolve_inputs(config.run_dirs, ref=config.ref, data=config.data, prompts=config.prompts,
+                            steps=config.steps)
+    cache_root = resolve_cache_dir(config.cache_dir)
+    numerics = _numerics(config)
+    loaded = load_pairs(inputs.pairs.path)
+    pairs_sha = path_sha256(inputs.pairs.path)
+    judge = judge_identity(config, cache_root)
+    runs, warnings = [], list(inputs.warnings)
+    logs = {run.name: read_training_logs(run) for run in inputs.runs}
+    warnings += [w for log in logs.values() for w in log.warnings]
+    if len(config.run_dirs) > 1 and config.out is None:
+        warnings.append(f"results of all runs go to {default_out(config)} (the first run's): pass --out to choose")
+    for run in inputs.runs:
+        run_plan, more = _run_plan(config, inputs, run, cache_root)
+        runs.append(run_plan)
+        warnings += more
+    prompts_path = _prompts(store, inputs.prompts, loaded.pairs, pairs_sha)
+    from dpo_eval.generate import read_prompts
+
+    n_prompts = len(read_prompts(str(prompts_path), config.max_prompts))
+    return Plan(config=config, inputs=inputs, runs=tuple(runs), out=default_out(config), cache_root=cache_root, numerics=numerics,
+                pairs=tuple(loaded.pairs), pairs_sha256=pairs_sha, prompts_path=str(prompts_path),
+                prompts_sha256=path_sha256(prompts_path), n_prompts=n_prompts, judge=judge,
+                logs=logs, warnings=tuple(warnings))
+
