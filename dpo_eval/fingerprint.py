@@ -8,15 +8,14 @@ mtime: a 500 MB model is hashed once, and again only when the file is rewritten.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import torch
+
+from dpo_eval.jsonio import write_text_atomic
 
 MEMO_NAME = "fingerprints.json"
 BLOCK_SIZE = 8 * 1024 * 1024
@@ -47,17 +46,8 @@ def _load_memo(memo_path: Path) -> dict[str, dict]:
 
 
 def _save_memo(memo_path: Path, memo: dict[str, dict]) -> None:
-    """Write the memo atomically (temporary file in the same folder, then ``os.replace``)."""
-    memo_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=".fingerprints-", suffix=".tmp", dir=memo_path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(memo, handle, indent=1, sort_keys=True)
-        os.replace(tmp_name, memo_path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
+    """Write the memo atomically (jsonio.write_text_atomic)."""
+    write_text_atomic(memo_path, json.dumps(memo, indent=1, sort_keys=True))
 
 
 def file_digests(paths: Iterable[Path], cache_dir: Path) -> dict[Path, str]:

@@ -35,7 +35,7 @@ from dpo_eval.engine.cache import LogpCache, numerics_tag, resolve_cache_dir
 from dpo_eval.engine.runner import score_with_cache
 from dpo_eval.errors import UserError
 from dpo_eval.generate_settings import check_or_record_settings, sampling_settings
-from dpo_eval.jsonio import write_json, write_jsonl
+from dpo_eval.jsonio import write_json, write_jsonl, write_text_atomic
 from dpo_eval.models import identify_model, load_model, load_tokenizer, resolve_device, resolve_dtype
 from dpo_eval.openai_client import ChatClient, RequestFailed
 from dpo_eval.sampling import sample_seed, sample_sequences
@@ -186,9 +186,7 @@ def _done_prompts(path: Path, n: int, expected: dict[str, list[int]]) -> set[str
         if is_current(row):
             counts[row["prompt_id"]] = counts.get(row["prompt_id"], 0) + 1
     done = {prompt_id for prompt_id, count in counts.items() if count >= n}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text("".join(line + "\n" for row, line in rows if row["prompt_id"] in done and is_current(row)))
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(line + "\n" for row, line in rows if row["prompt_id"] in done and is_current(row)))
     return done
 
 

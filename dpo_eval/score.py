@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from dpo_eval.engine.cache import LogpCache, numerics_tag, resolve_cache_dir
 from dpo_eval.engine.distributed import DistContext, device_for_rank, init_distributed, shutdown
 from dpo_eval.engine.runner import ScoredPairs, score_with_cache
 from dpo_eval.errors import UserError
-from dpo_eval.jsonio import write_json
+from dpo_eval.jsonio import atomic_path, write_json
 from dpo_eval.metrics.rewards import NORMS, implicit_rewards, summarize_rewards
 from dpo_eval.models import (
     ModelIdentity,
@@ -179,8 +178,7 @@ def _summary(config, frame, loaded, tokenized, policy_id, ref_id, device, dtype,
 def write_outputs(out: Path, frame: pd.DataFrame, summary: dict) -> None:
     """Write pairs.parquet and summary.json atomically into out."""
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".pairs.parquet.tmp{os.getpid()}"
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, out / "pairs.parquet")
+    with atomic_path(out / "pairs.parquet") as tmp:
+        frame.to_parquet(tmp, index=False)
     write_json(out / "summary.json", summary)
 
