@@ -32,7 +32,7 @@ def render_markdown(results: dict) -> str:
     parts += ["", "## Checkpoints", ""] + checkpoint_rows(results)
     missing = results.get("missing", [])
     if missing:
-        parts += ["", "## Missing", ""] + [f"- {md(m['what'])}: {md(m['why'])} (add `{md(m['flag'])}`)" for m in missing]
+        parts += ["", "## Missing", ""] + [f"- {md(m['what'])}: {md(m['why'])} (add {md(m['flag'])})" for m in missing]
     return "\n".join(parts) + "\n"
 
 

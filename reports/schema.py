@@ -23,7 +23,8 @@ Layout (the JSON Schema below is the contract; tests validate every written file
         length            metrics.length comparison vs the reference's samples; or null
         drift             metrics.drift pair drift + dispersion; or null
         findings[]        metrics.findings.Finding as dicts
-    fits                  {kl_quality: KLQualityFit as a dict, or null; reason: why null}
+    fits                  {kl_quality: KLQualityFit as a dict, or null; reason: why null; optional
+                          kl_estimator: the KLEstimate ("analytic", "k1", "k2", "k3") whose mean the fit used}
     past_peak             {run: PastPeak as a dict}
     recommended           {run, step, kl, quality, quality_se, reason} or null
     findings[]            every finding of every checkpoint and run, most severe first
@@ -119,7 +120,8 @@ RESULTS_SCHEMA = {
                                      "steps": {"type": "array", "items": {"type": "integer"}}}},
         },
         "checkpoints": {"type": "array", "items": CHECKPOINT},
-        "fits": {"type": "object", "required": ["kl_quality", "reason"]},
+        "fits": {"type": "object", "required": ["kl_quality", "reason"],
+                 "properties": {"kl_estimator": {"enum": ["analytic", "k1", "k2", "k3"]}}},
         "past_peak": {"type": "object"},
         "recommended": {
             "type": ["object", "null"],

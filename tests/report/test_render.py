@@ -15,7 +15,9 @@ from example_results import HOSTILE_IMG, HOSTILE_SCRIPT, JUDGE_MISSING, build_ex
 
 from dpo_eval.cli import main
 from dpo_eval.reports import plots
+from dpo_eval.reports.markdown import checkpoint_rows
 from dpo_eval.reports.render import render
+from dpo_eval.reports.schema import schema_errors
 from dpo_eval.reports.tables import load_tables
 from dpo_eval.reports.verdict import run_verdicts
 
@@ -259,3 +261,39 @@ def test_cli_names_a_folder_without_results(tmp_path):
     result = CliRunner().invoke(main, ["render", str(tmp_path)])
     assert result.exit_code == 2
     assert f"{tmp_path} has no results.json" in result.output
+
+
+def minimal_results() -> dict:
+    """A valid results document where every figure is null: one checkpoint, no judge, no tables."""
+    ckpt = {"run": "r", "step": 10, "label": "10", "path": "/r/checkpoint-10", "fingerprint": "f", "rewards": None,
+            "winrate": None, "quality": None, "kl": None, "offpolicy": None, "length": None, "drift": None,
+            "findings": []}
+    return {"schema_version": 1, "generated_at": "2025-01-01T00:00:00Z",
+            "provenance": {"versions": {}, "beta": 0.1, "seeds": {}, "judge": None, "data": {}, "reference": {}},
+            "runs": [{"name": "r", "path": "/r", "steps": [10]}], "checkpoints": [ckpt],
+            "fits": {"kl_quality": None, "reason": "no judge"}, "past_peak": {}, "recommended": None,
+            "findings": [], "training_curves": {}, "missing": [], "files": {}, "timings": {}}
+
+
+def test_a_results_file_of_nulls_renders_with_every_figure_not_available(tmp_path):
+    document = minimal_results()
+    assert schema_errors(document) == []
+    (tmp_path / "results.json").write_text(json.dumps(document))
+    _, page, report_md = rendered(tmp_path)
+    assert "No plot has data." in page and "No finding fired." in page and "No checkpoint is recommended: no judge." in page
+    rows = [r for r in Page(page).rows if r and r[0] == "r"]
+    assert len(rows) == 2 and all(cell == "n/a" for row in rows for cell in row[3:-1])
+    assert "| r | 10 | n/a | n/a | n/a | n/a | n/a | n/a | n/a |" in report_md
+
+
+def test_the_kl_column_names_the_estimator_the_fit_used(example_dir, tmp_path):
+    document = json.loads((example_dir / "results.json").read_text())
+    assert document["fits"]["kl_estimator"] == "analytic"
+    document["fits"]["kl_estimator"] = "k3"
+    assert schema_errors(document) == []
+    header, _, first, *_ = checkpoint_rows(document)
+    assert "KL (k3)" in header
+    ckpt = document["checkpoints"][0]
+    assert f"| {ckpt['kl']['k3']['mean']:.3g} |" in first
+    document["fits"]["kl_estimator"] = "k4"
+    assert schema_errors(document) == ["fits/kl_estimator: 'k4' is not one of ['analytic', 'k1', 'k2', 'k3']"]
