@@ -160,7 +160,10 @@ def _render(out: Path) -> str | None:
         from dpo_eval.reports.render import render
     except ImportError:
         return "report.html not written: the renderer (dpo_eval.reports.render) is not installed"
-    render(out)
+    try:
+        render(out)
+    except Exception as error:  # noqa: BLE001 - results.json is written; a renderer fault must not lose it
+        return f"report.html not written: rendering failed ({type(error).__name__}: {error}); results.json is complete"
     return None
 
 
