@@ -2,15 +2,15 @@
 
 Reads results.json (refused unless it has this code's schema_version and validates against
 RESULTS_SCHEMA), the per-example parquet tables its `files` names, draws the plots and writes both
-reports atomically (a temporary file beside each, then os.replace). Loads no model, computes no statistic.
+reports atomically (dpo_eval.jsonio.write_text_atomic: a temporary file beside each, then a rename). Loads no model, computes no statistic.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+from dpo_eval.jsonio import write_text_atomic
 from dpo_eval.reports.html import render_html
 from dpo_eval.reports.markdown import render_markdown
 from dpo_eval.reports.plots import draw_all
@@ -63,12 +63,3 @@ def read_results(root: Path) -> dict:
         raise ValueError(f"{path} does not match the results schema: {shown}; rerun `dpo-eval report` to rewrite it")
     return document
 
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write text beside path under a temporary name, then rename: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
