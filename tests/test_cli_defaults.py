@@ -43,12 +43,14 @@ def config_defaults(command_name: str) -> dict:
     from dpo_eval.judge.run import JudgeConfig
     from dpo_eval.judge.winrate import winrate
     from dpo_eval.report.config import ReportConfig
+    from dpo_eval.rewardbench import RewardBenchConfig
     from dpo_eval.score import ScoreConfig
 
     return {"score": lambda: dataclass_defaults(ScoreConfig),
             "generate": lambda: dataclass_defaults(GenerateConfig),
             "judge": lambda: dataclass_defaults(JudgeConfig),
             "winrate": lambda: signature_defaults(winrate),
+            "rewardbench": lambda: dataclass_defaults(RewardBenchConfig),
             "report": lambda: dataclass_defaults(ReportConfig)}[command_name]()
 
 
@@ -56,7 +58,7 @@ def normalise(value):
     return tuple(value) if isinstance(value, list) else value
 
 
-@pytest.mark.parametrize("command_name", ["score", "generate", "judge", "winrate", "report"])
+@pytest.mark.parametrize("command_name", ["score", "generate", "judge", "winrate", "report", "rewardbench"])
 def test_every_option_default_is_the_config_default(command_name):
     defaults = config_defaults(command_name)
     command = main.commands[command_name]

@@ -1,0 +1,60 @@
+"""`dpo-eval rewardbench`: flags -> RewardBenchConfig -> rewardbench()."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from dpo_eval.tokenization import TEMPLATES, TRUNCATIONS, TokenizerSettings
+
+EXAMPLES = """
+\b
+Examples:
+  dpo-eval rewardbench --policy zephyr-dpo --ref zephyr-sft --data reward-bench-filtered.jsonl
+  dpo-eval rewardbench --policy P --ref R --data rb.parquet --compat rewardbench --out rb_compat
+  dpo-eval rewardbench --policy simpo_model --ref none --norm avg --data rb.jsonl
+"""
+
+
+@click.command("rewardbench", epilog=EXAMPLES)
+@click.option("--policy", required=True, help="Policy model (save_pretrained dir, checkpoint, PEFT adapter, .gguf).")
+@click.option("--ref", required=True, help="Reference model (same forms), or 'none' for reference-free scores.")
+@click.option("--data", required=True, help="RewardBench-format file: prompt, chosen, rejected, subset (+ id).")
+@click.option("--beta", default=0.1, show_default=True, type=float,
+              help="Reward scale (not applied under --compat rewardbench, as RewardBench does not).")
+@click.option("--norm", type=click.Choice(["sum", "avg", "norm"]), default="sum", show_default=True,
+              help="Summed log-probs, their mean, or (reference-free only) -||per-token log-probs||_2.")
+@click.option("--compat", type=click.Choice(["none", "rewardbench"]), default="none", show_default=True,
+              help="rewardbench: RewardBench's DPO tokenization and unscaled scores (see README).")
+@click.option("--out", default="rewardbench_out", show_default=True,
+              help="Output dir for rewardbench.json and pairs.parquet.")
+@click.option("--limit", type=int, default=None, help="Score only the first N pairs.")
+@click.option("--skip-invalid", is_flag=True, help="Skip bad rows (counted in the output) instead of stopping.")
+@click.option("--template", type=click.Choice(TEMPLATES), default="auto", show_default=True,
+              help="Default conventions: chat template (auto: when the tokenizer has one) or plain text.")
+@click.option("--max-length", type=int, default=None, help="Default conventions: cap prompt+response tokens.")
+@click.option("--truncation", type=click.Choice(TRUNCATIONS), default="keep_end", show_default=True)
+@click.option("--token-budget", type=int, default=None,
+              help="Padded tokens per forward pass [default: 1024 on CPU, 32768 on CUDA].")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
+@click.option("--dtype", default="auto", show_default=True, help="auto (fp32 on CPU, bf16 on CUDA), fp32, bf16.")
+@click.option("--cache-dir", default=None, help="Log-prob cache [default: ~/.cache/dpo_eval].")
+@click.option("--trust-remote-code", is_flag=True, help="Allow model code from the model dir.")
+@click.option("--allow-pickle", is_flag=True, help="Allow pickled .bin weights (they can run code).")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def rewardbench_command(template, max_length, truncation, no_progress, **options) -> None:
+    """A DPO policy and its reference as a reward model, scored as RewardBench v1.
+
+    Writes OUT/rewardbench.json (per-subset accuracy and ties, the four sections, the score,
+    prior sets when present, the reference's identity and fingerprint, beta, norm) and
+    OUT/pairs.parquet. A pair is correct when the chosen response scores strictly higher.
+    """
+    from dpo_eval.rewardbench import RewardBenchConfig, rewardbench
+
+    settings = TokenizerSettings(template=template, max_length=max_length, truncation=truncation)
+    result = rewardbench(RewardBenchConfig(tokenization=settings, show_progress=not no_progress, **options))
+    summary = result.summary
+    click.echo(json.dumps({"score": summary["score"], "sections": summary["sections"],
+                           "n_pairs": summary["data"]["n_pairs"]}))
+    click.echo(f"wrote {options['out']}/rewardbench.json and {options['out']}/pairs.parquet", err=True)
