@@ -8,6 +8,7 @@ from dpo_eval.cli_generate import generate_command
 from dpo_eval.cli_judge import judge_command
 from dpo_eval.cli_render import render_command
 from dpo_eval.cli_report import report_command
+from dpo_eval.cli_rerank import rerank_command
 from dpo_eval.cli_rewardbench import rewardbench_command
 from dpo_eval.cli_score import score_command
 from dpo_eval.cli_train import train_command
@@ -41,6 +42,7 @@ main.add_command(winrate_command)
 main.add_command(judge_command)
 main.add_command(generate_command)
 main.add_command(rewardbench_command)
+main.add_command(rerank_command)
 main.add_command(render_command)
 main.add_command(report_command)
 

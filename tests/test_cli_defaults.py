@@ -43,6 +43,7 @@ def config_defaults(command_name: str) -> dict:
     from dpo_eval.judge.run import JudgeConfig
     from dpo_eval.judge.winrate import winrate
     from dpo_eval.report.config import ReportConfig
+    from dpo_eval.rerank import RerankConfig
     from dpo_eval.rewardbench import RewardBenchConfig
     from dpo_eval.score import ScoreConfig
 
@@ -51,6 +52,7 @@ def config_defaults(command_name: str) -> dict:
             "judge": lambda: dataclass_defaults(JudgeConfig),
             "winrate": lambda: signature_defaults(winrate),
             "rewardbench": lambda: dataclass_defaults(RewardBenchConfig),
+            "rerank": lambda: dataclass_defaults(RerankConfig),
             "report": lambda: dataclass_defaults(ReportConfig)}[command_name]()
 
 
@@ -58,7 +60,7 @@ def normalise(value):
     return tuple(value) if isinstance(value, list) else value
 
 
-@pytest.mark.parametrize("command_name", ["score", "generate", "judge", "winrate", "report", "rewardbench"])
+@pytest.mark.parametrize("command_name", ["score", "generate", "judge", "winrate", "report", "rewardbench", "rerank"])
 def test_every_option_default_is_the_config_default(command_name):
     defaults = config_defaults(command_name)
     command = main.commands[command_name]
