@@ -3,7 +3,9 @@
 Faults cycle through a fixed schedule by request number: 429, 500, a delay past the client's
 timeout, a dropped connection, a 200 with garbage, then a faithful forward. `injected` counts each
 fault actually served (by schedule name); forwarded request bodies are recorded so tests can check
-that nothing is asked twice.
+that nothing is asked twice. With `hold_after=N`, every forward after the first N waits until
+`released` is set (`holding` is set when the first one waits): a test can kill a client at a known
+point instead of racing the clock.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ FAULTS = tuple(kind for kind in SCHEDULE if kind != "forward")
 
 
 class FaultProxy:
-    def __init__(self, upstream: str, schedule=SCHEDULE, delay: float = 3.0):
+    def __init__(self, upstream: str, schedule=SCHEDULE, delay: float = 3.0, hold_after: int | None = None):
         self.upstream, self.schedule, self.delay = upstream.rstrip("/"), schedule, delay
         self.count = 0
+        self.hold_after, self.n_forwards = hold_after, 0
+        self.holding, self.released = threading.Event(), threading.Event()
         self.injected: Counter[str] = Counter()  # fault kind -> how many requests got it
         self.forwarded: list[dict] = []
         self.lock = threading.Lock()
@@ -66,18 +70,28 @@ class FaultProxy:
             self.forward(handler, body)
 
     def forward(self, handler, body: bytes) -> None:
+        with self.lock:
+            self.n_forwards += 1
+            is_held = self.hold_after is not None and self.n_forwards > self.hold_after
+        if is_held:
+            self.holding.set()
+            self.released.wait()
         request = urllib.request.Request(self.upstream + handler.path.removeprefix("/v1"), data=body,
                                          headers={"Content-Type": "application/json"}, method="POST")
         with urllib.request.urlopen(request, timeout=120) as response:
             payload = response.read()
         with self.lock:
             self.forwarded.append(json.loads(body))
-        handler.send_response(200)
-        handler.send_header("Content-Type", "application/json")
-        handler.end_headers()
-        handler.wfile.write(payload)
+        try:
+            handler.send_response(200)
+            handler.send_header("Content-Type", "application/json")
+            handler.end_headers()
+            handler.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):  # the client was killed while its request was held
+            pass
 
     def close(self) -> None:
+        self.released.set()
         self.server.shutdown()
 
 

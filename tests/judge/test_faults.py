@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from fault_proxy import FAULTS, FaultProxy, record_client_faults
+from kill_restart import HELD, N_PROMPTS, keys_are_unique, kill_then_rerun
 
 from dpo_eval.judge.backends import OpenAIJudge
 from dpo_eval.judge.judging import Comparison, Judging
@@ -123,3 +124,14 @@ def test_exhausted_retries_are_unscored_with_the_transport_reason_and_retried_ne
     healthy.close()
     assert len(healthy.forwarded) == 3 and n_stored == 3
     assert all(r["preference"] == pytest.approx(expected_preference(r)) for r in again)
+
+
+def test_killed_judge_resumes_without_loss_or_duplicates(upstream, tmp_path):
+    """The real-server kill test's scenario against the stub: killed at a known point (the proxy holds
+    every request after the first HELD forwards), the rerun finishes, asking only for what was missing."""
+    stored_before, records, summary, cache = kill_then_rerun(upstream, tmp_path, delay=5.0)
+    assert stored_before == HELD
+    # The stub says "A" whichever output is first: the two orders disagree, a scored tie each time.
+    assert all(r["preference"] == 0.5 for r in records)
+    assert summary["n_judge_calls"] == 2 * N_PROMPTS - stored_before
+    assert keys_are_unique(cache)

@@ -9,15 +9,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import signal
-import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 from fault_proxy import FAULTS, FaultProxy, record_client_faults
+from kill_restart import HELD, N_PROMPTS, keys_are_unique, kill_then_rerun
 
 from dpo_eval.judge.backends import OpenAIJudge
 from dpo_eval.judge.judging import Comparison, Judging
@@ -105,42 +101,13 @@ def test_faults_are_each_seen_and_survived(server, tmp_path):
     assert n_stored == len(scored) <= len(proxy.forwarded)  # only scored verdicts are cached
 
 
-def judge_cmd(proxy_url: str, candidates: str, baseline: str, out: Path):
-    return [sys.executable, "-m", "dpo_eval.cli", "judge", "--candidates", candidates, "--baseline", baseline,
-            "--judge", "openai:smollm2", "--base-url", proxy_url, "--api-key-env", "NO_KEY", "--out", str(out),
-            "--timeout", "4", "--retries", "8", "--backoff", "0.01", "--concurrency", "2", "--no-progress"]
-
-
 def test_kill_and_restart_loses_nothing_and_duplicates_nothing(server, tmp_path):
-    rows = [{"prompt_id": str(i), "prompt": f"Name a colour ({i}).", "output": f"Colour {i}"} for i in range(12)]
-    candidates, baseline = tmp_path / "c.jsonl", tmp_path / "b.jsonl"
-    candidates.write_text("".join(json.dumps({**r, "model": "ckpt"}) + "\n" for r in rows))
-    baseline.write_text("".join(json.dumps({**r, "output": "Blue."}) + "\n" for r in rows))
-    proxy = FaultProxy(server, delay=6.0)
-    out = tmp_path / "j"
-    victim = subprocess.Popen(judge_cmd(proxy.url, str(candidates), str(baseline), out), stderr=subprocess.DEVNULL)
-    cache = out / "judge_cache.sqlite"
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if cache.exists() and sqlite3.connect(cache).execute("SELECT COUNT(*) FROM verdicts").fetchone()[0] >= 6:
-            break
-        time.sleep(0.2)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
-    stored_before = sqlite3.connect(cache).execute("SELECT COUNT(*) FROM verdicts").fetchone()[0]
-    assert 6 <= stored_before < 24, "the kill must land mid-run"
-    done = subprocess.run(judge_cmd(proxy.url, str(candidates), str(baseline), out), capture_output=True, text=True,
-                          timeout=600)
-    proxy.close()
-    assert done.returncode == 0, done.stderr[-2000:]
-    records = [json.loads(line) for line in (out / "judgments.jsonl").read_text().splitlines()]
-    assert sorted(r["prompt_id"] for r in records) == sorted(r["prompt_id"] for r in rows)  # none lost, none twice
+    stored_before, records, summary, cache = kill_then_rerun(server, tmp_path)
+    assert stored_before == HELD  # killed at a known point: the proxy held every later request
     unscored_reasons_allowed(records, attempts=9)  # --retries 8
     assert any(r["preference"] is not None for r in records)
-    summary = json.loads((out / "judge_summary.json").read_text())
-    assert summary["n_judge_calls"] <= 24 - stored_before  # the restart asked only for what was missing
-    keys = sqlite3.connect(cache).execute("SELECT key FROM verdicts").fetchall()
-    assert len(keys) == len(set(keys))
+    assert summary["n_judge_calls"] <= 2 * N_PROMPTS - stored_before  # the restart asked only for what was missing
+    assert keys_are_unique(cache)
 
 
 def test_generate_from_the_real_server_with_engine_logps(server, tmp_path):

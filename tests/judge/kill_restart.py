@@ -1,0 +1,70 @@
+"""`dpo-eval judge` killed with SIGKILL at a known point behind the fault proxy, then rerun.
+
+The proxy forwards the first HELD requests and holds every later one, so the victim is killed with
+exactly HELD verdicts stored (no clock race); the rerun must finish every comparison, store nothing
+twice, and ask only for what was missing.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from fault_proxy import FaultProxy
+
+HELD = 6
+N_PROMPTS = 12  # x 2 orders = 24 ordered comparisons
+
+
+def judge_cmd(proxy_url: str, candidates: str, baseline: str, out: Path, retries: int = 8) -> list[str]:
+    return [sys.executable, "-m", "dpo_eval.cli", "judge", "--candidates", candidates, "--baseline", baseline,
+            "--judge", "openai:smollm2", "--base-url", proxy_url, "--api-key-env", "NO_KEY", "--out", str(out),
+            "--timeout", "4", "--retries", str(retries), "--backoff", "0.01", "--concurrency", "2", "--no-progress"]
+
+
+def stored(cache: Path) -> int:
+    if not cache.exists():
+        return 0
+    with sqlite3.connect(cache) as db:
+        return db.execute("SELECT COUNT(*) FROM verdicts").fetchone()[0]
+
+
+def kill_then_rerun(upstream: str, tmp_path: Path, delay: float = 6.0) -> tuple[int, list[dict], dict, Path]:
+    """(verdicts stored when killed, the rerun's judgment records, its summary, the cache path)."""
+    rows = [{"prompt_id": str(i), "prompt": f"Name a colour ({i}).", "output": f"Colour {i}"} for i in range(N_PROMPTS)]
+    candidates, baseline = tmp_path / "c.jsonl", tmp_path / "b.jsonl"
+    candidates.write_text("".join(json.dumps({**r, "model": "ckpt"}) + "\n" for r in rows))
+    baseline.write_text("".join(json.dumps({**r, "output": "Blue."}) + "\n" for r in rows))
+    proxy = FaultProxy(upstream, delay=delay, hold_after=HELD)
+    out = tmp_path / "j"
+    cache = out / "judge_cache.sqlite"
+    victim = subprocess.Popen(judge_cmd(proxy.url, str(candidates), str(baseline), out), stderr=subprocess.DEVNULL)
+    try:
+        assert proxy.holding.wait(300), "the judge never got past the first forwarded requests"
+        deadline = time.time() + 60
+        while stored(cache) < HELD and time.time() < deadline:  # the last forwarded replies being stored
+            time.sleep(0.05)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        stored_before = stored(cache)
+        proxy.released.set()
+        done = subprocess.run(judge_cmd(proxy.url, str(candidates), str(baseline), out), capture_output=True,
+                              text=True, timeout=600)
+    finally:
+        victim.kill()
+        proxy.close()
+    assert done.returncode == 0, done.stderr[-2000:]
+    records = [json.loads(line) for line in (out / "judgments.jsonl").read_text().splitlines()]
+    assert sorted(r["prompt_id"] for r in records) == sorted(r["prompt_id"] for r in rows)  # none lost, none twice
+    return stored_before, records, json.loads((out / "judge_summary.json").read_text()), cache
+
+
+def keys_are_unique(cache: Path) -> bool:
+    with sqlite3.connect(cache) as db:
+        keys = db.execute("SELECT key FROM verdicts").fetchall()
+    return len(keys) == len(set(keys))
