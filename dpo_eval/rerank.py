@@ -101,7 +101,8 @@ def _check_row(row: dict, where: str) -> tuple[str, object, str, int | None]:
         raise UserError(f"{where}: needs prompt_id, prompt (a string or messages) and output; "
                         "give rows as `dpo-eval generate` writes them")
     index = row.get("sample_index")
-    if index is not None and (isinstance(index, bool) or not float(index).is_integer()):
+    is_integral = isinstance(index, int) or (isinstance(index, float) and index.is_integer())
+    if index is not None and (isinstance(index, bool) or not is_integral):
         raise UserError(f"{where}: sample_index must be an integer, got {index!r}; fix it or drop the field")
     return str(row["prompt_id"]), prompt, row["output"], None if index is None else int(index)
 

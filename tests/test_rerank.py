@@ -135,6 +135,7 @@ def test_library_call_matches_the_command(tmp_path, models):
     ([], [{"prompt_id": "a", "prompt": "the cat"}], "needs prompt_id, prompt"),
     ([], [{"prompt_id": "a", "prompt": "the cat", "output": "yes"}, {"prompt_id": "a", "prompt": "a dog", "output": "no"}],
      "different prompt"),
+    ([], [{"prompt_id": "a", "prompt": "the cat", "output": "yes", "sample_index": "x"}], "sample_index"),
 ])
 def test_user_errors_exit_2_with_one_line(tmp_path, models, extra, rows, needle):
     data = write_candidates(tmp_path / "c.jsonl", prompts=1, n=2)
