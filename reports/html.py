@@ -18,28 +18,44 @@ from dpo_eval.reports.verdict import BACKGROUND, run_verdicts
 from dpo_eval.reports.view import fmt
 
 CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1a1a1a; margin: 0 auto;
-       max-width: 960px; padding: 1.5em; line-height: 1.45; background: #fff; }
-h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { border-bottom: 2px solid #ddd; padding-bottom: 0.2em; margin-top: 1.8em; }
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1a1a1a;
+       margin: 0 auto; max-width: 960px; padding: 1.5em; line-height: 1.45; background: #fff; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; }
+h2 { border-bottom: 2px solid #ddd; padding-bottom: 0.2em; margin-top: 1.8em; }
 .meta { color: #555; font-size: 0.9em; }
-.box { border: 1px solid #ccc; border-left: 6px solid #0072B2; padding: 0.6em 1em; margin: 1em 0; background: #f7fbff; }
+.box { border: 1px solid #ccc; border-left: 6px solid #0072B2; padding: 0.6em 1em; margin: 1em 0;
+       background: #f7fbff; }
 .finding { border-left: 6px solid #999; padding: 0.1em 0.9em; margin: 0.5em 0; background: #fafafa; }
 .finding p { margin: 0.35em 0; }
-.sev-high { border-left-color: #D55E00; } .sev-warning { border-left-color: #E69F00; } .sev-info { border-left-color: #56B4E9; }
+.sev-high { border-left-color: #D55E00; }
+.sev-warning { border-left-color: #E69F00; }
+.sev-info { border-left-color: #56B4E9; }
 .badge { display: inline-block; font-size: 0.75em; font-weight: 700; padding: 0.1em 0.5em; border-radius: 3px;
          color: #fff; background: #666; margin-right: 0.5em; letter-spacing: 0.04em; }
-.badge.sev-high { background: #B34700; } .badge.sev-warning { background: #8a5a00; } .badge.sev-info { background: #005a8c; }
-.verdict-ok { border-left-color: #009E73; } .verdict-look { border-left-color: #E69F00; } .verdict-broken { border-left-color: #D55E00; }
-.advice { font-style: italic; } .nums { font-family: ui-monospace, monospace; font-size: 0.85em; color: #333; }
+.badge.sev-high { background: #B34700; }
+.badge.sev-warning { background: #8a5a00; }
+.badge.sev-info { background: #005a8c; }
+.verdict-ok { border-left-color: #009E73; }
+.verdict-look { border-left-color: #E69F00; }
+.verdict-broken { border-left-color: #D55E00; }
+.advice { font-style: italic; }
+.nums { font-family: ui-monospace, monospace; font-size: 0.85em; color: #333; }
 table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.85em; width: 100%; }
 th, td { border: 1px solid #ddd; padding: 0.25em 0.45em; text-align: left; vertical-align: top; }
-th { background: #f0f0f0; } table.numbers td { font-variant-numeric: tabular-nums; }
-figure { margin: 1.2em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
+th { background: #f0f0f0; }
+table.numbers td { font-variant-numeric: tabular-nums; }
+figure { margin: 1.2em 0; }
+figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { font-size: 0.9em; color: #444; }
-pre.text { white-space: pre-wrap; word-break: break-word; background: #f6f6f6; padding: 0.5em; margin: 0.2em 0 0.6em;
-           font-size: 0.85em; max-height: 18em; overflow: auto; }
-.example { border: 1px solid #e3e3e3; padding: 0.3em 0.8em; margin: 0.8em 0; } .label { margin: 0.3em 0 0; font-weight: 600; }
+pre.text { white-space: pre-wrap; word-break: break-word; background: #f6f6f6; padding: 0.5em;
+           margin: 0.2em 0 0.6em; font-size: 0.85em; max-height: 18em; overflow: auto; }
+.example { border: 1px solid #e3e3e3; padding: 0.3em 0.8em; margin: 0.8em 0; }
+.label { margin: 0.3em 0 0; font-weight: 600; }
 """
+
+
+LEGEND = ("★ recommended checkpoint. r: implicit reward β·Δ log π; Δ: change of log π against the reference; "
+          "quality: the figure the KL-quality fit uses.")
 
 
 def render_html(results: dict, tables: Tables, plots: list[Plot], skipped_plots: list[str]) -> str:
@@ -49,8 +65,7 @@ def render_html(results: dict, tables: Tables, plots: list[Plot], skipped_plots:
         _section("Plots", "".join(_figure(p) for p in plots) or "<p>No plot has data.</p>"),
         _section("Checkpoints", "<h3>Held-out pairs</h3>" + rewards_table(results)
                  + "<h3>Samples</h3>" + samples_table(results)
-                 + "<p class=\"meta\">★ recommended checkpoint. r: implicit reward β·Δ log π; Δ: change of log π "
-                   "against the reference; quality: the figure the KL-quality fit uses.</p>"),
+                 + f"<p class=\"meta\">{esc(LEGEND)}</p>"),
         _section("Worst examples", worst_examples(results, tables)),
         _missing(results, tables, skipped_plots), _provenance(results),
     ]
@@ -67,8 +82,9 @@ def _section(title: str, body: str, anchor: str | None = None) -> str:
 
 def _header(results: dict) -> str:
     runs = ", ".join(f"{r['name']} ({len(r.get('steps', []))} checkpoints)" for r in results.get("runs", []))
-    return (f"<header><h1>dpo-eval report</h1><p class=\"meta\">Runs: {esc(runs or 'none')} · generated "
-            f"{esc(results.get('generated_at', ''))} · schema v{esc(results.get('schema_version', ''))}</p></header>")
+    meta = (f"Runs: {runs or 'none'} · generated {results.get('generated_at', '')} · schema "
+            f"v{results.get('schema_version', '')}")
+    return f'<header><h1>dpo-eval report</h1><p class="meta">{esc(meta)}</p></header>'
 
 
 def _recommended(results: dict) -> str:
@@ -96,7 +112,8 @@ def _finding(finding: dict) -> str:
     return (f'<div class="finding sev-{esc(severity)}"><p><span class="badge sev-{esc(severity)}">'
             f"{esc(severity.upper())}</span><strong>{esc(finding.get('title', ''))}</strong> "
             f"<span class=\"meta\">{esc(where)}</span></p><p>{esc(finding.get('message', ''))}</p>"
-            f'<p class="nums">{esc(numbers)}</p><p class="advice">Try: {esc(finding.get("advice", ""))}</p></div>')
+            f'<p class="nums">{esc(numbers)}</p>'
+            f'<p class="advice">Try: {esc(finding.get("advice", ""))}</p></div>')
 
 
 def _findings(results: dict) -> str:
@@ -112,9 +129,10 @@ def _verdicts(results: dict) -> str:
     blocks = []
     for v in run_verdicts(results):
         facts = "".join(f"<li>{esc(fact)}</li>" for fact in v.facts)
-        blocks.append(f'<div class="box verdict-{esc(v.verdict)}"><h3>Run {esc(v.run)} (step {esc(v.step)})</h3>'
+        blocks.append(f'<div class="box verdict-{esc(v.verdict)}">'
+                      f"<h3>Run {esc(v.run)} (step {esc(v.step)})</h3>"
                       f"<p><strong>{esc(v.headline)}</strong></p><ul>{facts}</ul></div>")
-    body = f"<p>{esc(BACKGROUND)}</p>" + ("".join(blocks) or "<p>No trained checkpoint has reward figures.</p>")
+    body = f"<p>{esc(BACKGROUND)}</p>" + ("".join(blocks) or "<p>No trained checkpoint has rewards.</p>")
     return _section("rewards/chosen is negative and falling: is my run broken?", body, "is-my-run-broken")
 
 
@@ -127,13 +145,15 @@ def _figure(plot: Plot) -> str:
 
 def _missing(results: dict, tables: Tables, skipped_plots: list[str]) -> str:
     rows = [[m.get("what", ""), m.get("why", ""), m.get("flag", "")] for m in results.get("missing", [])]
-    body = table(["what is missing", "why", "flag that adds it"], rows) if rows else "<p>Nothing is missing.</p>"
+    headers = ["what is missing", "why", "flag that adds it"]
+    body = table(headers, rows) if rows else "<p>Nothing is missing.</p>"
     notes = tables.problems + [f"plot not drawn (no data): {title}" for title in skipped_plots]
     body += "".join(f"<p class=\"meta\">{esc(note)}</p>" for note in notes)
     return _section("What is missing", body, "missing")
 
 
 def _provenance(results: dict) -> str:
-    rows = [[key, json.dumps(value, sort_keys=True)] for key, value in (results.get("provenance") or {}).items()]
-    rows += [[f"time: {phase}", f"{fmt(seconds, '.1f')} s"] for phase, seconds in (results.get("timings") or {}).items()]
+    provenance, timings = results.get("provenance") or {}, results.get("timings") or {}
+    rows = [[key, json.dumps(value, sort_keys=True)] for key, value in provenance.items()]
+    rows += [[f"time: {phase}", f"{fmt(seconds, '.1f')} s"] for phase, seconds in timings.items()]
     return _section("Provenance", table(["what", "value"], rows))

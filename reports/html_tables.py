@@ -45,7 +45,8 @@ def rewards_table(results: dict) -> str:
         rewards, drift = ckpt.get("rewards") or {}, view.pair_drift(ckpt) or {}
         rows.append([ckpt["run"], _step_label(results, ckpt), str(rewards.get("n", view.NOT_AVAILABLE)),
                      fmt(rewards.get("accuracy"), ".1%"), fmt(rewards.get("mean_margin"), "+.3f"),
-                     fmt(rewards.get("mean_reward_chosen"), "+.3f"), fmt(rewards.get("mean_reward_rejected"), "+.3f"),
+                     fmt(rewards.get("mean_reward_chosen"), "+.3f"),
+                     fmt(rewards.get("mean_reward_rejected"), "+.3f"),
                      fmt(view.delta(ckpt, "chosen")[0], "+.3f"), fmt(view.delta(ckpt, "rejected")[0], "+.3f"),
                      fmt(drift.get("displacement_share"), ".0%")])
     return table(headers, rows, "numbers")
@@ -71,8 +72,9 @@ def samples_table(results: dict) -> str:
 
 def _text(value: object) -> str:
     text = "" if value is None else str(value)
-    cut = text if len(text) <= TEXT_LIMIT else text[:TEXT_LIMIT] + f"… ({len(text) - TEXT_LIMIT} more characters)"
-    return f'<pre class="text">{esc(cut)}</pre>'
+    if len(text) > TEXT_LIMIT:
+        text = text[:TEXT_LIMIT] + f"… ({len(text) - TEXT_LIMIT} more characters)"
+    return f'<pre class="text">{esc(text)}</pre>'
 
 
 def _numbers(row: pd.Series, columns: tuple[str, ...]) -> str:
@@ -82,9 +84,10 @@ def _numbers(row: pd.Series, columns: tuple[str, ...]) -> str:
 
 
 def _pair_example(title: str, row: pd.Series) -> str:
-    numbers = _numbers(row, ("reward_chosen", "reward_rejected", "margin", "policy_chosen_logp", "ref_chosen_logp",
-                             "chosen_tokens", "rejected_tokens"))
-    parts = [f'<div class="example"><h4>{esc(title)}: pair {esc(row.get("id", "?"))}</h4><p class="nums">{numbers}</p>']
+    numbers = _numbers(row, ("reward_chosen", "reward_rejected", "margin", "policy_chosen_logp",
+                             "ref_chosen_logp", "chosen_tokens", "rejected_tokens"))
+    parts = [f'<div class="example"><h4>{esc(title)}: pair {esc(row.get("id", "?"))}</h4>'
+             f'<p class="nums">{numbers}</p>']
     for field in ("prompt", "chosen", "rejected"):
         if field in row.index:
             parts.append(f"<p class=\"label\">{field}</p>{_text(row[field])}")

@@ -27,20 +27,24 @@ def cell(value: object) -> str:
 def render_markdown(results: dict) -> str:
     """The whole report.md as a string."""
     parts = ["# dpo-eval report", "", _recommended(results), "", "## Is my run broken?", ""]
-    parts += [f"- **{md(v.run)}** (step {v.step}): {md(v.headline)}" for v in run_verdicts(results)] or ["- no data"]
+    verdicts = [f"- **{md(v.run)}** (step {v.step}): {md(v.headline)}" for v in run_verdicts(results)]
+    parts += verdicts or ["- no data"]
     parts += ["", "## Findings", ""] + _findings(results)
     parts += ["", "## Checkpoints", ""] + checkpoint_rows(results)
     missing = results.get("missing", [])
     if missing:
-        parts += ["", "## Missing", ""] + [f"- {md(m['what'])}: {md(m['why'])} (add {md(m['flag'])})" for m in missing]
+        parts += ["", "## Missing", ""]
+        parts += [f"- {md(m['what'])}: {md(m['why'])} (add {md(m['flag'])})" for m in missing]
     return "\n".join(parts) + "\n"
 
 
 def _recommended(results: dict) -> str:
     rec = results.get("recommended")
     if not rec:
-        return f"**Recommended checkpoint:** none ({md(view.dig(results, 'fits', 'reason') or 'no quality figure')})."
-    return f"**Recommended checkpoint:** run {md(rec['run'])}, step {rec['step']}: {md(rec.get('reason', ''))}"
+        reason = view.dig(results, "fits", "reason") or "no quality figure"
+        return f"**Recommended checkpoint:** none ({md(reason)})."
+    reason = md(rec.get("reason", ""))
+    return f"**Recommended checkpoint:** run {md(rec['run'])}, step {rec['step']}: {reason}"
 
 
 def _findings(results: dict) -> list[str]:
@@ -51,7 +55,8 @@ def _findings(results: dict) -> list[str]:
     for f in found:
         where = ", ".join(x for x in (f"run {f['run']}" if f.get("run") else "",
                                       f"step {f['step']}" if f.get("step") is not None else "") if x)
-        lines.append(f"- {SEVERITY_MARK.get(f.get('severity'), md(f.get('severity')))} {md(f.get('title', ''))}"
+        mark = SEVERITY_MARK.get(f.get("severity"), md(f.get("severity")))
+        lines.append(f"- {mark} {md(f.get('title', ''))}"
                      f" ({md(where)}): {md(f.get('message', ''))} _Try:_ {md(f.get('advice', ''))}")
     return lines
 

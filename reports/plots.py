@@ -25,7 +25,8 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 SIDE_STYLE = {"chosen": ("#009E73", "o", "-"), "rejected": ("#D55E00", "s", "--"),
               "reference_samples": ("#0072B2", "^", ":"), "other_prompts": ("#CC79A7", "D", "-.")}
 SIDE_LABEL = {"chosen": "chosen (pairs)", "rejected": "rejected (pairs)",
-              "reference_samples": "unseen: reference's samples", "other_prompts": "unseen: other prompts' responses"}
+              "reference_samples": "unseen: reference's samples",
+              "other_prompts": "unseen: other prompts' responses"}
 WIDTH_IN, DPI = 9.0, 100
 
 
@@ -44,7 +45,8 @@ def run_style(index: int) -> dict:
 
 
 def new_figure(n_cols: int = 1, n_rows: int = 1, height: float = 4.0) -> tuple[Figure, np.ndarray]:
-    """A 900 px wide figure of n_rows x n_cols axes with fixed margins (a layout engine triples drawing time)."""
+    """A 900 px wide figure of n_rows x n_cols axes with fixed margins (a layout engine triples the
+    drawing time)."""
     fig = Figure(figsize=(WIDTH_IN, height), dpi=DPI)
     FigureCanvasAgg(fig)
     axes = np.atleast_1d(fig.subplots(n_rows, n_cols, squeeze=False).ravel())
@@ -70,7 +72,7 @@ def _series(results: dict, run: str, get: Callable[[dict], float | None],
 
 
 def plot_rewards(results: dict, tables: Tables | None = None) -> bytes | None:
-    """Reward accuracy (trained checkpoints) and mean implicit-reward margin against step, one line per run."""
+    """Reward accuracy (trained checkpoints) and mean implicit-reward margin against step, a line per run."""
     panels = (("accuracy", "reward accuracy (fraction of pairs)"),
               ("mean_margin", "mean reward margin (β·nats)"))
     fig, axes = new_figure(2)
@@ -95,8 +97,10 @@ def plot_rewards(results: dict, tables: Tables | None = None) -> bytes | None:
 
 
 def plot_drift(results: dict, tables: Tables | None = None) -> bytes | None:
-    """Mean Δ log π per token (± SE) of chosen, rejected and unseen responses against step, a panel per run."""
-    runs = [r for r in view.run_names(results) if any(view.pair_drift(c) for c in view.run_checkpoints(results, r))]
+    """Mean Δ log π per token (± SE) of chosen, rejected and unseen responses against step, a panel per
+    run."""
+    runs = [r for r in view.run_names(results)
+            if any(view.pair_drift(c) for c in view.run_checkpoints(results, r))]
     if not runs:
         return None
     fig, axes = new_figure(len(runs), height=4.2)
@@ -127,14 +131,17 @@ def plot_kl_quality(results: dict, tables: Tables | None = None) -> bytes | None
     ax = axes[0]
     largest, source = 0.0, None
     for i, run in enumerate(view.run_names(results)):
-        points = [(view.kl_mean(c, estimator), view.dig(c, "quality")) for c in view.run_checkpoints(results, run)]
-        points = [(k, q) for k, q in points if k is not None and q and view.number(q.get("value")) is not None]
+        points = [(view.kl_mean(c, estimator), view.dig(c, "quality"))
+                  for c in view.run_checkpoints(results, run)]
+        points = [(k, q) for k, q in points
+                  if k is not None and view.number(view.dig(q, "value")) is not None]
         if not points:
             continue
         source = points[0][1].get("source", source)
         root = np.sqrt(np.clip([k for k, _ in points], 0.0, None))
-        ax.errorbar(root, [q["value"] for _, q in points], yerr=[view.number(q.get("se")) or 0.0 for _, q in points],
-                    ls="none", capsize=3, label=f"run {run}", **run_style(i))
+        errors = [view.number(q.get("se")) or 0.0 for _, q in points]
+        ax.errorbar(root, [q["value"] for _, q in points], yerr=errors, ls="none", capsize=3,
+                    label=f"run {run}", **run_style(i))
         largest = max(largest, float(root.max()))
     if source is None:
         return None
@@ -182,9 +189,7 @@ def plot_winrates(results: dict, tables: Tables | None = None) -> bytes | None:
                 continue
             steps = np.array([s for s, _ in rows], dtype=float) + offset  # nudge apart overlapping bars
             values = np.array([w[field] for _, w in rows])
-            cis = [view.dig(w, ci_field) or [None, None] for _, w in rows]
-            low = [v - (view.number(ci[0]) if view.number(ci[0]) is not None else v) for v, ci in zip(values, cis)]
-            high = [(view.number(ci[1]) if view.number(ci[1]) is not None else v) - v for v, ci in zip(values, cis)]
+            low, high = _ci_bars(values, [view.dig(w, ci_field) for _, w in rows])
             ax.errorbar(steps, values, yerr=[low, high], color=style["color"], marker=style["marker"], ls=ls,
                         capsize=3, mfc="white" if label == "LC" else style["color"], label=f"{run} {label}")
             drawn = True
@@ -197,17 +202,27 @@ def plot_winrates(results: dict, tables: Tables | None = None) -> bytes | None:
     return to_png(fig)
 
 
+def _ci_bars(values: np.ndarray, cis: list) -> tuple[list[float], list[float]]:
+    """Error-bar lengths below and above each value from its saved CI (0 where the CI was not saved)."""
+    ends = [(view.number(view.dig(ci, 0)), view.number(view.dig(ci, 1))) for ci in cis]
+    low = [0.0 if lo is None else v - lo for v, (lo, _) in zip(values, ends)]
+    high = [0.0 if hi is None else hi - v for v, (_, hi) in zip(values, ends)]
+    return low, high
+
+
 def plot_lengths(results: dict, tables: Tables) -> bytes | None:
     """Histograms of sample lengths (tokens) of each run's checkpoints against the reference's samples."""
     reference = tables.reference_samples() if tables else None
     runs = [r for r in view.run_names(results)
-            if any(tables.get("samples", c) is not None for c in view.run_checkpoints(results, r, trained_only=True))]
+            if any(tables.get("samples", c) is not None
+                   for c in view.run_checkpoints(results, r, trained_only=True))]
     if not runs:
         return None
     fig, axes = new_figure(len(runs), height=4.0)
     limit = view.number(view.dig(results, "provenance", "sampling", "max_new_tokens"))
     for ax, run in zip(axes, runs):
-        frames = [(f"step {c['step']}", tables.get("samples", c)) for c in view.run_checkpoints(results, run, trained_only=True)]
+        frames = [(f"step {c['step']}", tables.get("samples", c))
+                  for c in view.run_checkpoints(results, run, trained_only=True)]
         frames = [(name, f) for name, f in frames if f is not None and "n_tokens" in f]
         everything = [f["n_tokens"].to_numpy(float) for _, f in frames]
         if reference is not None and "n_tokens" in reference:
@@ -230,13 +245,16 @@ def _bins(arrays: list[np.ndarray]) -> np.ndarray:
     return np.linspace(values.min(), values.max() + 1.0, 25)
 
 
+PAIR_REWARD_LENGTH = ("reward_chosen", "chosen_tokens", "reward_rejected", "rejected_tokens")
+
+
 def plot_reward_length(results: dict, tables: Tables) -> bytes | None:
     """Implicit reward against response length on held-out pairs, at each run's last checkpoint."""
     shown = []
     for run in view.run_names(results):
         trained = view.run_checkpoints(results, run, trained_only=True)
         frame = tables.get("pairs", trained[-1]) if trained and tables else None
-        if frame is not None and {"reward_chosen", "chosen_tokens", "reward_rejected", "rejected_tokens"} <= set(frame):
+        if frame is not None and set(PAIR_REWARD_LENGTH) <= set(frame):
             shown.append((run, trained[-1], frame))
     if not shown:
         return None
@@ -247,7 +265,8 @@ def plot_reward_length(results: dict, tables: Tables) -> bytes | None:
             ax.scatter(frame[f"{side}_tokens"], frame[f"reward_{side}"], s=18, color=color, marker=marker,
                        alpha=0.7, label=side)
         rho = view.length_figure(ckpt, "pair_reward_length.responses.rho")
-        ax.set_title(f"run {run}, step {ckpt['step']}" + (f" (Spearman ρ {rho:+.2f})" if rho is not None else ""))
+        rho_text = f" (Spearman ρ {rho:+.2f})" if rho is not None else ""
+        ax.set_title(f"run {run}, step {ckpt['step']}{rho_text}")
         ax.axhline(0.0, color="grey", lw=1)
         ax.set_xlabel("response length (tokens)")
         ax.set_ylabel("implicit reward β·Δ log π (nats)")
@@ -256,15 +275,17 @@ def plot_reward_length(results: dict, tables: Tables) -> bytes | None:
 
 
 TRAINING_METRICS = (("loss", "loss (nats)"), ("rewards/margins", "reward margin (β·nats)"),
-                    ("rewards/accuracies", "reward accuracy (fraction)"), ("rewards/chosen", "chosen reward (β·nats)"),
-                    ("rewards/rejected", "rejected reward (β·nats)"), ("logps/chosen", "log π(chosen) (nats)"))
+                    ("rewards/accuracies", "reward accuracy (fraction)"),
+                    ("rewards/chosen", "chosen reward (β·nats)"),
+                    ("rewards/rejected", "rejected reward (β·nats)"),
+                    ("logps/chosen", "log π(chosen) (nats)"))
 
 
 def plot_training_curves(results: dict, tables: Tables | None = None) -> bytes | None:
     """The trainer's logged curves (train solid, eval dashed), a panel per metric, a colour per run."""
     curves = {run: rows for run, rows in (results.get("training_curves") or {}).items() if rows}
-    present = [(m, label) for m, label in TRAINING_METRICS if any(r.get("metric") == m for rows in curves.values()
-                                                                  for r in rows)]
+    logged = {r.get("metric") for rows in curves.values() for r in rows}
+    present = [(m, label) for m, label in TRAINING_METRICS if m in logged]
     if not present:
         return None
     n_cols = min(3, len(present))
@@ -288,17 +309,18 @@ def plot_training_curves(results: dict, tables: Tables | None = None) -> bytes |
 PLOTS: tuple[tuple[str, str, str, Callable], ...] = (
     ("rewards", "Reward accuracy and margin", "Held-out pairs: how often the chosen response out-rewards the "
      "rejected one, and the mean implicit-reward margin.", plot_rewards),
-    ("drift", "Where the probability went", "Mean change of log π against the reference per token (± SE), for "
-     "chosen, rejected and responses in no pair.", plot_drift),
-    ("kl_quality", "Quality against KL", "Each checkpoint's quality against √KL from the reference, with both "
-     "Gao et al. (2022) forms fitted to all points and their peaks (★).", plot_kl_quality),
+    ("drift", "Where the probability went", "Mean change of log π against the reference per token (± SE), "
+     "for chosen, rejected and responses in no pair.", plot_drift),
+    ("kl_quality", "Quality against KL", "Each checkpoint's quality against √KL from the reference, with "
+     "both Gao et al. (2022) forms fitted to all points and their peaks (★).", plot_kl_quality),
     ("winrates", "Win rates", "Raw and length-controlled win rates against the reference's samples, with "
      "95% CIs (bars nudged apart on the step axis).", plot_winrates),
     ("lengths", "Sample lengths", "Length distributions of each checkpoint's samples against the reference's "
      "(grey).", plot_lengths),
-    ("reward_length", "Implicit reward against length", "Held-out pairs at each run's last checkpoint: does the "
-     "implicit reward track length?", plot_reward_length),
-    ("training", "Training curves", "As logged by the trainer (train solid, eval dashed).", plot_training_curves),
+    ("reward_length", "Implicit reward against length", "Held-out pairs at each run's last checkpoint: does "
+     "the implicit reward track length?", plot_reward_length),
+    ("training", "Training curves", "As logged by the trainer (train solid, eval dashed).",
+     plot_training_curves),
 )
 
 

@@ -2,7 +2,8 @@
 
 Reads results.json (refused unless it has this code's schema_version and validates against
 RESULTS_SCHEMA), the per-example parquet tables its `files` names, draws the plots and writes both
-reports atomically (dpo_eval.jsonio.write_text_atomic: a temporary file beside each, then a rename). Loads no model, computes no statistic.
+reports atomically (dpo_eval.jsonio.write_text_atomic: a temporary file beside each, then a rename).
+Loads no model, computes no statistic.
 """
 
 from __future__ import annotations
@@ -48,18 +49,21 @@ def read_results(root: Path) -> dict:
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON ({error}): rerun `dpo-eval report` to rewrite it") from None
+        message = f"{path} is not valid JSON ({error}): rerun `dpo-eval report` to rewrite it"
+        raise ValueError(message) from None
     if not isinstance(document, dict):
-        raise ValueError(f"{path} holds a JSON {type(document).__name__}, not an object: is it a results file?")
+        kind = type(document).__name__
+        raise ValueError(f"{path} holds a JSON {kind}, not an object: is it a results file?")
     version = document.get("schema_version")
     if version != RESULTS_SCHEMA_VERSION:
         raise ValueError(f"{path} has schema_version {version!r} but this dpo-eval renders version "
-                         f"{RESULTS_SCHEMA_VERSION}: rerun `dpo-eval report` with this version (or render with "
-                         "the dpo-eval that wrote it)")
+                         f"{RESULTS_SCHEMA_VERSION}: rerun `dpo-eval report` with this version (or render "
+                         "with the dpo-eval that wrote it)")
     errors = schema_errors(document)
     if errors:
-        shown = "; ".join(errors[:N_ERRORS_SHOWN]) + (f" (and {len(errors) - N_ERRORS_SHOWN} more)"
-                                                       if len(errors) > N_ERRORS_SHOWN else "")
-        raise ValueError(f"{path} does not match the results schema: {shown}; rerun `dpo-eval report` to rewrite it")
+        more = len(errors) - N_ERRORS_SHOWN
+        shown = "; ".join(errors[:N_ERRORS_SHOWN]) + (f" (and {more} more)" if more > 0 else "")
+        raise ValueError(f"{path} does not match the results schema: {shown}; rerun `dpo-eval report` "
+                         "to rewrite it")
     return document
 

@@ -2,16 +2,16 @@
 
 `files` maps a name to a parquet path relative to the results dir. Names:
 
-| name                      | one row per                            | columns the report reads                       |
-|---------------------------|----------------------------------------|------------------------------------------------|
-| ``pairs/{run}/{label}``   | held-out pair, scored by that checkpoint | id, subset, prompt, chosen, rejected,         |
-|                           |                                        | policy_chosen_logp, policy_rejected_logp,      |
-|                           |                                        | ref_chosen_logp, ref_rejected_logp,            |
-|                           |                                        | chosen_tokens, rejected_tokens,                |
-|                           |                                        | reward_chosen, reward_rejected, margin         |
-| ``samples/{run}/{label}`` | sample of that checkpoint              | prompt_id, prompt, output, n_tokens,           |
-|                           |                                        | finish_reason, policy_logp, ref_logp           |
-| ``samples/reference``     | sample of the reference model          | as samples                                     |
+| name                    | one row per                  | columns the report reads                   |
+|-------------------------|------------------------------|--------------------------------------------|
+| pairs/{run}/{label}     | held-out pair, scored by     | id, subset, prompt, chosen, rejected,      |
+|                         | that checkpoint              | policy_chosen_logp, policy_rejected_logp,  |
+|                         |                              | ref_chosen_logp, ref_rejected_logp,        |
+|                         |                              | chosen_tokens, rejected_tokens,            |
+|                         |                              | reward_chosen, reward_rejected, margin     |
+| samples/{run}/{label}   | sample of that checkpoint    | prompt_id, prompt, output, n_tokens,       |
+|                         |                              | finish_reason, policy_logp, ref_logp       |
+| samples/reference       | sample of the reference      | as samples                                 |
 
 `{run}` and `{label}` are a checkpoint's `run` and `label` in results.json (`table_name` builds them).
 A step-0 row (`is_reference`) without its own samples table uses ``samples/reference``. Columns the
@@ -60,7 +60,8 @@ class Tables:
 
 
 def load_tables(results_dir: str | Path, files: dict[str, str]) -> Tables:
-    """Read every parquet table named in `files` (paths relative to results_dir); problems are noted, not raised."""
+    """Read every parquet table named in `files` (paths relative to results_dir); problems are noted, not
+    raised."""
     root = Path(results_dir)
     tables = Tables()
     for name, relative in sorted(files.items()):

@@ -29,6 +29,7 @@ HEADLINES = {
     "look": "Probably not broken, but look closer:",
     "broken": "Likely broken:",
 }
+NOT_LEARNING = "the model does not prefer the chosen responses (margin <= 0 or accuracy <= 50%)"
 BACKGROUND = ("DPO's loss only sees the margin between chosen and rejected rewards. Both log-probabilities "
               "usually fall during training (likelihood displacement, Razin et al. 2024; Yan et al. 2024), "
               "so a negative, falling rewards/chosen is common in healthy runs. What matters is whether the "
@@ -75,7 +76,7 @@ def _verdict(results: dict, run: str, first: dict, last: dict) -> RunVerdict:
     learning = _is_learning(last)
     if not learning or quality_state == "worse":
         verdict = "broken"
-        why = [] if learning else ["the model does not prefer the chosen responses (margin <= 0 or accuracy <= 50%)"]
+        why = [] if learning else [NOT_LEARNING]
         why += ["its samples lose to the reference's"] if quality_state == "worse" else []
     elif quality_state == "better" and not is_past:
         verdict, why = "ok", []
@@ -121,8 +122,8 @@ def _displacement_fact(ckpt: dict) -> str | None:
         return None
     chosen, _ = view.delta(ckpt, "chosen", "total")
     rejected, _ = view.delta(ckpt, "rejected", "total")
-    text = (f"The chosen log-probability fell below the reference's on "
-            f"{fmt(drift.get('displacement_share'), '.0%')} of pairs (95% CI {fmt_ci(drift.get('displacement_ci'), '.0%')}); "
+    share, ci = fmt(drift.get("displacement_share"), ".0%"), fmt_ci(drift.get("displacement_ci"), ".0%")
+    text = (f"The chosen log-probability fell below the reference's on {share} of pairs (95% CI {ci}); "
             f"mean Δ log π is {fmt(chosen, '+.2f')} nats for chosen and {fmt(rejected, '+.2f')} for rejected")
     if chosen is not None and rejected is not None and rejected < chosen <= 0:
         text += ": the margin grows because rejected responses fall faster"
@@ -130,7 +131,7 @@ def _displacement_fact(ckpt: dict) -> str | None:
 
 
 def _quality_fact(results: dict, ckpt: dict) -> tuple[str, str]:
-    """(sentence, state) with state "better", "worse", "tied" or "unknown"; judged on the LC win rate when saved."""
+    """(sentence, state), state "better", "worse", "tied" or "unknown": on the LC win rate when saved."""
     rate = ckpt.get("winrate") or {}
     raw, lc = _rate_state(rate, "win_rate"), _rate_state(rate, "lc_win_rate")
     if raw is None and lc is None:

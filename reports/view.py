@@ -114,7 +114,9 @@ def pair_drift(checkpoint: dict) -> dict | None:
     drift = checkpoint.get("drift")
     if not isinstance(drift, dict):
         return None
-    return drift.get("pairs") if isinstance(drift.get("pairs"), dict) else (drift if "chosen" in drift else None)
+    if isinstance(drift.get("pairs"), dict):
+        return drift["pairs"]
+    return drift if "chosen" in drift else None
 
 
 def dispersion(checkpoint: dict) -> dict | None:
@@ -128,7 +130,8 @@ def delta(checkpoint: dict, side: str, scale: str = "per_token") -> tuple[float 
     return number(dig(summary, "mean")), number(dig(summary, "se"))
 
 
-def unseen_delta(checkpoint: dict, source: str, scale: str = "per_token") -> tuple[float | None, float | None]:
+def unseen_delta(checkpoint: dict, source: str,
+                 scale: str = "per_token") -> tuple[float | None, float | None]:
     """(mean, se) of Δ log π of responses in no pair: source "reference_samples" or "other_prompts"."""
     summary = dig(dispersion(checkpoint), source, scale)
     return number(dig(summary, "mean")), number(dig(summary, "se"))

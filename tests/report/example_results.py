@@ -48,7 +48,8 @@ def build_example(tmp_dir: str | Path, *, with_judge: bool = True) -> Path:
     for run, (beta, steps) in RUNS.items():
         states = []
         judgments = _judgments(run, steps, ref_samples) if with_judge else None
-        rates = winrate.summarize_win_rates(judgments, seed=0, n_resamples=300, lc_resamples=20) if with_judge else {}
+        rates = {} if judgments is None else winrate.summarize_win_rates(judgments, seed=0, n_resamples=300,
+                                                                          lc_resamples=20)
         for step in steps:
             label = str(step)
             pairs = _pairs(base, run, beta, step)
@@ -145,7 +146,8 @@ def _add_run_findings(run: str, checkpoints: list[dict], states: list[drift.Chec
 def _add_over_optimisation(checkpoints: list[dict], past: dict) -> None:
     for run, p in past.items():
         found = findings.check_over_optimisation(p["is_past_peak"], p["peak_step"], p["peak_quality"],
-                                                 p["last_quality"], "win rate - 0.5", THRESHOLDS, p["last_step"])
+                                                 p["last_quality"], "win rate - 0.5", THRESHOLDS,
+                                                 p["last_step"])
         if found:
             target = next(c for c in checkpoints if c["run"] == run and c["step"] == p["last_step"])
             target["findings"].append({**asdict(found), "run": run})
@@ -176,9 +178,9 @@ def _pairs(base: pd.DataFrame, run: str, beta: float, step: int) -> pd.DataFrame
     frame = base.copy()
     frame["policy_chosen_logp"] = frame["ref_chosen_logp"] + dc
     frame["policy_rejected_logp"] = frame["ref_rejected_logp"] + dr
-    frame["reward_chosen"] = rewards.implicit_rewards(frame["policy_chosen_logp"], frame["ref_chosen_logp"], tc, beta)
-    frame["reward_rejected"] = rewards.implicit_rewards(frame["policy_rejected_logp"], frame["ref_rejected_logp"],
-                                                        tr, beta)
+    for side, tokens in (("chosen", tc), ("rejected", tr)):
+        frame[f"reward_{side}"] = rewards.implicit_rewards(frame[f"policy_{side}_logp"],
+                                                           frame[f"ref_{side}_logp"], tokens, beta)
     frame["margin"] = frame["reward_chosen"] - frame["reward_rejected"]
     return frame
 

@@ -49,7 +49,7 @@ def opened(tmp_path_factory):
         browser = driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=60_000)
         try:
             page = browser.new_page(viewport={"width": 1000, "height": 900})
-            page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
             page.on("pageerror", lambda error: errors.append(str(error)))
             page.route("**/*", lambda route: _only_local(route, outside))
             page.goto(page_path.resolve().as_uri(), wait_until="load")

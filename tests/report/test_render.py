@@ -21,9 +21,9 @@ from dpo_eval.reports.schema import schema_errors
 from dpo_eval.reports.tables import load_tables
 from dpo_eval.reports.verdict import run_verdicts
 
-ALLOWED_TAGS = {"html", "head", "meta", "title", "style", "body", "header", "section", "h1", "h2", "h3", "h4", "p",
-                "div", "span", "strong", "ul", "li", "table", "thead", "tbody", "tr", "th", "td", "figure", "img",
-                "figcaption", "pre"}
+ALLOWED_TAGS = {"html", "head", "meta", "title", "style", "body", "header", "section", "h1", "h2", "h3", "h4",
+                "p", "div", "span", "strong", "ul", "li", "table", "thead", "tbody", "tr", "th", "td",
+                "figure", "img", "figcaption", "pre"}
 SEVERITY_RANK = {"high": 0, "warning": 1, "info": 2}
 
 
@@ -105,7 +105,8 @@ def test_html_has_a_table_row_for_every_checkpoint_with_its_saved_numbers(report
     results, page, _ = report
     rows = Page(page).rows
     for ckpt in results["checkpoints"]:
-        mine = [r for r in rows if len(r) >= 4 and r[0] == ckpt["run"] and r[1].split(" ")[0] == str(ckpt["step"])]
+        mine = [r for r in rows
+                if len(r) >= 4 and r[0] == ckpt["run"] and r[1].split(" ")[0] == str(ckpt["step"])]
         assert len(mine) == 2, (ckpt["run"], ckpt["step"])  # the pairs table and the samples table
         pairs_row = next(r for r in mine if r[2] == str(ckpt["rewards"]["n"]))
         assert pairs_row[3] == f"{ckpt['rewards']['accuracy']:.1%}"
@@ -116,7 +117,8 @@ def test_recommended_checkpoint_leads_the_page_with_its_reason(report):
     results, page, _ = report
     rec = results["recommended"]
     first = page.index('id="recommended"')
-    assert first < page.index('id="findings"') < page.index('id="is-my-run-broken"') < page.index('id="plots"')
+    order = [page.index(f'id="{anchor}"') for anchor in ("findings", "is-my-run-broken", "plots")]
+    assert first < order[0] < order[1] < order[2]
     assert f"Run {rec['run']}, step {rec['step']}" in page
     assert html.escape(rec["reason"], quote=True) in page
     star = [r for r in Page(page).rows if r and r[0] == rec["run"] and r[1] == f"{rec['step']} ★"]
@@ -189,7 +191,8 @@ def test_markdown_has_one_table_row_per_checkpoint(report):
         assert cells[0] == ckpt["run"] and cells[1].split(" ")[0] == str(ckpt["step"])
         assert cells[2] == f"{ckpt['rewards']['accuracy']:.1%}"
         rate = ckpt["winrate"]
-        expected = "n/a" if rate is None else f"{rate['win_rate']:.1%} [{rate['win_rate_ci'][0]:.1%}, {rate['win_rate_ci'][1]:.1%}]"
+        low, high = (None, None) if rate is None else rate["win_rate_ci"]
+        expected = "n/a" if rate is None else f"{rate['win_rate']:.1%} [{low:.1%}, {high:.1%}]"
         assert cells[7] == expected
 
 
@@ -211,8 +214,9 @@ def test_verdict_follows_margin_quality_and_peak():
         ckpts = [{"run": "r", "step": s, "label": str(s), "is_reference": s == 0,
                   "rewards": {"n": 10, "accuracy": accuracy, "mean_margin": margin if s else 0.0,
                               "mean_reward_chosen": -0.1 * s},
-                  "winrate": None if lc_ci is None else {"win_rate": 0.6, "win_rate_ci": [0.55, 0.65],
-                                                         "lc_win_rate": sum(lc_ci) / 2, "lc_win_rate_ci": lc_ci}}
+                  "winrate": None if lc_ci is None else {
+                      "win_rate": 0.6, "win_rate_ci": [0.55, 0.65], "lc_win_rate": sum(lc_ci) / 2,
+                      "lc_win_rate_ci": lc_ci}}
                  for s in (0, 1, 2)]
         return {"runs": [{"name": "r", "steps": [0, 1, 2]}], "checkpoints": ckpts, "findings": [],
                 "past_peak": {"r": {"is_past_peak": past, "reason": "x"}}, "missing": []}
@@ -265,11 +269,12 @@ def test_cli_names_a_folder_without_results(tmp_path):
 
 def minimal_results() -> dict:
     """A valid results document where every figure is null: one checkpoint, no judge, no tables."""
-    ckpt = {"run": "r", "step": 10, "label": "10", "path": "/r/checkpoint-10", "fingerprint": "f", "rewards": None,
-            "winrate": None, "quality": None, "kl": None, "offpolicy": None, "length": None, "drift": None,
-            "findings": []}
+    ckpt = {"run": "r", "step": 10, "label": "10", "path": "/r/checkpoint-10", "fingerprint": "f",
+            "rewards": None, "winrate": None, "quality": None, "kl": None, "offpolicy": None, "length": None,
+            "drift": None, "findings": []}
     return {"schema_version": 1, "generated_at": "2025-01-01T00:00:00Z",
-            "provenance": {"versions": {}, "beta": 0.1, "seeds": {}, "judge": None, "data": {}, "reference": {}},
+            "provenance": {"versions": {}, "beta": 0.1, "seeds": {}, "judge": None, "data": {},
+                           "reference": {}},
             "runs": [{"name": "r", "path": "/r", "steps": [10]}], "checkpoints": [ckpt],
             "fits": {"kl_quality": None, "reason": "no judge"}, "past_peak": {}, "recommended": None,
             "findings": [], "training_curves": {}, "missing": [], "files": {}, "timings": {}}
@@ -280,7 +285,8 @@ def test_a_results_file_of_nulls_renders_with_every_figure_not_available(tmp_pat
     assert schema_errors(document) == []
     (tmp_path / "results.json").write_text(json.dumps(document))
     _, page, report_md = rendered(tmp_path)
-    assert "No plot has data." in page and "No finding fired." in page and "No checkpoint is recommended: no judge." in page
+    for notice in ("No plot has data.", "No finding fired.", "No checkpoint is recommended: no judge."):
+        assert notice in page
     rows = [r for r in Page(page).rows if r and r[0] == "r"]
     assert len(rows) == 2 and all(cell == "n/a" for row in rows for cell in row[3:-1])
     assert "| r | 10 | n/a | n/a | n/a | n/a | n/a | n/a | n/a |" in report_md
