@@ -175,6 +175,7 @@ def report(config: ReportConfig) -> ReportResult:
     started = time.monotonic()
     store = RunStore(default_out(config) / "store")
     plan = build_plan(config, store)
+    store.write_ledger()  # this run's ledger from here on (a killed run leaves what it did)
     timings["plan"] = time.monotonic() - started
     paths = Paths()
     for kind in PHASES:

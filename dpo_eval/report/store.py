@@ -5,7 +5,8 @@ Layout under the store root (``OUT/store``)::
     <kind>/<key>/              a finished artifact: its files and key.json (what produced it)
     <kind>/<key>.partial/      work in progress (resumable tools such as generate and judge keep
                                their own partial state here); renamed to <key>/ when finished
-    last_run.json              what the last `dpo-eval report` computed and what it reused
+    last_run.json              what the latest `dpo-eval report` computed and what it reused (rewritten
+                               after every artifact, so a killed run leaves what it did up to then)
 
 The key is ``sha256(canonical JSON of the key parts)``: model fingerprint(s), data file sha256,
 tokenization, sampling settings and seed, judge config and template hash, and STORE_VERSION (bumped
@@ -35,6 +36,7 @@ from dpo_eval.jsonio import write_json
 
 STORE_VERSION = "1"
 KEY_FILE = "key.json"
+LEDGER_FILE = "last_run.json"
 PAUSE_ENV = "DPO_EVAL_REPORT_PAUSE_AT"
 
 
@@ -116,7 +118,7 @@ class RunStore:
         attempts, so tools that resume from their own partial files (generate, judge) continue there.
         """
         if artifact.is_done:
-            self.ledger.note(artifact.kind, name, is_computed=False)
+            self._note(artifact.kind, name, is_computed=False)
             return artifact.path
         artifact.work.mkdir(parents=True, exist_ok=True)
         compute(artifact.work)
@@ -127,11 +129,16 @@ class RunStore:
         if artifact.path.exists():  # a stale folder without key.json (never made by this code): replace it
             shutil.rmtree(artifact.path)
         os.replace(artifact.work, artifact.path)
-        self.ledger.note(artifact.kind, name, is_computed=True)
+        self._note(artifact.kind, name, is_computed=True)
         return artifact.path
 
+    def _note(self, kind: str, name: str, is_computed: bool) -> None:
+        self.ledger.note(kind, name, is_computed)
+        self.write_ledger()
+
     def write_ledger(self) -> None:
-        write_json(self.root / "last_run.json", self.ledger.to_dict())
+        """Write the ledger to ``last_run.json`` (atomically)."""
+        write_json(self.root / LEDGER_FILE, self.ledger.to_dict())
 
     def _pause_if_requested(self, kind: str, poll_s: float = 0.05) -> None:
         """Test-only pause before the n-th commit of ``kind`` (see the module docstring)."""

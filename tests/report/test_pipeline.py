@@ -11,13 +11,18 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from tiny_run import FAST, JUDGE_DIR, RULE_JUDGE, make_run
+from tiny_run import FAST, JUDGE_DIR, RULE_JUDGE, trained_once
 
 from dpo_eval.cli import main
 from dpo_eval.metrics.kl import kl_from_samples
 from dpo_eval.report.assemble import gold_quality, judge_quality
 from dpo_eval.report.steps import unseen_sequences
 from dpo_eval.reports.schema import schema_errors
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return trained_once(tmp_path_factory)
 
 
 def invoke(*args: str) -> object:
@@ -33,11 +38,6 @@ def forbid_model_loading(monkeypatch) -> None:
         raise AssertionError("a model was loaded")
 
     monkeypatch.setattr(model_load, "_from_pretrained", refuse)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return make_run(tmp_path_factory.mktemp("report_run"))
 
 
 @pytest.fixture(scope="module")

@@ -40,6 +40,19 @@ def make_run(root: Path) -> dict:
     return paths
 
 
+def trained_once(tmp_path_factory) -> dict:
+    """The tiny run, trained once per session: a later module finds the run an earlier one built."""
+    root = tmp_path_factory.getbasetemp() / "tiny_report_run"
+    done = root / "trained"
+    if done.exists():
+        return {**{k: str(root / v) for k, v in (("init", "init"), ("train", "train.jsonl"), ("eval", "eval.jsonl"))},
+                "run": root / "run", "cache": root / "cache"}
+    shutil.rmtree(root, ignore_errors=True)
+    paths = make_run(root)
+    done.write_text("ok\n")
+    return paths
+
+
 def copy_run(paths: dict, target: Path) -> Path:
     """A copy of the run dir (checkpoints and manifest), without any report output."""
     shutil.copytree(paths["run"], target, ignore=shutil.ignore_patterns(".dpo_eval"))
