@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dpo_eval.data.pairs import PreferencePair, load_pairs
-from dpo_eval.engine.cache import numerics_tag, resolve_cache_dir
+from dpo_eval.engine.cache import ENGINE_VERSION, numerics_tag, resolve_cache_dir
 from dpo_eval.errors import UserError
 from dpo_eval.jsonio import write_jsonl
 from dpo_eval.models import ModelIdentity, identify_model, resolve_device, resolve_dtype
@@ -192,8 +192,9 @@ def judge_identity(config: ReportConfig, cache_root: Path) -> dict | None:
 
 
 def _numerics(config: ReportConfig) -> str:
+    """What besides the models changes log-probs: device type, dtype and the engine's version."""
     device = resolve_device(config.device)
-    return numerics_tag(device, resolve_dtype(config.dtype, device))
+    return f"{numerics_tag(device, resolve_dtype(config.dtype, device))}-engine{ENGINE_VERSION}"
 
 
 def build_plan(config: ReportConfig, store: RunStore) -> Plan:

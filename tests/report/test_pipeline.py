@@ -243,3 +243,54 @@ def test_quality_formulas():
     gold = gold_quality(samples, ref, answers)
     diffs = np.array([0.5 - 0.0, 0.5 - 1.0])  # q1: 1 of 2 correct vs 0; q2: 1 of 2 vs 1; q3 has no answer
     assert gold["value"] == pytest.approx(diffs.mean()) and gold["se"] == pytest.approx(diffs.std(ddof=1) / math.sqrt(2))
+
+
+def test_gold_judge_quality_is_accuracy_minus_the_references(judged, tiny, tmp_path, monkeypatch):
+    """Reuses the judged report's store: only the gold judge's artifacts are new, and no model loads."""
+    from dpo_eval.judge.gold import answer_tokens, contains_answer
+
+    out = judged["out"]
+    prompts = [json.loads(line) for line in next((out / "store" / "prompts").glob("*/prompts.jsonl"))
+               .read_text().splitlines()]
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text("".join(json.dumps({"prompt": p["prompt"], "answer": "the"}) + "\n" for p in prompts))
+    forbid_model_loading(monkeypatch)
+    result = invoke("report", str(tiny["run"]), "--judge", f"gold:{answers}", "--out", str(out),
+                    "--cache-dir", str(tiny["cache"]), *FAST)
+    assert result.exit_code == 0, result.output
+    assert set(json.loads((out / "store" / "last_run.json").read_text())["computed"]) == {"judge"}
+    results = json.loads((out / "results.json").read_text())
+    assert schema_errors(results) == [] and not [m for m in results["missing"] if "gold" in m["flag"]]
+
+    def accuracy(label: str) -> pd.Series:
+        rows = [json.loads(line) for line in (store_folder(out, "samples", f"run/{label}") / "samples.jsonl")
+                .read_text().splitlines()]
+        frame = pd.DataFrame({"prompt_id": [r["prompt_id"] for r in rows],
+                              "correct": [contains_answer(r["output"], answer_tokens("the")) for r in rows]})
+        return frame.groupby("prompt_id")["correct"].mean()
+
+    for label in ("2", "4"):
+        diffs = (accuracy(label) - accuracy("0")).to_numpy()
+        quality = checkpoint(results, label)["quality"]
+        assert quality["source"] == "gold accuracy - reference's"
+        assert quality["value"] == pytest.approx(diffs.mean(), abs=1e-12)
+
+
+def test_two_runs_share_every_artifact_with_equal_content(judged, tiny, tmp_path, monkeypatch):
+    """A copy of the run under another name: same weights, same keys, so nothing is computed for it."""
+    from tiny_run import copy_run
+
+    other = copy_run(tiny, tmp_path / "other")
+    monkeypatch.syspath_prepend(str(JUDGE_DIR))
+    forbid_model_loading(monkeypatch)
+    result = invoke("report", str(tiny["run"]), str(other), "--judge", RULE_JUDGE, "--out", str(judged["out"]),
+                    "--cache-dir", str(tiny["cache"]), *FAST)
+    assert result.exit_code == 0, result.output
+    assert json.loads((judged["out"] / "store" / "last_run.json").read_text())["computed"] == {}
+    results = json.loads((judged["out"] / "results.json").read_text())
+    assert schema_errors(results) == [] and [r["name"] for r in results["runs"]] == ["run", "other"]
+    rows = {(c["run"], c["label"]): c for c in results["checkpoints"]}
+    assert len(rows) == 6 and "pairs/other/4" in results["files"]
+    for label in ("0", "2", "4"):
+        assert rows[("other", label)]["kl"] == rows[("run", label)]["kl"]
+        assert rows[("other", label)]["rewards"] == rows[("run", label)]["rewards"]
