@@ -31,6 +31,12 @@ configuration's quiet pass, CPU time / wall time of the benchmark process (2.0 =
 fully used; spinning counts as used), the busy loops' CPU time / wall (the cores they took),
 "other": what the rest of the machine used on our cores (from /proc/stat; ~0 on a quiet machine,
 else the run was disturbed), involuntary context switches, threads used and forwards run.
+
+What each comparison tests (mechanisms in dpo_eval/engine/threads.py's docstring):
+t1 vs t2 at busy 1 - OpenMP's static split waits for the thread that shares its core (straggler);
+b4096 vs b1024 - fewer, larger forwards, so fewer barriers per token ("fwd" column); tauto - the
+idle-core rule should match the better of t1 and t2 at every busy level, quiet included;
+t2-passive - spinning at barriers vs sleeping (OMP_WAIT_POLICY can only be set before torch loads).
 """
 
 from __future__ import annotations
@@ -288,12 +294,19 @@ def choose_n(args, configs, cores, work, started) -> tuple[int, dict | None]:
     if cal.get("status") == "failed":
         raise SystemExit("calibration failed:\n" + cal["stderr_tail"])
     room = 0.9 * args.time_budget - (time.time() - started)
-    n = min(4, args.n_max)
-    for k in range(n, args.n_max + 1):
-        if predict(cal, configs, synthetic_lengths(k, args.tiny, args.seed), args.busy, cores) <= room:
-            n = k
-    cal["predicted_seconds"] = predict(cal, configs, synthetic_lengths(n, args.tiny, args.seed), args.busy, cores)
+    lengths = synthetic_lengths(args.n_max, args.tiny, args.seed)
+    n = fit_n(lambda k: predict(cal, configs, lengths[:k], args.busy, cores), room, args.n_max)
+    cal["predicted_seconds"] = predict(cal, configs, lengths[:n], args.busy, cores)
     return n, cal
+
+
+def fit_n(predicted, room: float, n_max: int, n_min: int = 4) -> int:
+    """The largest n in [n_min, n_max] with predicted(n) <= room (predicted grows with n); n_min if none."""
+    n = min(n_min, n_max)
+    for k in range(n, n_max + 1):
+        if predicted(k) <= room:
+            n = k
+    return n
 
 
 def shape_of(args) -> dict:
@@ -403,7 +416,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="busy loops may run on all our cores (set) or loop i on core i (core)")
     ap.add_argument("--configs", default=DEFAULT_CONFIGS, help="comma separated, in run order")
     ap.add_argument("--anchor-batch", type=int, default=8, help="anchor pairs per forward")
-    ap.add_argument("--time-budget", type=float, default=220.0, help="seconds; sizes n, skips cells past it")
+    ap.add_argument("--time-budget", type=float, default=210.0, help="seconds; sizes n, skips cells past it")
     ap.add_argument("--warmup", type=int, default=3, help="warm-up pairs per child")
     ap.add_argument("--layers", type=int, default=None, help="override the number of layers")
     ap.add_argument("--seed", type=int, default=0)

@@ -44,7 +44,9 @@ def grid(tmp_path_factory) -> dict:
                            env=env, cwd=tmp, capture_output=True, text=True, check=True)
     assert probe.stdout.strip() == "None", "dpo_eval still importable: this run would not test the source tree"
     out = tmp / "grid.json"
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--tiny", "--n", "3", "--busy", "0,1", "--warmup", "1",
+    # no --n: the calibration child runs and picks n = --n-max (a tiny grid fits the budget)
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--tiny", "--n-max", "3", "--time-budget", "900",
+                           "--busy", "0,1", "--warmup", "1",
                            "--configs", ",".join(SMOKE_CONFIGS), "--out", str(out)],
                           env=env, cwd=tmp, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -54,6 +56,9 @@ def grid(tmp_path_factory) -> dict:
 def test_grid_has_every_configuration_and_busy_level_with_finite_numbers(grid):
     doc = grid["doc"]
     assert list(doc["results"]) == list(SMOKE_CONFIGS)
+    assert doc["n"] == 3
+    cal = doc["calibration"]
+    assert all(math.isfinite(v) and v > 0 for v in (*cal["seconds_per_token"].values(), cal["predicted_seconds"]))
     lengths = load("contention_bench").synthetic_lengths(3, tiny=True, seed=0)
     assert doc["sequence_tokens"] == sum(2 * p + c + r for p, c, r in lengths)
     for name, res in doc["results"].items():
@@ -90,6 +95,27 @@ def test_summary_ratios_are_anchor_seconds_over_seconds():
     assert s["speedup_vs_anchor"]["busy1"] == {"anchor": 1.0, "e": 18.0 / 12.0}
     assert s["slowdown_vs_quiet"]["busy1"] == {"anchor": 18.0 / 10.0, "e": 12.0 / 4.0}
     assert s["max_abs_diff_vs_anchor"] == {"anchor": 0.0, "e": 0.5, "skipped": 0.25}
+
+
+def test_fit_n_takes_the_largest_n_whose_prediction_fits():
+    cb = load("contention_bench")
+    predicted = lambda n: 10.0 + 7.0 * n  # noqa: E731
+    assert cb.fit_n(predicted, room=10.0 + 7.0 * 9, n_max=24) == 9
+    assert cb.fit_n(predicted, room=10.0 + 7.0 * 9 - 0.1, n_max=24) == 8
+    assert cb.fit_n(predicted, room=1e9, n_max=24) == 24
+    assert cb.fit_n(predicted, room=0.0, n_max=24) == 4  # nothing fits: the smallest grid, cells skipped later
+    assert cb.fit_n(predicted, room=0.0, n_max=2) == 2
+
+
+def test_predict_sums_startup_and_cells_with_the_guessed_slowdowns():
+    cb = load("contention_bench")
+    cal = {"startup_seconds": 3.0, "warmup_seconds": 1.0, "seconds_per_token": {"anchor": 0.01, "engine": 0.004}}
+    configs = [cb.parse_config(n, 8, cores=2) for n in ("anchor", "engine-b1024-t2", "engine-b1024-t1")]
+    lengths = [(100, 50, 30), (60, 20, 20)]
+    tokens = (2 * 100 + 50 + 30) + (2 * 60 + 20 + 20)
+    # slowdowns at busy 0 and 2: anchor 1.0, 2.1; all threads 1.0, 3.9; one thread 1.8, 3.2; +0.5 s per cell
+    want = 3 * (3.0 + 1.0) + tokens * (0.01 * (1.0 + 2.1) + 0.004 * (1.0 + 3.9) + 0.004 * (1.8 + 3.2)) + 6 * 0.5
+    assert cb.predict(cal, configs, lengths, [0, 2], cores=2) == pytest.approx(want)
 
 
 def test_config_names_parse_and_bad_names_fail():
