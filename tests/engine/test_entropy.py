@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import tiny_llama
-from test_kl import random_sequences, sharpened, tiny_gemma2
+from test_engine_kl import random_sequences, sharpened, tiny_gemma2
 
 from dpo_eval.engine.entropy import prompt_entropy
 from dpo_eval.errors import UserError

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import tiny_llama
 from oracle import sequence_logp
-from test_kl import tiny_gemma2
+from test_engine_kl import tiny_gemma2
 
 from dpo_eval.engine.cache import LogpCache
 from dpo_eval.engine.multi import (
