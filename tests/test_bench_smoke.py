@@ -107,6 +107,14 @@ def test_fit_n_takes_the_largest_n_whose_prediction_fits():
     assert cb.fit_n(predicted, room=0.0, n_max=2) == 2
 
 
+def test_a_failed_calibration_falls_back_to_eight_pairs(monkeypatch, tmp_path):
+    cb = load("contention_bench")
+    monkeypatch.setattr(cb, "run_child", lambda *a, **k: {"status": "failed", "stderr_tail": "boom"})
+    args = cb.parse_args(["--out", str(tmp_path / "x.json")])
+    n, cal = cb.choose_n(args, [cb.parse_config("anchor", 8, 2)], 2, tmp_path, time.time())
+    assert (n, cal["status"]) == (8, "failed")
+
+
 def test_predict_sums_startup_and_cells_with_the_guessed_slowdowns():
     cb = load("contention_bench")
     cal = {"startup_seconds": 3.0, "warmup_seconds": 1.0, "seconds_per_token": {"anchor": 0.01, "engine": 0.004}}
