@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -34,8 +34,8 @@ __all__ = [
 class PairLogps:
     """Summed response log-probs of a batch of pairs; every tensor (batch,) float.
 
-    Validated on construction: all tensors 1-D with the same length, both reference tensors given
-    or both None, and every token count >= 1 (length-normalised losses divide by it).
+    Validated on construction: all tensors 1-D with the same length (extras too), both reference
+    tensors given or both None, and every token count >= 1 (length-normalised losses divide by it).
     """
 
     policy_chosen: torch.Tensor
@@ -44,11 +44,14 @@ class PairLogps:
     ref_rejected: torch.Tensor | None
     chosen_tokens: torch.Tensor  # response token counts (float)
     rejected_tokens: torch.Tensor
+    # per-pair inputs some losses need, each (batch,): see dpo_eval.train.losses_family
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if (self.ref_chosen is None) != (self.ref_rejected is None):
             raise ValueError("PairLogps: give both ref_chosen and ref_rejected, or neither (reference-free)")
-        tensors = {name: value for name, value in vars(self).items() if value is not None}
+        tensors = {name: value for name, value in vars(self).items() if value is not None and name != "extras"}
+        tensors.update({f"extras[{name!r}]": value for name, value in self.extras.items()})
         for name, value in tensors.items():
             if not isinstance(value, torch.Tensor) or value.ndim != 1:
                 shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
@@ -357,3 +360,7 @@ def compute_loss(name: str, logps: PairLogps, params: dict, nll_coef: float = 0.
     if nll_coef:
         output = replace(output, losses=output.losses + nll_coef * nll_term(logps))
     return output
+
+
+# f-DPO, LD-DPO, SPPO and Rainbow-PO live in losses_family.py; importing it registers them in LOSSES.
+from dpo_eval.train import losses_family  # noqa: E402, F401
