@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from dpo_eval.cli_gate import gate_command
 from dpo_eval.cli_generate import generate_command
 from dpo_eval.cli_judge import judge_command
 from dpo_eval.cli_render import render_command
@@ -45,6 +46,7 @@ main.add_command(rewardbench_command)
 main.add_command(rerank_command)
 main.add_command(render_command)
 main.add_command(report_command)
+main.add_command(gate_command)
 
 if __name__ == "__main__":
     main()

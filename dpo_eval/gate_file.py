@@ -1,0 +1,235 @@
+"""`dpo-eval gate`'s config file (gate.yaml): read and checked before any model loads.
+
+gate.yaml:
+
+    checks:                                   # each entry one check (a JUnit testcase per checkpoint)
+      - checkpoints[final].rewards.accuracy >= 0.65            # FIGURE OP NUMBER
+      - checkpoints[final].kl.analytic.mean|kl.k1.mean <= 10  # alternatives: the first non-null is used
+      - findings: none of severity high                        # no finding of this severity or worse
+      - regression: checkpoints[final].rewards.accuracy may not drop by more than 0.02   # needs --baseline
+      - {name: "reward accuracy", check: "checkpoints[best].rewards.accuracy >= 0.6"}    # a named check
+    report:                                   # optional: ReportConfig fields for a RUN_DIR or CHECKPOINT
+      n_samples: 4
+
+Operators: >=, <=, >, <, ==, !=. Selectors and figures: dpo_eval.metrics.gate. A regression tolerance is
+absolute (0.02) or relative to the baseline's value (5%); ``may not rise`` is for lower-is-better figures.
+Every mistake is one UserError line naming the check and listing what is allowed there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from dpo_eval.errors import UserError
+from dpo_eval.metrics.findings import SEVERITIES
+from dpo_eval.metrics.gate import (
+    CHECKPOINT_FIGURES,
+    OPERATORS,
+    TOP_FIGURES,
+    Check,
+    FigureRef,
+    FindingsCheck,
+    RegressionCheck,
+    ThresholdCheck,
+    figure_error,
+    figure_tree,
+    split_path,
+)
+from dpo_eval.report.config import ReportConfig
+
+
+@dataclass(frozen=True)
+class GateFile:
+    checks: tuple[Check, ...]
+    report: dict
+    """ReportConfig overrides from the file's `report:` mapping."""
+
+
+FILE_KEYS = ("checks", "report")
+ENTRY_KEYS = ("name", "check", "findings", "regression")
+SELECTOR = re.compile(r"^checkpoints\[(?P<selector>[^\]]*)\]\.(?P<figures>.+)$")
+SPACED = re.compile(r"^(?P<path>\S+)\s+(?P<op>\S+)\s+(?P<number>\S+)$")
+SYMBOLIC = re.compile(r"^(?P<path>[^\s<>=!]+)\s*(?P<op>[<>=!]+)\s*(?P<number>\S+)$")
+REGRESSION = re.compile(r"^(?P<path>\S+)\s+may not\s+(?P<direction>\S+)\s+by more than\s+(?P<tolerance>\S+)$")
+FINDINGS = re.compile(r"^none of severity (?P<severity>\S+)$")
+CHECKPOINT_TREE = figure_tree(CHECKPOINT_FIGURES)
+TOP_TREE = figure_tree(TOP_FIGURES)
+THRESHOLD_EXAMPLE = "e.g. checkpoints[final].rewards.accuracy >= 0.65"
+
+
+def _number(text: str, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{what} {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{what} {text!r} must be a finite number")
+    return value
+
+
+def _alternatives(text: str, tree: dict, prefix: str) -> tuple[tuple, ...]:
+    found = []
+    for alternative in text.split("|"):
+        if alternative.startswith("checkpoints["):
+            raise ValueError(f"write the selector once: {prefix}{alternative.partition('.')[2]}|... after it")
+        keys = split_path(alternative)
+        problem = figure_error(keys, tree)
+        if problem:
+            raise ValueError(f"unknown figure {alternative!r}: {problem}")
+        found.append(tuple(keys))
+    return tuple(found)
+
+
+def parse_figure(text: str) -> FigureRef:
+    """checkpoints[SELECTOR].FIGURE|FIGURE... or a top-scope FIGURE|FIGURE...; ValueError when wrong."""
+    match = SELECTOR.match(text)
+    if match:
+        selector = match["selector"]
+        if selector not in ("final", "best", "all") and not selector.isdigit():
+            raise ValueError(f"unknown checkpoint selector {selector!r}; allowed: final, best, all, a step number")
+        return FigureRef(text, selector, _alternatives(match["figures"], CHECKPOINT_TREE, f"checkpoints[{selector}]."))
+    first = re.split(r"[.\[|]", text, maxsplit=1)[0]
+    if first == "checkpoints":
+        raise ValueError("write checkpoints[SELECTOR].FIGURE with SELECTOR one of final, best, all, a step number")
+    if first in CHECKPOINT_TREE:
+        raise ValueError(f"{first!r} is a figure of a checkpoint: write checkpoints[final].{text} "
+                         "(selectors: final, best, all, a step number)")
+    if first not in TOP_TREE:
+        allowed = ", ".join(["checkpoints[SELECTOR]", *TOP_TREE])
+        raise ValueError(f"unknown figure {text!r}: unknown key {first!r} at the start; allowed: {allowed}")
+    return FigureRef(text, None, _alternatives(text, TOP_TREE, ""))
+
+
+def parse_threshold(text: str, name: str) -> ThresholdCheck:
+    match = SPACED.match(text) or SYMBOLIC.match(text)
+    if not match:
+        raise ValueError(f"write FIGURE OPERATOR NUMBER, {THRESHOLD_EXAMPLE}")
+    if match["op"] not in OPERATORS:
+        raise ValueError(f"unknown operator {match['op']!r}; allowed: {', '.join(OPERATORS)}")
+    figure = parse_figure(match["path"])
+    return ThresholdCheck(name, figure, match["op"], _number(match["number"], "threshold"))
+
+
+def parse_regression(text: str, name: str) -> RegressionCheck:
+    match = REGRESSION.match(text)
+    if not match:
+        raise ValueError("write regression: FIGURE may not drop by more than TOLERANCE (a number or N%), "
+                         "e.g. regression: checkpoints[final].rewards.accuracy may not drop by more than 0.02")
+    if match["direction"] not in ("drop", "rise"):
+        raise ValueError(f"unknown direction {match['direction']!r}; allowed: drop, rise")
+    tolerance, is_relative = match["tolerance"], match["tolerance"].endswith("%")
+    value = _number(tolerance.removesuffix("%"), "tolerance") / (100.0 if is_relative else 1.0)
+    if value < 0:
+        raise ValueError(f"tolerance {tolerance!r} must be >= 0")
+    return RegressionCheck(name, parse_figure(match["path"]), match["direction"], value, is_relative)
+
+
+def parse_findings(text: str, name: str) -> FindingsCheck:
+    match = FINDINGS.match(text)
+    if not match:
+        raise ValueError(f"write findings: none of severity SEVERITY (one of {', '.join(SEVERITIES)})")
+    if match["severity"] not in SEVERITIES:
+        raise ValueError(f"unknown severity {match['severity']!r}; allowed: {', '.join(SEVERITIES)}")
+    return FindingsCheck(name, match["severity"])
+
+
+def _entry_text(entry: object) -> tuple[str, str | None]:
+    """(check text, its name if given) of a list entry: a string or a mapping of ENTRY_KEYS."""
+    if isinstance(entry, str):
+        return entry.strip(), None
+    if not isinstance(entry, dict):
+        raise ValueError(f"an entry is a string or a mapping, not {type(entry).__name__}")
+    unknown = [k for k in entry if k not in ENTRY_KEYS]
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]!r}; allowed: {', '.join(ENTRY_KEYS)}")
+    kinds = [k for k in ENTRY_KEYS[1:] if k in entry]
+    if len(kinds) != 1:
+        raise ValueError(f"give exactly one of {', '.join(ENTRY_KEYS[1:])} (got {', '.join(kinds) or 'none'})")
+    body = str(entry[kinds[0]]).strip()
+    text = body if kinds[0] == "check" else f"{kinds[0]}: {body}"
+    return text, None if entry.get("name") is None else str(entry["name"])
+
+
+def parse_check(entry: object) -> Check:
+    """One entry of `checks:`; ValueError (one line) when it is wrong."""
+    text, name = _entry_text(entry)
+    kind, colon, body = text.partition(":")
+    if colon and kind.strip() in ("findings", "regression"):
+        parse = parse_findings if kind.strip() == "findings" else parse_regression
+        return parse(body.strip(), name or text)
+    return parse_threshold(text, name or text)
+
+
+# ---------------------------------------------------------------------------------------------- the file
+
+REPORT_FIXED = ("run_dirs",)
+"""ReportConfig fields a gate file may not set (the target is the gate's argument)."""
+
+
+def _accepts(hint: object, value: object) -> bool:
+    """Whether a YAML value fits a ReportConfig field's type hint (int for float; bool only for bool)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_accepts(arg, value) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, typing.get_origin(hint) or hint)  # type: ignore[arg-type]
+
+
+def _report_overrides(where: str, mapping: object) -> dict:
+    """The `report:` mapping checked against ReportConfig's fields and their types."""
+    if mapping is None:
+        return {}
+    if not isinstance(mapping, dict):
+        raise UserError(f"{where}: report: must be a mapping of dpo-eval report settings, e.g. n_samples: 4")
+    hints = typing.get_type_hints(ReportConfig)
+    allowed = [f.name for f in dataclasses.fields(ReportConfig) if f.name not in REPORT_FIXED]
+    for key, value in mapping.items():
+        if key not in allowed:
+            raise UserError(f"{where}: unknown report setting {key!r}; allowed: {', '.join(allowed)}")
+        if not _accepts(hints[key], value):
+            raise UserError(f"{where}: report setting {key}: {value!r} is not a {hints[key]}")
+    return dict(mapping)
+
+
+def load_gate_file(path: str | Path) -> GateFile:
+    """Read and check gate.yaml: every check parsed, every figure and operator known (one-line UserError)."""
+    where = str(path)
+    try:
+        document = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"--config {where} does not exist: pass a gate.yaml (see data/gate.yaml)") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UserError(f"--config {where} is not readable YAML ({first}): fix the file") from None
+    if not isinstance(document, dict):
+        raise UserError(f"{where}: expected a mapping with checks: (a list), got {type(document).__name__}")
+    unknown = [k for k in document if k not in FILE_KEYS]
+    if unknown:
+        raise UserError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(FILE_KEYS)}")
+    entries = document.get("checks")
+    if not isinstance(entries, list) or not entries:
+        raise UserError(f"{where}: checks: must be a non-empty list, {THRESHOLD_EXAMPLE}")
+    checks = []
+    for number, entry in enumerate(entries, start=1):
+        try:
+            checks.append(parse_check(entry))
+        except ValueError as error:
+            raise UserError(f"{where}: check {number} ({_shown(entry)}): {error}") from None
+    return GateFile(tuple(checks), _report_overrides(where, document.get("report")))
+
+
+def _shown(entry: object) -> str:
+    text = entry if isinstance(entry, str) else repr(entry)
+    return text if len(text) <= 80 else text[:77] + "..."

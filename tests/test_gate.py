@@ -1,0 +1,311 @@
+"""The gate's figures, config parsing and check evaluation on the example results (built by the real metrics).
+
+Every expected value is read straight from results.json or computed here by a plain loop; the figure table
+is held to what the metrics functions actually write, in both directions.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "report"))
+from example_results import JUDGE_MISSING, build_example  # noqa: E402
+
+from dpo_eval.errors import UserError  # noqa: E402
+from dpo_eval.gate_file import load_gate_file, parse_check  # noqa: E402
+from dpo_eval.metrics import gate as g  # noqa: E402
+from dpo_eval.reports.gate_summary import format_markdown, format_table  # noqa: E402
+
+IDENTITY = {"run", "step", "label", "path", "fingerprint", "is_reference", "findings"}
+NOT_IN_EXAMPLE = {"winrate.discrete_win_rate"}
+"""Written by `dpo-eval report` (assemble._winrate), left out of the example's winrate objects."""
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> dict:
+    out = build_example(tmp_path_factory.mktemp("gate_example"))
+    return json.loads((out / "results.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def unjudged(tmp_path_factory) -> dict:
+    out = build_example(tmp_path_factory.mktemp("gate_unjudged"), with_judge=False)
+    return json.loads((out / "results.json").read_text())
+
+
+def numeric_leaves(node: object, prefix: str = "") -> set[str]:
+    """Every number's (or null's) path (ints and floats, not bools); list items as [i]."""
+    if isinstance(node, dict):
+        return set().union(*[numeric_leaves(v, f"{prefix}.{k}" if prefix else k) for k, v in node.items()])
+    if isinstance(node, list):
+        return set().union(*[numeric_leaves(v, f"{prefix}[{i}]") for i, v in enumerate(node)])
+    is_number = isinstance(node, int | float) and not isinstance(node, bool)
+    return {prefix} if is_number or node is None else set()
+
+
+def instantiated(figures: tuple[str, ...], names: dict[str, list[str]]) -> set[str]:
+    out = set()
+    for figure in figures:
+        variants = [figure]
+        for placeholder, values in names.items():
+            variants = [v.replace(placeholder, n) for v in variants for n in (values if placeholder in v else [""])]
+        out |= set(variants)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- figures
+
+
+def test_checkpoint_figures_are_exactly_the_numbers_report_writes(results):
+    for checkpoint in (c for c in results["checkpoints"] if not c["is_reference"]):
+        written = numeric_leaves({k: v for k, v in checkpoint.items() if k not in IDENTITY}) - NOT_IN_EXAMPLE
+        subsets = list(checkpoint["rewards"]["per_subset"])
+        allowed = instantiated(g.CHECKPOINT_FIGURES, {"<subset>": subsets}) - NOT_IN_EXAMPLE
+        assert written == allowed, (written - allowed, allowed - written)
+
+
+def test_top_figures_are_exactly_the_numbers_report_writes(results):
+    written = numeric_leaves({"recommended": results["recommended"], "past_peak": results["past_peak"],
+                              "fits": {"kl_quality": results["fits"]["kl_quality"]}})
+    assert written == instantiated(g.TOP_FIGURES, {"<run>": list(results["past_peak"])})
+
+
+def test_split_path_and_figure_errors():
+    assert g.split_path("winrate.win_rate_ci[0]") == ["winrate", "win_rate_ci", 0]
+    assert g.split_path("rewards.per_subset.<subset>.n") == ["rewards", "per_subset", g.WILDCARD, "n"]
+    tree = g.figure_tree(g.CHECKPOINT_FIGURES)
+    assert g.figure_error(["rewards", "per_subset", "helpful", "accuracy"], tree) is None
+    assert "allowed: [0], [1]" in g.figure_error(["winrate", "win_rate_ci", 2], tree)
+    assert "is a group" in g.figure_error(["kl", "k1"], tree)
+    assert g.split_path('past_peak["beta0.1"].drop') == ["past_peak", "beta0.1", "drop"]
+    assert g.join_path(["past_peak", "beta0.1", "drop"]) == 'past_peak["beta0.1"].drop'
+    with pytest.raises(ValueError, match=r"cannot read .* at '\[x\]'"):
+        g.split_path("winrate.win_rate_ci[x]")
+
+
+# ---------------------------------------------------------------------------------------------- parsing
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ("checkpoints[final].rewards.acuracy >= 0.6",
+     "unknown key 'acuracy' after 'rewards'; allowed: n, accuracy, accuracy_ties_half"),
+    ("checkpoints[final].rewards.accuracy => 0.6", "unknown operator '=>'; allowed: >=, <=, >, <, ==, !="),
+    ("checkpoints[final].rewards.accuracy ge 0.6", "unknown operator 'ge'; allowed: >=, <=, >, <, ==, !="),
+    ("checkpoints[last].rewards.accuracy >= 0.6", "unknown checkpoint selector 'last'; allowed: final, best, all"),
+    ("rewards.accuracy >= 0.6", "write checkpoints[final].rewards.accuracy"),
+    ("bogus.x >= 1", "allowed: checkpoints[SELECTOR], recommended, fits, past_peak"),
+    ("checkpoints[final].kl.analytic <= 10", "'kl.analytic' is a group, not a figure; add one of: mean, se"),
+    ("checkpoints[final].rewards.accuracy >= high", "threshold 'high' is not a number"),
+    ("checkpoints[final].rewards.accuracy >= nan", "must be a finite number"),
+    ("checkpoints[final].rewards.accuracy", "write FIGURE OPERATOR NUMBER"),
+    ({"findings": "none of severity critical"}, "unknown severity 'critical'; allowed: info, warning, high"),
+    ({"findings": "fewer than 2"}, "write findings: none of severity SEVERITY"),
+    ({"regression": "recommended.kl may not grow by more than 1"}, "unknown direction 'grow'; allowed: drop, rise"),
+    ({"regression": "recommended.kl may not rise by more than -1"}, "must be >= 0"),
+    ({"check": "recommended.kl <= 1", "findings": "none of severity high"}, "give exactly one of"),
+    ({"treshold": "x"}, "unknown key 'treshold'; allowed: name, check, findings, regression"),
+])
+def test_config_mistakes_name_the_key_and_list_the_allowed(entry, message):
+    with pytest.raises(ValueError) as error:
+        parse_check(entry)
+    assert message in str(error.value)
+
+
+def test_check_forms_parse():
+    spaced = parse_check("checkpoints[final].kl.analytic.mean|kl.k1.mean <= 10")
+    tight = parse_check("checkpoints[final].kl.analytic.mean|kl.k1.mean<=10")
+    for check in (spaced, tight):
+        assert (check.op, check.threshold, check.figure.selector) == ("<=", 10.0, "final")
+        assert check.figure.alternatives == (("kl", "analytic", "mean"), ("kl", "k1", "mean"))
+    step = parse_check("checkpoints[200].winrate.win_rate_ci[0]>0.5")
+    assert (step.op, step.threshold, step.figure.selector) == (">", 0.5, "200")
+    assert step.figure.alternatives == (("winrate", "win_rate_ci", 0),)
+    relative = parse_check({"regression": "checkpoints[best].kl.k1.mean may not rise by more than 5%", "name": "kl"})
+    assert (relative.name, relative.direction, relative.tolerance, relative.is_relative) == ("kl", "rise", 0.05, True)
+    assert parse_check({"findings": "none of severity warning"}) == g.FindingsCheck(
+        "findings: none of severity warning", "warning")
+    top = parse_check('past_peak["beta0.1"].drop <= 0.1')
+    assert top.figure.selector is None and top.figure.alternatives == (("past_peak", "beta0.1", "drop"),)
+
+
+def test_load_gate_file_reports_the_check_number_and_reads_report_settings(tmp_path):
+    good = tmp_path / "gate.yaml"
+    good.write_text("checks:\n  - checkpoints[final].rewards.accuracy >= 0.6\n  - findings: none of severity high\n"
+                    "report:\n  n_samples: 2\n  temperature: 1\n")
+    loaded = load_gate_file(good)
+    assert len(loaded.checks) == 2 and loaded.report == {"n_samples": 2, "temperature": 1}
+    cases = {"checks:\n  - checkpoints[final].rewards.accuracy >= 0.6\n  - checkpoints[final].kl.k9.mean < 1\n":
+             "check 2 (checkpoints[final].kl.k9.mean < 1): unknown figure 'kl.k9.mean': unknown key 'k9' after 'kl'; "
+             "allowed: k1, k2, k3, analytic",
+             "checks: []\n": "checks: must be a non-empty list",
+             "chekcs:\n  - x\n": "unknown key 'chekcs'; allowed: checks, report",
+             "checks:\n  - recommended.kl < 1\nreport:\n  n_sample: 2\n": "unknown report setting 'n_sample'; allowed:",
+             "checks:\n  - recommended.kl < 1\nreport:\n  n_samples: two\n": "report setting n_samples: 'two' is not",
+             "checks: [\n": "is not readable YAML"}
+    for text, message in cases.items():
+        good.write_text(text)
+        with pytest.raises(UserError) as error:
+            load_gate_file(good)
+        assert message in str(error.value) and "\n" not in str(error.value)
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+
+
+def last_per_run(results: dict) -> dict[str, dict]:
+    """The checkpoint of highest step in each run, by a plain loop."""
+    last: dict[str, dict] = {}
+    for c in results["checkpoints"]:
+        if c["run"] not in last or c["step"] > last[c["run"]]["step"]:
+            last[c["run"]] = c
+    return last
+
+
+def evaluate(results: dict, *entries: object, baseline: dict | None = None) -> list[g.CheckResult]:
+    return g.evaluate_checks([parse_check(e) for e in entries], results, baseline)
+
+
+def test_final_threshold_values_and_verdicts(results):
+    last = last_per_run(results)
+    accuracy = {run: c["rewards"]["accuracy"] for run, c in last.items()}
+    between = sum(accuracy.values()) / 2  # one run above, one below (the example's runs differ)
+    assert len(set(accuracy.values())) == 2
+    got = evaluate(results, f"checkpoints[final].rewards.accuracy >= {between}")
+    assert [(r.checkpoint, r.value, r.passed) for r in got] == [
+        (f"{run}/{c['label']}", accuracy[run], accuracy[run] >= between) for run, c in last.items()]
+    assert all(r.figure == "rewards.accuracy" and r.op == ">=" and r.bound == between and r.reason == "" for r in got)
+    ci_low = evaluate(results, "checkpoints[final].winrate.win_rate_ci[0] >= 0.5")
+    assert [r.value for r in ci_low] == [c["winrate"]["win_rate_ci"][0] for c in last.values()]
+    share = evaluate(results, "checkpoints[final].drift.pairs.displacement_share <= 0.5")
+    assert [r.value for r in share] == [c["drift"]["pairs"]["displacement_share"] for c in last.values()]
+    assert [r.passed for r in share] == [c["drift"]["pairs"]["displacement_share"] <= 0.5 for c in last.values()]
+
+
+@pytest.mark.parametrize(("op", "check"), [("==", lambda v, t: v == t), ("!=", lambda v, t: v != t),
+                                           (">", lambda v, t: v > t), ("<", lambda v, t: v < t),
+                                           ("<=", lambda v, t: v <= t)])
+def test_every_operator_on_an_exact_value(results, op, check):
+    value = last_per_run(results)["beta0.1"]["rewards"]["n"]
+    for threshold in (value - 1, value, value + 1):
+        got = [r for r in evaluate(results, f"checkpoints[final].rewards.n {op} {threshold}")
+               if r.checkpoint.startswith("beta0.1/")]
+        assert got[0].passed == check(value, threshold)
+
+
+def test_fallback_uses_k1_where_analytic_is_null(results):
+    edited = copy.deepcopy(results)
+    last = last_per_run(edited)["beta0.1"]
+    last["kl"]["analytic"] = None
+    got = {r.checkpoint: r for r in evaluate(edited, "checkpoints[final].kl.analytic.mean|kl.k1.mean <= 10")}
+    assert got["beta0.1/300"].figure == "kl.k1.mean" and got["beta0.1/300"].value == last["kl"]["k1"]["mean"]
+    other = last_per_run(edited)["beta0.5"]
+    assert got["beta0.5/200"].figure == "kl.analytic.mean"
+    assert got["beta0.5/200"].value == other["kl"]["analytic"]["mean"]
+
+
+def test_null_figure_fails_with_the_missing_reason_and_flag(unjudged):
+    got = evaluate(unjudged, "checkpoints[final].winrate.win_rate_ci[0] >= 0.5")
+    assert len(got) == 2 and not any(r.passed for r in got) and all(r.value is None for r in got)
+    for r in got:
+        assert r.reason.startswith("missing: ") and JUDGE_MISSING["why"] in r.reason
+        assert JUDGE_MISSING["flag"] in r.reason
+    best = evaluate(unjudged, "checkpoints[best].rewards.accuracy >= 0")
+    assert len(best) == 1 and not best[0].passed and JUDGE_MISSING["flag"] in best[0].reason
+    top = evaluate(unjudged, "recommended.kl <= 10")
+    assert not top[0].passed and JUDGE_MISSING["why"] in top[0].reason
+
+
+def test_reference_row_absent_key_and_empty_selection_fail(results):
+    reference = evaluate(results, "checkpoints[0].winrate.win_rate >= 0")
+    assert len(reference) == 2 and all(not r.passed and "is the reference" in r.reason for r in reference)
+    older = copy.deepcopy(results)
+    for c in older["checkpoints"]:
+        if c["winrate"]:
+            del c["winrate"]["n_unscored"]
+    absent = evaluate(older, "checkpoints[final].winrate.n_unscored >= 0")
+    assert all(not r.passed and "is not in results.json" in r.reason for r in absent)
+    nowhere = evaluate(results, "checkpoints[7].rewards.accuracy >= 0")
+    assert len(nowhere) == 1 and not nowhere[0].passed
+    assert nowhere[0].reason == "missing: no checkpoint at step 7 (steps: 0, 100, 200, 300)"
+
+
+def test_best_and_all_selectors(results):
+    best = evaluate(results, "checkpoints[best].rewards.accuracy >= 0")
+    recommended = results["recommended"]
+    chosen = [c for c in results["checkpoints"] if (c["run"], c["step"]) == (recommended["run"], recommended["step"])]
+    assert [(r.checkpoint, r.value) for r in best] == [(f"{recommended['run']}/{recommended['step']}",
+                                                       chosen[0]["rewards"]["accuracy"])]
+    every = evaluate(results, "checkpoints[all].length.mean_tokens_ratio <= 1.3")
+    trained = [c for c in results["checkpoints"] if not c["is_reference"]]
+    assert [(r.checkpoint, r.value) for r in every] == [(f"{c['run']}/{c['label']}", c["length"]["mean_tokens_ratio"])
+                                                        for c in trained]
+
+
+def test_findings_counts_the_severity_and_worse(results):
+    high = [f for f in results["findings"] if f["severity"] == "high"]
+    at_least_warning = [f for f in results["findings"] if f["severity"] in ("warning", "high")]
+    assert high and len(at_least_warning) > len(high)
+    got_high = evaluate(results, {"findings": "none of severity high"})[0]
+    got_warning = evaluate(results, {"findings": "none of severity warning"})[0]
+    assert (got_high.value, got_high.passed) == (len(high), False)
+    assert got_warning.value == len(at_least_warning)
+    assert all(f["code"] in got_high.note for f in high)
+    clean = copy.deepcopy(results)
+    clean["findings"] = [f for f in clean["findings"] if f["severity"] == "info"]
+    assert evaluate(clean, {"findings": "none of severity warning"})[0].passed
+
+
+def test_regression_against_a_baseline(results):
+    baseline = copy.deepcopy(results)
+    last_base = last_per_run(baseline)
+    last_base["beta0.1"]["rewards"]["accuracy"] += 0.05  # the new run lost 0.05: beyond 0.02
+    last_base["beta0.5"]["rewards"]["accuracy"] += 0.01  # within 0.02
+    got = {r.checkpoint.partition("/")[0]: r for r in evaluate(
+        results, {"regression": "checkpoints[final].rewards.accuracy may not drop by more than 0.02"},
+        baseline=baseline)}
+    for run, passed in (("beta0.1", False), ("beta0.5", True)):
+        base = last_base[run]["rewards"]["accuracy"]
+        assert got[run].op == ">=" and got[run].bound == pytest.approx(base - 0.02, abs=1e-15)
+        assert got[run].value == last_per_run(results)[run]["rewards"]["accuracy"] and got[run].passed is passed
+        assert f"baseline {base:.6g}" in got[run].note
+    relative = evaluate(results, {"regression": "checkpoints[final].kl.k1.mean may not rise by more than 10%"},
+                        baseline=baseline)
+    for r, c in zip(relative, last_per_run(baseline).values()):
+        assert r.op == "<=" and r.bound == pytest.approx(c["kl"]["k1"]["mean"] * 1.1) and r.passed
+
+
+def test_regression_pairs_a_lone_baseline_run_and_fails_without_a_partner(results):
+    baseline = copy.deepcopy(results)
+    baseline["checkpoints"] = [dict(c, run="old") for c in baseline["checkpoints"] if c["run"] == "beta0.5"]
+    got = evaluate(results, {"regression": "checkpoints[final].rewards.accuracy may not drop by more than 0"},
+                   baseline=baseline)
+    old = last_per_run(baseline)["old"]["rewards"]["accuracy"]
+    assert [r.bound for r in got] == [old, old] and all("at old/200" in r.note for r in got)
+    two = copy.deepcopy(results)
+    for c in two["checkpoints"]:
+        c["run"] = "x" + c["run"]
+    unmatched = evaluate(results, {"regression": "checkpoints[final].rewards.accuracy may not drop by more than 0"},
+                         baseline=two)
+    assert all(not r.passed and r.reason.startswith("missing: the baseline has no checkpoint") for r in unmatched)
+    with pytest.raises(ValueError, match="baseline"):
+        evaluate(results, {"regression": "recommended.kl may not rise by more than 1"})
+
+
+# ---------------------------------------------------------------------------------------------- rendering
+
+
+def test_table_and_markdown_show_every_row(unjudged):
+    got = evaluate(unjudged, "checkpoints[final].rewards.accuracy >= 0", "checkpoints[final].winrate.win_rate >= 0.5",
+                   {"name": "a|b", "check": "checkpoints[final].kl.k1.mean <= 100"})
+    table = format_table(got)
+    assert table.splitlines()[-1] == f"gate FAILED: {sum(r.passed for r in got)} of {len(got)} checks passed"
+    assert table.count("FAIL") == 3 and table.count(JUDGE_MISSING["why"]) == 2  # two rows + headline
+    markdown = format_markdown(got, "out/results.json")
+    rows = [line for line in markdown.splitlines() if line.startswith("| ✅") or line.startswith("| ❌")]
+    assert len(rows) == len(got) and all(line.count(" | ") == 6 for line in rows)  # "a|b" escaped, not a column
+    assert "a\\|b" in markdown
