@@ -85,8 +85,12 @@ class TrainConfig:
         """Check values before any model loads; one line per problem."""
         from dpo_eval.train.losses import LOSSES
 
-        if self.loss not in LOSSES and self.loss != "kto":
-            raise UserError(f"loss {self.loss!r} is unknown; choose one of {', '.join(sorted([*LOSSES, 'kto']))}")
+        if self.loss not in LOSSES and self.loss not in _special_losses():
+            raise UserError(f"loss {self.loss!r} is unknown; choose one of "
+                            f"{', '.join(sorted([*LOSSES, *_special_losses()]))}")
+        if self.loss == "listwise" and (self.mask_special_tokens or self.keep_ref_live):
+            raise UserError("loss listwise supports neither mask_special_tokens nor keep_ref_live (its reference "
+                            "log-probs come from the per-sequence cache); set both to false")
         if self.lr_schedule not in SCHEDULES:
             raise UserError(f"lr_schedule {self.lr_schedule!r} is unknown; choose one of {', '.join(SCHEDULES)}")
         positive = {"batch_size": self.batch_size, "grad_accum": self.grad_accum, "epochs": self.epochs,
@@ -111,10 +115,20 @@ class TrainConfig:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
-def _loss_function(loss: str) -> Callable:
-    from dpo_eval.train.losses import LOSSES, kto_loss
+def _special_losses() -> dict[str, Callable]:
+    """Losses outside the paired registry, each fed by its own path in the recipe: KTO (unpaired items),
+    TDPO (token-level KLs, dpo_eval.train.losses_token), listwise (ranked groups, dpo_eval.train.listwise)."""
+    from dpo_eval.train.listwise import plackett_luce_loss
+    from dpo_eval.train.losses import kto_loss
+    from dpo_eval.train.losses_token import TOKEN_LOSSES
 
-    return kto_loss if loss == "kto" else LOSSES[loss]
+    return {"kto": kto_loss, **TOKEN_LOSSES, "listwise": plackett_luce_loss}
+
+
+def _loss_function(loss: str) -> Callable:
+    from dpo_eval.train.losses import LOSSES
+
+    return _special_losses().get(loss) or LOSSES[loss]
 
 
 def loss_param_hints(loss: str) -> dict[str, Any]:
@@ -130,12 +144,17 @@ def _check_loss_values(loss: str, beta: float, params: dict) -> None:
     """Run the loss once on a one-item dummy batch so its own value checks (ranges) speak now."""
     import torch
 
+    from dpo_eval.train import listwise, losses_token
     from dpo_eval.train.losses import PairLogps, kto_loss
 
     one = torch.ones(1)
     try:
         if loss == "kto":
             kto_loss(-one, -one, torch.tensor([True]), torch.tensor(0.0), beta=beta, **params)
+        elif loss in losses_token.TOKEN_LOSSES:
+            losses_token.probe(loss, beta, params)
+        elif loss == "listwise":
+            listwise.probe(beta, params)
         else:
             _loss_function(loss)(PairLogps(-one, -one, -one, -one, one, one), beta=beta, **params)
     except ValueError as err:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -37,7 +37,7 @@ from dpo_eval.engine.multi import (
     sequence_stats,
 )
 from dpo_eval.train.listwise_data import RankedGroup
-from dpo_eval.train.losses import LossOutput, PairLogps, _require_positive
+from dpo_eval.train.losses import LossOutput, PairLogps, _require_positive, nll_term
 
 __all__ = ["RankedLogps", "group_logps", "plackett_luce_loss", "ranked_micro_loss"]
 
@@ -106,9 +106,10 @@ def _gather(values: torch.Tensor, index: torch.Tensor, valid: torch.Tensor) -> t
 
 
 def ranked_micro_loss(groups: Sequence[RankedGroup], forward: Callable, device: torch.device, pad_id: int,
-                      ref_rows: dict, beta: float) -> tuple[LossOutput, PairLogps]:
+                      ref_rows: dict, beta: float, nll_coef: float = 0.0) -> tuple[LossOutput, PairLogps]:
     """Pack the groups (each prompt once), score with `forward` (group_logps, maybe DDP-wrapped), apply
-    the loss. Also returns a PairLogps of the best response and the mean of the rest, for the step log."""
+    the loss (+ nll_coef * the best response's mean token NLL). Also returns a PairLogps of the best
+    response and the mean of the rest (policy only), for the step log."""
     lengths = [g.packed_length for g in groups]
     rows = plan_batches(lengths, token_budget=sum(lengths))
     order = [i for batch in rows for row in batch for i in row]
@@ -130,8 +131,10 @@ def ranked_micro_loss(groups: Sequence[RankedGroup], forward: Callable, device: 
     rest = valid.clone()
     rest[:, 0] = False
     n_rest = rest.sum(-1)
-    summary = PairLogps(policy[:, 0].detach(), ((policy * rest).sum(-1) / n_rest).detach(), None, None,
+    summary = PairLogps(policy[:, 0], ((policy * rest).sum(-1) / n_rest).detach(), None, None,
                         tokens[:, 0], (tokens * rest).sum(-1) / n_rest)
+    if nll_coef:
+        out = replace(out, losses=out.losses + nll_coef * nll_term(summary))
     return out, summary
 
 
@@ -155,3 +158,10 @@ def attach_ranked_reference(data, load_reference: Callable[[], torch.nn.Module],
         rejected = data.ref_rows[sequence_key(pair.prompt_ids, pair.rejected_ids)][0]
         data.ref_rows[pair.content_key()] = (chosen, rejected, 0, 0)
     gc.collect()
+
+
+def probe(beta: float, params: dict) -> None:
+    """Run plackett_luce_loss once on a one-group dummy batch, so its value checks speak at config time."""
+    two = -torch.ones(1, 2)
+    plackett_luce_loss(RankedLogps(two, two, torch.ones(1, 2, dtype=torch.bool), torch.ones(1, dtype=torch.long)),
+                       beta=beta, **params)

@@ -83,3 +83,9 @@ def tdpo_step_loss(name: str, logps: PairLogps, seq_kl: torch.Tensor, params: di
     if nll_coef:
         output = replace(output, losses=output.losses + nll_coef * nll_term(logps))
     return output
+
+
+def probe(name: str, beta: float, params: dict) -> None:
+    """Run TOKEN_LOSSES[name] once on a one-pair dummy batch, so its value checks speak at config time."""
+    one = torch.ones(1)
+    TOKEN_LOSSES[name](PairLogps(-one, -one, -one, -one, one, one), 0 * one, 0 * one, beta=beta, **params)

@@ -2,7 +2,9 @@
 run will see, precomputed through the engine's cache.
 
 The reference model is loaded only when the cache lacks something, and freed before the policy
-trains; with keep_ref_live it stays and scores each micro-batch instead.
+trains; with keep_ref_live it stays and scores each micro-batch instead, and so it does for TDPO
+(tdpo1, tdpo2), which needs its full next-token distributions (dpo_eval.engine.seq_kl). Listwise
+groups get their reference log-probs per (prompt, response) through the per-sequence cache.
 
 With mask_special_tokens, a response made only of special tokens would have no token left to
 score (and stop training mid-run): such rows are refused up front (a UserError naming file and
@@ -28,6 +30,9 @@ from dpo_eval.models import check_same_vocabulary, identify_model, load_model, l
 from dpo_eval.tokenization import TokenizedPair, TokenizerSettings, padding_id, tokenize_pairs
 from dpo_eval.train.config import TrainConfig
 from dpo_eval.train.kto import UnpairedExample, load_unpaired
+from dpo_eval.train.listwise import attach_ranked_reference
+from dpo_eval.train.listwise_data import RankedGroup, load_ranked
+from dpo_eval.train.losses_token import TOKEN_LOSSES
 
 
 @dataclass
@@ -44,9 +49,12 @@ class PreparedData:
     ref_rows: dict[str, CachedRow] = field(default_factory=dict)  # content key -> reference log-probs
     ref_model: torch.nn.Module | None = None  # only with keep_ref_live
     n_skipped_special: dict[str, int] = field(default_factory=dict)  # {"train": n, "eval": n}, skip_invalid
+    ranked: list[RankedGroup] | None = None  # listwise: prompts with K ranked responses (train is empty)
 
     @property
     def n_items(self) -> int:
+        if self.ranked is not None:
+            return len(self.ranked)
         return len(self.kto_examples) if self.kto_examples is not None else len(self.train)
 
     def ref_logps(self, pairs: Sequence[TokenizedPair], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,8 +111,10 @@ def prepare_data(config: TrainConfig) -> PreparedData:
                                  truncation=config.truncation)
     special = frozenset(tokenizer.all_special_ids) if config.mask_special_tokens else frozenset()
     skip, skipped = config.skip_invalid, {}
-    train, examples, mode, n_truncated = [], None, "plain", 0
-    if config.loss == "kto":
+    train, examples, mode, n_truncated, ranked = [], None, "plain", 0, None
+    if config.loss == "listwise":
+        ranked, mode = load_ranked(config.data, tokenizer, settings, limit=config.limit)
+    elif config.loss == "kto":
         examples = load_unpaired(config.data, tokenizer, settings, limit=config.limit,
                                  data_format=config.data_format, skip_invalid=skip)
         examples, skipped["train"] = drop_special_only(
@@ -121,7 +131,7 @@ def prepare_data(config: TrainConfig) -> PreparedData:
                         {"template": config.template, "mode": mode, "max_length": config.max_length,
                          "truncation": config.truncation, "n_truncated": n_truncated,
                          "mask_special_tokens": config.mask_special_tokens},
-                        kto_examples=examples, n_skipped_special=skipped)
+                        kto_examples=examples, n_skipped_special=skipped, ranked=ranked)
 
 
 def attach_reference(data: PreparedData, config: TrainConfig, sequences: Sequence[TokenizedPair],
@@ -136,8 +146,11 @@ def attach_reference(data: PreparedData, config: TrainConfig, sequences: Sequenc
         return load_model(ref_path, device=device, dtype=dtype, cache_dir=data.cache_root,
                           trust_remote_code=config.trust_remote_code, allow_pickle=config.allow_pickle).model
 
-    if config.keep_ref_live:
+    if config.keep_ref_live or config.loss in TOKEN_LOSSES:  # TDPO needs the reference's full distributions
         data.ref_model = load()
+        return
+    if data.ranked is not None:
+        attach_ranked_reference(data, load, identity.fingerprint, device, dtype, config.show_progress)
         return
     cache = LogpCache(data.cache_root, identity.fingerprint, numerics_tag(device, dtype, data.exclude_ids),
                       writer_tag=str(ctx.rank))

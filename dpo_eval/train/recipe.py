@@ -3,7 +3,8 @@
 The loop, in order: pick the global batch, per micro-batch pack the pairs, policy log-probs
 through the engine (response-only projection), reference log-probs from the precomputed cache,
 loss, backward (summed loss / global batch, so accumulation is exact), clip, LR, step, log,
-evaluate, checkpoint.
+evaluate, checkpoint. TDPO (tdpo1, tdpo2) scores each micro-batch against the live reference
+(dpo_eval.engine.seq_kl); listwise packs each prompt with its K ranked responses (engine.multi).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import json
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,13 +25,16 @@ from dpo_eval.engine.batching import plan_batches
 from dpo_eval.engine.distributed import DistContext, device_for_rank, init_distributed, shutdown
 from dpo_eval.engine.logprobs import packed_logps
 from dpo_eval.engine.packing import pack_rows
+from dpo_eval.engine.seq_kl import packed_token_kl
 from dpo_eval.errors import UserError
 from dpo_eval.jsonio import write_json
 from dpo_eval.models import fingerprint_module, load_model, resolve_device, resolve_dtype
 from dpo_eval.train import checkpoint as ckpt
 from dpo_eval.train.config import TrainConfig
 from dpo_eval.train.kto import kto_pairs, kto_step_loss
+from dpo_eval.train.listwise import group_logps, ranked_micro_loss
 from dpo_eval.train.losses import REFERENCE_FREE, PairLogps, compute_loss
+from dpo_eval.train.losses_token import TOKEN_LOSSES, tdpo_step_loss
 from dpo_eval.train.metrics_log import StepMetrics, reduce_metrics
 from dpo_eval.train.model_setup import causal_lm, make_trainable
 from dpo_eval.train.prepare import PreparedData, attach_reference, prepare_data
@@ -37,15 +42,21 @@ from dpo_eval.train.schedule import global_batches, learning_rate_at, micro_batc
 
 
 class LogpModule(torch.nn.Module):
-    """Wraps a causal LM so DDP sees one forward: packed batch -> (pair log-probs, counts)."""
+    """Wraps a causal LM so DDP sees one forward: packed batch -> (log-probs, counts, ...).
 
-    def __init__(self, model: torch.nn.Module, exclude_ids: torch.Tensor | None):
+    `score(model, batch, exclude_ids)` is packed_logps for pairs, group_logps for listwise groups,
+    and packed_token_kl against the live reference for TDPO (which also returns reference log-probs
+    and sequential KLs; the reference is held in a closure, not registered, so DDP never syncs it).
+    """
+
+    def __init__(self, model: torch.nn.Module, exclude_ids: torch.Tensor | None, score: Callable = packed_logps):
         super().__init__()
         self.model = model
         self.exclude_ids = exclude_ids
+        self.score = score
 
     def forward(self, batch):
-        return packed_logps(causal_lm(self.model), batch, self.exclude_ids)
+        return self.score(causal_lm(self.model), batch, self.exclude_ids)
 
 
 @dataclass
@@ -85,12 +96,18 @@ class DPORecipe:
         self.module = make_trainable(loaded.model, cfg)
         self._resume_if_possible()
         self.module.train()
-        self.forward = self._wrap(LogpModule(self.module, self.data.exclude_ids))
+        self.forward = self._wrap(LogpModule(self.module, self.data.exclude_ids, self._score_function()))
         self.optimizer = self._optimizer()
         if self._resume_state is not None:
             self.optimizer.load_state_dict(self._resume_state["optimizer"])
             torch.set_rng_state(self._resume_state["torch_rng"])
         self._write_manifest()
+
+    def _score_function(self) -> Callable:
+        if self.config.loss in TOKEN_LOSSES:
+            ref = self.data.ref_model
+            return lambda model, batch, exclude_ids: packed_token_kl(model, ref, batch, exclude_ids)
+        return group_logps if self.data.ranked is not None else packed_logps
 
     def _every_training_sequence(self) -> list:
         """What the reference must score: the pairs, or for KTO each scheduled micro-batch's packing."""
@@ -215,17 +232,25 @@ class DPORecipe:
         return totals
 
     def _micro_loss(self, items: np.ndarray):
+        params = {"beta": self.config.beta, **self.config.loss_params}
+        if self.data.ranked is not None:
+            groups = [self.data.ranked[i] for i in items]
+            return ranked_micro_loss(groups, self.forward, self.device, self.data.pad_id, self.data.ref_rows,
+                                     nll_coef=self.config.nll_coef, **params)
         pairs = self._micro_pairs(items)
         rows = plan_batches([p.packed_length for p in pairs], token_budget=sum(p.packed_length for p in pairs))
         order = [i for batch in rows for row in batch for i in row]
         packed = pack_rows([[pairs[i] for i in row] for batch in rows for row in batch], self.data.pad_id)
-        sums, counts = self.forward(packed.to(self.device))
         inverse = torch.empty(len(order), dtype=torch.long)
         inverse[torch.tensor(order)] = torch.arange(len(order))
-        sums, counts = sums[inverse.to(sums.device)], counts[inverse.to(counts.device)].float()
+        sums, counts, *live = (t[inverse.to(t.device)] for t in self.forward(packed.to(self.device)))
+        counts = counts.float()
+        if live:  # TDPO: reference log-probs and sequential KLs come from the same projection
+            ref_sums, seq_kl = live
+            logps = PairLogps(sums[:, 0], sums[:, 1], ref_sums[:, 0], ref_sums[:, 1], counts[:, 0], counts[:, 1])
+            return tdpo_step_loss(self.config.loss, logps, seq_kl, params, self.config.nll_coef), logps
         ref = self.data.ref_logps(pairs, self.device) if self.uses_ref else (None, None)
         logps = PairLogps(sums[:, 0], sums[:, 1], ref[0], ref[1], counts[:, 0], counts[:, 1])
-        params = {"beta": self.config.beta, **self.config.loss_params}
         if self.data.kto_examples is not None:
             labels = torch.tensor([self.data.kto_examples[i].is_desirable for i in items], device=sums.device)
             return kto_step_loss(logps, labels, params, self.ctx), logps
