@@ -39,6 +39,7 @@ def signature_defaults(function) -> dict:
 
 
 def config_defaults(command_name: str) -> dict:
+    from dpo_eval.gate_config import GateConfig
     from dpo_eval.generate import GenerateConfig
     from dpo_eval.judge.run import JudgeConfig
     from dpo_eval.judge.winrate import winrate
@@ -53,14 +54,16 @@ def config_defaults(command_name: str) -> dict:
             "winrate": lambda: signature_defaults(winrate),
             "rewardbench": lambda: dataclass_defaults(RewardBenchConfig),
             "rerank": lambda: dataclass_defaults(RerankConfig),
-            "report": lambda: dataclass_defaults(ReportConfig)}[command_name]()
+            "report": lambda: dataclass_defaults(ReportConfig),
+            "gate": lambda: dataclass_defaults(GateConfig)}[command_name]()
 
 
 def normalise(value):
     return tuple(value) if isinstance(value, list) else value
 
 
-@pytest.mark.parametrize("command_name", ["score", "generate", "judge", "winrate", "report", "rewardbench", "rerank"])
+@pytest.mark.parametrize("command_name", ["score", "generate", "judge", "winrate", "report", "rewardbench", "rerank",
+                                          "gate"])
 def test_every_option_default_is_the_config_default(command_name):
     defaults = config_defaults(command_name)
     command = main.commands[command_name]
