@@ -83,6 +83,22 @@ def response_hidden(model: torch.nn.Module, batch: PackedBatch) -> torch.Tensor:
     return hidden.index_select(0, batch.source_index)
 
 
+def packed_token_logps(model: torch.nn.Module, batch: PackedBatch,
+                       exclude_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token response log-probs of a packed batch: (per_token (N,) float32, owner (N,) int64).
+
+    owner is batch.owner (2*pair chosen, 2*pair+1 rejected) with the exclude_ids tokens dropped;
+    each sequence's tokens stay in order. Differentiable when grad is enabled.
+    """
+    head, transform = output_head(model)
+    hidden = response_hidden(model, batch)
+    targets, owner = batch.target_ids, batch.owner
+    if exclude_ids is not None and exclude_ids.numel():
+        keep = ~torch.isin(targets, exclude_ids.to(targets.device))
+        hidden, targets, owner = hidden[keep], targets[keep], owner[keep]
+    return token_logps(hidden, targets, head, transform, head.weight.shape[0]), owner
+
+
 def packed_logps(model: torch.nn.Module, batch: PackedBatch,
                  exclude_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed response log-probs and token counts for a packed batch on the model's device.
@@ -91,14 +107,25 @@ def packed_logps(model: torch.nn.Module, batch: PackedBatch,
     Returns (logps, counts), each (n_pairs, 2): column 0 chosen, column 1 rejected; logps float32,
     differentiable when grad is enabled.
     """
-    head, transform = output_head(model)
-    hidden = response_hidden(model, batch)
-    targets, owner = batch.target_ids, batch.owner
-    if exclude_ids is not None and exclude_ids.numel():
-        keep = ~torch.isin(targets, exclude_ids.to(targets.device))
-        hidden, targets, owner = hidden[keep], targets[keep], owner[keep]
-    per_token = token_logps(hidden, targets, head, transform, head.weight.shape[0])
+    per_token, owner = packed_token_logps(model, batch, exclude_ids)
     sums = torch.zeros(batch.n_pairs * 2, dtype=torch.float32, device=per_token.device)
     sums = sums.index_add(0, owner, per_token)
     counts = torch.bincount(owner, minlength=batch.n_pairs * 2)
     return sums.view(-1, 2), counts.view(-1, 2)
+
+
+def prefix_sums(per_token: torch.Tensor, owner: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Sum of the first lengths[s] tokens of every sequence s, (S,) float (S = len(lengths)).
+
+    per_token, owner (N,) as `packed_token_logps` returns them (each sequence's tokens in order);
+    the rest of a sequence's sum is its total minus this. LD-DPO splits a pair at its shorter length.
+    """
+    n = lengths.shape[0]
+    counts = torch.bincount(owner, minlength=n)
+    starts = torch.cumsum(counts, 0) - counts
+    order = torch.sort(owner, stable=True).indices
+    position = torch.empty_like(owner)
+    position[order] = torch.arange(owner.shape[0], device=owner.device) - starts[owner[order]]
+    kept = position < lengths.to(owner.device)[owner]
+    return torch.zeros(n, dtype=per_token.dtype, device=per_token.device).index_add(
+        0, owner[kept], per_token[kept])
