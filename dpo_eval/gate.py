@@ -114,8 +114,9 @@ def _check_flags(config: GateConfig, gate_file: GateFile, is_results: bool) -> N
         raise UserError(f"--config {config.config}: {names[0]!r} compares with a baseline: pass --baseline OLD.json")
     given = [f"--{name.replace('_', '-')}" for name in REPORT_FLAGS if getattr(config, name) is not None]
     if is_results and given:
-        raise UserError(f"{', '.join(given)} only apply when the target is a run dir or checkpoint; "
-                        f"{config.target} is a results file: drop them or pass the run dir")
+        verb = "apply" if len(given) > 1 else "applies"
+        raise UserError(f"{', '.join(given)} {verb} only when the target is a run dir or checkpoint; "
+                        f"{config.target} is a results file: drop the flag or pass the run dir")
 
 
 def _results(config: GateConfig, gate_file: GateFile, is_results: bool) -> tuple[Path, dict, tuple[str, ...]]:

@@ -309,3 +309,50 @@ def test_table_and_markdown_show_every_row(unjudged):
     rows = [line for line in markdown.splitlines() if line.startswith("| ✅") or line.startswith("| ❌")]
     assert len(rows) == len(got) and all(line.count(" | ") == 6 for line in rows)  # "a|b" escaped, not a column
     assert "a\\|b" in markdown
+
+
+# ---------------------------------------------------------------------------------------------- the report
+
+
+def test_needed_steps_asks_the_report_only_for_what_the_checks_select():
+    from dpo_eval.gate import needed_steps
+
+    def steps(*entries):
+        return needed_steps(tuple(parse_check(e) for e in entries))
+
+    assert steps("checkpoints[final].rewards.accuracy >= 0.6") == "final"
+    assert steps("checkpoints[final].rewards.accuracy >= 0.6", "checkpoints[200].kl.k1.mean < 5",
+                 "checkpoints[50].kl.k1.mean < 5", {"regression": "checkpoints[200].kl.k1.mean may not rise by more than 1"}
+                 ) == "50,200,final"
+    for every in ("checkpoints[best].rewards.accuracy >= 0.6", "checkpoints[all].rewards.accuracy >= 0.6",
+                  "recommended.kl < 5", {"findings": "none of severity high"}):
+        assert steps("checkpoints[final].rewards.accuracy >= 0.6", every) is None
+
+
+def test_report_config_takes_the_file_settings_and_the_flags_win(tmp_path):
+    from dpo_eval.gate import GateConfig, report_config
+
+    config_file = tmp_path / "gate.yaml"
+    config_file.write_text("checks:\n  - checkpoints[final].rewards.accuracy >= 0.6\n"
+                           "report:\n  n_samples: 2\n  judge: rule:a:b\n  allow_pickle: true\n")
+    loaded = load_gate_file(config_file)
+    plain = report_config(GateConfig(target="run", config=str(config_file)), loaded)
+    assert (plain.run_dirs, plain.n_samples, plain.judge, plain.steps, plain.allow_pickle) == (
+        ("run",), 2, "rule:a:b", "final", True)
+    flagged = report_config(GateConfig(target="run", config=str(config_file), judge="gold:x.jsonl", out="o",
+                                       show_progress=False), loaded)
+    assert (flagged.judge, flagged.out, flagged.show_progress, flagged.allow_pickle) == ("gold:x.jsonl", "o", False,
+                                                                                         True)
+    config_file.write_text("checks:\n  - checkpoints[final].rewards.accuracy >= 0.6\nreport:\n  n_samples: 0\n")
+    with pytest.raises(UserError, match="--n-samples"):
+        report_config(GateConfig(target="run", config=str(config_file)), load_gate_file(config_file))
+
+
+def test_the_example_gate_yaml_holds_the_issue_examples():
+    loaded = load_gate_file(Path(__file__).resolve().parent.parent / "data" / "gate.yaml")
+    figures = {c.figure.text for c in loaded.checks if hasattr(c, "figure")}
+    assert {"checkpoints[final].rewards.accuracy", "checkpoints[final].winrate.win_rate_ci[0]",
+            "checkpoints[final].kl.analytic.mean|kl.k1.mean", "checkpoints[final].length.mean_tokens_ratio",
+            "checkpoints[final].drift.pairs.displacement_share"} <= figures
+    assert g.FindingsCheck("findings: none of severity high", "high") in loaded.checks
+    assert any(isinstance(c, g.RegressionCheck) for c in loaded.checks)

@@ -117,7 +117,7 @@ def test_exit_2_names_the_key_and_lists_the_allowed_ones(example, tmp_path, entr
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (("{results}", "--config", "{config}", "--judge", "openai:x"), "--judge only apply when the target is a run dir"),
+    (("{results}", "--config", "{config}", "--judge", "openai:x"), "--judge applies only when the target is a run dir"),
     (("{tmp}/nowhere", "--config", "{config}"), "does not exist"),
     (("{results}", "--config", "{tmp}/none.yaml"), "does not exist: pass a gate.yaml"),
     (("{results}", "--config", "{config}", "--baseline", "{tmp}/gate.yaml"), "--baseline"),
