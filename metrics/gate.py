@@ -351,11 +351,17 @@ def evaluate_threshold(check: ThresholdCheck, results: dict) -> list[CheckResult
     return out
 
 
+def _where(finding: dict) -> str:
+    """run/step of a finding, or what it has of them."""
+    parts = [str(finding[k]) for k in ("run", "step") if finding.get(k) is not None]
+    return "/".join(parts) or "the whole document"
+
+
 def evaluate_findings(check: FindingsCheck, results: dict) -> list[CheckResult]:
     """Count of findings at or above the severity; passed when it is 0. The note lists them."""
     floor = SEVERITIES.index(check.severity)
     hits = [f for f in results["findings"] if SEVERITIES.index(f["severity"]) >= floor]
-    note = "; ".join(f"{f['code']} ({f['severity']}) at {f.get('run')}/{f.get('step')}" for f in hits)
+    note = "; ".join(f"{f['code']} ({f['severity']}) at {_where(f)}" for f in hits)
     return [CheckResult(check.name, f"findings of severity >= {check.severity}", "", "==", 0.0, float(len(hits)),
                         not hits, "", note)]
 

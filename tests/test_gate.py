@@ -255,6 +255,10 @@ def test_findings_counts_the_severity_and_worse(results):
     assert (got_high.value, got_high.passed) == (len(high), False)
     assert got_warning.value == len(at_least_warning)
     assert all(f["code"] in got_high.note for f in high)
+    run_level = copy.deepcopy(results)
+    run_level["findings"] = [dict(high[0], step=None)]
+    assert evaluate(run_level, {"findings": "none of severity high"})[0].note == (
+        f"{high[0]['code']} (high) at {high[0]['run']}")
     clean = copy.deepcopy(results)
     clean["findings"] = [f for f in clean["findings"] if f["severity"] == "info"]
     assert evaluate(clean, {"findings": "none of severity warning"})[0].passed
