@@ -21,7 +21,7 @@ def brute_force(policy, ref, prompt, response) -> tuple[torch.Tensor, torch.Tens
 
     Differentiable through the policy (the reference runs under no_grad).
     """
-    ids = torch.tensor([list(prompt) + list(response)])
+    ids = torch.tensor([list(prompt) + list(response)], device=next(policy.parameters()).device)
     start = len(prompt) - 1  # the position predicting the first response token
     logp = torch.log_softmax(policy(input_ids=ids).logits[0, start:-1].double(), dim=-1)
     with torch.no_grad():
