@@ -53,10 +53,12 @@ def compute_pair_logps(model: torch.nn.Module, pairs: Sequence[TokenizedPair], *
                        token_budget: int, ctx: DistContext = DistContext(),
                        on_rows: Callable[[dict[str, CachedRow]], None] | None = None,
                        desc: str = "scoring", show_progress: bool = True,
-                       exclude_ids: torch.Tensor | None = None) -> dict[str, CachedRow]:
+                       exclude_ids: torch.Tensor | None = None,
+                       compute: Callable[..., list[CachedRow]] = compute_batch) -> dict[str, CachedRow]:
     """Compute every given pair (keyed by content key); this rank does its share of batches.
 
     on_rows receives finished rows in groups (at most every FLUSH_SECONDS) for caching.
+    compute(model, rows, pad_id, exclude_ids) makes one batch's rows (default: log-probs and counts).
     Returns the rows of all ranks merged.
     """
     batches = shard_batches(plan_batches([p.packed_length for p in pairs], token_budget), ctx.rank,
@@ -70,7 +72,7 @@ def compute_pair_logps(model: torch.nn.Module, pairs: Sequence[TokenizedPair], *
     for batch in batches:
         rows = [[pairs[i] for i in row] for row in batch]
         flat = [pair for row in rows for pair in row]
-        for pair, result in zip(flat, compute_batch(model, rows, pad_id, exclude_ids)):
+        for pair, result in zip(flat, compute(model, rows, pad_id, exclude_ids)):
             pending[pair.content_key()] = result
         bar.update(sum(p.packed_length for p in flat))
         if on_rows and time.monotonic() - last_flush > FLUSH_SECONDS:

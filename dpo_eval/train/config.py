@@ -120,9 +120,10 @@ def _special_losses() -> dict[str, Callable]:
     TDPO (token-level KLs, dpo_eval.train.losses_token), listwise (ranked groups, dpo_eval.train.listwise)."""
     from dpo_eval.train.listwise import plackett_luce_loss
     from dpo_eval.train.losses import kto_loss
+    from dpo_eval.train.losses_family import npo_loss
     from dpo_eval.train.losses_token import TOKEN_LOSSES
 
-    return {"kto": kto_loss, **TOKEN_LOSSES, "listwise": plackett_luce_loss}
+    return {"kto": kto_loss, **TOKEN_LOSSES, "listwise": plackett_luce_loss, "npo": npo_loss}
 
 
 def _loss_function(loss: str) -> Callable:
@@ -146,6 +147,7 @@ def _check_loss_values(loss: str, beta: float, params: dict) -> None:
 
     from dpo_eval.train import listwise, losses_token
     from dpo_eval.train.losses import PairLogps, kto_loss
+    from dpo_eval.train.losses_family import required_extras
 
     one = torch.ones(1)
     try:
@@ -155,8 +157,11 @@ def _check_loss_values(loss: str, beta: float, params: dict) -> None:
             losses_token.probe(loss, beta, params)
         elif loss == "listwise":
             listwise.probe(beta, params)
-        else:
-            _loss_function(loss)(PairLogps(-one, -one, -one, -one, one, one), beta=beta, **params)
+        elif loss == "npo":
+            _loss_function(loss)(-one, -one, torch.tensor([True]), one, beta=beta, **params)
+        else:  # extras (losses_family): any valid value, so only the hyperparameters are checked
+            extras = dict.fromkeys(required_extras(loss, params), one / 2)
+            _loss_function(loss)(PairLogps(-one, -one, -one, -one, one, one, extras=extras), beta=beta, **params)
     except ValueError as err:
         raise UserError(f"loss_params for loss {loss!r}: {err}") from None
 

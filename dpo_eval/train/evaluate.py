@@ -9,6 +9,7 @@ from dpo_eval.engine.distributed import DistContext
 from dpo_eval.engine.runner import compute_pair_logps
 from dpo_eval.train.config import TrainConfig
 from dpo_eval.train.losses import REFERENCE_FREE, PairLogps, compute_loss
+from dpo_eval.train.losses_family import required_extras
 from dpo_eval.train.losses_token import TOKEN_LOSSES
 
 
@@ -28,7 +29,8 @@ def evaluate_policy(model: torch.nn.Module, data, config: TrainConfig, ctx: Dist
         ref = [r.double() for r in data.ref_logps(data.eval, torch.device("cpu"))]
     logps = PairLogps(policy[:, 0], policy[:, 1], ref[0] if ref else None, ref[1] if ref else None,
                       policy[:, 2], policy[:, 3])
-    is_kto = config.loss in ("kto", *TOKEN_LOSSES)  # rewards only
+    # rewards only; so too for NPO (unpaired) and the losses that need per-pair extras (losses_family)
+    is_kto = config.loss in ("kto", "npo", *TOKEN_LOSSES) or bool(required_extras(config.loss, config.loss_params))
     params = {"beta": config.beta} if is_kto else {"beta": config.beta, **config.loss_params}
     name = "dpo" if is_kto or config.loss == "listwise" else config.loss
     out = compute_loss(name, logps, params, 0.0 if is_kto else config.nll_coef)

@@ -192,9 +192,9 @@ def rainbow_loss(logps: PairLogps, beta: float = 0.1, length_normalization: bool
     if contextual_scale is not None:
         _require_positive("contextual_scale", contextual_scale)
         entropy = _extra(logps, ENTROPY_KEY, "rainbow_loss")
-        if bool(((entropy <= 0) | (entropy > 1)).any()):
+        if bool(((entropy <= 0) | (entropy > 1 + 1e-4)).any()):
             raise ValueError(f"rainbow_loss: {ENTROPY_KEY} must lie in (0, 1] (entropy / log vocabulary size)")
-        logits = logits * (-contextual_scale * torch.log(entropy))
+        logits = logits * (-contextual_scale * torch.log(entropy.clamp(max=1.0)))  # rounding may pass 1
     losses = -F.logsigmoid(beta * logits)
     return LossOutput(losses, (beta * chosen).detach(), (beta * rejected).detach())
 

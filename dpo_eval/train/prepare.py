@@ -114,11 +114,15 @@ def prepare_data(config: TrainConfig) -> PreparedData:
     train, examples, mode, n_truncated, ranked = [], None, "plain", 0, None
     if config.loss == "listwise":
         ranked, mode = load_ranked(config.data, tokenizer, settings, limit=config.limit)
-    elif config.loss == "kto":
+    elif config.loss in ("kto", "npo"):  # unpaired items; NPO keeps its negatives (dpo_eval.train.family_inputs)
         examples = load_unpaired(config.data, tokenizer, settings, limit=config.limit,
                                  data_format=config.data_format, skip_invalid=skip)
         examples, skipped["train"] = drop_special_only(
             examples, lambda e: {"completion": e.completion_ids}, lambda _, e: e.row + 1, special, config.data, skip)
+        if config.loss == "npo":
+            from dpo_eval.train.family_inputs import npo_examples
+
+            examples = npo_examples(examples, config.loss_params, config.data)
     else:
         tokenized = _tokenized(config.data, config, tokenizer, settings, config.limit)
         train, mode, n_truncated = tokenized.pairs, tokenized.mode, tokenized.n_truncated

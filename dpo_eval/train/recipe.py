@@ -31,6 +31,12 @@ from dpo_eval.jsonio import write_json
 from dpo_eval.models import fingerprint_module, load_model, resolve_device, resolve_dtype
 from dpo_eval.train import checkpoint as ckpt
 from dpo_eval.train.config import TrainConfig
+from dpo_eval.train.family_inputs import (
+    npo_pairs,
+    npo_step_loss,
+    packed_logps_with_tails,
+    prepare_family_inputs,
+)
 from dpo_eval.train.kto import kto_pairs, kto_step_loss
 from dpo_eval.train.listwise import group_logps, ranked_micro_loss
 from dpo_eval.train.losses import REFERENCE_FREE, PairLogps, compute_loss
@@ -89,6 +95,7 @@ class DPORecipe:
         if self.uses_ref:
             attach_reference(self.data, cfg, self._every_training_sequence(), self.ctx, self.device,
                              self.compute_dtype)
+        self.family = prepare_family_inputs(cfg, self.data, self.ctx, self.device, self.compute_dtype)
         loaded = load_model(cfg.policy, device=self.device, dtype=self.param_dtype,
                             cache_dir=self.data.cache_root, trust_remote_code=cfg.trust_remote_code,
                             allow_pickle=cfg.allow_pickle)
@@ -107,6 +114,8 @@ class DPORecipe:
         if self.config.loss in TOKEN_LOSSES:
             ref = self.data.ref_model
             return lambda model, batch, exclude_ids: packed_token_kl(model, ref, batch, exclude_ids)
+        if self.family.needs_policy_tails:  # LD-DPO
+            return packed_logps_with_tails
         return group_logps if self.data.ranked is not None else packed_logps
 
     def _every_training_sequence(self) -> list:
@@ -133,6 +142,8 @@ class DPORecipe:
         return global_batches(self.data.n_items, self.global_batch, self.config.seed, epoch)[index]
 
     def _micro_pairs(self, items: np.ndarray) -> list:
+        if self.data.kto_examples is not None and self.config.loss == "npo":
+            return npo_pairs(self.data.kto_examples, items)
         if self.data.kto_examples is not None:
             return kto_pairs(self.data.kto_examples, list(items), self.config.max_length, self._special)
         return [self.data.train[i] for i in items]
@@ -245,12 +256,15 @@ class DPORecipe:
         inverse[torch.tensor(order)] = torch.arange(len(order))
         sums, counts, *live = (t[inverse.to(t.device)] for t in self.forward(packed.to(self.device)))
         counts = counts.float()
-        if live:  # TDPO: reference log-probs and sequential KLs come from the same projection
+        if self.config.loss in TOKEN_LOSSES:  # TDPO: reference log-probs and sequential KLs from the same projection
             ref_sums, seq_kl = live
             logps = PairLogps(sums[:, 0], sums[:, 1], ref_sums[:, 0], ref_sums[:, 1], counts[:, 0], counts[:, 1])
             return tdpo_step_loss(self.config.loss, logps, seq_kl, params, self.config.nll_coef), logps
         ref = self.data.ref_logps(pairs, self.device) if self.uses_ref else (None, None)
-        logps = PairLogps(sums[:, 0], sums[:, 1], ref[0], ref[1], counts[:, 0], counts[:, 1])
+        if self.config.loss == "npo":
+            return npo_step_loss(self.data.kto_examples, items, sums, counts, ref[0], params), None
+        logps = PairLogps(sums[:, 0], sums[:, 1], ref[0], ref[1], counts[:, 0], counts[:, 1],
+                          extras=self.family.extras(pairs, live[0] if live else None, self.device))
         if self.data.kto_examples is not None:
             labels = torch.tensor([self.data.kto_examples[i].is_desirable for i in items], device=sums.device)
             return kto_step_loss(logps, labels, params, self.ctx), logps

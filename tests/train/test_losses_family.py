@@ -200,6 +200,10 @@ def test_rainbow_contextual_scaling_needs_the_reference_entropy():
     assert required_extras("rainbow", {}) == ()
     with pytest.raises(ValueError, match="ref_entropy"):
         rainbow_loss(hand_logps(extras={}), contextual_scale=1.0)
+    rounded = rainbow_loss(hand_logps(extras={"ref_entropy": t([1 + 1e-6, 0.5, 0.5])}), contextual_scale=1.0)
+    assert rounded.losses[0].item() == pytest.approx(math.log(2), rel=1e-12)  # H / log V past 1 by rounding: s = 0
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        rainbow_loss(hand_logps(extras={"ref_entropy": t([1.5, 0.5, 0.5])}), contextual_scale=1.0)
 
 
 # ----------------------------------------------------------------------------------------------- NPO
