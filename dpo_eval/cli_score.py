@@ -14,6 +14,7 @@ Examples:
   dpo-eval score --policy runs/dpo/checkpoint-200 --ref sft_model --data pairs.jsonl --out scores/ckpt200
   dpo-eval score --policy smollm2 --ref smollm2 --data hh.jsonl.gz --skip-invalid --limit 200
   dpo-eval score --policy simpo_model --ref none --norm avg --beta 2.0 --data pairs.parquet
+  dpo-eval score --policy fdpo_run/final --ref sft_model --divergence js_divergence --data pairs.jsonl
   torchrun --nproc_per_node 4 -m dpo_eval.cli score --policy P --ref R --data D --out O
 """
 
@@ -26,6 +27,12 @@ Examples:
 @click.option("--beta", default=0.1, show_default=True, type=float, help="Reward scale beta.")
 @click.option("--norm", type=click.Choice(["sum", "avg"]), default="sum", show_default=True,
               help="Sum of token log-probs, or their mean (SimPO-style).")
+@click.option("--divergence", type=click.Choice(["reverse_kl", "forward_kl", "js_divergence", "alpha_divergence"]),
+              default="reverse_kl", show_default=True,
+              help="f-DPO: the divergence the policy was trained with; reward = beta * f'(pi/pi_ref) "
+                   "(reverse_kl is DPO's beta * log(pi/pi_ref)).")
+@click.option("--divergence-alpha", default=0.5, show_default=True, type=float,
+              help="alpha of --divergence alpha_divergence, in (0, 1).")
 @click.option("--out", default="score_out", show_default=True, help="Output dir for pairs.parquet, summary.json.")
 @click.option("--format", "data_format", type=click.Choice(["auto", "text", "chat", "hh"]), default="auto",
               show_default=True, help="Data format (detected by default).")

@@ -60,10 +60,21 @@ class ScoreConfig:
     allow_pickle: bool = False
     tie_tolerance: float = 0.0
     show_progress: bool = True
+    divergence: str = "reverse_kl"  # f-DPO: reward beta * f'(pi/pi_ref) (dpo_eval.train.losses_family.f_prime)
+    divergence_alpha: float = 0.5  # the alpha of divergence "alpha_divergence"
 
     def validate(self) -> None:
+        from dpo_eval.train.losses_family import DIVERGENCES
+
         if not self.beta > 0:
             raise UserError(f"--beta must be positive, got {self.beta}")
+        if self.divergence not in DIVERGENCES:
+            raise UserError(f"--divergence must be one of {', '.join(DIVERGENCES)}, got {self.divergence!r}")
+        if self.divergence != "reverse_kl" and (self.is_reference_free or self.norm != "sum"):
+            raise UserError(f"--divergence {self.divergence} needs a reference and --norm sum (its reward is "
+                            "beta * f'(pi/pi_ref) of whole responses); give --ref MODEL, --norm sum")
+        if self.divergence == "alpha_divergence" and not 0 < self.divergence_alpha < 1:
+            raise UserError(f"--divergence-alpha must lie in (0, 1), got {self.divergence_alpha}")
         if self.norm not in NORMS:
             raise UserError(f"--norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
         if self.token_budget is not None and self.token_budget < 1:
@@ -114,10 +125,20 @@ def _pairs_frame(tokenized: TokenizedPairs, policy: ScoredPairs, ref: ScoredPair
         frame[f"reward_{side}"] = implicit_rewards(
             frame[f"policy_{side}_logp"], frame[f"ref_{side}_logp"] if ref else None,
             frame[f"{side}_tokens"], config.beta, config.norm)
+        if config.divergence != "reverse_kl":  # f-DPO: beta * f'(pi/pi_ref) from beta * log(pi/pi_ref)
+            frame[f"reward_{side}"] = _f_divergence_rewards(frame[f"reward_{side}"].to_numpy(), config)
     frame["margin"] = frame["reward_chosen"] - frame["reward_rejected"]
     frame["prompt_tokens"] = [len(p.prompt_ids) for p in tokenized.pairs]
     frame["is_truncated"] = [p.is_truncated for p in tokenized.pairs]
     return frame[list(PAIRS_COLUMNS)]
+
+
+def _f_divergence_rewards(dpo_rewards: np.ndarray, config: ScoreConfig) -> np.ndarray:
+    """beta * f'(u) from beta * log u, f' normalised to f'(1) = 0 as the trainer's f-DPO uses it."""
+    from dpo_eval.train.losses_family import f_prime
+
+    logratios = torch.as_tensor(dpo_rewards / config.beta, dtype=torch.float64)
+    return config.beta * f_prime(logratios, config.divergence, config.divergence_alpha).numpy()
 
 
 def _tokenize(config: ScoreConfig, policy: ModelIdentity, ref: ModelIdentity | None, cache_root: Path):
@@ -162,6 +183,7 @@ def _summary(config, frame, loaded, tokenized, policy_id, ref_id, device, dtype,
         "rewards": summarize_rewards(frame, config.tie_tolerance),
         "beta": config.beta,
         "norm": config.norm,
+        "divergence": {"name": config.divergence, "alpha": config.divergence_alpha},
         "reference_free": ref_id is None,
         "policy": policy_id.to_dict(),
         "reference": ref_id.to_dict() if ref_id else None,
