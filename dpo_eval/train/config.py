@@ -42,6 +42,7 @@ class TrainConfig:
     data_format: str = "auto"
     skip_invalid: bool = False
     limit: int | None = None
+    stages: list[str] | None = None  # sDPO: data splits trained in turn (dpo_eval.train.stages); data = the first
     # loss
     loss: str = "dpo"
     beta: float = 0.1
@@ -225,6 +226,9 @@ def _coerce(name: str, value: Any) -> Any:
         return LoraSettings()
     if name == "adam_betas":
         return tuple(value)
+    if name == "stages" and value is not None:
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
+            raise UserError(f"stages must be a non-empty list of data paths (one split per sDPO stage), got {value!r}")
     return value
 
 
@@ -262,6 +266,10 @@ def load_config(path: str | Path | None, overrides: tuple[str, ...] = (), **base
     unknown = set(values) - known
     if unknown:
         raise UserError(f"unknown setting(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(known))}")
+    if values.get("stages") is not None:
+        if "data" in values:
+            raise UserError("give either data or stages (sDPO: one data split per stage), not both")
+        values["data"] = _coerce("stages", values["stages"])[0]
     missing = [name for name in ("policy", "data", "output_dir") if name not in values]
     if missing:
         raise UserError(f"missing required setting(s) {', '.join(missing)} (in the YAML or via --set)")

@@ -319,7 +319,11 @@ class DPORecipe:
 
 
 def train(config: TrainConfig) -> list[dict]:
-    """Run a whole training job; returns the log history."""
+    """Run a whole training job; returns the log history. With `stages`, one run per stage (sDPO)."""
+    if config.stages:
+        from dpo_eval.train.stages import train_stages
+
+        return train_stages(config, train)
     recipe = DPORecipe(config)
     recipe.setup()
     try:
