@@ -54,6 +54,8 @@ def _option(flag: str, help_text: str, **kwargs):
 @_option("--bootstrap-resamples", "Bootstrap resamples of win-rate CIs.", type=int)
 @_option("--lc-resamples", "Bootstrap resamples of length-controlled win-rate CIs.", type=int)
 @_option("--batch-size", "Prompts sampled together (does not change the samples).", type=int)
+@_option("--token-budget", "Padded tokens per forward pass of the log-prob passes [default: 1024 on CPU, "
+         "32768 on CUDA].", type=int)
 @_option("--device", "cpu, cuda, cuda:1 or auto.")
 @_option("--dtype", "auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16 or float16.")
 @_option("--cache-dir", "Log-prob and model cache [default: ~/.cache/dpo_eval].")
@@ -73,6 +75,8 @@ def report_command(run_dirs, no_progress, **options) -> None:
     from dpo_eval.report.pipeline import report
 
     result = report(ReportConfig(run_dirs=tuple(run_dirs), show_progress=not no_progress, **options))
+    if not result.is_main_process:  # torchrun: rank 0 reports
+        return
     for note in result.notes:
         click.echo(f"note: {note}", err=True)
     for phase, seconds in result.timings.items():

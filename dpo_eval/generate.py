@@ -197,12 +197,14 @@ def _append(path: Path, rows: list[dict]) -> None:
         os.fsync(f.fileno())
 
 
-def _sequence_logps(identity, load, rows: list[dict], device, dtype, cache_root: Path, desc: str) -> list[float]:
+def _sequence_logps(identity, load, rows: list[dict], device, dtype, cache_root: Path, desc: str,
+                    show_progress: bool = True) -> list[float]:
     """Σ log-prob of each sample's tokens under one model (cached; load() only if something is missing)."""
     pairs = [TokenizedPair(str(i), "", tuple(r["_prompt_ids"]), tuple(r["_sample_ids"]) or (0,), ())
              for i, r in enumerate(rows)]
     cache = LogpCache(cache_root, identity.fingerprint, numerics_tag(device, dtype))
-    result = score_with_cache(load, pairs, cache, pad_id=0, token_budget=default_token_budget(device), desc=desc)
+    result = score_with_cache(load, pairs, cache, pad_id=0, token_budget=default_token_budget(device), desc=desc,
+                              show_progress=show_progress)
     return [float(v) if r["_sample_ids"] else 0.0 for v, r in zip(result.chosen_logp, rows)]
 
 
@@ -329,12 +331,13 @@ def generate(config: GenerateConfig) -> list[dict]:
     order = {p.id: i for i, p in enumerate(prompts)}
     rows = [json.loads(line) for line in partial.read_text().splitlines() if line.strip()]
     rows = sorted((r for r in rows if r["prompt_id"] in order), key=lambda r: (order[r["prompt_id"]], r["sample_index"]))
-    policy = _sequence_logps(policy_id, load_policy, rows, device, dtype, cache_root, "policy log-probs")
+    policy = _sequence_logps(policy_id, load_policy, rows, device, dtype, cache_root, "policy log-probs",
+                             config.show_progress)
     load_policy.cache_clear()
     ref = None if ref_id is None else _sequence_logps(
         ref_id, lambda: load_model(config.ref, device=device, dtype=dtype, cache_dir=cache_root,
                                    **config.model_flags).model,
-        rows, device, dtype, cache_root, "reference log-probs")
+        rows, device, dtype, cache_root, "reference log-probs", config.show_progress)
     samples = []
     for i, row in enumerate(rows):
         clean = {k: v for k, v in row.items() if not k.startswith("_")}

@@ -157,6 +157,7 @@ def _tokenize(config: ScoreConfig, policy: ModelIdentity, ref: ModelIdentity | N
 def score(config: ScoreConfig) -> ScoreResult:
     """Score every pair under policy (and reference), write pairs.parquet and summary.json."""
     config.validate()
+    was_joined = torch.distributed.is_available() and torch.distributed.is_initialized()
     ctx = init_distributed()
     cache_root = resolve_cache_dir(config.cache_dir)
     flags = {"allow_pickle": config.allow_pickle, "trust_remote_code": config.trust_remote_code}
@@ -173,7 +174,8 @@ def score(config: ScoreConfig) -> ScoreResult:
                        {"policy": policy_logps.n_computed, "reference": ref_logps.n_computed if ref_logps else 0})
     if ctx.is_main:
         write_outputs(Path(config.out), frame, summary)
-    shutdown(ctx)
+    if not was_joined:  # a group the caller set up (dpo-eval report under torchrun) stays up for it
+        shutdown(ctx)
     return ScoreResult(frame, summary, ctx.is_main)
 
 

@@ -228,13 +228,30 @@ def _gold_answers(plan: Plan) -> dict[str, list[str]] | None:
 # ---------------------------------------------------------------------------------------------- document
 
 
-def quality_frame(checkpoints: list[dict]) -> pd.DataFrame:
-    """run, step, kl (analytic, else k3), quality, implicit_reward (+ quality_se when every row has one)."""
+FIT_ESTIMATORS = ("analytic", "k3")
+"""KL estimates the fit may use, preferred first: the analytic pass, else k3 (unbiased, never negative)."""
+
+
+def _kl_mean(checkpoint: dict, estimator: str) -> float | None:
+    estimate = (checkpoint["kl"] or {}).get(estimator)
+    return estimate.get("mean") if isinstance(estimate, dict) else None
+
+
+def fit_estimator(checkpoints: list[dict]) -> str:
+    """The one KL estimate every point of the fit uses: of FIT_ESTIMATORS, the one that the most checkpoints
+    with a quality have (the first on a tie); checkpoints without it are left out of the fit."""
+    rated = [c for c in checkpoints if (c["quality"] or {}).get("value") is not None]
+    counts = [sum(_kl_mean(c, name) is not None for c in rated) for name in FIT_ESTIMATORS]
+    return FIT_ESTIMATORS[counts.index(max(counts))]
+
+
+def quality_frame(checkpoints: list[dict], estimator: str = "analytic") -> pd.DataFrame:
+    """run, step, kl (the ``estimator`` mean), quality, implicit_reward (+ quality_se when every row has one)."""
     rows = []
     for c in checkpoints:
         value = (c["quality"] or {}).get("value")
-        estimate = (c["kl"] or {}).get("analytic") or (c["kl"] or {}).get("k3")
-        if value is None or estimate is None:
+        estimate = (c["kl"] or {}).get(estimator)
+        if value is None or estimate is None or estimate.get("mean") is None:
             continue
         rows.append({"run": c["run"], "step": c["step"], "kl": estimate["mean"], "quality": value,
                      "quality_se": c["quality"]["se"], "implicit_reward": c["rewards"]["mean_margin"]})
@@ -248,14 +265,15 @@ def fit_results(checkpoints: list[dict], has_judge: bool) -> tuple[dict, dict, d
     """fits, past_peak, recommended; over-optimisation findings are added to the last checkpoints."""
     if not has_judge:
         return {"kl_quality": None, "reason": "no judge: quality needs --judge"}, {}, None
-    frame = quality_frame(checkpoints)
+    estimator = fit_estimator(checkpoints)
+    frame = quality_frame(checkpoints, estimator)
     if frame.empty:
         return {"kl_quality": None, "reason": "no checkpoint has both a quality and a KL figure"}, {}, None
     try:
         fit = overoptimization.fit_kl_quality(frame)
-        fits = {"kl_quality": plain(fit), "reason": "", "kl_estimator": "analytic"}
+        fits = {"kl_quality": plain(fit), "reason": "", "kl_estimator": estimator}
     except ValueError as error:
-        fit, fits = None, {"kl_quality": None, "reason": str(error), "kl_estimator": "analytic"}
+        fit, fits = None, {"kl_quality": None, "reason": str(error), "kl_estimator": estimator}
     past = {run: plain(p) for run, p in overoptimization.detect_past_peak(frame).items()}
     recommended = plain(overoptimization.recommend_checkpoint(frame, fit=fit))
     for run, p in past.items():

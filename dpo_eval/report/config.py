@@ -46,6 +46,8 @@ class ReportConfig:
     bootstrap_resamples: int = 2000
     lc_resamples: int = 200
     batch_size: int = 8
+    token_budget: int | None = None
+    """Padded tokens per forward pass of the log-prob passes; None: the device's default (as `dpo-eval score`)."""
     device: str = "auto"
     dtype: str = "auto"
     cache_dir: str | None = None
@@ -65,6 +67,8 @@ class ReportConfig:
         """Flag values that are wrong whatever the inputs (one line each)."""
         if self.n_samples < 1 or self.max_new_tokens < 1 or self.batch_size < 1:
             raise UserError("--n-samples, --max-new-tokens and --batch-size must be at least 1")
+        if self.token_budget is not None and self.token_budget < 1:
+            raise UserError(f"--token-budget must be at least 1, got {self.token_budget}; leave it out for the default")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
             raise UserError(f"--temperature must be >= 0 and --top-p in (0, 1]; got {self.temperature}, {self.top_p}")
         if self.max_prompts is not None and self.max_prompts < 1:

@@ -7,6 +7,10 @@
 Every step checks the store before it loads anything, so a rerun with nothing new loads no model, and
 a checkpoint added to a run computes only its own artifacts (the reference's are reused). Each phase
 has a progress bar over its artifacts (stderr) and its wall time in ``timings``.
+
+Under torchrun the model passes of score, kl, entropy and unseen are shared across the ranks, sampling
+and judging run on rank 0, and rank 0 alone writes the store, results.json and the report
+(``dpo_eval.report.parallel``); a process-group that the caller set up is left to the caller.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from dpo_eval.engine.distributed import DistContext, init_distributed, shutdown
 from dpo_eval.report import steps
 from dpo_eval.report.config import ReportConfig
 from dpo_eval.report.plan import Plan, Row, RunPlan, build_plan, default_out
@@ -36,6 +41,8 @@ class Job:
     artifact: Artifact
     names: tuple[tuple[str, str], ...]
     compute: Callable[[Path], None]
+    is_shared: bool = False
+    """Every rank of a torchrun job computes its share (model passes); else rank 0 alone."""
 
 
 @dataclass
@@ -58,28 +65,30 @@ class ReportResult:
     ledger: Ledger
     timings: dict[str, float]
     notes: tuple[str, ...]
+    is_main_process: bool = True
+    """False on the other ranks of a torchrun job (their ``document`` is empty: rank 0 writes the results)."""
 
 
 # ---------------------------------------------------------------------------------------------- jobs
 
 
-def _models(run_plan: RunPlan) -> list[tuple[str, str, str]]:
-    """(label, path, fingerprint) of the run's reference (label REFERENCE) and of each row."""
+def _models(run_plan: RunPlan) -> list[tuple[str, str, str, str]]:
+    """(label, path, fingerprint, tokenizer sha256) of the run's reference (label REFERENCE) and of each row."""
     ref = run_plan.ref_identity
-    return [(REFERENCE, run_plan.reference.path, ref.fingerprint),
-            *[(row.label, row.path, row.identity.fingerprint) for row in run_plan.rows]]
+    return [(REFERENCE, run_plan.reference.path, ref.fingerprint, run_plan.ref_tokenizer_sha256),
+            *[(row.label, row.path, row.identity.fingerprint, row.tokenizer_sha256) for row in run_plan.rows]]
 
 
 def _score_jobs(plan: Plan, store: RunStore, paths: Paths) -> list[Job]:
     return [Job(store.artifact("score", steps.score_parts(plan, rp, row)), ((rp.run.name, row.label),),
-                lambda work, rp=rp, row=row: steps.run_score(plan, rp, row, work))
+                lambda work, rp=rp, row=row: steps.run_score(plan, rp, row, work), is_shared=True)
             for rp in plan.runs for row in rp.rows]
 
 
 def _samples_jobs(plan: Plan, store: RunStore, paths: Paths) -> list[Job]:
-    return [Job(store.artifact("samples", steps.samples_parts(plan, rp, fingerprint)), ((rp.run.name, label),),
-                lambda work, rp=rp, path=path: steps.run_samples(plan, rp, path, work))
-            for rp in plan.runs for label, path, fingerprint in _models(rp)]
+    return [Job(store.artifact("samples", steps.samples_parts(plan, rp, fingerprint, tokenizer)),
+                ((rp.run.name, label),), lambda work, rp=rp, path=path: steps.run_samples(plan, rp, path, work))
+            for rp in plan.runs for label, path, fingerprint, tokenizer in _models(rp)]
 
 
 def _kl_jobs(plan: Plan, store: RunStore, paths: Paths) -> list[Job]:
@@ -89,14 +98,15 @@ def _kl_jobs(plan: Plan, store: RunStore, paths: Paths) -> list[Job]:
             samples = paths.get("samples", rp.run.name, row.label)
             parts = steps.kl_parts(plan, rp, row, samples.name)
             jobs.append(Job(store.artifact("kl", parts), ((rp.run.name, row.label),),
-                            lambda work, rp=rp, row=row, samples=samples: steps.run_kl(plan, rp, row, samples, work)))
+                            lambda work, rp=rp, row=row, samples=samples: steps.run_kl(plan, rp, row, samples, work),
+                            is_shared=True))
     return jobs
 
 
 def _entropy_jobs(plan: Plan, store: RunStore, paths: Paths) -> list[Job]:
-    return [Job(store.artifact("entropy", steps.entropy_parts(plan, fingerprint)), ((rp.run.name, label),),
-                lambda work, rp=rp, path=path: steps.run_entropy(plan, rp, path, work))
-            for rp in plan.runs for label, path, fingerprint in _models(rp)]
+    return [Job(store.artifact("entropy", steps.entropy_parts(plan, fingerprint, tokenizer)), ((rp.run.name, label),),
+                lambda work, rp=rp, path=path: steps.run_entropy(plan, rp, path, work), is_shared=True)
+            for rp in plan.runs for label, path, fingerprint, tokenizer in _models(rp)]
 
 
 def _unseen_jobs(plan: Plan, store: RunStore, paths: Paths) -> list[Job]:
@@ -106,7 +116,8 @@ def _unseen_jobs(plan: Plan, store: RunStore, paths: Paths) -> list[Job]:
         for row in rp.rows:
             parts = steps.unseen_parts(plan, rp, row, ref_samples.name)
             jobs.append(Job(store.artifact("unseen", parts), ((rp.run.name, row.label),),
-                            lambda work, rp=rp, row=row, ref=ref_samples: steps.run_unseen(plan, rp, row, ref, work)))
+                            lambda work, rp=rp, row=row, ref=ref_samples: steps.run_unseen(plan, rp, row, ref, work),
+                            is_shared=True))
     return jobs
 
 
@@ -136,7 +147,8 @@ def _unique(jobs: list[Job]) -> list[Job]:
     merged: dict[str, Job] = {}
     for job in jobs:
         seen = merged.get(job.artifact.key)
-        merged[job.artifact.key] = job if seen is None else Job(seen.artifact, seen.names + job.names, seen.compute)
+        merged[job.artifact.key] = job if seen is None else Job(seen.artifact, seen.names + job.names, seen.compute,
+                                                                seen.is_shared)
     return list(merged.values())
 
 
@@ -144,11 +156,11 @@ def run_phase(kind: str, plan: Plan, store: RunStore, paths: Paths) -> None:
     """Make (or find) every artifact of one kind, with a progress bar over them."""
     jobs = _unique(JOBS[kind](plan, store, paths))
     bar = tqdm(jobs, desc=f"report: {kind}", unit="artifact", file=sys.stderr,
-               disable=not plan.config.show_progress or not jobs)
+               disable=not plan.config.show_progress or not jobs or not store.ctx.is_main)
     for job in bar:
         display = ", ".join(f"{run}/{label}" for run, label in job.names)
         bar.set_postfix_str(display[:60])
-        folder = store.ensure(job.artifact, display, job.compute)
+        folder = store.ensure(job.artifact, display, job.compute, job.is_shared)
         for run, label in job.names:
             paths.folders[(kind, run, label)] = folder
     bar.close()
@@ -167,13 +179,36 @@ def _render(out: Path) -> str | None:
     return None
 
 
+def _join() -> tuple[DistContext, bool]:
+    """This process's place in a torchrun job, and whether the report made (and must end) its process group."""
+    import torch
+    import torch.distributed as dist
+
+    was_joined = dist.is_available() and dist.is_initialized()
+    ctx = init_distributed()
+    if ctx.is_distributed and torch.cuda.is_available():
+        torch.cuda.set_device(ctx.local_rank)  # object collectives (all_gather, broadcast) use the current device
+    return ctx, ctx.is_distributed and not was_joined
+
+
 def report(config: ReportConfig) -> ReportResult:
-    """Evaluate the runs of ``config`` and write OUT/results.json, its tables and (if possible) the report."""
+    """Evaluate the runs of ``config`` and write OUT/results.json, its tables and (if possible) the report.
+
+    Under torchrun every rank calls this; rank 0 returns the results, the others an empty document.
+    """
+    ctx, owns_group = _join()
+    result = _report(config, ctx)  # on an error this process just ends: torchrun stops the other ranks
+    if owns_group:
+        shutdown(ctx)
+    return result
+
+
+def _report(config: ReportConfig, ctx: DistContext) -> ReportResult:
     from dpo_eval.report.assemble import assemble, write_results
 
     timings: dict[str, float] = {}
     started = time.monotonic()
-    store = RunStore(default_out(config) / "store")
+    store = RunStore(default_out(config) / "store", ctx=ctx)
     plan = build_plan(config, store)
     store.write_ledger()  # this run's ledger from here on (a killed run leaves what it did)
     timings["plan"] = time.monotonic() - started
@@ -182,6 +217,8 @@ def report(config: ReportConfig) -> ReportResult:
         started = time.monotonic()
         run_phase(kind, plan, store, paths)
         timings[kind] = time.monotonic() - started
+    if not ctx.is_main:
+        return ReportResult(plan.out, {}, store.ledger, timings, (), is_main_process=False)
     started = time.monotonic()
     document, tables = assemble(plan, paths, REFERENCE)
     timings["assemble"] = time.monotonic() - started

@@ -12,12 +12,15 @@ step after the run's previous row, and ``missing`` says so.
 
 from __future__ import annotations
 
+import fnmatch
+import hashlib
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
 from dpo_eval.data.pairs import PreferencePair, load_pairs
 from dpo_eval.engine.cache import ENGINE_VERSION, numerics_tag, resolve_cache_dir
+from dpo_eval.engine.distributed import DistContext
 from dpo_eval.errors import UserError
 from dpo_eval.jsonio import write_jsonl
 from dpo_eval.models import ModelIdentity, identify_model, resolve_device, resolve_dtype
@@ -35,6 +38,10 @@ from dpo_eval.report.store import RunStore, path_sha256
 from dpo_eval.tokenization import TokenizerSettings
 
 REFERENCE_LABEL = "0"
+TOKENIZER_PATTERNS = ("tokenizer*", "special_tokens_map.json", "added_tokens.json", "chat_template*", "vocab.*",
+                      "merges.txt", "*.model", "*.tiktoken")
+"""Files of a tokenizer folder whose bytes enter ``tokenizer_sha256`` (vocabulary, merges, settings, chat
+template: anything that changes token ids or how a prompt is rendered)."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,8 @@ class Row:
     identity: ModelIdentity
     is_reference: bool
     has_known_step: bool = True
+    tokenizer_sha256: str = ""
+    """``tokenizer_sha256`` of the tokenizer this row's model is run with (its own, else the reference's)."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,8 @@ class RunPlan:
     beta: float
     tokenization: TokenizerSettings
     rows: tuple[Row, ...]
+    ref_tokenizer_sha256: str = ""
+    """``tokenizer_sha256`` of the reference's own tokenizer (what the unseen pass tokenizes with)."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +92,8 @@ class Plan:
     logs: dict[str, TrainingLogs]
     """What each run's trainer logged, by run name (read here: a broken log is an input problem)."""
     warnings: tuple[str, ...]
+    ctx: DistContext = DistContext()
+    """This process's place in a torchrun job (rank 0 of 1 without one)."""
 
     @property
     def sampling(self) -> dict:
@@ -122,18 +135,43 @@ def _identify(path: str, cache_root: Path, flags: dict) -> ModelIdentity:
     return identify_model(path, cache_dir=cache_root, **flags)
 
 
+def tokenizer_sha256(paths: tuple[str, ...], cache_root: Path) -> str:
+    """sha256 of the tokenizer files ``load_tokenizer(*paths)`` reads: the TOKENIZER_PATTERNS files of the
+    first folder it takes them from (name and bytes of each, sorted by name); "none" when there is none.
+
+    The model fingerprint names weights and config only, so this is what makes a tokenizer edit (a new
+    chat template, an added token) a new store key for every artifact that tokenizes.
+    """
+    from dpo_eval.models.locate import locate
+    from dpo_eval.models.tokenizer import _first_tokenizer_folder
+
+    for path in paths:
+        folder = _first_tokenizer_folder(locate(path, cache_root))
+        if folder is None:
+            continue
+        digest = hashlib.sha256()
+        files = sorted(p for p in folder.iterdir() if p.is_file()
+                       and any(fnmatch.fnmatch(p.name, pattern) for pattern in TOKENIZER_PATTERNS))
+        for file in files:
+            digest.update(file.name.encode("utf-8") + b"\0" + path_sha256(file).encode("ascii") + b"\0")
+        return digest.hexdigest()
+    return "none"
+
+
 def _rows(run: Run, ref_path: str, ref_identity: ModelIdentity, cache_root: Path, flags: dict) -> tuple[Row, ...]:
     """The reference row at step 0 (unless the run has a step-0 checkpoint), then each checkpoint."""
     rows = []
     if not any(c.step == 0 for c in run.checkpoints):
-        rows.append(Row(run.name, REFERENCE_LABEL, 0, ref_path, ref_identity, is_reference=True))
+        rows.append(Row(run.name, REFERENCE_LABEL, 0, ref_path, ref_identity, is_reference=True,
+                        tokenizer_sha256=tokenizer_sha256((ref_path,), cache_root)))
     last = 0
     for checkpoint in run.checkpoints:
         step = checkpoint.step if checkpoint.step is not None else last + 1
         last = max(last, step)
-        rows.append(Row(run.name, checkpoint.label, step, str(checkpoint.path),
-                        _identify(str(checkpoint.path), cache_root, flags), is_reference=checkpoint.step == 0,
-                        has_known_step=checkpoint.step is not None))
+        path = str(checkpoint.path)
+        rows.append(Row(run.name, checkpoint.label, step, path, _identify(path, cache_root, flags),
+                        is_reference=checkpoint.step == 0, has_known_step=checkpoint.step is not None,
+                        tokenizer_sha256=tokenizer_sha256((path, ref_path), cache_root)))
     return tuple(rows)
 
 
@@ -142,7 +180,8 @@ def _run_plan(config: ReportConfig, inputs: ReportInputs, run: Run, cache_root: 
     ref_identity = _identify(reference.path, cache_root, config.model_flags)
     warning = check_reference_identity(reference, ref_identity)
     plan = RunPlan(run, reference, ref_identity, _beta(config, run), _tokenization(run),
-                   _rows(run, reference.path, ref_identity, cache_root, config.model_flags))
+                   _rows(run, reference.path, ref_identity, cache_root, config.model_flags),
+                   ref_tokenizer_sha256=tokenizer_sha256((reference.path,), cache_root))
     return plan, [f"run {run.name}: {warning}"] if warning else []
 
 
@@ -226,5 +265,5 @@ def build_plan(config: ReportConfig, store: RunStore) -> Plan:
     return Plan(config=config, inputs=inputs, runs=tuple(runs), out=default_out(config), cache_root=cache_root, numerics=numerics,
                 pairs=tuple(loaded.pairs), pairs_sha256=pairs_sha, prompts_path=str(prompts_path),
                 prompts_sha256=path_sha256(prompts_path), n_prompts=n_prompts, judge=judge,
-                logs=logs, warnings=tuple(warnings))
+                logs=logs, warnings=tuple(warnings), ctx=store.ctx)
 

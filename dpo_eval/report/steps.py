@@ -26,16 +26,26 @@ from pathlib import Path
 
 import pandas as pd
 
+from dpo_eval.report.parallel import compute_sharded
 from dpo_eval.report.plan import Plan, Row, RunPlan
 
 SAMPLES_FILE = "samples.jsonl"
 
 
 def _device(plan: Plan):
+    """This rank's device (cuda:LOCAL_RANK under torchrun on GPUs) and the dtype."""
+    from dpo_eval.engine.distributed import device_for_rank
     from dpo_eval.models import resolve_device, resolve_dtype
 
-    device = resolve_device(plan.config.device)
+    device = device_for_rank(resolve_device(plan.config.device), plan.ctx)
     return device, resolve_dtype(plan.config.dtype, device)
+
+
+def _budget(plan: Plan) -> int:
+    """--token-budget, else the device's default."""
+    from dpo_eval.engine.batching import default_token_budget
+
+    return plan.config.token_budget or default_token_budget(_device(plan)[0])
 
 
 # ---------------------------------------------------------------------------------------------- keys
@@ -44,28 +54,31 @@ def _device(plan: Plan):
 def score_parts(plan: Plan, run_plan: RunPlan, row: Row) -> dict:
     return {"policy": row.identity.fingerprint, "reference": run_plan.ref_identity.fingerprint,
             "pairs_sha256": plan.pairs_sha256, "tokenization": asdict(run_plan.tokenization),
-            "beta": run_plan.beta, "norm": "sum", "numerics": plan.numerics}
+            "tokenizer_sha256": row.tokenizer_sha256, "beta": run_plan.beta, "norm": "sum",
+            "numerics": plan.numerics}
 
 
-def samples_parts(plan: Plan, run_plan: RunPlan, fingerprint: str) -> dict:
-    return {"model": fingerprint, "reference": run_plan.ref_identity.fingerprint,
+def samples_parts(plan: Plan, run_plan: RunPlan, fingerprint: str, tokenizer: str) -> dict:
+    return {"model": fingerprint, "reference": run_plan.ref_identity.fingerprint, "tokenizer_sha256": tokenizer,
             "prompts_sha256": plan.prompts_sha256, "sampling": plan.sampling, "numerics": plan.numerics}
 
 
 def kl_parts(plan: Plan, run_plan: RunPlan, row: Row, samples_key: str) -> dict:
     return {"samples": samples_key, "policy": row.identity.fingerprint,
-            "reference": run_plan.ref_identity.fingerprint, "numerics": plan.numerics}
+            "reference": run_plan.ref_identity.fingerprint, "tokenizer_sha256": row.tokenizer_sha256,
+            "numerics": plan.numerics}
 
 
-def entropy_parts(plan: Plan, fingerprint: str) -> dict:
+def entropy_parts(plan: Plan, fingerprint: str, tokenizer: str) -> dict:
     return {"model": fingerprint, "prompts_sha256": plan.prompts_sha256, "template": plan.config.template,
-            "max_prompts": plan.config.max_prompts, "last_k": 1, "numerics": plan.numerics}
+            "tokenizer_sha256": tokenizer, "max_prompts": plan.config.max_prompts, "last_k": 1,
+            "numerics": plan.numerics}
 
 
 def unseen_parts(plan: Plan, run_plan: RunPlan, row: Row, ref_samples_key: str) -> dict:
     return {"reference_samples": ref_samples_key, "policy": row.identity.fingerprint,
             "reference": run_plan.ref_identity.fingerprint, "template": plan.config.template,
-            "numerics": plan.numerics}
+            "tokenizer_sha256": run_plan.ref_tokenizer_sha256, "numerics": plan.numerics}
 
 
 def judge_parts(plan: Plan, samples_key: str, ref_samples_key: str) -> dict:
@@ -80,8 +93,9 @@ def run_score(plan: Plan, run_plan: RunPlan, row: Row, work: Path) -> None:
 
     c = plan.config
     score(ScoreConfig(policy=row.path, data=plan.inputs.pairs.path, ref=run_plan.reference.path, beta=run_plan.beta,
-                      out=str(work), tokenization=run_plan.tokenization, device=c.device, dtype=c.dtype,
-                      cache_dir=str(plan.cache_root), show_progress=c.show_progress, **c.model_flags))
+                      out=str(work), tokenization=run_plan.tokenization, token_budget=c.token_budget,
+                      device=c.device, dtype=c.dtype, cache_dir=str(plan.cache_root), show_progress=c.show_progress,
+                      **c.model_flags))
 
 
 def run_samples(plan: Plan, run_plan: RunPlan, model_path: str, work: Path) -> None:
@@ -130,7 +144,6 @@ def run_kl(plan: Plan, run_plan: RunPlan, row: Row, samples_dir: Path, work: Pat
     if row.identity.fingerprint == run_plan.ref_identity.fingerprint:
         frame = pd.DataFrame({"kl": [0.0] * len(rows), "n_tokens": [len(r["token_ids"]) for r in rows]})
     else:
-        from dpo_eval.engine.batching import default_token_budget
         from dpo_eval.engine.kl import analytic_kl
         from dpo_eval.tokenization import padding_id
 
@@ -138,17 +151,18 @@ def run_kl(plan: Plan, run_plan: RunPlan, row: Row, samples_dir: Path, work: Pat
         context = _contexts(plan, tokenizer)
         sequences = [(context(r), [int(t) for t in r["token_ids"]]) for r in rows]
         policy, ref = _load(plan, row.path), _load(plan, run_plan.reference.path)
-        results = analytic_kl(policy, ref, sequences, pad_id=padding_id(tokenizer),
-                              token_budget=default_token_budget(_device(plan)[0]))
+        budget, pad_id = _budget(plan), padding_id(tokenizer)
+        results = compute_sharded(sequences, [len(c) + len(t) for c, t in sequences], budget, plan.ctx,
+                                  lambda part: analytic_kl(policy, ref, part, pad_id=pad_id, token_budget=budget))
         frame = pd.DataFrame([asdict(r) for r in results], columns=["kl", "policy_logp", "ref_logp", "n_tokens",
                                                                     "policy_entropy_mean"])
     frame.insert(0, "prompt_id", [str(r["prompt_id"]) for r in rows])
     frame.insert(1, "sample_index", [int(r["sample_index"]) for r in rows])
-    frame.to_parquet(work / "kl.parquet", index=False)
+    if plan.ctx.is_main:
+        frame.to_parquet(work / "kl.parquet", index=False)
 
 
 def run_entropy(plan: Plan, run_plan: RunPlan, model_path: str, work: Path) -> None:
-    from dpo_eval.engine.batching import default_token_budget
     from dpo_eval.engine.entropy import prompt_entropy
     from dpo_eval.generate import prompt_ids, read_prompts
     from dpo_eval.tokenization import padding_id
@@ -156,11 +170,14 @@ def run_entropy(plan: Plan, run_plan: RunPlan, model_path: str, work: Path) -> N
     prompts = read_prompts(plan.prompts_path, plan.config.max_prompts)
     tokenizer = _tokenizer(plan, model_path, run_plan.reference.path)
     ids = [prompt_ids(tokenizer, p, plan.config.template) for p in prompts]
-    results = prompt_entropy(_load(plan, model_path), ids, token_budget=default_token_budget(_device(plan)[0]),
-                             pad_id=padding_id(tokenizer))
+    model, budget, pad_id = _load(plan, model_path), _budget(plan), padding_id(tokenizer)
+    # last_k = 1: prompt_entropy packs each prompt as (all of it, [pad]), len(prompt) + 1 tokens
+    results = compute_sharded(ids, [len(i) + 1 for i in ids], budget, plan.ctx,
+                              lambda part: prompt_entropy(model, part, token_budget=budget, pad_id=pad_id))
     frame = pd.DataFrame([asdict(r) for r in results], columns=["last", "mean_last_k", "k"])
     frame.insert(0, "prompt_id", [p.id for p in prompts])
-    frame.to_parquet(work / "entropy.parquet", index=False)
+    if plan.ctx.is_main:
+        frame.to_parquet(work / "entropy.parquet", index=False)
 
 
 def unseen_sequences(ref_rows: list[dict], context) -> pd.DataFrame:
@@ -188,7 +205,6 @@ def unseen_sequences(ref_rows: list[dict], context) -> pd.DataFrame:
 
 def _logps(plan: Plan, model_path: str, fingerprint: str, frame: pd.DataFrame, pad_id: int, desc: str) -> list[float]:
     """Σ log-probs of each (prompt ids, response ids) under one model, through the engine's cache."""
-    from dpo_eval.engine.batching import default_token_budget
     from dpo_eval.engine.cache import LogpCache, numerics_tag
     from dpo_eval.engine.runner import score_with_cache
     from dpo_eval.tokenization import TokenizedPair
@@ -196,8 +212,9 @@ def _logps(plan: Plan, model_path: str, fingerprint: str, frame: pd.DataFrame, p
     device, dtype = _device(plan)
     pairs = [TokenizedPair(str(i), "", tuple(p), tuple(r), ())
              for i, (p, r) in enumerate(zip(frame["prompt_ids"], frame["response_ids"]))]
-    cache = LogpCache(plan.cache_root, fingerprint, numerics_tag(device, dtype))
-    result = score_with_cache(lambda: _load(plan, model_path), pairs, cache, pad_id=pad_id, token_budget=default_token_budget(device), desc=desc,
+    cache = LogpCache(plan.cache_root, fingerprint, numerics_tag(device, dtype), writer_tag=str(plan.ctx.rank))
+    result = score_with_cache(lambda: _load(plan, model_path), pairs, cache, pad_id=pad_id,
+                              token_budget=_budget(plan), ctx=plan.ctx, desc=desc,
                               show_progress=plan.config.show_progress)
     return [float(v) for v in result.chosen_logp]
 
@@ -211,7 +228,8 @@ def run_unseen(plan: Plan, run_plan: RunPlan, row: Row, ref_samples_dir: Path, w
     frame["policy_logp"] = _logps(plan, row.path, row.identity.fingerprint, frame, pad, "unseen: policy")
     ref = run_plan.reference.path
     frame["ref_logp"] = _logps(plan, ref, run_plan.ref_identity.fingerprint, frame, pad, "unseen: reference")
-    frame.drop(columns=["prompt_ids", "response_ids"]).to_parquet(work / "unseen.parquet", index=False)
+    if plan.ctx.is_main:
+        frame.drop(columns=["prompt_ids", "response_ids"]).to_parquet(work / "unseen.parquet", index=False)
 
 
 def run_judge(plan: Plan, samples_dir: Path, ref_samples_dir: Path, work: Path) -> None:

@@ -19,6 +19,9 @@ Test-only hook: with ``DPO_EVAL_REPORT_PAUSE_AT=<kind>:<n>`` set, the n-th artif
 process computes is paused just before it is committed: the file ``<root>/.paused-at-<kind>-<n>`` is
 written, and the process waits until it is deleted (or is killed). Tests use it to kill -9 a report at
 a known point; it does nothing when the variable is unset.
+
+Under torchrun only rank 0 writes here (see ``dpo_eval.report.parallel``): a shared artifact is computed
+by every rank and committed by rank 0, any other by rank 0 while the other ranks wait for its folder.
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dpo_eval.engine.distributed import DistContext, barrier
 from dpo_eval.jsonio import write_json
+from dpo_eval.report.parallel import agree, is_done, wait_for
 
 STORE_VERSION = "1"
 KEY_FILE = "key.json"
@@ -100,9 +105,10 @@ class Artifact:
 class RunStore:
     """Content-keyed artifact folders under ``root`` (see the module docstring)."""
 
-    def __init__(self, root: str | Path, ledger: Ledger | None = None):
+    def __init__(self, root: str | Path, ledger: Ledger | None = None, ctx: DistContext | None = None):
         self.root = Path(root)
         self.ledger = ledger or Ledger()
+        self.ctx = ctx or DistContext()
         self._computed_by_kind: dict[str, int] = {}
 
     def artifact(self, kind: str, parts: dict) -> Artifact:
@@ -111,17 +117,35 @@ class RunStore:
         folder = self.root / kind / key
         return Artifact(kind, key, parts, folder, folder.with_name(key + ".partial"))
 
-    def ensure(self, artifact: Artifact, name: str, compute: Callable[[Path], None]) -> Path:
+    def ensure(self, artifact: Artifact, name: str, compute: Callable[[Path], None], is_shared: bool = False) -> Path:
         """The finished folder of ``artifact``; ``compute(work_dir)`` writes its files first if it is missing.
 
         ``name`` (e.g. ``"run/200"``) is what the ledger records. The work folder is kept between
         attempts, so tools that resume from their own partial files (generate, judge) continue there.
+        Under torchrun, ``is_shared``: every rank runs ``compute`` (only rank 0 may write its files);
+        otherwise rank 0 alone does, and the other ranks wait until the folder is committed.
         """
-        if artifact.is_done:
+        if agree(artifact.is_done, self.ctx):
             self._note(artifact.kind, name, is_computed=False)
             return artifact.path
-        artifact.work.mkdir(parents=True, exist_ok=True)
-        compute(artifact.work)
+        if self.ctx.is_main:
+            artifact.work.mkdir(parents=True, exist_ok=True)
+        if is_shared and self.ctx.is_distributed:
+            barrier(self.ctx)  # the work folder exists before any rank computes
+            compute(artifact.work)
+            if self.ctx.is_main:
+                self._commit(artifact, name)
+            barrier(self.ctx)  # committed before any rank reads it
+        elif self.ctx.is_main:
+            compute(artifact.work)
+            self._commit(artifact, name)
+        else:
+            wait_for(is_done(artifact.path / KEY_FILE), f"{artifact.kind} {name}")
+        self._note(artifact.kind, name, is_computed=True)
+        return artifact.path
+
+    def _commit(self, artifact: Artifact, name: str) -> None:
+        """key.json into the work folder, then the folder renamed to its key (rank 0 only)."""
         write_json(artifact.work / KEY_FILE, {"kind": artifact.kind, "key": artifact.key,
                                               "store_version": STORE_VERSION, "parts": artifact.parts,
                                               "name": name})
@@ -129,16 +153,15 @@ class RunStore:
         if artifact.path.exists():  # a stale folder without key.json (never made by this code): replace it
             shutil.rmtree(artifact.path)
         os.replace(artifact.work, artifact.path)
-        self._note(artifact.kind, name, is_computed=True)
-        return artifact.path
 
     def _note(self, kind: str, name: str, is_computed: bool) -> None:
         self.ledger.note(kind, name, is_computed)
         self.write_ledger()
 
     def write_ledger(self) -> None:
-        """Write the ledger to ``last_run.json`` (atomically)."""
-        write_json(self.root / LEDGER_FILE, self.ledger.to_dict())
+        """Write the ledger to ``last_run.json`` (atomically; rank 0 only)."""
+        if self.ctx.is_main:
+            write_json(self.root / LEDGER_FILE, self.ledger.to_dict())
 
     def _pause_if_requested(self, kind: str, poll_s: float = 0.05) -> None:
         """Test-only pause before the n-th commit of ``kind`` (see the module docstring)."""
