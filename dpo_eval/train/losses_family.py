@@ -90,7 +90,7 @@ def f_prime(logratios: torch.Tensor, divergence: str = "reverse_kl", alpha: floa
 
 
 def fdpo_loss(logps: PairLogps, beta: float = 0.1, divergence: str = "reverse_kl", alpha: float = 0.5) -> LossOutput:
-    """f-DPO, Wang et al. 2024 (arXiv:2309.16240), eq. 10: DPO with an f-divergence constraint.
+    """f-DPO, Wang et al. 2024 (arXiv:2309.16240): DPO with an f-divergence constraint in place of reverse KL.
 
         uc, ur = pc - rc, pr - rr                   (log pi/pi_ref of chosen and rejected)
         loss   = -ls(beta * (f'(exp uc) - f'(exp ur)))          f' from `f_prime`
@@ -112,7 +112,7 @@ def fdpo_loss(logps: PairLogps, beta: float = 0.1, divergence: str = "reverse_kl
 
 def ld_dpo_loss(logps: PairLogps, beta: float = 0.1, alpha: float = 0.5) -> LossOutput:
     """LD-DPO (length-desensitised DPO), Liu et al. 2024, "Length Desensitization in Direct Preference
-    Optimization" (arXiv:2409.06411), eq. 11: the tokens of the longer response beyond the shorter one's
+    Optimization" (arXiv:2409.06411): the tokens of the longer response beyond the shorter one's
     length L = min(nc, nr) count with weight alpha, in policy and reference alike.
 
         p^ = p - (1 - alpha) * tail   for p in pc, pr, rc, rr   (tail: log-prob of tokens L+1 .. n)
@@ -138,7 +138,7 @@ def ld_dpo_loss(logps: PairLogps, beta: float = 0.1, alpha: float = 0.5) -> Loss
 
 def sppo_loss(logps: PairLogps, beta: float = 0.1) -> LossOutput:
     """SPPO, Wu et al. 2024, "Self-Play Preference Optimization for Language Model Alignment"
-    (arXiv:2405.00675), Algorithm 1 eq. 4.7, on the two responses of a pair, with eta = 1 / beta:
+    (arXiv:2405.00675), the squared loss of Algorithm 1 on the two responses of a pair, eta = 1 / beta:
 
         Pc, Pr = chosen_win_prob, rejected_win_prob          (estimated P(y > pi_t | x), in [0, 1])
         loss   = ((pc - rc) - (Pc - 1/2) / beta) ** 2 + ((pr - rr) - (Pr - 1/2) / beta) ** 2
@@ -164,7 +164,8 @@ def rainbow_loss(logps: PairLogps, beta: float = 0.1, length_normalization: bool
                  mixing_alpha: float = 1.0, mixing_margin: float = 0.0,
                  contextual_scale: float | None = None) -> LossOutput:
     """Rainbow-PO switches on the DPO loss, Zhao et al. 2025, "RainbowPO: A Unified Framework for
-    Combining Improvements in Preference Optimization" (ICLR 2025, arXiv:2410.04203), Sec. 3-4:
+    Combining Improvements in Preference Optimization" (ICLR 2025, arXiv:2410.04203); the mixing and
+    contextual scaling as in the authors' code (Mallows-DPO's dispersion for the latter):
 
         length_normalization   p -> p / n for pc, pr, rc, rr (as SimPO/TRL's "sigmoid_norm")
         mixing_alpha a, mixing_margin g
@@ -205,7 +206,7 @@ def rainbow_loss(logps: PairLogps, beta: float = 0.1, length_normalization: bool
 def npo_loss(policy_logps: torch.Tensor, ref_logps: torch.Tensor, is_forget: torch.Tensor,
              token_counts: torch.Tensor, beta: float = 0.1, retain_coef: float = 0.0) -> LossOutput:
     """NPO, Zhang et al. 2024, "Negative Preference Optimization: From Catastrophic Collapse to
-    Effective Unlearning" (arXiv:2404.05868), eq. 3; with retain_coef > 0 the NPO+RT variant (Sec. 5).
+    Effective Unlearning" (arXiv:2404.05868); with retain_coef > 0 its NPO+RT variant (NLL on retained data).
 
         r    = policy_logps - ref_logps                          (n,)
         loss = -(2 / beta) * ls(-beta * r)                        where is_forget   (negatives)

@@ -141,3 +141,13 @@ def test_unpaired_negatives_train_with_npo(base, tmp_path):
 def test_bad_loss_params_are_user_errors_before_loading(tmp_path, loss, params, match):
     with pytest.raises(UserError, match=match):
         load_config(None, (), policy="nowhere", data="x.jsonl", output_dir=str(tmp_path), loss=loss, loss_params=params)
+
+
+def test_rainbow_config_file_turns_on_the_papers_three_switches(tmp_path):
+    from pathlib import Path
+
+    path = Path(__file__).parents[2] / "configs" / "rainbow_po.yaml"
+    config = load_config(path, (f"output_dir={tmp_path}",), policy="sft", data="pairs.jsonl")
+    params = config.loss_params
+    assert config.loss == "rainbow" and params["length_normalization"] is True
+    assert 0 < params["mixing_alpha"] < 1 and params["contextual_scale"] > 0  # mixing and contextual scaling on
