@@ -2,15 +2,16 @@
 
 - LD-DPO: each response's log-prob beyond its pair's shared length L = min(nc, nr). The policy's comes
   from the training forward (`packed_logps_with_tails`); the reference's is computed once per pair and
-  cached like the reference log-probs (same model fingerprint and numerics, its own "-side" directory).
+  cached like the reference log-probs (same model fingerprint and numerics, its own "-tails" directory).
 - Rainbow-PO contextual scaling: the reference's mean next-token entropy over each response's tokens,
-  divided by log(vocabulary size), averaged over the pair's two responses; computed with the tails.
+  divided by log(vocabulary size), averaged over the pair's two responses; cached likewise ("-entropy").
 - SPPO: the columns `chosen_win_prob` and `rejected_win_prob` of the training file, matched by pair id.
 - NPO: unpaired examples (`load_unpaired`: rows with `label`, or pairs split into chosen = true and
   rejected = false); `label: false` are the forget set, `label: true` the retain set, kept only when
   retain_coef > 0. Each example is packed alone (a pair without a rejected response).
 
-Side cache rows: (chosen_tail, rejected_tail, chosen_entropy, rejected_entropy).
+Cache rows keep the engine's layout (two floats, two integer token counts): tails (chosen, rejected,
+tokens beyond the shared length of each), entropies (chosen, rejected, response tokens of each).
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from dpo_eval.engine.logprobs import (
     packed_token_logps,
     prefix_sums,
     response_hidden,
-    token_logps,
 )
 from dpo_eval.engine.packing import PackedBatch, pack_rows
 from dpo_eval.engine.runner import compute_pair_logps
@@ -42,9 +42,6 @@ from dpo_eval.tokenization import TokenizedPair
 from dpo_eval.train.kto import UnpairedExample
 from dpo_eval.train.losses import LossOutput
 from dpo_eval.train.losses_family import ENTROPY_KEY, TAIL_KEYS, WIN_PROB_KEYS, npo_loss, required_extras
-
-SIDE_TAG = "side"
-
 
 # ------------------------------------------------------------------------------- tails and entropies
 
@@ -67,30 +64,44 @@ def packed_logps_with_tails(model: torch.nn.Module, batch: PackedBatch,
 
 
 @torch.inference_mode()
-def compute_side_batch(model: torch.nn.Module, rows: Sequence[Sequence[TokenizedPair]], pad_id: int,
+def compute_tail_batch(model: torch.nn.Module, rows: Sequence[Sequence[TokenizedPair]], pad_id: int,
                        exclude_ids: torch.Tensor | None = None) -> list[CachedRow]:
-    """One forward: per pair (chosen_tail, rejected_tail, chosen_entropy, rejected_entropy), entropies being
-    the mean next-token entropy over the response's tokens / log(vocabulary size)."""
+    """One forward: per pair (chosen_tail, rejected_tail, chosen tail tokens, rejected tail tokens)."""
+    batch = pack_rows(rows, pad_id).to(next(model.parameters()).device)
+    per_token, owner = packed_token_logps(model, batch, exclude_ids)
+    tails = pair_tails(per_token, owner, batch.n_pairs).double().cpu().tolist()
+    counts = torch.bincount(owner, minlength=2 * batch.n_pairs).view(-1, 2)
+    beyond = (counts - counts.min(dim=1, keepdim=True).values).cpu().tolist()
+    return [(c, r, int(nc), int(nr)) for (c, r), (nc, nr) in zip(tails, beyond)]
+
+
+@torch.inference_mode()
+def compute_entropy_batch(model: torch.nn.Module, rows: Sequence[Sequence[TokenizedPair]], pad_id: int,
+                          exclude_ids: torch.Tensor | None = None) -> list[CachedRow]:
+    """One forward: per pair (chosen_entropy, rejected_entropy, chosen tokens, rejected tokens), an entropy
+    being the mean next-token entropy over the response's tokens / log(vocabulary size)."""
     batch = pack_rows(rows, pad_id).to(next(model.parameters()).device)
     hidden, targets, owner = response_hidden(model, batch), batch.target_ids, batch.owner
     if exclude_ids is not None and exclude_ids.numel():
         keep = ~torch.isin(targets, exclude_ids.to(targets.device))
-        hidden, targets, owner = hidden[keep], targets[keep], owner[keep]
-    head, transform = output_head(model)
-    vocab = head.weight.shape[0]
-    tails = pair_tails(token_logps(hidden, targets, head, transform, vocab), owner, batch.n_pairs)
+        hidden, owner = hidden[keep], owner[keep]
+    vocab = output_head(model)[0].weight.shape[0]
     entropy = hidden_entropy(hidden, model, chunk_rows(vocab, None)) / math.log(vocab)
-    counts = torch.bincount(owner, minlength=2 * batch.n_pairs).clamp(min=1)
-    mean = (torch.zeros(2 * batch.n_pairs, device=entropy.device).index_add(0, owner, entropy) / counts).view(-1, 2)
-    values = torch.cat([tails, mean], dim=1).double().cpu().tolist()
-    return [tuple(row) for row in values]
+    counts = torch.bincount(owner, minlength=2 * batch.n_pairs)
+    sums = torch.zeros(2 * batch.n_pairs, device=entropy.device).index_add(0, owner, entropy)
+    means = (sums / counts.clamp(min=1)).view(-1, 2).double().cpu().tolist()
+    return [(c, r, int(nc), int(nr)) for (c, r), (nc, nr) in zip(means, counts.view(-1, 2).cpu().tolist())]
+
+
+SIDE_PASSES = {"tails": compute_tail_batch, "entropy": compute_entropy_batch}
 
 
 def reference_side_rows(data, config, pairs: Sequence[TokenizedPair], ctx: DistContext, device: torch.device,
-                        dtype: torch.dtype) -> dict[str, CachedRow]:
-    """The reference's side rows of `pairs` (content key -> row): from the cache, else one engine pass."""
+                        dtype: torch.dtype, kind: str) -> dict[str, CachedRow]:
+    """The reference's `kind` rows ("tails" or "entropy") of `pairs`, by content key: from the cache (a
+    directory per kind beside the log-probs), else one engine pass."""
     cache = LogpCache(data.cache_root, data.ref_identity["fingerprint"],
-                      f"{numerics_tag(device, dtype, data.exclude_ids)}-{SIDE_TAG}", writer_tag=str(ctx.rank))
+                      f"{numerics_tag(device, dtype, data.exclude_ids)}-{kind}", writer_tag=str(ctx.rank))
     stored = cache.load(may_compact=ctx.is_main)
     barrier(ctx)
     missing = list({p.content_key(): p for p in pairs if p.content_key() not in stored}.values())
@@ -99,9 +110,9 @@ def reference_side_rows(data, config, pairs: Sequence[TokenizedPair], ctx: DistC
             config.ref or config.policy, device=device, dtype=dtype, cache_dir=data.cache_root,
             trust_remote_code=config.trust_remote_code, allow_pickle=config.allow_pickle).model
         stored.update(compute_pair_logps(model, missing, pad_id=data.pad_id, token_budget=default_token_budget(device),
-                                         ctx=ctx, on_rows=cache.append, desc="reference tails/entropy",
+                                         ctx=ctx, on_rows=cache.append, desc=f"reference {kind}",
                                          show_progress=config.show_progress, exclude_ids=data.exclude_ids,
-                                         compute=compute_side_batch))
+                                         compute=SIDE_PASSES[kind]))
     return {p.content_key(): stored[p.content_key()] for p in pairs}
 
 
@@ -135,7 +146,8 @@ class FamilyInputs:
     """Per-pair extras of one run's loss; `extras` builds them for a micro-batch."""
 
     needs: tuple[str, ...] = ()
-    ref_side: dict[str, CachedRow] = field(default_factory=dict)
+    ref_tails: dict[str, CachedRow] = field(default_factory=dict)
+    ref_entropy: dict[str, CachedRow] = field(default_factory=dict)
     win_probs: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
@@ -146,13 +158,15 @@ class FamilyInputs:
                device: torch.device) -> dict[str, torch.Tensor]:
         """PairLogps.extras for `pairs` (policy_tails (n, 2) from `packed_logps_with_tails`, or None)."""
         out: dict[str, torch.Tensor] = {}
-        side = None
-        if self.needs_policy_tails or ENTROPY_KEY in self.needs:
-            side = torch.tensor([self.ref_side[p.content_key()] for p in pairs], dtype=torch.float32, device=device)
+
+        def reference(rows: dict[str, CachedRow]) -> torch.Tensor:
+            return torch.tensor([rows[p.content_key()][:2] for p in pairs], dtype=torch.float32, device=device)
+
         if self.needs_policy_tails:
-            out.update(zip(TAIL_KEYS, (policy_tails[:, 0], policy_tails[:, 1], side[:, 0], side[:, 1])))
+            ref = reference(self.ref_tails)
+            out.update(zip(TAIL_KEYS, (policy_tails[:, 0], policy_tails[:, 1], ref[:, 0], ref[:, 1])))
         if ENTROPY_KEY in self.needs:
-            out[ENTROPY_KEY] = (side[:, 2] + side[:, 3]) / 2
+            out[ENTROPY_KEY] = reference(self.ref_entropy).mean(dim=1)
         if WIN_PROB_KEYS[0] in self.needs:
             probs = torch.tensor([self.win_probs[p.id] for p in pairs], dtype=torch.float32, device=device)
             out.update(zip(WIN_PROB_KEYS, (probs[:, 0], probs[:, 1])))
@@ -163,8 +177,10 @@ def prepare_family_inputs(config, data, ctx: DistContext, device: torch.device, 
     """Everything `config.loss` needs besides the log-probs, for the training pairs."""
     needs = required_extras(config.loss, config.loss_params)
     inputs = FamilyInputs(needs)
-    if TAIL_KEYS[0] in needs or ENTROPY_KEY in needs:
-        inputs.ref_side = reference_side_rows(data, config, data.train, ctx, device, dtype)
+    if TAIL_KEYS[0] in needs:
+        inputs.ref_tails = reference_side_rows(data, config, data.train, ctx, device, dtype, "tails")
+    if ENTROPY_KEY in needs:
+        inputs.ref_entropy = reference_side_rows(data, config, data.train, ctx, device, dtype, "entropy")
     if WIN_PROB_KEYS[0] in needs:
         ids = {p.id for p in data.train}
         inputs.win_probs = load_win_probs(config.data, ids)

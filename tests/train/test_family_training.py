@@ -10,16 +10,19 @@ import pytest
 import torch
 from conftest import save_tiny_model, tiny_llama, word_tokenizer, write_synthetic_preferences
 
+from dpo_eval.engine.distributed import DistContext
 from dpo_eval.engine.packing import pack_rows
 from dpo_eval.errors import UserError
 from dpo_eval.tokenization import TokenizedPair, TokenizerSettings
 from dpo_eval.train.config import load_config
 from dpo_eval.train.family_inputs import (
-    compute_side_batch,
+    compute_entropy_batch,
+    compute_tail_batch,
     load_win_probs,
     npo_examples,
     npo_pairs,
     packed_logps_with_tails,
+    reference_side_rows,
 )
 from dpo_eval.train.kto import UnpairedExample, load_unpaired
 from dpo_eval.train.recipe import train
@@ -79,7 +82,8 @@ def test_tails_of_the_training_forward_and_the_side_pass_agree_with_a_split_by_h
     batch = pack_rows([pairs], pad_id=0)
     with torch.no_grad():
         sums, counts, tails = packed_logps_with_tails(model, batch)
-        side = torch.tensor(compute_side_batch(model, [pairs], pad_id=0))
+        side = torch.tensor(compute_tail_batch(model, [pairs], pad_id=0))
+        entropy = torch.tensor(compute_entropy_batch(model, [pairs], pad_id=0))
         per_token = []  # each response alone, token by token
         for pair in pairs:
             for response in (pair.chosen_ids, pair.rejected_ids):
@@ -90,8 +94,30 @@ def test_tails_of_the_training_forward_and_the_side_pass_agree_with_a_split_by_h
     expected = torch.tensor([[float(per_token[0][2:].sum()), 0.0], [0.0, float(per_token[3][1:].sum())]])
     torch.testing.assert_close(tails, expected, atol=1e-5, rtol=0)
     torch.testing.assert_close(side[:, :2].float(), expected, atol=1e-5, rtol=0)
-    assert counts.tolist() == [[4, 2], [1, 3]]
-    assert bool(((side[:, 2:] > 0) & (side[:, 2:] <= 1)).all())  # normalised entropies
+    assert counts.tolist() == [[4, 2], [1, 3]] and side[:, 2:].tolist() == [[2, 0], [0, 2]]  # tokens past L
+    assert bool(((entropy[:, :2] > 0) & (entropy[:, :2] <= 1)).all())  # normalised entropies
+    assert entropy[:, 2:].tolist() == [[4, 2], [1, 3]]
+
+
+@pytest.mark.parametrize("kind", ["tails", "entropy"])
+def test_reference_side_rows_survive_the_cache(tmp_path, kind):
+    # the cache stores two floats and two integer counts per pair: a reload must give the same rows
+    import types
+
+    from conftest import random_pairs
+
+    model = tiny_llama()
+    pairs = random_pairs(5, model.config.vocab_size, seed=8)
+    data = types.SimpleNamespace(cache_root=tmp_path, ref_identity={"fingerprint": "f" * 16}, exclude_ids=None,
+                                 pad_id=0, ref_model=model)
+    config = types.SimpleNamespace(show_progress=False)
+    args = (data, config, pairs, DistContext(), torch.device("cpu"), torch.float32, kind)
+    computed = reference_side_rows(*args)
+    data.ref_model = None  # a second call must not need the model: everything comes from the cache
+    reloaded = reference_side_rows(*args)
+    assert reloaded == computed and len(computed) == 5
+    if kind == "entropy":
+        assert all(0 < row[0] <= 1 and 0 < row[1] <= 1 for row in reloaded.values())
 
 
 def test_win_probs_are_read_by_id_and_checked(tmp_path):
