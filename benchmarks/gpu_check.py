@@ -19,8 +19,12 @@ Sections
                 with bf16 autocast on CUDA on fewer layers; step time, finite loss and grad norm,
                 and the recipe's own step-0 rewards (reference cached by the engine in the compute
                 dtype, policy = float32 master weights under autocast).
-4. step0        policy = deepcopy(reference) through the same packed_logps path: rewards must be
-                exactly 0 and the DPO loss log 2.
+4. step0        policy = deepcopy(reference) through the same packed_logps path: rewards 0 and the
+                DPO loss log 2, exactly up to float32 summation order on CPU; under bf16 autocast on
+                CUDA up to TOL_STEP0_BF16 (H200, 2026-11-28: max |reward| 1.8e-5 at beta 0.1, i.e.
+                1.8e-4 nats per sequence, 12-19% of pairs not exactly 0, |loss - log 2| <= 1.2e-5:
+                the policy pass, which needs gradients, gets other attention/matmul kernels than
+                the no-grad reference pass, and bf16 rounds them differently).
 5. judge        LocalJudge on the device with a tiny random model and an offline word tokenizer.
 
 Tolerance for section 1 (bf16 vs float32). bf16 keeps 8 significant bits: unit roundoff
@@ -64,6 +68,7 @@ SCHEMA_VERSION = 1
 TOL_MEAN_PER_TOKEN = 0.02  # nats, bf16 vs float32 (see the module docstring)
 TOL_MAX_PER_TOKEN = 0.05
 TOL_FLOAT_NOISE = 1e-5  # nats: "exactly equal" up to float32 summation order
+TOL_STEP0_BF16 = 1e-3  # nats per sequence log-ratio under bf16 autocast on CUDA (measured 1.8e-4, H200)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_check_parts import (  # noqa: E402 - benchmarks/ is not a package
@@ -338,10 +343,12 @@ def section_step0(ctx: Context) -> dict:
                          "max_abs_loss_minus_log2": float((out.losses.double() - math.log(2)).abs().max())}
     del policy
     free_memory()
-    tol = 0.1 * TOL_FLOAT_NOISE
-    return {"n_pairs": len(pairs), "beta": 0.1, **results, "tolerance_reward": tol,
+    is_bf16 = ctx.device.type == "cuda"
+    tol = 0.1 * (TOL_STEP0_BF16 if is_bf16 else TOL_FLOAT_NOISE)  # beta * log-ratio tolerance
+    loss_tol = tol if is_bf16 else 1e-6  # |loss - log 2| ~ |chosen reward - rejected reward| / 2 <= tol
+    return {"n_pairs": len(pairs), "beta": 0.1, **results, "tolerance_reward": tol, "tolerance_loss": loss_tol,
             "checks": {f"{name}_rewards_zero": r["max_abs_reward"] <= tol for name, r in results.items()}
-            | {f"{name}_loss_is_log2": r["max_abs_loss_minus_log2"] <= 1e-6 for name, r in results.items()}}
+            | {f"{name}_loss_is_log2": r["max_abs_loss_minus_log2"] <= loss_tol for name, r in results.items()}}
 
 
 def section_judge(ctx: Context) -> dict:

@@ -16,6 +16,7 @@ from dpo_eval.engine.cache import CachedRow, LogpCache
 from dpo_eval.engine.distributed import DistContext, all_gather_dicts, barrier
 from dpo_eval.engine.logprobs import packed_logps
 from dpo_eval.engine.packing import pack_rows
+from dpo_eval.engine.threads import engine_threads
 from dpo_eval.tokenization import TokenizedPair
 
 FLUSH_SECONDS = 30.0
@@ -105,6 +106,7 @@ def score_with_cache(load_model: Callable[[], torch.nn.Module], pairs: Sequence[
             seen.add(key)
     if missing:
         model = load_model()
+        engine_threads(_model_device(model))  # one thread per idle core on a shared CPU (engine/threads.py)
         stored.update(compute_pair_logps(model, missing, pad_id=pad_id, token_budget=token_budget, ctx=ctx,
                                          on_rows=cache.append if cache else None, desc=desc,
                                          show_progress=show_progress, exclude_ids=exclude_ids))

@@ -149,3 +149,32 @@ def test_auto_threads_sets_torch_and_respects_a_request(monkeypatch):
         assert torch.get_num_threads() == choice.threads
     finally:
         torch.set_num_threads(before)
+
+
+def test_engine_threads_only_on_cpu_and_never_above_the_starting_count(monkeypatch):
+    import torch
+
+    from dpo_eval.engine import threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    monkeypatch.delenv("DPO_EVAL_THREADS", raising=False)
+    before = torch.get_num_threads()
+    try:
+        assert threads.engine_threads(torch.device("meta")) is None  # not a CPU: nothing measured or set
+        monkeypatch.setattr(threads, "_STARTING_THREADS", 2)
+        busy = "cpu0 10 0 0 0 0 0 0 0\ncpu1 10 0 0 0 0 0 0 0\n"
+        later = "cpu0 20 0 0 0 0 0 0 0\ncpu1 20 0 0 0 0 0 0 0\n"  # both cores fully busy (not by us)
+        snapshots = iter([busy, later])
+        monkeypatch.setattr(threads, "PROC_STAT", type("Fake", (), {"read_text": lambda self: next(snapshots)})())
+        monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1})
+        choice = threads.engine_threads(torch.device("cpu"))
+        assert choice.threads == 1 and torch.get_num_threads() == 1
+        quiet = iter(["cpu0 0 0 0 10 0 0 0 0\ncpu1 0 0 0 10 0 0 0 0\n", "cpu0 0 0 0 20 0 0 0 0\ncpu1 0 0 0 20 0 0 0 0\n"])
+        monkeypatch.setattr(threads, "PROC_STAT", type("Fake", (), {"read_text": lambda self: next(quiet)})())
+        assert threads.engine_threads(torch.device("cpu")).threads == 2  # contention over: threads come back
+        assert torch.get_num_threads() == 2
+        monkeypatch.setenv("DPO_EVAL_THREADS", "fixed")
+        assert threads.engine_threads(torch.device("cpu")) is None
+    finally:
+        torch.set_num_threads(before)
