@@ -1,5 +1,5 @@
 # make test: create .venv if missing, install the CPU torch wheel, the project with [dev], run ruff + pytest.
-# make demo: score the bundled HH-RLHF sample with the real SmolLM2-135M-Instruct (reference-free, SimPO-style).
+# make demo: train SmolLM2-135M-Instruct with DPO on data/demo, report on its checkpoints, gate, print the headline.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -24,9 +24,17 @@ test: $(STAMP)
 	$(BIN)/ruff check dpo_eval metrics reports tests benchmarks
 	$(BIN)/python -m pytest -q tests
 
+# The demo: DPO on SmolLM2-135M-Instruct (data/demo, a task a rule can check), a report on its
+# checkpoints with the gold-answer judge, the CI gate, the headline. Resumable: a rerun is served
+# from the trainer's checkpoints and the report's run store.
+DEMO := demo_out
 demo: $(STAMP)
-	$(BIN)/dpo-eval score --policy smollm2 --ref none --norm avg --beta 1.0 --data data/hh_harmless_sample.jsonl --out demo_out
-	@echo "demo: see demo_out/summary.json and demo_out/pairs.parquet"
+	$(BIN)/dpo-eval train data/demo/train.yaml
+	$(BIN)/dpo-eval report $(DEMO)/run --prompts data/demo/prompts.jsonl --judge gold:data/demo/answers.jsonl \
+		--n-samples 2 --max-new-tokens 40 --temperature 0.7 --out $(DEMO)/report
+	@$(BIN)/dpo-eval gate $(DEMO)/report/results.json --config data/demo/gate.yaml --junit $(DEMO)/gate.xml \
+		|| echo "gate: exit $$? (a check failed; the table above says which)"
+	@$(BIN)/python -m dpo_eval.headline $(DEMO)/report
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/score_bench.py

@@ -1,0 +1,28 @@
+"""The demo's headline printer reads results.json only and shows its numbers."""
+
+from __future__ import annotations
+
+import json
+
+from example_results import build_example
+
+from dpo_eval.headline import headline, main
+
+
+def test_headline_shows_the_page_recommendation_checkpoints_and_findings(tmp_path):
+    results_dir = build_example(tmp_path)
+    results_dir = results_dir if results_dir.is_dir() else results_dir.parent
+    doc = json.loads((results_dir / "results.json").read_text())
+    text = headline(results_dir)
+    assert f"report: {(results_dir / 'report.html').resolve()}" in text
+    assert doc["recommended"]["reason"] in text
+    trained = [c for c in doc["checkpoints"] if not c.get("is_reference")]
+    for c in trained:
+        assert f"{c['run']} step {c['step']:>4}: reward acc {c['rewards']['accuracy']:.2f}" in text
+    severities = [line.split("]")[0].strip(" [") for line in text.splitlines() if line.startswith("  [")]
+    assert "high" in severities and severities == sorted(severities, key=["high", "warning", "info"].index)
+
+
+def test_headline_usage_error(tmp_path, capsys):
+    assert main([str(tmp_path)]) == 2
+    assert "usage" in capsys.readouterr().err
