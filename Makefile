@@ -22,7 +22,7 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check dpo_eval metrics reports tests benchmarks
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=15 tests
 
 # The demo: DPO on SmolLM2-135M-Instruct (data/demo, a task a rule can check), a report on its
 # checkpoints with the gold-answer judge, the CI gate, the headline. Resumable: a rerun is served
