@@ -65,8 +65,13 @@ def _option(flag: str, help_text: str, **kwargs):
               help="Allow pickled .bin weights (they can run code).")
 @click.option("--render/--no-render", default=DEFAULTS["render"], show_default=True,
               help="Write report.html and report.md from results.json.")
+@click.option("--vllm", is_flag=True, default=DEFAULTS["vllm"],
+              help="Sample with a vLLM server started per model (needs `make vllm-env`).")
+@_option("--vllm-python", "Python of the vLLM environment [default: .venv-vllm/bin/python].")
+@click.option("--vllm-arg", "vllm_args", multiple=True,
+              help="Passed to vLLM unchanged, e.g. --vllm-arg=--tensor-parallel-size=2 (repeatable).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bars.")
-def report_command(run_dirs, no_progress, **options) -> None:
+def report_command(run_dirs, no_progress, vllm_args, **options) -> None:
     """Evaluate every checkpoint of RUN_DIR(s): rewards, KL, drift, lengths, win rates -> results.json.
 
     Costly steps are stored under OUT/store by content (models, data, settings): a rerun computes only
@@ -74,7 +79,8 @@ def report_command(run_dirs, no_progress, **options) -> None:
     """
     from dpo_eval.report.pipeline import report
 
-    result = report(ReportConfig(run_dirs=tuple(run_dirs), show_progress=not no_progress, **options))
+    result = report(ReportConfig(run_dirs=tuple(run_dirs), show_progress=not no_progress,
+                                 vllm_args=tuple(vllm_args), **options))
     if not result.is_main_process:  # torchrun: rank 0 reports
         return
     for note in result.notes:

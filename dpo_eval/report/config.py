@@ -57,6 +57,12 @@ class ReportConfig:
     """Allow pickled .bin weights (they can run code when loaded)."""
     show_progress: bool = True
     render: bool = True
+    vllm: bool = False
+    """Sample with a vLLM server started per model (`generate --vllm`; needs `make vllm-env` or vllm_python)."""
+    vllm_python: str | None = None
+    """Python of the vLLM environment; default .venv-vllm/bin/python."""
+    vllm_args: tuple[str, ...] = ()
+    """Options passed to vLLM unchanged, e.g. --tensor-parallel-size=2."""
 
     @property
     def model_flags(self) -> dict:

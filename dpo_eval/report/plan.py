@@ -101,7 +101,7 @@ class Plan:
         c = self.config
         return {"n": c.n_samples, "temperature": float(c.temperature), "top_p": float(c.top_p),
                 "max_new_tokens": c.max_new_tokens, "seed": c.seed, "template": c.template,
-                "max_prompts": c.max_prompts}
+                "max_prompts": c.max_prompts, "backend": "vllm" if c.vllm else "transformers"}
 
 
 def default_out(config: ReportConfig) -> Path:

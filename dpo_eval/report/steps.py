@@ -106,7 +106,8 @@ def run_samples(plan: Plan, run_plan: RunPlan, model_path: str, work: Path) -> N
                             ref=run_plan.reference.path, temperature=c.temperature, top_p=c.top_p,
                             max_new_tokens=c.max_new_tokens, seed=c.seed, template=c.template,
                             batch_size=c.batch_size, limit=c.max_prompts, device=c.device, dtype=c.dtype,
-                            cache_dir=str(plan.cache_root), show_progress=c.show_progress, **c.model_flags))
+                            cache_dir=str(plan.cache_root), show_progress=c.show_progress, vllm=c.vllm,
+                            vllm_python=c.vllm_python, vllm_args=tuple(c.vllm_args), **c.model_flags))
 
 
 def _load(plan: Plan, path: str):
