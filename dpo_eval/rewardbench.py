@@ -16,7 +16,6 @@ RewardBench's own (``dpo_eval.rewardbench_compat``) so a score can be compared w
 from __future__ import annotations
 
 import gc
-import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from dpo_eval.engine.batching import default_token_budget
 from dpo_eval.engine.cache import resolve_cache_dir
 from dpo_eval.engine.multi import SequenceStats, score_sequences, sequence_cache
 from dpo_eval.errors import UserError
-from dpo_eval.jsonio import write_json
+from dpo_eval.jsonio import atomic_path, write_json
 from dpo_eval.metrics.rewardbench import NORMS, sequence_values, summarize_rewardbench
 from dpo_eval.models import (
     ModelIdentity,
@@ -232,9 +231,7 @@ def rewardbench(config: RewardBenchConfig) -> RewardBenchResult:
     frame = pairs_frame(tok, policy, ref, config)
     summary = _summary(config, frame, tok, policy_id, ref_id, device, dtype, loaded)
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".pairs.parquet.tmp{os.getpid()}"
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, out / "pairs.parquet")
+    with atomic_path(out / "pairs.parquet") as tmp:
+        frame.to_parquet(tmp, index=False)
     write_json(out / "rewardbench.json", summary)
     return RewardBenchResult(frame, summary)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import platform
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dpo_eval.jsonio import finite_or_null, write_json
+from dpo_eval.jsonio import atomic_path, finite_or_null, write_json
 from dpo_eval.metrics import drift, findings, kl, length, overoptimization, rewards, training_curves, winrate
 from dpo_eval.report import frames
 from dpo_eval.report.plan import Plan, Row, RunPlan
@@ -388,11 +387,8 @@ def write_results(out: Path, document: dict, tables: dict[str, pd.DataFrame], ti
     files, taken = {}, set()
     for name, frame in tables.items():
         relative = files[name] = _table_file(name, taken)
-        path = out / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
+        with atomic_path(out / relative) as tmp:
+            frame.to_parquet(tmp, index=False)
     final = finite_or_null({**document, "files": files, "timings": {k: round(v, 3) for k, v in timings.items()},
                             "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     errors = schema_errors(final)
