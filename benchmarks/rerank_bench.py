@@ -46,6 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def load(args) -> torch.nn.Module:
+    from dpo_eval.engine.cache import resolve_cache_dir
     from dpo_eval.models import load_model, resolve_device, resolve_dtype
 
     device = resolve_device(args.device)
@@ -56,7 +57,8 @@ def load(args) -> torch.nn.Module:
         config = LlamaConfig(vocab_size=101, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096)
         return LlamaForCausalLM(config).eval().to(device)
-    return load_model(args.model, device=device, dtype=resolve_dtype(args.dtype, device)).model
+    return load_model(args.model, device=device, dtype=resolve_dtype(args.dtype, device),
+                      cache_dir=resolve_cache_dir(None)).model
 
 
 def make_groups(args, vocab: int) -> list[ResponseGroup]:
