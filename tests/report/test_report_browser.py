@@ -2,8 +2,8 @@
 `<script>` and `<img onerror>` in every held-out prompt: no console error or outside request, every plot
 loaded, a screenshot that is not blank, and the hostile text shown as text, never run.
 
-Chromium and Playwright as in test_browser.py (the example document): skips outside CI when either is
-missing, and under CI=true such a skip fails (tests/ci_guard.py lists "chromium").
+Chromium and Playwright from browser_page.py, as in test_browser.py (the example document): skips outside CI
+when either is missing, and under CI=true such a skip fails (tests/ci_guard.py lists "chromium").
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import json
 
 import numpy as np
 import pytest
+from browser_page import missing_browser, opened_page
 from click.testing import CliRunner
 from example_results import HOSTILE_IMG, HOSTILE_SCRIPT
-from test_browser import CHROMIUM, CHROMIUM_ARGS, _only_local, missing_browser
 from tiny_run import FAST, JUDGE_DIR, RULE_JUDGE, trained_once
 
 from dpo_eval.cli import main
@@ -45,29 +45,18 @@ def reported(tmp_path_factory):
 @pytest.fixture(scope="module")
 def opened(reported):
     """report.html loaded in chromium: (page facts, console errors, outside requests, screenshot)."""
-    from playwright.sync_api import sync_playwright
-
-    errors, outside = [], []
-    with sync_playwright() as driver:
-        browser = driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=60_000)
-        try:
-            page = browser.new_page(viewport={"width": 1000, "height": 900})
-            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            page.route("**/*", lambda route: _only_local(route, outside))
-            page.goto((reported / "report.html").resolve().as_uri(), wait_until="load")
-            facts = {
-                "pwned": page.evaluate("typeof window.__pwned"),
-                "images": page.evaluate("Array.from(document.images).map(i => [i.complete, i.naturalWidth])"),
-                "figures": page.evaluate("Array.from(document.querySelectorAll('figure')).map(f => f.id)"),
-                "scripts": page.evaluate("document.scripts.length"),
-                "text": page.inner_text("body"),
-                "hostile_shown": page.locator("pre.text", has_text=HOSTILE_SCRIPT).count(),
-            }
-            screenshot = page.screenshot(full_page=False)
-        finally:
-            browser.close()
-    return facts, errors, outside, screenshot
+    with opened_page(reported / "report.html") as loaded:
+        page = loaded.page
+        facts = {
+            "pwned": page.evaluate("typeof window.__pwned"),
+            "images": page.evaluate("Array.from(document.images).map(i => [i.complete, i.naturalWidth])"),
+            "figures": page.evaluate("Array.from(document.querySelectorAll('figure')).map(f => f.id)"),
+            "scripts": page.evaluate("document.scripts.length"),
+            "text": page.inner_text("body"),
+            "hostile_shown": page.locator("pre.text", has_text=HOSTILE_SCRIPT).count(),
+        }
+        screenshot = page.screenshot(full_page=False)
+    return facts, loaded.errors, loaded.outside, screenshot
 
 
 def test_no_console_error_and_no_outside_request(opened):
