@@ -35,7 +35,7 @@ from dpo_eval.engine.cache import resolve_cache_dir
 from dpo_eval.engine.multi import SequenceStats, score_sequences, sequence_cache
 from dpo_eval.errors import UserError
 from dpo_eval.jsonio import write_json, write_jsonl
-from dpo_eval.metrics.rewardbench import NORMS, sequence_values
+from dpo_eval.metrics.rewardbench import sequence_values
 from dpo_eval.models import (
     check_same_vocabulary,
     identify_model,
@@ -44,6 +44,7 @@ from dpo_eval.models import (
     resolve_device,
     resolve_dtype,
 )
+from dpo_eval.scoring_checks import check_scoring
 from dpo_eval.tokenization import TokenizerSettings, padding_id, tokenize_pair
 
 SCHEMA_VERSION = 1
@@ -171,21 +172,12 @@ def rank_sets(sets: Sequence[CandidateSet], policy: SequenceStats, ref: Sequence
     return out
 
 
-def _check_scoring(beta: float, norm: str, is_reference_free: bool) -> None:
-    if not beta > 0:
-        raise UserError(f"--beta must be positive, got {beta}")
-    if norm not in NORMS:
-        raise UserError(f"--norm must be one of {', '.join(NORMS)}, got {norm!r}")
-    if norm == "norm" and not is_reference_free:
-        raise UserError("--norm norm (-||per-token log-probs||_2) is reference-free: add --ref none, or use sum or avg")
-
-
 def rerank(policy: torch.nn.Module, ref: torch.nn.Module | None, tokenizer,
            candidates: Sequence[CandidateSet] | Sequence[tuple], *, beta: float = 0.1, norm: str = "sum",
            template: str = "auto", token_budget: int | None = None, show_progress: bool = False) -> list[RankedPrompt]:
     """Best-of-n on loaded models: every prompt's candidates ranked by implicit reward (ref None:
     reference-free). candidates: CandidateSets, or (prompt, [outputs]) tuples. Nothing is cached."""
-    _check_scoring(beta, norm, ref is None)
+    check_scoring(beta, norm, ref is None)
     sets = [c if isinstance(c, CandidateSet) else candidate_sets([c])[0] for c in candidates]
     sequences = tokenize_candidates(sets, tokenizer, template)
     budget = token_budget or default_token_budget(next(policy.parameters()).device)
@@ -221,7 +213,7 @@ class RerankConfig:
         return self.ref.lower() == REFERENCE_FREE
 
     def validate(self) -> None:
-        _check_scoring(self.beta, self.norm, self.is_reference_free)
+        check_scoring(self.beta, self.norm, self.is_reference_free)
         if self.top_k < 0:
             raise UserError(f"--top-k must be 0 (keep every candidate) or more, got {self.top_k}")
         if self.limit is not None and self.limit < 1:

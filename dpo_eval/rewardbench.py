@@ -29,7 +29,7 @@ from dpo_eval.engine.cache import resolve_cache_dir
 from dpo_eval.engine.multi import SequenceStats, score_sequences, sequence_cache
 from dpo_eval.errors import UserError
 from dpo_eval.jsonio import atomic_path, write_json
-from dpo_eval.metrics.rewardbench import NORMS, sequence_values, summarize_rewardbench
+from dpo_eval.metrics.rewardbench import sequence_values, summarize_rewardbench
 from dpo_eval.models import (
     ModelIdentity,
     check_same_vocabulary,
@@ -40,6 +40,7 @@ from dpo_eval.models import (
     resolve_dtype,
 )
 from dpo_eval.rewardbench_compat import MAX_LENGTH, MAX_PROMPT_LENGTH, tokenize_rewardbench
+from dpo_eval.scoring_checks import check_scoring
 from dpo_eval.tokenization import InvalidPairError, TokenizerSettings, padding_id, tokenize_pairs
 
 SCHEMA_VERSION = 1
@@ -74,15 +75,9 @@ class RewardBenchConfig:
         return self.ref.lower() == REFERENCE_FREE
 
     def validate(self) -> None:
-        if not self.beta > 0:
-            raise UserError(f"--beta must be positive, got {self.beta}")
-        if self.norm not in NORMS:
-            raise UserError(f"--norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
+        check_scoring(self.beta, self.norm, self.is_reference_free)
         if self.compat not in COMPAT:
             raise UserError(f"--compat must be one of {', '.join(COMPAT)}, got {self.compat!r}")
-        if self.norm == "norm" and not self.is_reference_free:
-            raise UserError("--norm norm (-||per-token log-probs||_2) is reference-free: add --ref none, "
-                            "or use --norm sum or avg with a reference")
         if self.compat == "rewardbench" and not self.is_reference_free and self.norm != "sum":
             raise UserError("--compat rewardbench with a reference scores the summed log-ratio only: "
                             "drop --norm, or use --compat none")

@@ -17,7 +17,7 @@ from dpo_eval.engine.distributed import DistContext, device_for_rank, init_distr
 from dpo_eval.engine.runner import ScoredPairs, score_with_cache
 from dpo_eval.errors import UserError
 from dpo_eval.jsonio import atomic_path, write_json
-from dpo_eval.metrics.rewards import NORMS, implicit_rewards, summarize_rewards
+from dpo_eval.metrics.rewards import implicit_rewards, summarize_rewards
 from dpo_eval.models import (
     ModelIdentity,
     check_same_vocabulary,
@@ -27,6 +27,7 @@ from dpo_eval.models import (
     resolve_device,
     resolve_dtype,
 )
+from dpo_eval.scoring_checks import PAIR_NORMS, check_scoring
 from dpo_eval.tokenization import TokenizedPairs, TokenizerSettings, padding_id, tokenize_pairs
 
 SCHEMA_VERSION = 1
@@ -66,8 +67,7 @@ class ScoreConfig:
     def validate(self) -> None:
         from dpo_eval.train.losses_family import DIVERGENCES
 
-        if not self.beta > 0:
-            raise UserError(f"--beta must be positive, got {self.beta}")
+        check_scoring(self.beta, self.norm, self.is_reference_free, norms=PAIR_NORMS)
         if self.divergence not in DIVERGENCES:
             raise UserError(f"--divergence must be one of {', '.join(DIVERGENCES)}, got {self.divergence!r}")
         if self.divergence != "reverse_kl" and (self.is_reference_free or self.norm != "sum"):
@@ -75,8 +75,6 @@ class ScoreConfig:
                             "beta * f'(pi/pi_ref) of whole responses); give --ref MODEL, --norm sum")
         if self.divergence == "alpha_divergence" and not 0 < self.divergence_alpha < 1:
             raise UserError(f"--divergence-alpha must lie in (0, 1), got {self.divergence_alpha}")
-        if self.norm not in NORMS:
-            raise UserError(f"--norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
         if self.token_budget is not None and self.token_budget < 1:
             raise UserError(f"--token-budget must be positive, got {self.token_budget}")
 
