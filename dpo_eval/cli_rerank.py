@@ -6,6 +6,7 @@ import json
 
 import click
 
+from dpo_eval.cli_options import engine_options
 from dpo_eval.tokenization import TEMPLATES
 
 EXAMPLES = """
@@ -31,14 +32,7 @@ Examples:
 @click.option("--template", type=click.Choice(TEMPLATES), default="auto", show_default=True,
               help="Render prompts with the chat template (auto: when the tokenizer has one), as generate does.")
 @click.option("--limit", type=int, default=None, help="Rerank only the first N prompts.")
-@click.option("--token-budget", type=int, default=None,
-              help="Padded tokens per forward pass [default: 1024 on CPU, 32768 on CUDA].")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
-@click.option("--dtype", default="auto", show_default=True, help="auto (fp32 on CPU, bf16 on CUDA), fp32, bf16.")
-@click.option("--cache-dir", default=None, help="Log-prob cache [default: ~/.cache/dpo_eval].")
-@click.option("--trust-remote-code", is_flag=True, help="Allow model code from the model dir.")
-@click.option("--allow-pickle", is_flag=True, help="Allow pickled .bin weights (they can run code).")
-@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@engine_options
 def rerank_command(no_progress, **options) -> None:
     """Best-of-n: rank each prompt's candidates by implicit reward beta * log(pi/pi_ref).
 

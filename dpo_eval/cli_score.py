@@ -6,6 +6,7 @@ import json
 
 import click
 
+from dpo_eval.cli_options import engine_options
 from dpo_eval.tokenization import TEMPLATES, TRUNCATIONS, TokenizerSettings
 
 EXAMPLES = """
@@ -43,14 +44,7 @@ Examples:
               help="Chat template or plain text concatenation.")
 @click.option("--max-length", type=int, default=None, help="Cap prompt+response tokens per sequence.")
 @click.option("--truncation", type=click.Choice(TRUNCATIONS), default="keep_end", show_default=True)
-@click.option("--token-budget", type=int, default=None,
-              help="Padded tokens per forward pass [default: 1024 on CPU, 32768 on CUDA].")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
-@click.option("--dtype", default="auto", show_default=True, help="auto (fp32 on CPU, bf16 on CUDA), fp32, bf16.")
-@click.option("--cache-dir", default=None, help="Log-prob cache [default: ~/.cache/dpo_eval].")
-@click.option("--trust-remote-code", is_flag=True, help="Allow model code from the model dir.")
-@click.option("--allow-pickle", is_flag=True, help="Allow pickled .bin weights (they can run code).")
-@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@engine_options
 def score_command(template, max_length, truncation, no_progress, **options) -> None:
     """Implicit rewards r = beta * log(pi/pi_ref) of a policy on preference pairs.
 

@@ -111,3 +111,26 @@ def test_every_model_loading_command_takes_the_same_loading_flags():
     for name in present:
         flags = {opt for param in main.commands[name].params for opt in getattr(param, "opts", [])}
         assert {"--allow-pickle", "--trust-remote-code"} <= flags, f"dpo-eval {name} lacks a model-loading flag"
+
+
+SCORING_COMMANDS = ("score", "rerank", "rewardbench")
+
+
+def _described(param: click.Parameter) -> tuple:
+    return (tuple(param.opts), param.default, getattr(param, "help", None), getattr(param, "is_flag", False),
+            getattr(param, "show_default", None), param.type.name)
+
+
+def test_scoring_commands_take_the_shared_engine_options_in_order():
+    """score, rerank and rewardbench list dpo_eval.cli_options.engine_options, as written there, in its order."""
+    from dpo_eval.cli_options import engine_options
+
+    probe = click.command("probe")(engine_options(lambda **_: None))
+    shared = [_described(p) for p in probe.params]
+    assert [d[0] for d in shared] == [("--token-budget",), ("--device",), ("--dtype",), ("--cache-dir",),
+                                      ("--trust-remote-code",), ("--allow-pickle",), ("--no-progress",)]
+    for name in SCORING_COMMANDS:
+        described = [_described(p) for p in main.commands[name].params if isinstance(p, click.Option)]
+        flags = [d[0] for d in described]
+        start = flags.index(shared[0][0])
+        assert described[start:start + len(shared)] == shared, f"dpo-eval {name}: engine options differ or moved"
