@@ -91,16 +91,32 @@ def _samples_jobs(plan: Plan, store: RunStore, paths: Paths) -> list[Job]:
             for rp in plan.runs for label, path, fingerprint, tokenizer in _models(rp)]
 
 
-def _kl_jobs(plan: Plan, store: RunStore, paths: Paths) -> list[Job]:
-    jobs = []
-    for rp in plan.runs:
-        for row in rp.rows:
-            samples = paths.get("samples", rp.run.name, row.label)
-            parts = steps.kl_parts(plan, rp, row, samples.name)
-            jobs.append(Job(store.artifact("kl", parts), ((rp.run.name, row.label),),
-                            lambda work, rp=rp, row=row, samples=samples: steps.run_kl(plan, rp, row, samples, work),
-                            is_shared=True))
-    return jobs
+JobBuilder = Callable[[Plan, RunStore, Paths], list[Job]]
+PartsOnSamples = Callable[[Plan, RunPlan, Row, str], dict]
+StepOnSamples = Callable[[Plan, RunPlan, Row, Path, Path], None]
+
+
+def _row_jobs_on_samples(kind: str, parts: PartsOnSamples, step: StepOnSamples, is_on_reference: bool) -> JobBuilder:
+    """A builder of one shared job of `kind` per (run, row), over samples already in ``Paths``.
+
+    The samples are the row's own, or (`is_on_reference`) its run's reference's. The artifact is named by
+    ``parts(plan, run_plan, row, samples_key)`` and made by ``step(plan, run_plan, row, samples_dir, work)``.
+    """
+    def build(plan: Plan, store: RunStore, paths: Paths) -> list[Job]:
+        jobs = []
+        for rp in plan.runs:
+            for row in rp.rows:
+                samples = paths.get("samples", rp.run.name, REFERENCE if is_on_reference else row.label)
+                jobs.append(Job(store.artifact(kind, parts(plan, rp, row, samples.name)), ((rp.run.name, row.label),),
+                                lambda work, rp=rp, row=row, samples=samples: step(plan, rp, row, samples, work),
+                                is_shared=True))
+        return jobs
+
+    return build
+
+
+_kl_jobs = _row_jobs_on_samples("kl", steps.kl_parts, steps.run_kl, is_on_reference=False)
+"""KL along each row's own samples."""
 
 
 def _entropy_jobs(plan: Plan, store: RunStore, paths: Paths) -> list[Job]:
@@ -109,16 +125,8 @@ def _entropy_jobs(plan: Plan, store: RunStore, paths: Paths) -> list[Job]:
             for rp in plan.runs for label, path, fingerprint, tokenizer in _models(rp)]
 
 
-def _unseen_jobs(plan: Plan, store: RunStore, paths: Paths) -> list[Job]:
-    jobs = []
-    for rp in plan.runs:
-        ref_samples = paths.get("samples", rp.run.name, REFERENCE)
-        for row in rp.rows:
-            parts = steps.unseen_parts(plan, rp, row, ref_samples.name)
-            jobs.append(Job(store.artifact("unseen", parts), ((rp.run.name, row.label),),
-                            lambda work, rp=rp, row=row, ref=ref_samples: steps.run_unseen(plan, rp, row, ref, work),
-                            is_shared=True))
-    return jobs
+_unseen_jobs = _row_jobs_on_samples("unseen", steps.unseen_parts, steps.run_unseen, is_on_reference=True)
+"""Policy and reference log-probs of the unseen responses drawn from each run's reference samples."""
 
 
 def _judge_jobs(plan: Plan, store: RunStore, paths: Paths) -> list[Job]:
