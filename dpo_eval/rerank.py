@@ -1,7 +1,7 @@
 """`dpo-eval rerank`: best-of-n with a DPO policy's implicit reward (or a reference-free score).
 
 For each prompt, its N candidate responses are scored in one pass of the engine per model (the
-prompt once for all N: ``dpo_eval.engine.multi``), then ranked by
+prompt's keys and values computed once for all N: ``dpo_eval.engine.prefix``), then ranked by
 
     r(x, y) = beta * (log pi(y|x) - log pi_ref(y|x))        (Rafailov et al., 2023)
 

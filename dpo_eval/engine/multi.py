@@ -13,6 +13,11 @@ length of response k, O_k = P + L_1 + ... + L_{k-1} its offset)::
     response k, token j: target at O_k + j, source hidden state at P-1 (j = 0) or O_k + j - 1 (j > 0)
     query in segment k >= 1 may attend: keys of segment 0 and of segment k, causally, same group
 
+``compute_groups`` uses this layout only where a model cannot reuse a prompt cache: elsewhere the
+prompt's keys and values are computed once and each response runs as its own row after them
+(``dpo_eval.engine.prefix``), so no response attends over the other responses' positions. The
+listwise trainer keeps this layout, as it needs gradients through one pass.
+
 Besides the summed log-prob of each response, the engine returns the sum of squared per-token
 log-probs, so ``-sqrt(sum of squares) = -||per-token log-probs||_2`` (RewardBench's "norm"
 reference-free score) comes from the same pass. Results per sequence are cached on disk in a
@@ -32,6 +37,7 @@ from tqdm import tqdm
 from dpo_eval.engine.batching import plan_batches
 from dpo_eval.engine.cache import LogpCache, numerics_tag
 from dpo_eval.engine.logprobs import _decoder_and_head, _mask_dtype, output_head, token_logps
+from dpo_eval.engine.prefix import group_batch_stats, plan_prompt_batches, supports_prefix_cache
 from dpo_eval.tokenization import TokenizedPair
 
 PROMPT_SEGMENT, PAD_SEGMENT = 0, -1
@@ -165,14 +171,34 @@ SeqRow = tuple[float, float, int, int]  # sum, sum of squares, tokens, 0 (the ca
 
 @torch.inference_mode()
 def compute_groups(model: torch.nn.Module, groups: Sequence[ResponseGroup], *, pad_id: int, token_budget: int,
-                   desc: str = "scoring", show_progress: bool = True) -> list[list[SeqRow]]:
-    """Per group, per response: (sum, sum of squares, tokens, 0), batched to a token budget."""
-    device = next(model.parameters()).device
+                   desc: str = "scoring", show_progress: bool = True, reuse_prompt_cache: bool | None = None
+                   ) -> list[list[SeqRow]]:
+    """Per group, per response: (sum, sum of squares, tokens, 0), batched to a token budget.
+
+    reuse_prompt_cache: run each prompt once and reuse its keys and values for every response
+    (``dpo_eval.engine.prefix``); None = wherever the model supports it, else the 4D-mask packing.
+    """
+    if reuse_prompt_cache is None:
+        reuse_prompt_cache = supports_prefix_cache(model)
     results: list[list[SeqRow]] = [[] for _ in groups]
-    batches = plan_batches([g.packed_length for g in groups], token_budget)
     bar = tqdm(total=sum(g.packed_length for g in groups), unit="tok", unit_scale=True, desc=desc,
                file=sys.stderr, disable=not show_progress or not groups, dynamic_ncols=True)
-    for batch in batches:
+    if reuse_prompt_cache:
+        for batch in plan_prompt_batches(groups, token_budget):
+            for i, rows in zip(batch, group_batch_stats(model, [groups[i] for i in batch], pad_id, token_budget)):
+                results[i] = rows
+            bar.update(sum(groups[i].packed_length for i in batch))
+    else:
+        _compute_packed(model, groups, pad_id, token_budget, results, bar)
+    bar.close()
+    return results
+
+
+def _compute_packed(model, groups: Sequence[ResponseGroup], pad_id: int, token_budget: int,
+                    results: list[list[SeqRow]], bar) -> None:
+    """The 4D-mask path: groups laid out as [prompt | y1 .. yN] rows, results filled in place."""
+    device = next(model.parameters()).device
+    for batch in plan_batches([g.packed_length for g in groups], token_budget):
         order = [i for row in batch for i in row]
         packed = pack_groups([[groups[i] for i in row] for row in batch], pad_id).to(device)
         sums, squares, counts = (x.double().cpu().numpy() for x in sequence_stats(model, packed))
@@ -182,8 +208,6 @@ def compute_groups(model: torch.nn.Module, groups: Sequence[ResponseGroup], *, p
                 results[i].append((float(sums[seq]), float(squares[seq]), int(counts[seq]), 0))
                 seq += 1
         bar.update(sum(groups[i].packed_length for i in order))
-    bar.close()
-    return results
 
 
 def split_group(prompt: tuple[int, ...], responses: Sequence[tuple[int, ...]], token_budget: int) -> list[ResponseGroup]:
@@ -238,8 +262,12 @@ def score_sequences(load_model: Callable[[], torch.nn.Module], sequences: Sequen
             seen.add(key)
             by_prompt.setdefault(tuple(prompt), []).append(tuple(response))
     if by_prompt:
-        groups = [g for prompt, responses in by_prompt.items() for g in split_group(prompt, responses, token_budget)]
-        rows = compute_groups(load_model(), groups, pad_id=pad_id, token_budget=token_budget, desc=desc,
+        model = load_model()
+        if supports_prefix_cache(model):  # one group per prompt: its responses are chunked to the budget
+            groups = [ResponseGroup(prompt, tuple(responses)) for prompt, responses in by_prompt.items()]
+        else:  # a packed row holds the whole group: split it to the budget
+            groups = [g for prompt, responses in by_prompt.items() for g in split_group(prompt, responses, token_budget)]
+        rows = compute_groups(model, groups, pad_id=pad_id, token_budget=token_budget, desc=desc,
                               show_progress=show_progress)
         fresh = {sequence_key(g.prompt_ids, r): row for g, group_rows in zip(groups, rows)
                  for r, row in zip(g.responses, group_rows)}

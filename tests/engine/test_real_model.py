@@ -43,3 +43,25 @@ def test_engine_on_real_model_and_chat_template(smollm2):
             assert abs(value - exact) <= 1e-4
             # plain float32 log_softmax drifts ~1e-5/token on this vocabulary; still close
             assert abs(value - sequence_logp(smollm2.model, pair.prompt_ids, response)) <= 1e-5 * len(response) + 1e-4
+
+
+def test_prompt_cache_on_real_model(smollm2):
+    """The reranker's path (each prompt run once, its keys and values reused by every candidate) on
+    the real model: budget 4096 puts prompts of different lengths in one batch; budget 1 runs each
+    prompt alone and each response in a chunk of its own."""
+    from dpo_eval.data.pairs import load_pairs
+    from dpo_eval.engine.multi import ResponseGroup, compute_groups
+    from dpo_eval.engine.prefix import supports_prefix_cache
+    from dpo_eval.tokenization import TokenizerSettings, tokenize_pairs
+
+    assert supports_prefix_cache(smollm2.model)
+    pairs = tokenize_pairs(load_pairs(SAMPLE, limit=3).pairs, smollm2.tokenizer, TokenizerSettings()).pairs
+    groups = [ResponseGroup(p.prompt_ids, (p.chosen_ids, p.rejected_ids, p.chosen_ids[: len(p.chosen_ids) // 2 + 1]))
+              for p in pairs]
+    assert len({len(g.prompt_ids) for g in groups}) > 1
+    exact = [[sequence_logp_float64(smollm2.model, g.prompt_ids, r) for r in g.responses] for g in groups]
+    for budget in (4096, 1):
+        results = compute_groups(smollm2.model, groups, pad_id=smollm2.tokenizer.pad_token_id or 0,
+                                 token_budget=budget, show_progress=False, reuse_prompt_cache=True)
+        for rows, expected in zip(results, exact):
+            assert [abs(row[0] - e) <= 1e-4 for row, e in zip(rows, expected)] == [True] * len(expected)
