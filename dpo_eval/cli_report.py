@@ -7,7 +7,7 @@ import json
 
 import click
 
-from dpo_eval.report.config import ReportConfig
+from dpo_eval.report.config import STAGES, ReportConfig, resolve_stages
 
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(ReportConfig) if f.default is not dataclasses.MISSING}
 """The option defaults, taken from ReportConfig (never restated here)."""
@@ -17,9 +17,19 @@ REPORT_EXAMPLES = """
 Examples:
   dpo-eval report runs/dpo-beta0.1
   dpo-eval report runs/dpo-beta0.1 --judge openai:gpt-4o-mini --steps 100,200,final
+  dpo-eval report runs/dpo-beta0.1 --stages score,kl
   dpo-eval report runs/b0.1 runs/b0.5 --ref sft --data heldout.jsonl --out sweep_report
   dpo-eval report runs/math --judge gold:answers.jsonl --prompts questions.jsonl --n-samples 8
 """
+
+
+def _stages(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...] | None:
+    """--stages score,kl -> ("score", "kl"), checked (an unknown name is a one-line UserError)."""
+    if value is None:
+        return None
+    stages = tuple(part.strip() for part in value.split(",") if part.strip())
+    resolve_stages(stages)
+    return stages
 
 
 def _option(flag: str, help_text: str, **kwargs):
@@ -35,6 +45,8 @@ def _option(flag: str, help_text: str, **kwargs):
 @_option("--prompts", "Prompts to sample [default: the held-out pairs' prompts].")
 @_option("--judge", "openai:MODEL, local:PATH, gold:ANSWERS or rule:module:function [default: no judge].")
 @_option("--steps", "Checkpoints to evaluate, e.g. 100,200,final [default: all].")
+@_option("--stages", f"Stages to run, comma-separated, of {','.join(STAGES)} (what they need is added: kl, "
+         "unseen and judge need samples) [default: all].", callback=_stages)
 @_option("--out", "Results folder [default: RUN_DIR/.dpo_eval of the first run].")
 @_option("--n-samples", "Samples per prompt and model.", type=int)
 @_option("--max-new-tokens", "Longest sample.", type=int)

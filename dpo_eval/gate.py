@@ -8,7 +8,10 @@
 For a RUN_DIR or CHECKPOINT the report runs through its run store (a rerun computes nothing it has), with
 the gate's --ref/--data/--prompts/--judge/--out/--cache-dir and the file's `report:` settings. When every
 check selects `final` or step numbers, only those checkpoints are evaluated (`--steps`); `best`, `all`,
-findings and top-scope figures need every checkpoint.
+findings and top-scope figures need every checkpoint. Likewise only the report stages the checks' figures
+need are run (`--stages`, FIGURE_STAGES: a reward-accuracy gate scores the pairs and never samples or
+judges); a findings check needs every stage (any stage can raise a finding), `best` and top-scope figures
+the KL-vs-quality fit's (score, kl, judge). A `report: stages:` in the gate file wins.
 """
 
 from __future__ import annotations
@@ -22,14 +25,28 @@ from dpo_eval.errors import UserError
 from dpo_eval.gate_config import GateConfig
 from dpo_eval.gate_file import GateFile, load_gate_file
 from dpo_eval.jsonio import write_text_atomic
-from dpo_eval.metrics.gate import Check, CheckResult, FindingsCheck, RegressionCheck, evaluate_checks
-from dpo_eval.report.config import ReportConfig
+from dpo_eval.metrics.gate import Check, CheckResult, FindingsCheck, Key, RegressionCheck, evaluate_checks
+from dpo_eval.report.config import STAGES, ReportConfig, resolve_stages
 from dpo_eval.reports.schema import RESULTS_SCHEMA_VERSION, schema_errors
 
 RESULTS = "results.json"
 REPORT_FLAGS = ("ref", "data", "prompts", "judge", "out", "cache_dir")
 """GateConfig fields passed to the report as they are (when given)."""
 STEP_SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
+FIGURE_STAGES: dict[tuple[str, ...], tuple[str, ...]] = {
+    ("rewards",): ("score",), ("offpolicy",): ("score",),
+    ("winrate",): ("judge",), ("quality",): ("judge",),
+    ("kl",): ("samples",), ("kl", "analytic"): ("kl",),
+    ("length",): ("samples",), ("length", "pair_reward_length"): ("score", "samples"),
+    ("length", "lc_gap"): ("judge",),
+    ("drift",): ("score",), ("drift", "dispersion", "reference_samples"): ("score", "unseen"),
+    ("drift", "dispersion", "other_prompts"): ("score", "unseen"), ("drift", "dispersion", "entropy"): ("score", "entropy"),
+}
+"""Report stages a checkpoint figure needs, by the longest matching key prefix (what each stage needs, e.g.
+the samples of kl and judge, is added by resolve_stages). k1/k2/k3 come from the samples' log-probs, the
+analytic KL from the kl pass; drift is null without the pairs (score), its dispersion needs unseen/entropy."""
+FIT_STAGES = ("score", "kl", "judge")
+"""Top-scope figures and the `best` selector: the KL-vs-quality fit (quality, KL, implicit reward)."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +110,31 @@ def needed_steps(checks: tuple[Check, ...]) -> str | None:
     return ",".join(sorted(set(selectors), key=lambda s: (s == "final", int(s) if s.isdigit() else 0)))
 
 
+def figure_stages(keys: tuple[Key, ...]) -> tuple[str, ...]:
+    """The stages a checkpoint figure's key path needs (FIGURE_STAGES, longest prefix); every stage when
+    no prefix matches (a figure added to the metrics without an entry here: run everything, never less)."""
+    for length in range(len(keys), 0, -1):
+        found = FIGURE_STAGES.get(tuple(keys[:length]))  # type: ignore[arg-type]
+        if found is not None:
+            return found
+    return STAGES
+
+
+def needed_stages(checks: tuple[Check, ...]) -> tuple[str, ...] | None:
+    """The report's --stages for these checks (with what they need), or None when every stage is needed."""
+    wanted: set[str] = set()
+    for check in checks:
+        if isinstance(check, FindingsCheck):
+            return None
+        figure = check.figure
+        if figure.selector in (None, "best"):
+            wanted.update(FIT_STAGES)
+        if figure.selector is not None:
+            wanted.update(stage for keys in figure.alternatives for stage in figure_stages(keys))
+    stages = resolve_stages(tuple(s for s in STAGES if s in wanted))
+    return None if stages == STAGES else stages
+
+
 def report_config(config: GateConfig, gate_file: GateFile) -> ReportConfig:
     """The report of config.target: the file's `report:` settings, then the gate's flags (which win)."""
     settings = dict(gate_file.report)
@@ -102,6 +144,8 @@ def report_config(config: GateConfig, gate_file: GateFile) -> ReportConfig:
     settings["show_progress"] = settings.get("show_progress", True) and config.show_progress
     if "steps" not in settings:
         settings["steps"] = needed_steps(gate_file.checks)
+    if "stages" not in settings:
+        settings["stages"] = needed_stages(gate_file.checks)
     report = ReportConfig(run_dirs=(config.target,), **settings)
     report.validate()
     return report

@@ -184,6 +184,8 @@ def _accepts(hint: object, value: object) -> bool:
         return isinstance(value, int | float) and not isinstance(value, bool)
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
+    if typing.get_origin(hint) is tuple:  # tuple[str, ...]: a YAML list of strings
+        return isinstance(value, tuple) and all(_accepts(typing.get_args(hint)[0], v) for v in value)
     return isinstance(value, typing.get_origin(hint) or hint)  # type: ignore[arg-type]
 
 
@@ -195,12 +197,16 @@ def _report_overrides(where: str, mapping: object) -> dict:
         raise UserError(f"{where}: report: must be a mapping of dpo-eval report settings, e.g. n_samples: 4")
     hints = typing.get_type_hints(ReportConfig)
     allowed = [f.name for f in dataclasses.fields(ReportConfig) if f.name not in REPORT_FIXED]
+    settings = {}
     for key, value in mapping.items():
         if key not in allowed:
             raise UserError(f"{where}: unknown report setting {key!r}; allowed: {', '.join(allowed)}")
+        value = tuple(value) if isinstance(value, list) else value
         if not _accepts(hints[key], value):
-            raise UserError(f"{where}: report setting {key}: {value!r} is not a {hints[key]}")
-    return dict(mapping)
+            shown = "a list of strings" if "tuple[" in str(hints[key]) else f"a {hints[key]}"
+            raise UserError(f"{where}: report setting {key}: {value!r} is not {shown}")
+        settings[key] = value
+    return settings
 
 
 def load_gate_file(path: str | Path) -> GateFile:

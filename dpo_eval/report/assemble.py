@@ -36,6 +36,13 @@ THRESHOLDS = findings.Thresholds()
 JUDGE_MISSING = {"what": "win rates, LC win rates, quality-vs-KL fit and the recommended checkpoint",
                  "why": "no judge was given",
                  "flag": "--judge openai:MODEL (or --judge local:PATH, --judge gold:ANSWERS)"}
+NO_JUDGE_REASON = "no judge: quality needs --judge"
+STAGE_FIGURES = {"score": "reward accuracy and margins, off-policy log-ratios, pair drift and its findings",
+                 "samples": "KL estimates, length figures and their findings",
+                 "kl": "analytic KL (k1/k2/k3 come from the samples)",
+                 "entropy": "prompt entropy change", "unseen": "dispersion to responses in no pair",
+                 "judge": JUDGE_MISSING["what"]}
+"""What is null in results.json when a stage did not run (`missing`'s what; the gate matches its words)."""
 GOLD_MISSING = {"what": "gold-answer accuracy", "why": "no gold answers were given; quality is the judge's win "
                 "rate against the reference minus 0.5", "flag": "--judge gold:ANSWERS"}
 
@@ -90,25 +97,37 @@ def gold_quality(samples: pd.DataFrame, ref_samples: pd.DataFrame, answers: dict
 # ---------------------------------------------------------------------------------------------- one row
 
 
-def _dispersion(unseen: pd.DataFrame, entropy: pd.DataFrame, ref_entropy: pd.DataFrame) -> drift.Dispersion:
-    """Δ log π of the reference's samples and of other prompts' responses; prompt entropy vs the reference."""
+def _dispersion(unseen: pd.DataFrame | None, entropy: pd.DataFrame | None,
+                ref_entropy: pd.DataFrame | None) -> drift.Dispersion | None:
+    """Δ log π of the reference's samples and of other prompts' responses; prompt entropy vs the reference.
+
+    A part whose stage (unseen, entropy) did not run is None; None when neither ran.
+    """
+    if unseen is None and (entropy is None or ref_entropy is None):
+        return None
     found = {}
     for source in ("reference_samples", "other_prompts"):
-        part = unseen[unseen["source"] == source]
+        part = unseen[unseen["source"] == source] if unseen is not None else ()
         found[source] = (drift.response_drift(part["policy_logp"], part["ref_logp"], part["n_tokens"])
                          if len(part) else None)
-    paired = entropy.merge(ref_entropy, on="prompt_id", suffixes=("", "_ref"))
+    change = None
+    if entropy is not None and ref_entropy is not None:
+        paired = entropy.merge(ref_entropy, on="prompt_id", suffixes=("", "_ref"))
+        change = drift.entropy_change(paired["last"], paired["last_ref"])
     return drift.Dispersion(reference_samples=found["reference_samples"], other_prompts=found["other_prompts"],
-                            entropy=drift.entropy_change(paired["last"], paired["last_ref"]))
+                            entropy=change)
 
 
-def _kl(samples: pd.DataFrame) -> kl.KLSummary | None:
-    """k1/k2/k3/analytic over the non-empty samples; None when every sample is empty."""
+def _kl(samples: pd.DataFrame | None, has_analytic: bool) -> kl.KLSummary | None:
+    """k1/k2/k3 (and analytic when the kl stage ran) over the non-empty samples; None when every sample is
+    empty or the samples stage did not run."""
+    if samples is None:
+        return None
     kept = samples[samples["n_tokens"] > 0]
     if kept.empty:
         return None
     return kl.kl_from_samples(kept["prompt_id"], kept["policy_logp"], kept["ref_logp"], kept["n_tokens"],
-                              kept["analytic_kl"])
+                              kept["analytic_kl"] if has_analytic else None)
 
 
 def _winrate(rate: winrate.ModelWinRate | None) -> dict | None:
@@ -124,7 +143,7 @@ def _row_findings(row: Row, comparison, gap, summary: kl.KLSummary | None) -> li
     """Length and KL-budget findings of a trained checkpoint (none for the reference row)."""
     if row.is_reference:
         return []
-    found = length.length_findings(comparison, gap, THRESHOLDS, row.step)
+    found = [] if comparison is None else length.length_findings(comparison, gap, THRESHOLDS, row.step)
     estimate = None if summary is None else (summary.analytic or summary.k3)
     if estimate is not None and math.isfinite(estimate.mean):
         ci = (estimate.mean - 1.96 * estimate.se, estimate.mean + 1.96 * estimate.se)
@@ -135,33 +154,43 @@ def _row_findings(row: Row, comparison, gap, summary: kl.KLSummary | None) -> li
 
 
 def _lengths(samples, ref_samples, pairs, rate):
+    """(comparison, LC gap, the `length` figures); all None without samples (the samples stage not run)."""
+    if samples is None or ref_samples is None:
+        return None, None, None
     comparison = length.compare_lengths(samples, ref_samples)
     has_lc = rate is not None and rate.lc_win_rate is not None and math.isfinite(rate.lc_win_rate)
     gap = length.lc_gap(rate.win_rate, rate.win_rate_ci, rate.lc_win_rate, rate.lc_win_rate_ci) if has_lc else None
-    return comparison, gap, {**plain(comparison), "pair_reward_length": plain(length.pair_reward_length(pairs)),
-                             "lc_gap": plain(gap)}
+    by_length = None if pairs is None else length.pair_reward_length(pairs)
+    return comparison, gap, {**plain(comparison), "pair_reward_length": plain(by_length), "lc_gap": plain(gap)}
+
+
+def _offpolicy(pairs: pd.DataFrame | None) -> kl.OffPolicyLogRatios | None:
+    if pairs is None:
+        return None
+    return kl.offpolicy_logratios(pairs["policy_chosen_logp"], pairs["ref_chosen_logp"], pairs["policy_rejected_logp"],
+                                  pairs["ref_rejected_logp"], pairs["chosen_tokens"], pairs["rejected_tokens"])
 
 
 def checkpoint_result(row: Row, data: dict, rate: winrate.ModelWinRate | None,
-                      quality: dict | None) -> tuple[dict, drift.CheckpointDrift]:
+                      quality: dict | None) -> tuple[dict, drift.CheckpointDrift | None]:
     """One checkpoints[] object of results.json and its drift state (for the run's findings).
 
-    data: the row's frames: pairs, samples, unseen, entropy, and the run's ref_samples, ref_entropy.
+    data: the row's frames: pairs, samples, unseen, entropy, and the run's ref_samples, ref_entropy (None
+    where their stage did not run: the figures made from them are null, their findings not checked), and
+    has_analytic (whether the kl stage ran). Drift needs the pairs (score): without them it is None.
     """
     pairs, samples = data["pairs"], data["samples"]
-    summary = _kl(samples)
+    summary = _kl(samples, data["has_analytic"])
     comparison, gap, length_figures = _lengths(samples, data["ref_samples"], pairs, rate)
-    state = drift.CheckpointDrift(row.step, drift.pair_drift(pairs),
-                                  _dispersion(data["unseen"], data["entropy"], data["ref_entropy"]))
-    offpolicy = kl.offpolicy_logratios(pairs["policy_chosen_logp"], pairs["ref_chosen_logp"],
-                                       pairs["policy_rejected_logp"], pairs["ref_rejected_logp"],
-                                       pairs["chosen_tokens"], pairs["rejected_tokens"])
+    state = None if pairs is None else drift.CheckpointDrift(
+        row.step, drift.pair_drift(pairs), _dispersion(data["unseen"], data["entropy"], data["ref_entropy"]))
     found = _row_findings(row, comparison, gap, summary)
     return {
         "run": row.run, "step": row.step, "label": row.label, "path": row.path,
         "fingerprint": row.identity.fingerprint, "is_reference": row.is_reference,
-        "rewards": plain(rewards.summarize_rewards(pairs)), "winrate": _winrate(rate), "quality": quality,
-        "kl": plain(summary), "offpolicy": plain(offpolicy), "length": length_figures, "drift": plain(state),
+        "rewards": None if pairs is None else plain(rewards.summarize_rewards(pairs)), "winrate": _winrate(rate),
+        "quality": quality, "kl": plain(summary), "offpolicy": plain(_offpolicy(pairs)), "length": length_figures,
+        "drift": plain(state),
         "findings": [{**plain(f), "run": row.run} for f in found],
     }, state
 
@@ -189,27 +218,39 @@ def _quality(plan: Plan, label: str, judged: dict, samples, ref_samples, answers
     return judge_quality(judged[label])
 
 
+def _row_frames(plan: Plan, paths, run: str, label: str) -> dict:
+    """A row's frames for checkpoint_result: None for an artifact whose stage did not run."""
+    def read(kind: str, reader):
+        folder = paths.get(kind, run, label)
+        return None if folder is None else reader(folder)
+
+    kl_dir = paths.get("kl", run, label)
+    return {"pairs": read("score", lambda folder: frames.pairs_frame(folder, plan.pairs)),
+            "samples": read("samples", lambda folder: frames.samples_frame(folder, kl_dir)),
+            "unseen": read("unseen", frames.unseen_frame), "entropy": read("entropy", frames.entropy_frame),
+            "has_analytic": kl_dir is not None}
+
+
 def run_results(plan: Plan, rp: RunPlan, paths, ref_label: str, tables: dict) -> list[dict]:
     """The checkpoints[] objects of one run, its drift findings placed on their checkpoints."""
     name = rp.run.name
-    data = {"ref_samples": frames.samples_frame(paths.get("samples", name, ref_label), None),
-            "ref_entropy": frames.entropy_frame(paths.get("entropy", name, ref_label))}
+    ref = _row_frames(plan, paths, name, ref_label)  # its samples and entropy (no kl pass: analytic KL NaN)
+    ref_samples = ref["samples"]
     rates, judged = _run_rates(plan, rp, paths, plan.config.seed)
     answers = _gold_answers(plan)
     results, states = [], []
     for row in rp.rows:
-        data.update(pairs=frames.pairs_frame(paths.get("score", name, row.label), plan.pairs),
-                    samples=frames.samples_frame(paths.get("samples", name, row.label),
-                                                 paths.get("kl", name, row.label)),
-                    unseen=frames.unseen_frame(paths.get("unseen", name, row.label)),
-                    entropy=frames.entropy_frame(paths.get("entropy", name, row.label)))
-        quality = _quality(plan, row.label, judged, data["samples"], data["ref_samples"], answers)
+        data = {**_row_frames(plan, paths, name, row.label), "ref_samples": ref_samples,
+                "ref_entropy": ref["entropy"]}
+        quality = _quality(plan, row.label, judged, data["samples"], ref_samples, answers)
         result, state = checkpoint_result(row, data, rates.get(row.label), quality)
         results.append(result)
-        states += [] if row.is_reference else [state]
-        tables[table_name("pairs", name, row.label)] = data["pairs"]
-        tables[table_name("samples", name, row.label)] = data["samples"]
-    tables.setdefault(table_name("samples"), data["ref_samples"])
+        states += [] if row.is_reference or state is None else [state]
+        for kind in ("pairs", "samples"):
+            if data[kind] is not None:
+                tables[table_name(kind, name, row.label)] = data[kind]
+    if ref_samples is not None:
+        tables.setdefault(table_name("samples"), ref_samples)
     by_step = {r["step"]: r for r in results}
     for found in drift.drift_findings(states, THRESHOLDS):
         by_step[found.step]["findings"].append({**plain(found), "run": name})
@@ -217,7 +258,7 @@ def run_results(plan: Plan, rp: RunPlan, paths, ref_label: str, tables: dict) ->
 
 
 def _gold_answers(plan: Plan) -> dict[str, list[str]] | None:
-    if plan.judge is None or not plan.config.judge.startswith("gold:"):
+    if not plan.is_judged or not plan.config.judge.startswith("gold:"):
         return None
     from dpo_eval.judge.gold import read_gold_answers
 
@@ -253,17 +294,19 @@ def quality_frame(checkpoints: list[dict], estimator: str = "analytic") -> pd.Da
         if value is None or estimate is None or estimate.get("mean") is None:
             continue
         rows.append({"run": c["run"], "step": c["step"], "kl": estimate["mean"], "quality": value,
-                     "quality_se": c["quality"]["se"], "implicit_reward": c["rewards"]["mean_margin"]})
+                     "quality_se": c["quality"]["se"], "implicit_reward": (c["rewards"] or {}).get("mean_margin")})
     frame = pd.DataFrame(rows, columns=["run", "step", "kl", "quality", "quality_se", "implicit_reward"])
-    if frame["quality_se"].isna().any():
-        frame = frame.drop(columns="quality_se")
+    for optional in ("quality_se", "implicit_reward"):  # implicit_reward: None where the score stage did not run
+        if frame[optional].isna().any():
+            frame = frame.drop(columns=optional)
     return frame
 
 
-def fit_results(checkpoints: list[dict], has_judge: bool) -> tuple[dict, dict, dict | None]:
+def fit_results(checkpoints: list[dict], has_judge: bool,
+                no_judge_reason: str = NO_JUDGE_REASON) -> tuple[dict, dict, dict | None]:
     """fits, past_peak, recommended; over-optimisation findings are added to the last checkpoints."""
     if not has_judge:
-        return {"kl_quality": None, "reason": "no judge: quality needs --judge"}, {}, None
+        return {"kl_quality": None, "reason": no_judge_reason}, {}, None
     estimator = fit_estimator(checkpoints)
     frame = quality_frame(checkpoints, estimator)
     if frame.empty:
@@ -289,11 +332,17 @@ def frame_source(checkpoints: list[dict]) -> str:
     return next((c["quality"]["source"] for c in checkpoints if c["quality"]), "quality")
 
 
+def _stage_not_run(plan: Plan, stage: str) -> str:
+    return f"the {stage} stage was not run (--stages {','.join(plan.config.stages or ())})"
+
+
 def _missing(plan: Plan) -> list[dict]:
-    missing = []
-    if plan.judge is None:
+    missing = [{"what": STAGE_FIGURES[stage], "why": _stage_not_run(plan, stage),
+                "flag": f"--stages with {stage} (or no --stages: every stage)"}
+               for stage in STAGE_FIGURES if stage not in plan.stages]
+    if plan.judge is None and "judge" in plan.stages:
         missing.append(JUDGE_MISSING)
-    elif not plan.config.judge.startswith("gold:"):
+    elif plan.is_judged and not plan.config.judge.startswith("gold:"):
         missing.append(GOLD_MISSING)
     for rp in plan.runs:
         for row in (r for r in rp.rows if not r.has_known_step):
@@ -331,7 +380,8 @@ def _provenance(plan: Plan) -> dict:
     prompts_path = plan.inputs.prompts.path
     return {
         "versions": _versions(), "beta": {rp.run.name: rp.beta for rp in plan.runs},
-        "seeds": {"sampling": c.seed, "bootstrap": c.seed, "judge": c.seed}, "judge": plan.judge,
+        "seeds": {"sampling": c.seed, "bootstrap": c.seed, "judge": c.seed},
+        "judge": plan.judge if plan.is_judged else None, "stages": list(plan.stages),
         "data": {"pairs": {"path": plan.inputs.pairs.path, "source": plan.inputs.pairs.source,
                            "sha256": plan.pairs_sha256, "n": len(plan.pairs)},
                  "prompts": {"path": prompts_path, "source": plan.inputs.prompts.source,
@@ -360,7 +410,8 @@ def assemble(plan: Plan, paths, ref_label: str) -> tuple[dict, dict[str, pd.Data
     """The results document (timings and files filled in by write_results) and its tables by name."""
     tables: dict[str, pd.DataFrame] = {}
     checkpoints = [c for rp in plan.runs for c in run_results(plan, rp, paths, ref_label, tables)]
-    fits, past, recommended = fit_results(checkpoints, plan.judge is not None)
+    no_judge = NO_JUDGE_REASON if plan.judge is None else f"{_stage_not_run(plan, 'judge')}: quality needs it"
+    fits, past, recommended = fit_results(checkpoints, plan.is_judged, no_judge)
     all_findings = sorted((f for c in checkpoints for f in c["findings"]),
                           key=lambda f: (-findings.SEVERITIES.index(f["severity"]), f["run"], f["step"] or 0))
     return {

@@ -9,6 +9,26 @@ from dpo_eval.errors import UserError
 DEFAULT_BETA = 0.1
 """β for implicit rewards when neither --beta nor the run's dpo_eval.json gives one."""
 JUDGE_KINDS = ("openai", "local", "gold", "rule")
+STAGES = ("score", "samples", "kl", "entropy", "unseen", "judge")
+"""The report's stages, in the order they run (each makes one kind of run-store artifact)."""
+STAGE_NEEDS = {"kl": ("samples",), "unseen": ("samples",), "judge": ("samples",)}
+"""What each stage reads: KL is measured along the row's samples, unseen scores the reference's samples,
+the judge compares the row's samples with the reference's. score and entropy need no other stage."""
+
+
+def resolve_stages(stages: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The stages to run: every stage for None, else the given ones and what they need, in STAGES order.
+
+    Raises UserError (one line) for an unknown or empty selection.
+    """
+    if stages is None:
+        return STAGES
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown or not stages:
+        what = f"unknown stage {unknown[0]!r}" if unknown else "no stage given"
+        raise UserError(f"--stages: {what}; allowed: {', '.join(STAGES)} (comma-separated; leave it out for all)")
+    wanted = set(stages) | {need for stage in stages for need in STAGE_NEEDS.get(stage, ())}
+    return tuple(s for s in STAGES if s in wanted)
 
 
 @dataclass(frozen=True)
@@ -26,6 +46,9 @@ class ReportConfig:
     """openai:MODEL, local:PATH, gold:ANSWERS or rule:module:function; None: no judge (no win rates)."""
     steps: str | None = None
     """Checkpoints to evaluate, e.g. "100,200,final"; None: every checkpoint."""
+    stages: tuple[str, ...] | None = None
+    """Stages to run (of STAGES; what they need is added, see STAGE_NEEDS); None: every stage. The figures
+    of a stage not run are null in results.json and `missing` says why."""
     out: str | None = None
     """Results folder; default RUN_DIR/.dpo_eval (required with several runs unless the first run's is meant)."""
     n_samples: int = 4
@@ -65,6 +88,11 @@ class ReportConfig:
     """Options passed to vLLM unchanged, e.g. --tensor-parallel-size=2."""
 
     @property
+    def run_stages(self) -> tuple[str, ...]:
+        """The stages this report runs: ``stages`` with what they need (resolve_stages)."""
+        return resolve_stages(self.stages)
+
+    @property
     def model_flags(self) -> dict:
         """The loading flags every model of the report is identified and loaded with."""
         return {"trust_remote_code": self.trust_remote_code, "allow_pickle": self.allow_pickle}
@@ -88,3 +116,4 @@ class ReportConfig:
                                 "rule:module:function")
         if self.bootstrap_resamples < 1 or self.lc_resamples < 0:
             raise UserError("--bootstrap-resamples must be >= 1 and --lc-resamples >= 0")
+        resolve_stages(self.stages)

@@ -8,6 +8,10 @@ Every step checks the store before it loads anything, so a rerun with nothing ne
 a checkpoint added to a run computes only its own artifacts (the reference's are reused). Each phase
 has a progress bar over its artifacts (stderr) and its wall time in ``timings``.
 
+``--stages`` (ReportConfig.stages) runs only some phases (and the phases they need); the artifacts of
+the phases run have the same store keys as in a full report, so a later full report reuses them, and the
+figures of the phases not run are null in results.json (``missing`` says why).
+
 Under torchrun the model passes of score, kl, entropy and unseen are shared across the ranks, sampling
 and judging run on rank 0, and rank 0 alone writes the store, results.json and the report
 (``dpo_eval.report.parallel``); a process-group that the caller set up is left to the caller.
@@ -25,11 +29,11 @@ from tqdm import tqdm
 
 from dpo_eval.engine.distributed import DistContext, init_distributed, shutdown
 from dpo_eval.report import steps
-from dpo_eval.report.config import ReportConfig
+from dpo_eval.report.config import STAGES, ReportConfig
 from dpo_eval.report.plan import Plan, Row, RunPlan, build_plan, default_out
 from dpo_eval.report.store import Artifact, Ledger, RunStore
 
-PHASES = ("score", "samples", "kl", "entropy", "unseen", "judge")
+PHASES = STAGES
 REFERENCE = "@reference"
 """The label under which a run's reference samples and entropy are found in ``Paths``."""
 
@@ -221,7 +225,7 @@ def _report(config: ReportConfig, ctx: DistContext) -> ReportResult:
     store.write_ledger()  # this run's ledger from here on (a killed run leaves what it did)
     timings["plan"] = time.monotonic() - started
     paths = Paths()
-    for kind in PHASES:
+    for kind in plan.stages:
         started = time.monotonic()
         run_phase(kind, plan, store, paths)
         timings[kind] = time.monotonic() - started

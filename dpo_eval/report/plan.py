@@ -24,7 +24,7 @@ from dpo_eval.engine.distributed import DistContext
 from dpo_eval.errors import UserError
 from dpo_eval.jsonio import write_jsonl
 from dpo_eval.models import ModelIdentity, identify_model, resolve_device, resolve_dtype
-from dpo_eval.report.config import DEFAULT_BETA, ReportConfig
+from dpo_eval.report.config import DEFAULT_BETA, STAGES, ReportConfig
 from dpo_eval.report.discover import Run, TrainingLogs, read_training_logs
 from dpo_eval.report.inputs import (
     DataSource,
@@ -94,6 +94,13 @@ class Plan:
     warnings: tuple[str, ...]
     ctx: DistContext = DistContext()
     """This process's place in a torchrun job (rank 0 of 1 without one)."""
+    stages: tuple[str, ...] = STAGES
+    """The stages this report runs (``config.run_stages``: --stages and what they need)."""
+
+    @property
+    def is_judged(self) -> bool:
+        """Whether a judge is given and the judge stage runs (win rates and quality exist)."""
+        return self.judge is not None and "judge" in self.stages
 
     @property
     def sampling(self) -> dict:
@@ -265,5 +272,5 @@ def build_plan(config: ReportConfig, store: RunStore) -> Plan:
     return Plan(config=config, inputs=inputs, runs=tuple(runs), out=default_out(config), cache_root=cache_root, numerics=numerics,
                 pairs=tuple(loaded.pairs), pairs_sha256=pairs_sha, prompts_path=str(prompts_path),
                 prompts_sha256=path_sha256(prompts_path), n_prompts=n_prompts, judge=judge,
-                logs=logs, warnings=tuple(warnings), ctx=store.ctx)
+                logs=logs, warnings=tuple(warnings), ctx=store.ctx, stages=config.run_stages)
 
