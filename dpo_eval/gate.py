@@ -135,6 +135,17 @@ def needed_stages(checks: tuple[Check, ...]) -> tuple[str, ...] | None:
     return None if stages == STAGES else stages
 
 
+def _check_file_stages(where: str, stages: tuple[str, ...] | None, checks: tuple[Check, ...]) -> None:
+    """The config's own `report: stages:` must run every stage its checks need (else they fail as null)."""
+    ran = set(resolve_stages(stages))
+    for check in checks:
+        needed = needed_stages((check,))
+        left_out = [s for s in (needed or STAGES) if s not in ran]
+        if left_out:
+            raise UserError(f"--config {where}: report: stages leave out {', '.join(left_out)}, which check "
+                            f"{check.name!r} needs: add it to stages or drop the stages setting")
+
+
 def report_config(config: GateConfig, gate_file: GateFile) -> ReportConfig:
     """The report of config.target: the file's `report:` settings, then the gate's flags (which win)."""
     settings = dict(gate_file.report)
@@ -146,6 +157,8 @@ def report_config(config: GateConfig, gate_file: GateFile) -> ReportConfig:
         settings["steps"] = needed_steps(gate_file.checks)
     if "stages" not in settings:
         settings["stages"] = needed_stages(gate_file.checks)
+    else:
+        _check_file_stages(config.config, settings["stages"], gate_file.checks)
     report = ReportConfig(run_dirs=(config.target,), **settings)
     report.validate()
     return report

@@ -10,6 +10,7 @@ gate.yaml:
       - {name: "reward accuracy", check: "checkpoints[best].rewards.accuracy >= 0.6"}    # a named check
     report:                                   # optional: ReportConfig fields for a RUN_DIR or CHECKPOINT
       n_samples: 4
+      stages: [score, kl]                     # lists for tuple fields; default: the stages the checks need
 
 Operators: >=, <=, >, <, ==, !=. Selectors and figures: dpo_eval.metrics.gate. A regression tolerance is
 absolute (0.02) or relative to the baseline's value (5%); ``may not rise`` is for lower-is-better figures.
