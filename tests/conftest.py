@@ -42,6 +42,13 @@ def llama():
     return tiny_llama()
 
 
+@pytest.fixture(scope="session")
+def smollm2_cache(tmp_path_factory):
+    """One cache dir per test session for the real SmolLM2 (its GGUF is de-quantized once, ~30 s);
+    tests that prove the conversion itself use their own."""
+    return tmp_path_factory.mktemp("smollm2_cache")
+
+
 WORDS = ("the a cat dog sat ran on mat log is good bad yes no why how what tell me about it please "
          "sure sorry i can not help with that here you go").split()
 CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} <eos> {% endfor %}"

@@ -17,13 +17,12 @@ SAMPLE = Path(__file__).resolve().parents[2] / "data" / "hh_harmless_sample.json
 
 
 @pytest.fixture(scope="module")
-def smollm2(tmp_path_factory):
+def smollm2(smollm2_cache):
     import torch
 
     from dpo_eval.models import load_model
 
-    cache = tmp_path_factory.mktemp("cache")
-    return load_model("smollm2", device=torch.device("cpu"), dtype=torch.float32, cache_dir=cache)
+    return load_model("smollm2", device=torch.device("cpu"), dtype=torch.float32, cache_dir=smollm2_cache)
 
 
 def test_engine_on_real_model_and_chat_template(smollm2):

@@ -31,13 +31,14 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(smollm2_cache):
     """A real vLLM server started by dpo-eval's own launcher (its options pass through)."""
     from dpo_eval.models import identify_model
     from dpo_eval.vllm_server import vllm_server
 
-    model_dir = identify_model("smollm2", cache_dir=tmp_path_factory.mktemp("cache")).resolved
-    extra = ["--dtype", "float32", "--max-model-len", "2048", "--gpu-memory-utilization", "0.15"]
+    model_dir = identify_model("smollm2", cache_dir=smollm2_cache).resolved
+    # --enforce-eager: no graph compilation at start (measured here: 172 s -> 48 s to serve)
+    extra = ["--dtype", "float32", "--max-model-len", "2048", "--gpu-memory-utilization", "0.15", "--enforce-eager"]
     with vllm_server(model_dir, "smollm2", VLLM_PYTHON, extra) as url:
         yield url
 
