@@ -230,8 +230,12 @@ class CheckResult:
 _ABSENT = object()
 REASON_WORDS = {"winrate": "win rate", "lc_win_rate": "lc win rate", "lc_win_rate_ci": "lc win rate",
                 "lc_gap": "lc win rate", "quality": "win rate", "recommended": "recommended",
-                "kl_quality": "fit", "fits": "fit", "past_peak": "fit"}
-"""Which `missing` entry (by a word of its `what`) explains a null section."""
+                "kl_quality": "fit", "fits": "fit", "past_peak": "fit",
+                "rewards": "reward accuracy", "offpolicy": "off-policy", "drift": "pair drift",
+                "dispersion": "dispersion", "entropy": "entropy", "kl": "kl estimates", "analytic": "analytic kl",
+                "length": "length figures"}
+"""Which `missing` entry (by a word of its `what`) explains a null section; the nearest section's word
+is tried first. A report run with --stages names each stage not run in `missing` with such words."""
 COMPARED_WITH_REFERENCE = ("winrate", "quality", "length")
 
 

@@ -360,3 +360,29 @@ def test_the_example_gate_yaml_holds_the_issue_examples():
             "checkpoints[final].drift.pairs.displacement_share"} <= figures
     assert g.FindingsCheck("findings: none of severity high", "high") in loaded.checks
     assert any(isinstance(c, g.RegressionCheck) for c in loaded.checks)
+
+
+@pytest.mark.parametrize("stage, nulled, figure", [
+    ("score", "rewards", "rewards.accuracy"), ("score", "drift", "drift.pairs.chosen.total.mean"),
+    ("samples", "kl", "kl.k1.mean"), ("kl", "kl.analytic", "kl.analytic.mean"),
+    ("samples", "length", "length.checkpoint.mean_tokens"),
+    ("unseen", "drift.dispersion.reference_samples", "drift.dispersion.reference_samples.total.mean"),
+])
+def test_a_figure_of_a_stage_not_run_says_which_stage(results, stage, nulled, figure):
+    """`report --stages` leaves a stage's figures null and names the stage in `missing` (assemble's words):
+    the gate's reason names that stage and its flag, never "its `missing` list gives no reason"."""
+    from dpo_eval.report.assemble import STAGE_FIGURES
+
+    edited = copy.deepcopy(results)
+    *parents, last = nulled.split(".")
+    for checkpoint in edited["checkpoints"]:
+        node = checkpoint
+        for key in parents:
+            node = node[key] if node is not None else None
+        if node is not None:  # (a section already null stays null)
+            node[last] = None
+    why = f"the {stage} stage was not run (--stages x)"
+    edited["missing"] = [{"what": STAGE_FIGURES[stage], "why": why, "flag": f"--stages with {stage}"}]
+    got = evaluate(edited, f"checkpoints[final].{figure} >= 0")
+    assert got and all(not r.passed and r.value is None for r in got)
+    assert all(why in r.reason and f"--stages with {stage}" in r.reason for r in got), [r.reason for r in got]
