@@ -43,6 +43,8 @@ def rerank_command(no_progress, **options) -> None:
     from dpo_eval.rerank import RerankConfig, run_rerank
 
     result = run_rerank(RerankConfig(show_progress=not no_progress, **options))
+    if not result.is_main_process:  # torchrun: rank 0 reports
+        return
     keys = ("n_prompts", "n_candidates", "reward_best_mean", "reward_candidates_mean", "best_of_n_gain")
     click.echo(json.dumps({k: result.summary[k] for k in keys}))
     click.echo(f"wrote {options['out']}/reranked.jsonl and {options['out']}/summary.json", err=True)

@@ -48,6 +48,8 @@ def rewardbench_command(template, max_length, truncation, no_progress, **options
 
     settings = TokenizerSettings(template=template, max_length=max_length, truncation=truncation)
     result = rewardbench(RewardBenchConfig(tokenization=settings, show_progress=not no_progress, **options))
+    if not result.is_main_process:  # torchrun: rank 0 reports
+        return
     summary = result.summary
     click.echo(json.dumps({"score": summary["score"], "sections": summary["sections"],
                            "n_pairs": summary["data"]["n_pairs"]}))

@@ -15,7 +15,8 @@ EOS (plain), as ``dpo_eval.tokenization`` does for responses.
 ``rerank(...)`` is the library call on loaded models; ``run_rerank(config)`` is the command: it
 reads a candidates file, caches log-probs per sequence, and writes OUT/reranked.jsonl (the top-k
 candidates of each prompt in rank order, as generation rows with their scores: a best-of-n file
-``dpo-eval judge`` reads) and OUT/summary.json.
+``dpo-eval judge`` reads) and OUT/summary.json. Under torchrun each rank computes its share of the
+batches and rank 0 writes (as ``dpo-eval score``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from dpo_eval.data.formats import read_records
 from dpo_eval.data.pairs import PreferencePair
 from dpo_eval.engine.batching import default_token_budget
 from dpo_eval.engine.cache import resolve_cache_dir
+from dpo_eval.engine.distributed import DistContext, device_for_rank, init_distributed, shutdown
 from dpo_eval.engine.multi import SequenceStats, score_sequences, sequence_cache
 from dpo_eval.errors import UserError
 from dpo_eval.jsonio import write_json, write_jsonl
@@ -226,18 +228,21 @@ class RerankConfig:
 class RerankResult:
     ranked: list[RankedPrompt]
     summary: dict
+    is_main_process: bool = True  # False on the other ranks of a torchrun job
 
 
-def _stats(identity, sequences, config: RerankConfig, device, dtype, pad_id: int, role: str) -> SequenceStats:
+def _stats(identity, sequences, config: RerankConfig, ctx: DistContext, device, dtype, pad_id: int,
+           role: str) -> SequenceStats:
     root = resolve_cache_dir(config.cache_dir)
 
     def load() -> torch.nn.Module:
         return load_model(identity.path, device=device, dtype=dtype, cache_dir=root,
                           trust_remote_code=config.trust_remote_code, allow_pickle=config.allow_pickle).model
 
-    return score_sequences(load, sequences, sequence_cache(root, identity.fingerprint, device, dtype), pad_id=pad_id,
+    cache = sequence_cache(root, identity.fingerprint, device, dtype, writer_tag=str(ctx.rank))
+    return score_sequences(load, sequences, cache, pad_id=pad_id,
                            token_budget=config.token_budget or default_token_budget(device),
-                           desc=f"{role} log-probs", show_progress=config.show_progress)
+                           desc=f"{role} log-probs", show_progress=config.show_progress, ctx=ctx)
 
 
 def output_rows(ranked: Sequence[RankedPrompt], top_k: int, model: str) -> list[dict]:
@@ -271,8 +276,12 @@ def _summary(config: RerankConfig, ranked: list[RankedPrompt], policy_id, ref_id
 
 
 def run_rerank(config: RerankConfig) -> RerankResult:
-    """Read candidates, score them under policy (and reference), write OUT/reranked.jsonl and OUT/summary.json."""
+    """Read candidates, score them under policy (and reference), write OUT/reranked.jsonl and OUT/summary.json.
+
+    Under torchrun every rank returns the result and rank 0 alone writes it."""
     config.validate()
+    was_joined = torch.distributed.is_available() and torch.distributed.is_initialized()
+    ctx = init_distributed()
     root = resolve_cache_dir(config.cache_dir)
     flags = {"allow_pickle": config.allow_pickle, "trust_remote_code": config.trust_remote_code}
     policy_id = identify_model(config.policy, cache_dir=root, **flags)
@@ -283,15 +292,18 @@ def run_rerank(config: RerankConfig) -> RerankResult:
         check_same_vocabulary(tokenizer, load_tokenizer(ref_id.path, policy_id.path, cache_dir=root),
                               "policy", "reference")
     sequences = tokenize_candidates(sets, tokenizer, config.template, source=config.candidates)
-    device = resolve_device(config.device)
+    device = device_for_rank(resolve_device(config.device), ctx)
     dtype = resolve_dtype(config.dtype, device)
     pad_id = padding_id(tokenizer)
-    ref = None if ref_id is None else _stats(ref_id, sequences, config, device, dtype, pad_id, "reference")
-    policy = _stats(policy_id, sequences, config, device, dtype, pad_id, "policy")
+    ref = None if ref_id is None else _stats(ref_id, sequences, config, ctx, device, dtype, pad_id, "reference")
+    policy = _stats(policy_id, sequences, config, ctx, device, dtype, pad_id, "policy")
     ranked = rank_sets(sets, policy, ref, config.beta, config.norm)
     computed = {"policy": policy.n_computed, "reference": ref.n_computed if ref else 0}
     summary = _summary(config, ranked, policy_id, ref_id, computed)
-    out = Path(config.out)
-    write_jsonl(out / "reranked.jsonl", output_rows(ranked, config.top_k, config.policy))
-    write_json(out / "summary.json", summary)
-    return RerankResult(ranked, summary)
+    if ctx.is_main:
+        out = Path(config.out)
+        write_jsonl(out / "reranked.jsonl", output_rows(ranked, config.top_k, config.policy))
+        write_json(out / "summary.json", summary)
+    if not was_joined:  # a group the caller set up stays up for it
+        shutdown(ctx)
+    return RerankResult(ranked, summary, ctx.is_main)

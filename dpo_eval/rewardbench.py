@@ -6,6 +6,7 @@ pair is scored under policy and reference (or reference-free, ``--ref none``) by
 engine (``dpo_eval.engine.multi``: the prompt once for both responses), and summarised as
 RewardBench v1 does (``dpo_eval.metrics.rewardbench``). Writes OUT/rewardbench.json, recording
 the reference's identity and fingerprint, beta, the norm and the conventions, and OUT/pairs.parquet.
+Under torchrun each rank computes its share of the batches and rank 0 writes (as ``dpo-eval score``).
 
 Conventions: by default, the prompt is a user turn rendered with the chat template and a
 generation prompt, the response is what follows (the assistant header is context, not scored),
@@ -26,6 +27,7 @@ import torch
 from dpo_eval.data.pairs import PreferencePair, load_pairs
 from dpo_eval.engine.batching import default_token_budget
 from dpo_eval.engine.cache import resolve_cache_dir
+from dpo_eval.engine.distributed import DistContext, device_for_rank, init_distributed, shutdown
 from dpo_eval.engine.multi import SequenceStats, score_sequences, sequence_cache
 from dpo_eval.errors import UserError
 from dpo_eval.jsonio import atomic_path, write_json
@@ -91,6 +93,7 @@ class RewardBenchConfig:
 class RewardBenchResult:
     pairs: pd.DataFrame
     summary: dict
+    is_main_process: bool = True  # False on the other ranks of a torchrun job
 
 
 @dataclass(frozen=True)
@@ -141,16 +144,18 @@ def _tokenize_compat(pairs: list[PreferencePair], tokenizer, config: RewardBench
                       tuple(reasons[:20]))
 
 
-def _model_stats(identity: ModelIdentity, sequences, config, device, dtype, pad_id, role: str) -> SequenceStats:
+def _model_stats(identity: ModelIdentity, sequences, config, ctx: DistContext, device, dtype, pad_id,
+                 role: str) -> SequenceStats:
     cache_root = resolve_cache_dir(config.cache_dir)
 
     def load() -> torch.nn.Module:
         return load_model(identity.path, device=device, dtype=dtype, cache_dir=cache_root,
                           trust_remote_code=config.trust_remote_code, allow_pickle=config.allow_pickle).model
 
-    stats = score_sequences(load, sequences, sequence_cache(cache_root, identity.fingerprint, device, dtype),
-                            pad_id=pad_id, token_budget=config.token_budget or default_token_budget(device),
-                            desc=f"{role} log-probs", show_progress=config.show_progress)
+    cache = sequence_cache(cache_root, identity.fingerprint, device, dtype, writer_tag=str(ctx.rank))
+    stats = score_sequences(load, sequences, cache, pad_id=pad_id,
+                            token_budget=config.token_budget or default_token_budget(device),
+                            desc=f"{role} log-probs", show_progress=config.show_progress, ctx=ctx)
     gc.collect()
     return stats
 
@@ -205,8 +210,12 @@ def _summary(config, frame, tok, policy_id, ref_id, device, dtype, loaded) -> di
 
 
 def rewardbench(config: RewardBenchConfig) -> RewardBenchResult:
-    """Score every pair, summarise as RewardBench v1, write OUT/rewardbench.json and OUT/pairs.parquet."""
+    """Score every pair, summarise as RewardBench v1, write OUT/rewardbench.json and OUT/pairs.parquet.
+
+    Under torchrun every rank returns the result and rank 0 alone writes it."""
     config.validate()
+    was_joined = torch.distributed.is_available() and torch.distributed.is_initialized()
+    ctx = init_distributed()
     cache_root = resolve_cache_dir(config.cache_dir)
     flags = {"allow_pickle": config.allow_pickle, "trust_remote_code": config.trust_remote_code}
     policy_id = identify_model(config.policy, cache_dir=cache_root, **flags)
@@ -218,15 +227,23 @@ def rewardbench(config: RewardBenchConfig) -> RewardBenchResult:
                               "policy", "reference")
     tokenize = _tokenize_compat if config.compat == "rewardbench" else _tokenize_default
     tok = tokenize(loaded.pairs, tokenizer, config)
-    device = resolve_device(config.device)
+    device = device_for_rank(resolve_device(config.device), ctx)
     dtype = resolve_dtype(config.dtype, device)
     pad_id = padding_id(tokenizer)
-    ref = None if ref_id is None else _model_stats(ref_id, tok.sequences, config, device, dtype, pad_id, "reference")
-    policy = _model_stats(policy_id, tok.sequences, config, device, dtype, pad_id, "policy")
+    engine = (tok.sequences, config, ctx, device, dtype, pad_id)
+    ref = None if ref_id is None else _model_stats(ref_id, *engine, "reference")
+    policy = _model_stats(policy_id, *engine, "policy")
     frame = pairs_frame(tok, policy, ref, config)
     summary = _summary(config, frame, tok, policy_id, ref_id, device, dtype, loaded)
-    out = Path(config.out)
+    if ctx.is_main:
+        write_outputs(Path(config.out), frame, summary)
+    if not was_joined:  # a group the caller set up stays up for it
+        shutdown(ctx)
+    return RewardBenchResult(frame, summary, ctx.is_main)
+
+
+def write_outputs(out: Path, frame: pd.DataFrame, summary: dict) -> None:
+    """Write pairs.parquet and rewardbench.json atomically into out."""
     with atomic_path(out / "pairs.parquet") as tmp:
         frame.to_parquet(tmp, index=False)
     write_json(out / "rewardbench.json", summary)
-    return RewardBenchResult(frame, summary)

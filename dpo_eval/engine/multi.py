@@ -22,6 +22,10 @@ Besides the summed log-prob of each response, the engine returns the sum of squa
 log-probs, so ``-sqrt(sum of squares) = -||per-token log-probs||_2`` (RewardBench's "norm"
 reference-free score) comes from the same pass. Results per sequence are cached on disk in a
 directory of their own (``sequence_cache``), keyed by ``TokenizedPair(prompt, response, ()).content_key()``.
+
+Under torchrun (``score_sequences(..., ctx=...)``) every rank plans the batches one process would make
+and computes every world_size-th (``compute_groups_sharded``); the ranks' rows are all-gathered, so
+every rank holds every sequence's statistics, bit for bit those of one process.
 """
 
 from __future__ import annotations
@@ -34,8 +38,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dpo_eval.engine.batching import plan_batches
+from dpo_eval.engine.batching import plan_batches, shard_batches
 from dpo_eval.engine.cache import LogpCache, numerics_tag
+from dpo_eval.engine.distributed import DistContext, all_gather_dicts, barrier
 from dpo_eval.engine.logprobs import _decoder_and_head, _mask_dtype, output_head, token_logps
 from dpo_eval.engine.prefix import group_batch_stats, plan_prompt_batches, supports_prefix_cache
 from dpo_eval.tokenization import TokenizedPair
@@ -230,9 +235,50 @@ def sequence_key(prompt: Sequence[int], response: Sequence[int]) -> str:
     return TokenizedPair("", "", tuple(prompt), tuple(response), ()).content_key()
 
 
-def sequence_cache(root, fingerprint: str, device: torch.device, dtype: torch.dtype) -> LogpCache:
-    """The per-sequence statistics cache of one model (a directory apart from the pair cache)."""
-    return LogpCache(root, fingerprint, f"{numerics_tag(device, dtype)}-{SEQUENCE_STATS_TAG}")
+def sequence_cache(root, fingerprint: str, device: torch.device, dtype: torch.dtype,
+                   writer_tag: str = "0") -> LogpCache:
+    """The per-sequence statistics cache of one model (a directory apart from the pair cache).
+
+    writer_tag names the writer in its shards' file names (the rank under torchrun)."""
+    return LogpCache(root, fingerprint, f"{numerics_tag(device, dtype)}-{SEQUENCE_STATS_TAG}", writer_tag=writer_tag)
+
+
+def planned_batches(groups: Sequence[ResponseGroup], token_budget: int, reuse_prompt_cache: bool) -> list[list[int]]:
+    """Group indices (ascending) of each batch one ``compute_groups`` call over all groups makes, in plan order."""
+    if reuse_prompt_cache:
+        batches = plan_prompt_batches(groups, token_budget)
+    else:
+        batches = [[i for row in batch for i in row] for batch in plan_batches([g.packed_length for g in groups],
+                                                                                token_budget)]
+    return [sorted(batch) for batch in batches]
+
+
+def compute_groups_sharded(model: torch.nn.Module, groups: Sequence[ResponseGroup], *, pad_id: int,
+                           token_budget: int, ctx: DistContext = DistContext(), desc: str = "scoring",
+                           show_progress: bool = True) -> dict[int, list[SeqRow]]:
+    """This rank's share of ``compute_groups`` over all groups: {group index: its rows}.
+
+    The rank takes every world_size-th planned batch (``shard_batches``) and computes each with one
+    ``compute_groups`` call on exactly that batch's groups, in ascending index order. Both planners make
+    that batch again from it (``plan_prompt_batches``: a stable sort by prompt length and bounds that
+    hold for every part of a batch that met them; ``plan_batches``: best fit, longest first, ties by
+    index, which picks the same items from a batch as from the superset it was taken from), so each
+    sequence is computed in the batch one process computes it in: the same numbers, bit for bit.
+    """
+    reuse = supports_prefix_cache(model)
+    mine = shard_batches(planned_batches(groups, token_budget, reuse), ctx.rank, ctx.world_size)
+    bar = tqdm(total=sum(groups[i].packed_length for batch in mine for i in batch), unit="tok", unit_scale=True,
+               desc=desc, file=sys.stderr, disable=not (show_progress and ctx.is_main) or not mine,
+               dynamic_ncols=True)
+    part: dict[int, list[SeqRow]] = {}
+    for batch in mine:
+        batch_groups = [groups[i] for i in batch]
+        rows = compute_groups(model, batch_groups, pad_id=pad_id, token_budget=token_budget, show_progress=False,
+                              reuse_prompt_cache=reuse)
+        part.update(zip(batch, rows))
+        bar.update(sum(g.packed_length for g in batch_groups))
+    bar.close()
+    return part
 
 
 @dataclass(frozen=True)
@@ -242,18 +288,29 @@ class SequenceStats:
     logp_sum: np.ndarray
     logp_sumsq: np.ndarray
     tokens: np.ndarray
-    n_computed: int = 0  # sequences this call computed (the rest came from the cache)
+    n_computed: int = 0  # sequences computed by this call, over all ranks (the rest came from the cache)
+
+
+def _groups(model: torch.nn.Module, by_prompt: dict[tuple, list[tuple]], token_budget: int) -> list[ResponseGroup]:
+    if supports_prefix_cache(model):  # one group per prompt: its responses are chunked to the budget
+        return [ResponseGroup(prompt, tuple(responses)) for prompt, responses in by_prompt.items()]
+    # a packed row holds the whole group: split it to the budget
+    return [g for prompt, responses in by_prompt.items() for g in split_group(prompt, responses, token_budget)]
 
 
 def score_sequences(load_model: Callable[[], torch.nn.Module], sequences: Sequence[tuple[tuple, tuple]],
                     cache: LogpCache | None, *, pad_id: int, token_budget: int, desc: str = "scoring",
-                    show_progress: bool = True) -> SequenceStats:
+                    show_progress: bool = True, ctx: DistContext = DistContext()) -> SequenceStats:
     """Statistics of every (prompt_ids, response_ids) sequence, computing only what the cache lacks.
 
     Missing sequences are grouped by identical prompt ids, so each prompt is processed once for all
-    its responses; load_model is called only when something must be computed.
+    its responses; load_model is called only when something must be computed. Under torchrun every
+    rank passes the same sequences and its ctx: each computes its share of the batches
+    (``compute_groups_sharded``) and appends it to the cache (give the cache writer_tag=rank), and
+    every rank returns every sequence's statistics.
     """
-    stored = cache.load() if cache else {}
+    stored = cache.load(may_compact=ctx.is_main) if cache else {}
+    barrier(ctx)  # every rank reads the same cache state before any rank writes to it
     keys = [sequence_key(p, r) for p, r in sequences]
     by_prompt: dict[tuple, list[tuple]] = {}
     seen: set[str] = set()
@@ -263,16 +320,13 @@ def score_sequences(load_model: Callable[[], torch.nn.Module], sequences: Sequen
             by_prompt.setdefault(tuple(prompt), []).append(tuple(response))
     if by_prompt:
         model = load_model()
-        if supports_prefix_cache(model):  # one group per prompt: its responses are chunked to the budget
-            groups = [ResponseGroup(prompt, tuple(responses)) for prompt, responses in by_prompt.items()]
-        else:  # a packed row holds the whole group: split it to the budget
-            groups = [g for prompt, responses in by_prompt.items() for g in split_group(prompt, responses, token_budget)]
-        rows = compute_groups(model, groups, pad_id=pad_id, token_budget=token_budget, desc=desc,
-                              show_progress=show_progress)
-        fresh = {sequence_key(g.prompt_ids, r): row for g, group_rows in zip(groups, rows)
-                 for r, row in zip(g.responses, group_rows)}
+        groups = _groups(model, by_prompt, token_budget)
+        part = compute_groups_sharded(model, groups, pad_id=pad_id, token_budget=token_budget, ctx=ctx, desc=desc,
+                                      show_progress=show_progress)
+        fresh = {sequence_key(groups[i].prompt_ids, r): row for i, group_rows in part.items()
+                 for r, row in zip(groups[i].responses, group_rows)}
         if cache:
             cache.append(fresh)
-        stored.update(fresh)
+        stored.update(all_gather_dicts(fresh, ctx))
     values = np.array([stored[k] for k in keys], dtype=np.float64).reshape(-1, 4)
     return SequenceStats(values[:, 0], values[:, 1], values[:, 2].astype(np.int64), n_computed=len(seen))
