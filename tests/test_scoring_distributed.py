@@ -35,7 +35,7 @@ def test_two_ranks_shares_are_one_call_bit_for_bit(overrides):
     """Each rank's batches, one compute_groups call each, give exactly the rows of one call over all groups."""
     model = tiny_llama(seed=3, **overrides)
     assert supports_prefix_cache(model) == (not overrides)
-    groups = random_groups(14, seed=overrides.__len__())
+    groups = random_groups(14, seed=len(overrides))
     whole = compute_groups(model, groups, pad_id=0, token_budget=24, show_progress=False)
     assert len(planned_batches(groups, 24, supports_prefix_cache(model))) >= 4
     parts = [compute_groups_sharded(model, groups, pad_id=0, token_budget=24, ctx=DistContext(rank, 2),
