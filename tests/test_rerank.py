@@ -151,11 +151,11 @@ def test_cli_subprocess(tmp_path, models):
     data = write_candidates(tmp_path / "c.jsonl", prompts=2, n=3)
     base = [sys.executable, "-m", "dpo_eval.cli", "rerank", "--policy", models[0], "--ref", models[1], "--device", "cpu",
             "--cache-dir", str(tmp_path / "c"), "--no-progress", "--out", str(tmp_path / "o")]
-    ok = subprocess.run(base + ["--candidates", data], capture_output=True, text=True, timeout=300)
+    from subprocesses import run_together  # both at once: each is a Python start importing torch
+
+    ok, bad = run_together(base + ["--candidates", data], base + ["--candidates", str(tmp_path / "none.jsonl")])
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["n_candidates"] == 6
-    bad = subprocess.run(base + ["--candidates", str(tmp_path / "none.jsonl")], capture_output=True, text=True,
-                         timeout=300)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import subprocess
 import sys
 
 import numpy as np
@@ -188,8 +187,9 @@ def test_cli_subprocess_writes_outputs_and_missing_file_exits_2(tmp_path, models
     data = write_rewardbench(tmp_path / "rb.jsonl", n=5)
     base = [sys.executable, "-m", "dpo_eval.cli", "rewardbench", "--policy", models[0], "--ref", models[1],
             "--device", "cpu", "--cache-dir", str(tmp_path / "c"), "--no-progress", "--out", str(tmp_path / "o")]
-    ok = subprocess.run(base + ["--data", data], capture_output=True, text=True, timeout=300)
+    from subprocesses import run_together  # both at once: each is a Python start importing torch
+
+    ok, bad = run_together(base + ["--data", data], base + ["--data", str(tmp_path / "missing.jsonl")])
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["n_pairs"] == 5 and (tmp_path / "o" / "rewardbench.json").exists()
-    bad = subprocess.run(base + ["--data", str(tmp_path / "missing.jsonl")], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and bad.stderr.strip().count("\n") == 0
