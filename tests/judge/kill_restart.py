@@ -21,10 +21,12 @@ HELD = 6
 N_PROMPTS = 12  # x 2 orders = 24 ordered comparisons
 
 
-def judge_cmd(proxy_url: str, candidates: str, baseline: str, out: Path, retries: int = 8) -> list[str]:
+def judge_cmd(proxy_url: str, candidates: str, baseline: str, out: Path, timeout: float, backoff: float,
+              retries: int = 8) -> list[str]:
     return [sys.executable, "-m", "dpo_eval.cli", "judge", "--candidates", candidates, "--baseline", baseline,
             "--judge", "openai:smollm2", "--base-url", proxy_url, "--api-key-env", "NO_KEY", "--out", str(out),
-            "--timeout", "4", "--retries", str(retries), "--backoff", "0.01", "--concurrency", "2", "--no-progress"]
+            "--timeout", str(timeout), "--retries", str(retries), "--backoff", str(backoff), "--concurrency", "2",
+            "--no-progress"]
 
 
 def stored(cache: Path) -> int:
@@ -34,8 +36,14 @@ def stored(cache: Path) -> int:
         return db.execute("SELECT COUNT(*) FROM verdicts").fetchone()[0]
 
 
-def kill_then_rerun(upstream: str, tmp_path: Path, delay: float = 6.0) -> tuple[int, list[dict], dict, Path]:
-    """(verdicts stored when killed, the rerun's judgment records, its summary, the cache path)."""
+def kill_then_rerun(upstream: str, tmp_path: Path, delay: float = 6.0, timeout: float = 4.0,
+                    backoff: float = 0.01) -> tuple[int, list[dict], dict, Path]:
+    """(verdicts stored when killed, the rerun's judgment records, its summary, the cache path).
+
+    `timeout` and `backoff` are the judge's --timeout and --backoff, and set this test's time: every
+    "delay" fault (and every held request) costs a worker `timeout` seconds, every retry about
+    backoff * 2**attempt * 1.5. `delay` must exceed `timeout`, and a healthy forward must finish within it."""
+    assert delay > timeout, "the proxy's delay fault must outlast the client's timeout"
     rows = [{"prompt_id": str(i), "prompt": f"Name a colour ({i}).", "output": f"Colour {i}"} for i in range(N_PROMPTS)]
     candidates, baseline = tmp_path / "c.jsonl", tmp_path / "b.jsonl"
     candidates.write_text("".join(json.dumps({**r, "model": "ckpt"}) + "\n" for r in rows))
@@ -43,7 +51,8 @@ def kill_then_rerun(upstream: str, tmp_path: Path, delay: float = 6.0) -> tuple[
     proxy = FaultProxy(upstream, delay=delay, hold_after=HELD)
     out = tmp_path / "j"
     cache = out / "judge_cache.sqlite"
-    victim = subprocess.Popen(judge_cmd(proxy.url, str(candidates), str(baseline), out), stderr=subprocess.DEVNULL)
+    cmd = judge_cmd(proxy.url, str(candidates), str(baseline), out, timeout, backoff)
+    victim = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
     try:
         assert proxy.holding.wait(300), "the judge never got past the first forwarded requests"
         deadline = time.time() + 60
@@ -53,8 +62,7 @@ def kill_then_rerun(upstream: str, tmp_path: Path, delay: float = 6.0) -> tuple[
         victim.wait()
         stored_before = stored(cache)
         proxy.released.set()
-        done = subprocess.run(judge_cmd(proxy.url, str(candidates), str(baseline), out), capture_output=True,
-                              text=True, timeout=600)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     finally:
         victim.kill()
         proxy.close()

@@ -129,9 +129,12 @@ def test_exhausted_retries_are_unscored_with_the_transport_reason_and_retried_ne
 def test_killed_judge_resumes_without_loss_or_duplicates(upstream, tmp_path):
     """The real-server kill test's scenario against the stub: killed at a known point (the proxy holds
     every request after the first HELD forwards), the rerun finishes, asking only for what was missing."""
-    stored_before, records, summary, cache = kill_then_rerun(upstream, tmp_path, delay=5.0)
+    # the stub answers at once: the other stub tests' timeout, delay and backoff (the real server's 4 s
+    # timeout and 0.01 s backoff made this test 62 s, 24 delay faults and ~140 retries)
+    kill = dict(delay=1.5, timeout=1.0, backoff=0.001)
+    stored_before, records, summary, cache = kill_then_rerun(upstream, tmp_path, **kill)
     assert stored_before == HELD
     # The stub says "A" whichever output is first: the two orders disagree, a scored tie each time.
-    assert all(r["preference"] == 0.5 for r in records)
+    assert all(r["preference"] == 0.5 for r in records), [(r["preference"], r["unscored_reason"]) for r in records]
     assert summary["n_judge_calls"] == 2 * N_PROMPTS - stored_before
     assert keys_are_unique(cache)
