@@ -12,8 +12,11 @@ Layout (the JSON Schema below is the contract; tests validate every written file
                           mode, template, template_sha256) or null, data (pairs/prompts: path, sha256, n),
                           reference (model identity incl. fingerprint), sampling settings, tokenization
     runs[]                name, path, trainer, loss, beta, steps[]
-    checkpoints[]         one per (run, step), in run then step order:
-        run, step, label, path, fingerprint, is_reference (the step-0 row of each run, if present)
+    checkpoints[]         one per (run, label), in run then step order (a final model with other weights
+                          than the checkpoint of its step comes after it, at the same step):
+        run, step, label, path, fingerprint, is_reference (the step-0 row of each run, if present),
+        final_path        the run's final model folder when it holds this checkpoint's weights (same
+                          fingerprint: one row for both folders), else null
         rewards           `metrics.rewards.summarize_rewards` of its held-out pairs, or null
         winrate           judge vs the reference's samples: n, n_unscored, win_rate, win_rate_ci,
                           lc_win_rate, lc_win_rate_ci, position_bias_rate; or null
@@ -81,6 +84,7 @@ CHECKPOINT = {
         "step": {"type": "integer"},
         "label": {"type": "string"},
         "path": {"type": "string"},
+        "final_path": {"type": ["string", "null"]},
         "fingerprint": {"type": "string"},
         "is_reference": {"type": "boolean"},
         "rewards": {

@@ -186,7 +186,7 @@ def checkpoint_result(row: Row, data: dict, rate: winrate.ModelWinRate | None,
         row.step, drift.pair_drift(pairs), _dispersion(data["unseen"], data["entropy"], data["ref_entropy"]))
     found = _row_findings(row, comparison, gap, summary)
     return {
-        "run": row.run, "step": row.step, "label": row.label, "path": row.path,
+        "run": row.run, "step": row.step, "label": row.label, "path": row.path, "final_path": row.final_path,
         "fingerprint": row.identity.fingerprint, "is_reference": row.is_reference,
         "rewards": None if pairs is None else plain(rewards.summarize_rewards(pairs)), "winrate": _winrate(rate),
         "quality": quality, "kl": plain(summary), "offpolicy": plain(_offpolicy(pairs)), "length": length_figures,

@@ -23,6 +23,12 @@ checkpoint children is a one-checkpoint run; if it is named like ``checkpoint-N`
 Order: numbered checkpoints by step (numerically: 9 before 10), then ``epoch_N`` by N, and the final
 model last, or at its step when ``trainer_state.json`` gives one (after a checkpoint of the same step).
 
+A final model with the same weights as one of the run's checkpoints (TRL / HF Trainer: ``checkpoint-4``
+and ``save_model()`` at the root after 4 steps) is that checkpoint: ``fold_final_model`` (called once the
+models are fingerprinted, by ``dpo_eval.report.plan``) drops it and records its folder as the
+checkpoint's ``final_path``. A final model with other weights stays its own checkpoint ``"final"``, after
+a checkpoint of the same step.
+
 ``--steps`` picks checkpoints by label: a step number, ``epoch_N``, or ``final`` (the run's last
 checkpoint: its final model, else its highest step, so ``final`` also works for dpo-eval's own runs,
 which save no separate final model).
@@ -33,6 +39,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -71,6 +78,9 @@ class Checkpoint:
     """The folder holding the weights (absolute)."""
     kind: str
     """``"full"`` (config.json + model weights) or ``"peft"`` (adapter_config.json + adapter weights)."""
+    final_path: Path | None = None
+    """The run's final model (weights at the run root) when it holds these same weights (see
+    ``fold_final_model``); None otherwise."""
 
 
 @dataclass(frozen=True)
@@ -252,6 +262,25 @@ def discover_run(run_dir: str | Path, name: str | None = None) -> Run:
                manifest=_read_manifest(path) or (_read_manifest(meta) if meta != path else None),
                trainer_state_path=_trainer_state_path(path, checkpoints), trainer_log_path=trainer_log,
                skipped=tuple(s for s in found if isinstance(s, Skipped)))
+
+
+def fold_final_model(checkpoints: tuple[Checkpoint, ...], fingerprints: Mapping[Path, str]) -> tuple[Checkpoint, ...]:
+    """The checkpoints with a final model that has a checkpoint's weights folded into that checkpoint.
+
+    ``fingerprints``: each checkpoint's weights fingerprint by its path (``ModelIdentity.fingerprint``).
+    When the ``"final"`` checkpoint's fingerprint equals another checkpoint's, the final one is dropped and
+    the other gains ``final_path`` (the final model's folder); with several equal ones, the one at the
+    final model's step, else the latest. Any other final model is kept as it is (its own row, label
+    ``"final"``, after a checkpoint of the same step).
+    """
+    final = next((c for c in checkpoints if c.label == FINAL), None)
+    if final is None:
+        return checkpoints
+    twins = [c for c in checkpoints if c is not final and fingerprints[c.path] == fingerprints[final.path]]
+    if not twins:
+        return checkpoints
+    twin = next((c for c in twins if c.step == final.step and final.step is not None), twins[-1])
+    return tuple(replace(c, final_path=final.path) if c is twin else c for c in checkpoints if c is not final)
 
 
 # ---------------------------------------------------------------------------------------------- several runs

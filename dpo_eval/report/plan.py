@@ -7,7 +7,9 @@ store keys of every artifact are made from what is resolved here.
 Rows: each run gets one row per checkpoint, and a first row for its reference at step 0 (the policy
 before training: its figures are the zero point of every curve) unless the run has a step-0 checkpoint.
 A checkpoint with no known step (``epoch_N``, a final model without trainer_state.json) is placed one
-step after the run's previous row, and ``missing`` says so.
+step after the run's previous row, and ``missing`` says so. A final model with the weights of one of the
+run's checkpoints (same fingerprint) is that checkpoint's row, which records both folders
+(``discover.fold_final_model``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from dpo_eval.errors import UserError
 from dpo_eval.jsonio import write_jsonl
 from dpo_eval.models import ModelIdentity, identify_model, resolve_device, resolve_dtype
 from dpo_eval.report.config import DEFAULT_BETA, STAGES, ReportConfig
-from dpo_eval.report.discover import Run, TrainingLogs, read_training_logs
+from dpo_eval.report.discover import Run, TrainingLogs, fold_final_model, read_training_logs
 from dpo_eval.report.inputs import (
     DataSource,
     Reference,
@@ -57,6 +59,8 @@ class Row:
     has_known_step: bool = True
     tokenizer_sha256: str = ""
     """``tokenizer_sha256`` of the tokenizer this row's model is run with (its own, else the reference's)."""
+    final_path: str | None = None
+    """The run's final model folder when it holds this checkpoint's weights (same fingerprint), else None."""
 
 
 @dataclass(frozen=True)
@@ -171,14 +175,17 @@ def _rows(run: Run, ref_path: str, ref_identity: ModelIdentity, cache_root: Path
     if not any(c.step == 0 for c in run.checkpoints):
         rows.append(Row(run.name, REFERENCE_LABEL, 0, ref_path, ref_identity, is_reference=True,
                         tokenizer_sha256=tokenizer_sha256((ref_path,), cache_root)))
+    identities = {c.path: _identify(str(c.path), cache_root, flags) for c in run.checkpoints}
+    checkpoints = fold_final_model(run.checkpoints, {p: i.fingerprint for p, i in identities.items()})
     last = 0
-    for checkpoint in run.checkpoints:
+    for checkpoint in checkpoints:
         step = checkpoint.step if checkpoint.step is not None else last + 1
         last = max(last, step)
         path = str(checkpoint.path)
-        rows.append(Row(run.name, checkpoint.label, step, path, _identify(path, cache_root, flags),
+        rows.append(Row(run.name, checkpoint.label, step, path, identities[checkpoint.path],
                         is_reference=checkpoint.step == 0, has_known_step=checkpoint.step is not None,
-                        tokenizer_sha256=tokenizer_sha256((path, ref_path), cache_root)))
+                        tokenizer_sha256=tokenizer_sha256((path, ref_path), cache_root),
+                        final_path=str(checkpoint.final_path) if checkpoint.final_path else None))
     return tuple(rows)
 
 

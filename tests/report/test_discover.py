@@ -13,6 +13,7 @@ from dpo_eval.report.discover import (
     available_steps,
     discover_run,
     discover_runs,
+    fold_final_model,
     parse_steps,
     read_training_logs,
     run_names,
@@ -95,6 +96,76 @@ def test_final_model_without_trainer_state_comes_after_every_checkpoint(tmp_path
     fake_model(tmp_path / "checkpoint-12")
     fake_model(tmp_path)
     assert steps_and_labels(discover_run(tmp_path)) == [(12, "12"), (None, "epoch_0"), (None, "final")]
+
+
+def final_and_checkpoints(tmp_path: Path, global_step: int = 4):
+    """checkpoint-2, checkpoint-4 and a final model at the root at trainer_state's global_step."""
+    for step in (2, 4):
+        fake_model(tmp_path / f"checkpoint-{step}")
+    fake_model(tmp_path)
+    write_state(tmp_path, global_step=global_step)
+    return discover_run(tmp_path)
+
+
+def fingerprints_of(run, **by_label: str) -> dict[Path, str]:
+    return {c.path: by_label[c.label] for c in run.checkpoints}
+
+
+def test_a_final_model_with_a_checkpoints_weights_is_that_checkpoint_with_both_paths(tmp_path):
+    run = final_and_checkpoints(tmp_path)
+    folded = fold_final_model(run.checkpoints, fingerprints_of(run, **{"2": "a", "4": "b", "final": "b"}))
+    assert [(c.step, c.label, c.path, c.final_path) for c in folded] == [
+        (2, "2", (tmp_path / "checkpoint-2").resolve(), None),
+        (4, "4", (tmp_path / "checkpoint-4").resolve(), tmp_path.resolve())]
+
+
+def test_a_final_model_with_other_weights_at_the_same_step_is_its_own_row_after_it(tmp_path):
+    run = final_and_checkpoints(tmp_path)
+    folded = fold_final_model(run.checkpoints, fingerprints_of(run, **{"2": "a", "4": "b", "final": "c"}))
+    assert folded == run.checkpoints
+    assert [(c.step, c.label, c.final_path) for c in folded] == [(2, "2", None), (4, "4", None), (4, "final", None)]
+
+
+def test_a_final_model_is_the_checkpoint_it_equals_at_another_step_or_at_its_own(tmp_path):
+    run = final_and_checkpoints(tmp_path)  # load_best_model_at_end: the root holds checkpoint-2's weights
+    folded = fold_final_model(run.checkpoints, fingerprints_of(run, **{"2": "a", "4": "b", "final": "a"}))
+    assert [(c.label, c.final_path) for c in folded] == [("2", tmp_path.resolve()), ("4", None)]
+    # every checkpoint has the same weights (nothing was learned): the one at the final model's step
+    folded = fold_final_model(run.checkpoints, fingerprints_of(run, **{"2": "a", "4": "a", "final": "a"}))
+    assert [(c.label, c.final_path) for c in folded] == [("2", None), ("4", tmp_path.resolve())]
+    unnumbered = discover_run(fake_model(tmp_path / "other"))  # a lone final model has nothing to equal
+    assert fold_final_model(unnumbered.checkpoints, {unnumbered.checkpoints[0].path: "a"}) == unnumbered.checkpoints
+
+
+def report_rows(tmp_path: Path, root_seed: int) -> list[tuple]:
+    """(label, step, path, final_path) of the planned rows of a run whose checkpoint-4 is the policy (seed 0)
+    and whose root holds a model of root_seed, with real fingerprints (identify_model)."""
+    from conftest import write_text_pairs
+
+    from dpo_eval.report.config import ReportConfig
+    from dpo_eval.report.plan import build_plan
+    from dpo_eval.report.store import RunStore
+
+    ref = save_tiny_model(tmp_path / "ref", seed=9)
+    run = tmp_path / "run"
+    save_tiny_model(run / "checkpoint-4", seed=0)
+    save_tiny_model(run, seed=root_seed)
+    write_state(run, global_step=4)
+    config = ReportConfig(run_dirs=(str(run),), ref=ref, data=write_text_pairs(tmp_path / "pairs.jsonl", n=4),
+                          cache_dir=str(tmp_path / "cache"), out=str(tmp_path / "out"))
+    plan = build_plan(config, RunStore(tmp_path / "out" / "store"))
+    return [(r.label, r.step, r.path, r.final_path, r.identity.fingerprint) for r in plan.runs[0].rows]
+
+
+def test_report_rows_fold_a_final_model_by_its_real_fingerprint(tmp_path):
+    rows = report_rows(tmp_path / "same", root_seed=0)
+    run = (tmp_path / "same" / "run").resolve()
+    assert [r[:4] for r in rows] == [("0", 0, rows[0][2], None), ("4", 4, str(run / "checkpoint-4"), str(run))]
+    rows = report_rows(tmp_path / "other", root_seed=1)
+    run = (tmp_path / "other" / "run").resolve()
+    assert [r[:4] for r in rows] == [("0", 0, rows[0][2], None), ("4", 4, str(run / "checkpoint-4"), None),
+                                     ("final", 4, str(run), None)]
+    assert rows[1][4] != rows[2][4]
 
 
 def test_peft_adapters_are_checkpoints_of_kind_peft(tmp_path):

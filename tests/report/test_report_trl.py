@@ -1,5 +1,6 @@
-"""`dpo-eval report` on runs it did not train: TRL's DPOTrainer (with --ref and --data), and the training
-curves of both TRL's and dpo-eval's own runs read from their trainer_state.json into results.json and the page.
+"""`dpo-eval report` on runs it did not train: TRL's DPOTrainer (with --ref and --data, judged, and gated),
+and the training curves of both TRL's and dpo-eval's own runs read from their trainer_state.json into
+results.json and the page.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from tiny_run import FAST, trained_once
+from tiny_run import FAST, JUDGE_DIR, RULE_JUDGE, trained_once
 
 from dpo_eval.cli import main
 from dpo_eval.reports.schema import schema_errors
@@ -55,16 +56,30 @@ def curve_points(results: dict, run: str) -> set[tuple[int, str, float]]:
     return {(p["step"], p["metric"], p["value"]) for p in results["training_curves"][run]}
 
 
-def test_a_trl_dpo_run_is_reported_with_ref_steps_in_order_and_its_training_curves(tmp_path):
-    trl = run_trl(tmp_path)
-    out = tmp_path / "report"
-    result = CliRunner().invoke(main, ["report", str(trl["run"]), "--ref", trl["ref"], "--data", trl["pairs"],
-                                       "--out", str(out), "--cache-dir", str(tmp_path / "cache"), *FAST])
+@pytest.fixture(scope="module")
+def trl_report(tmp_path_factory) -> dict:
+    """The TRL run, reported once with the rule judge (paths: run, ref, pairs, out, cache)."""
+    root = tmp_path_factory.mktemp("trl")
+    trl = {**run_trl(root), "out": root / "report", "cache": root / "cache"}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(JUDGE_DIR))
+        result = CliRunner().invoke(main, ["report", str(trl["run"]), "--ref", trl["ref"], "--data", trl["pairs"],
+                                           "--judge", RULE_JUDGE, "--out", str(trl["out"]),
+                                           "--cache-dir", str(trl["cache"]), *FAST])
     assert result.exit_code == 0, result.output
+    return trl
+
+
+def test_a_trl_dpo_run_is_reported_with_ref_steps_in_order_and_its_training_curves(trl_report):
+    trl, out = trl_report, trl_report["out"]
     results = json.loads((out / "results.json").read_text())
     assert schema_errors(results) == []
-    assert [(c["label"], c["step"]) for c in results["checkpoints"]] == [("0", 0), ("2", 2), ("4", 4), ("final", 4)]
-    assert results["runs"][0]["trainer"] == "transformers Trainer" and results["runs"][0]["steps"] == [0, 2, 4, 4]
+    # save_model() at the root wrote checkpoint-4's weights again: one row at step 4 with both folders
+    run = trl["run"].resolve()
+    assert [(c["label"], c["step"], c["path"], c["final_path"]) for c in results["checkpoints"]] == [
+        ("0", 0, trl["ref"], None), ("2", 2, str(run / "checkpoint-2"), None),
+        ("4", 4, str(run / "checkpoint-4"), str(run))]
+    assert results["runs"][0]["trainer"] == "transformers Trainer" and results["runs"][0]["steps"] == [0, 2, 4]
     assert results["provenance"]["reference"]["source"] == "--ref"
     history = json.loads((trl["run"] / "trainer_state.json").read_text())["log_history"]
     assert curve_points(results, "trl_out") == logged(history)
@@ -73,9 +88,30 @@ def test_a_trl_dpo_run_is_reported_with_ref_steps_in_order_and_its_training_curv
     assert {m for _, m, _ in curve_points(results, "trl_out")} >= {"rewards/chosen", "rewards/margins", "logps/chosen"}
     page = (out / "report.html").read_text()
     assert 'id="plot-training"' in page and "Training curves" in page
-    # the final model is checkpoint-4's weights: same fingerprint, same scores
-    rows = {c["label"]: c for c in results["checkpoints"]}
-    assert rows["final"]["fingerprint"] == rows["4"]["fingerprint"] and rows["final"]["rewards"] == rows["4"]["rewards"]
+
+
+def test_a_judged_trl_run_with_its_final_model_at_the_root_gets_its_fits(trl_report):
+    results = json.loads((trl_report["out"] / "results.json").read_text())
+    trained = [c for c in results["checkpoints"] if not c["is_reference"]]
+    assert all(c["winrate"] is not None and c["quality"] is not None for c in trained)
+    assert results["provenance"]["judge"]["spec"] == RULE_JUDGE
+    assert set(results["past_peak"]) == {"trl_out"}
+    assert "twice" not in json.dumps(results["fits"]) + json.dumps(results["missing"])
+
+
+def test_gate_on_the_trl_run_dir_with_every_checkpoint_judged_passes(trl_report, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(JUDGE_DIR))
+    config = tmp_path / "gate.yaml"
+    config.write_text("checks:\n  - checkpoints[all].winrate.n >= 1\nreport:\n  n_samples: 2\n"
+                      "  max_new_tokens: 8\n  bootstrap_resamples: 200\n  lc_resamples: 5\n  render: false\n")
+    result = CliRunner(env={"GITHUB_STEP_SUMMARY": None}).invoke(main, [
+        "gate", str(trl_report["run"]), "--config", str(config), "--ref", trl_report["ref"],
+        "--data", trl_report["pairs"], "--judge", RULE_JUDGE, "--out", str(tmp_path / "gate"),
+        "--cache-dir", str(trl_report["cache"]), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    gated = json.loads((tmp_path / "gate" / "results.json").read_text())
+    assert [(c["label"], c["final_path"]) for c in gated["checkpoints"]] == [
+        ("0", None), ("2", None), ("4", str(trl_report["run"].resolve()))]
 
 
 def test_dpo_eval_train_runs_fill_the_training_curves(tmp_path_factory, tmp_path):
