@@ -165,15 +165,18 @@ def rdpo_loss(logps: PairLogps, beta: float = 0.1, alpha: float = 0.0) -> LossOu
     """R-DPO (length-regularised DPO), Park et al. 2024, "Disentangling Length from Quality in
     Direct Preference Optimization" (arXiv:2403.19159).
 
-        loss = -ls(beta * h - alpha * (nc - nr)),  h = (pc - rc) - (pr - rr)
+        loss = -ls(beta * h + alpha * (nc - nr)),  h = (pc - rc) - (pr - rr)
         rewards: beta * (pc - rc), beta * (pr - rr)
 
-    alpha > 0 penalises preferring the longer response; alpha = 0 is DPO.
+    The paper regularises the RL objective with -alpha * |y|, so the implied reward is
+    beta * log(pi / pi_ref) + alpha * |y| and the length margin enters with a plus sign: with
+    alpha > 0 a pair whose chosen response is longer already has part of its margin, so it gets
+    less gradient (the length preference is explained by length, not learnt). alpha = 0 is DPO.
     """
     _require_positive("beta", beta)
     chosen, rejected = _logratios(logps, "rdpo_loss")
     length_margin = logps.chosen_tokens - logps.rejected_tokens
-    losses = -F.logsigmoid(beta * (chosen - rejected) - alpha * length_margin)
+    losses = -F.logsigmoid(beta * (chosen - rejected) + alpha * length_margin)
     return LossOutput(losses, (beta * chosen).detach(), (beta * rejected).detach())
 
 
