@@ -31,6 +31,7 @@ DIVERGENCES = ("reverse_kl", "forward_kl", "js_divergence", "alpha_divergence")
 TAIL_KEYS = ("policy_chosen_tail", "policy_rejected_tail", "ref_chosen_tail", "ref_rejected_tail")
 WIN_PROB_KEYS = ("chosen_win_prob", "rejected_win_prob")
 ENTROPY_KEY = "ref_entropy"
+MAX_EXPONENT = 80.0  # f-DPO: largest exponent in f'(u), so exp stays finite in float32 / bf16
 
 
 def _extra(logps: PairLogps, key: str, loss_name: str) -> torch.Tensor:
@@ -74,18 +75,23 @@ def f_prime(logratios: torch.Tensor, divergence: str = "reverse_kl", alpha: floa
     Wang et al. 2024, "Beyond Reverse KL: Generalizing Direct Preference Optimization with Diverse
     Divergence Constraints" (arXiv:2309.16240), Table 1. alpha -> 0 gives reverse KL, alpha -> 1
     forward KL.
+
+    The exponent of forward_kl (-log u) and alpha_divergence (-a log u) is clamped at
+    MAX_EXPONENT = 80 (TRL clamps the alpha-divergence one there too): exp(80) ~ 5.5e34 still fits
+    float32 and bf16, where exp(89) is inf and its gradient NaN. Below the clamp (log u < -80,
+    resp. -80/a) f' is constant and that response gets no gradient through it.
     """
     if divergence == "reverse_kl":
         return logratios
     if divergence == "forward_kl":
-        return -torch.expm1(-logratios)
+        return -torch.expm1((-logratios).clamp(max=MAX_EXPONENT))
     if divergence == "js_divergence":
         return math.log(2.0) + F.logsigmoid(logratios)
     if divergence == "alpha_divergence":
         if not 0.0 < alpha < 1.0:
             raise ValueError(f"alpha must lie in (0, 1) for the alpha-divergence, got {alpha}: alpha -> 0 is "
                              "reverse_kl and alpha -> 1 forward_kl, choose those divergences instead")
-        return -torch.expm1(-alpha * logratios) / alpha
+        return -torch.expm1((-alpha * logratios).clamp(max=MAX_EXPONENT)) / alpha
     raise ValueError(f"divergence {divergence!r} is unknown: choose one of {', '.join(DIVERGENCES)}")
 
 

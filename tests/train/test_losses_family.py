@@ -119,6 +119,30 @@ def test_fdpo_bad_parameters(kwargs, match):
         fdpo_loss(hand_logps(), **kwargs)
 
 
+@pytest.mark.parametrize("divergence", DIVERGENCES)
+def test_fdpo_loss_and_gradients_stay_finite_in_float32_up_to_abs_u_1e3(divergence):
+    """Unclamped, forward_kl gave NaN gradients from u ~ -90 and alpha (0.5) from u ~ -180, in float32."""
+    grid = [-1e3, -200.0, -180.0, -100.0, -90.0, -80.0, -1.0, 0.0, 1.0, 90.0, 200.0, 1e3]
+    uc, ur = zip(*[(a, b) for a in grid for b in grid])
+    policy_chosen = torch.tensor(uc, dtype=torch.float32, requires_grad=True)
+    policy_rejected = torch.tensor(ur, dtype=torch.float32, requires_grad=True)
+    zeros, ones = torch.zeros(len(uc)), torch.ones(len(uc))
+    out = fdpo_loss(PairLogps(policy_chosen, policy_rejected, zeros, zeros, ones, ones), beta=0.1,
+                    divergence=divergence, alpha=0.5)
+    out.losses.sum().backward()
+    for tensor in (out.losses, out.chosen_rewards, out.rejected_rewards, policy_chosen.grad, policy_rejected.grad):
+        assert bool(torch.isfinite(tensor).all())
+
+
+@pytest.mark.parametrize("divergence, alpha, clamp_at", [("forward_kl", 0.5, -80.0), ("alpha_divergence", 0.5, -160.0)])
+def test_f_prime_is_constant_below_the_exponent_clamp(divergence, alpha, clamp_at):
+    # f'(u) = 1 - e^{-log u} (forward) or (1 - e^{-a log u}) / a: the exponent stops at 80
+    expected = -math.expm1(80.0) / (alpha if divergence == "alpha_divergence" else 1.0)
+    values = f_prime(t([clamp_at, clamp_at - 1.0, -1e3]), divergence, alpha)
+    torch.testing.assert_close(values, t([expected] * 3), rtol=1e-12, atol=0)
+    assert f_prime(t([clamp_at + 1.0]), divergence, alpha).item() > expected  # above the clamp: untouched
+
+
 # -------------------------------------------------------------------------------------------- LD-DPO
 
 
