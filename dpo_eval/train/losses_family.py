@@ -213,12 +213,20 @@ def npo_loss(policy_logps: torch.Tensor, ref_logps: torch.Tensor, is_forget: tor
              token_counts: torch.Tensor, beta: float = 0.1, retain_coef: float = 0.0) -> LossOutput:
     """NPO, Zhang et al. 2024, "Negative Preference Optimization: From Catastrophic Collapse to
     Effective Unlearning" (arXiv:2404.05868); with retain_coef > 0 its NPO+RT variant (NLL on retained data).
+    The objective is a sum of two expectations, each over its own set:
 
-        r    = policy_logps - ref_logps                          (n,)
-        loss = -(2 / beta) * ls(-beta * r)                        where is_forget   (negatives)
-               retain_coef * (-policy_logps / token_counts)       elsewhere         (retain NLL per token)
+        r         = policy_logps - ref_logps                                  (n,)
+        objective = mean_{forget} -(2 / beta) ls(-beta r)  +  retain_coef * mean_{retain} (-policy_logps / token_counts)
+
+    The per-item losses returned are each item's share of that objective, so that their mean over the
+    n items of this call (the caller's reduction) is it exactly, whatever the two counts n_f, n_r:
+
+        losses = (n / n_f) * -(2 / beta) ls(-beta r)                  where is_forget
+                 (n / n_r) * retain_coef * (-policy_logps / token_counts)  elsewhere
         rewards: beta * r, split into retain (chosen) and forget (rejected) items
 
+    (Averaging the rows together instead would weight the retain term retain_coef * n_r / n_f.) With
+    gradient accumulation each micro-batch is one call, so a step averages the per-micro-batch objectives.
     NPO is DPO with the chosen term dropped, scaled by 2 / beta: -(2/beta) ls(beta * (0 - r)).
     Args: policy_logps, ref_logps, token_counts (n,) float; is_forget (n,) bool. No TRL 1.16 counterpart.
     """
@@ -230,9 +238,10 @@ def npo_loss(policy_logps: torch.Tensor, ref_logps: torch.Tensor, is_forget: tor
         raise ValueError(f"npo_loss: policy_logps, ref_logps, is_forget, token_counts must all be (n,), got {shapes}")
     if is_forget.dtype != torch.bool:
         raise ValueError(f"is_forget must be a bool tensor, got {is_forget.dtype}: use labels.bool()")
+    n, n_forget = is_forget.numel(), int(is_forget.sum())
     logratios = policy_logps - ref_logps
-    forget = -(2 / beta) * F.logsigmoid(-beta * logratios)
-    retain = retain_coef * (-policy_logps / token_counts)
+    forget = -(2 / beta) * F.logsigmoid(-beta * logratios) * (n / max(n_forget, 1))
+    retain = retain_coef * (-policy_logps / token_counts) * (n / max(n - n_forget, 1))
     rewards = (beta * logratios).detach()
     return LossOutput(torch.where(is_forget, forget, retain), rewards[~is_forget], rewards[is_forget])
 

@@ -242,12 +242,32 @@ def npo_inputs(requires_grad: bool = False):
 def test_npo_hand_values():
     policy, ref, forget, counts = npo_inputs()
     out = npo_loss(policy, ref, forget, counts, beta=0.5, retain_coef=0.7)
-    # forget: -(2/0.5) ls(-0.5 r); retain (item 2): 0.7 * 4 / 4
-    assert_values(out.losses, [-4 * math.log(sig(-0.25)), -4 * math.log(sig(0.5)), 0.7, -4 * math.log(sig(0.5))])
+    # n = 4 items, 3 forget, 1 retain; each item's share of the objective:
+    # forget: (4/3) * -(2/0.5) ls(-0.5 r); retain (item 2): (4/1) * 0.7 * 4 / 4
+    f = 4 / 3
+    assert_values(out.losses, [-f * 4 * math.log(sig(-0.25)), -f * 4 * math.log(sig(0.5)), 4 * 0.7,
+                               -f * 4 * math.log(sig(0.5))])
     assert_values(out.chosen_rewards, [0.5 * 0.2])
     assert_values(out.rejected_rewards, [0.25, -0.5, -0.5])
     without_retain = npo_loss(policy, ref, forget, counts, beta=0.5)
     assert without_retain.losses[2].item() == 0.0
+
+
+@pytest.mark.parametrize("n_forget, n_retain", [(5, 2), (2, 7), (1, 1), (6, 0)])
+def test_npo_objective_is_the_sum_of_the_forget_and_retain_means(n_forget, n_retain):
+    """NPO+RT (Zhang et al. 2024): E_forget[-(2/beta) ls(-beta r)] + c E_retain[NLL/token], whatever the counts."""
+    generator = torch.Generator().manual_seed(n_forget * 10 + n_retain)
+    n, beta, coef = n_forget + n_retain, 0.3, 0.8
+    policy = -torch.rand(n, generator=generator, dtype=F64) * 20
+    ref = policy + torch.randn(n, generator=generator, dtype=F64)
+    counts = torch.randint(1, 30, (n,), generator=generator).to(F64)
+    is_forget = torch.tensor([True] * n_forget + [False] * n_retain)
+    forget_terms = [-(2 / beta) * math.log(sig(-beta * (p - r))) for p, r in zip(policy[:n_forget].tolist(),
+                                                                             ref[:n_forget].tolist())]
+    retain_terms = [-p / c for p, c in zip(policy[n_forget:].tolist(), counts[n_forget:].tolist())]
+    expected = sum(forget_terms) / n_forget + (coef * sum(retain_terms) / n_retain if n_retain else 0.0)
+    out = npo_loss(policy, ref, is_forget, counts, beta=beta, retain_coef=coef)
+    assert out.losses.mean().item() == pytest.approx(expected, rel=1e-12)
 
 
 def test_npo_is_dpo_without_the_chosen_term_scaled_by_2_over_beta():
