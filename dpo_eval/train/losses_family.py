@@ -151,7 +151,9 @@ def sppo_loss(logps: PairLogps, beta: float = 0.1) -> LossOutput:
         rewards: beta * (pc - rc), beta * (pr - rr)
 
     The reference is the previous iteration's policy pi_t. With Pc = 1 and Pr = 0 this is TRL 1.16's
-    "sppo_hard"; the paper estimates P with PairRM against K samples of pi_t.
+    "sppo_hard"; the paper estimates P with PairRM against K samples of pi_t. Like TRL we sum the two
+    squared terms where the authors' code averages them: the same minimiser and, under AdamW, the same
+    steps; the factor 2 shows only against gradient clipping (max_grad_norm).
     """
     _require_positive("beta", beta)
     chosen, rejected = _logratios(logps, "sppo_loss")
