@@ -119,14 +119,15 @@ def test_fdpo_bad_parameters(kwargs, match):
         fdpo_loss(hand_logps(), **kwargs)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("divergence", DIVERGENCES)
-def test_fdpo_loss_and_gradients_stay_finite_in_float32_up_to_abs_u_1e3(divergence):
+def test_fdpo_loss_and_gradients_stay_finite_up_to_abs_u_1e3(divergence, dtype):
     """Unclamped, forward_kl gave NaN gradients from u ~ -90 and alpha (0.5) from u ~ -180, in float32."""
     grid = [-1e3, -200.0, -180.0, -100.0, -90.0, -80.0, -1.0, 0.0, 1.0, 90.0, 200.0, 1e3]
     uc, ur = zip(*[(a, b) for a in grid for b in grid])
-    policy_chosen = torch.tensor(uc, dtype=torch.float32, requires_grad=True)
-    policy_rejected = torch.tensor(ur, dtype=torch.float32, requires_grad=True)
-    zeros, ones = torch.zeros(len(uc)), torch.ones(len(uc))
+    policy_chosen = torch.tensor(uc, dtype=dtype, requires_grad=True)
+    policy_rejected = torch.tensor(ur, dtype=dtype, requires_grad=True)
+    zeros, ones = torch.zeros(len(uc), dtype=dtype), torch.ones(len(uc), dtype=dtype)
     out = fdpo_loss(PairLogps(policy_chosen, policy_rejected, zeros, zeros, ones, ones), beta=0.1,
                     divergence=divergence, alpha=0.5)
     out.losses.sum().backward()
