@@ -45,7 +45,7 @@ class TrainConfig:
     stages: list[str] | None = None  # sDPO: data splits trained in turn (dpo_eval.train.stages); data = the first
     # loss
     loss: str = "dpo"
-    beta: float = 0.1
+    beta: float | None = None  # None: the loss's own default (loss_defaults; SimPO 2.0, the others 0.1)
     loss_params: dict = field(default_factory=dict)
     nll_coef: float = 0.0
     # optimisation
@@ -95,7 +95,7 @@ class TrainConfig:
         if self.lr_schedule not in SCHEDULES:
             raise UserError(f"lr_schedule {self.lr_schedule!r} is unknown; choose one of {', '.join(SCHEDULES)}")
         positive = {"batch_size": self.batch_size, "grad_accum": self.grad_accum, "epochs": self.epochs,
-                    "learning_rate": self.learning_rate, "beta": self.beta}
+                    "learning_rate": self.learning_rate, "beta": self.loss_beta}
         for name, value in positive.items():
             if not value > 0:
                 raise UserError(f"{name} must be positive, got {value}")
@@ -110,7 +110,16 @@ class TrainConfig:
             raise UserError("eval_every is set but eval_data is not; give eval_data or set eval_every: 0")
         if self.lora is not None and self.train_top_layers is not None:
             raise UserError("lora and train_top_layers cannot be combined; choose one")
-        check_loss_params(self.loss, self.beta, self.loss_params)
+        check_loss_params(self.loss, self.loss_beta, self.loss_params)
+
+    @property
+    def loss_beta(self) -> float:
+        """The beta the loss runs with: `beta` when the config sets it, else the loss's default."""
+        return self.beta if self.beta is not None else loss_defaults(self.loss)["beta"]
+
+    def loss_settings(self) -> dict:
+        """Every hyperparameter the loss runs with (its defaults, then loss_params), beta included."""
+        return {**loss_defaults(self.loss), **self.loss_params, "beta": self.loss_beta}
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -131,6 +140,14 @@ def _loss_function(loss: str) -> Callable:
     from dpo_eval.train.losses import LOSSES
 
     return _special_losses().get(loss) or LOSSES[loss]
+
+
+def loss_defaults(loss: str) -> dict[str, Any]:
+    """The defaults of loss `loss`, beta included: its function's keyword defaults, which are the
+    paper's settings (SimPO: beta 2.0, gamma 1.0, i.e. gamma / beta 0.5 as the authors' recipes) or,
+    where the paper gives none, TRL's beta 0.1. The README's loss-defaults table lists them."""
+    return {name: p.default for name, p in inspect.signature(_loss_function(loss)).parameters.items()
+            if p.default is not inspect.Parameter.empty}
 
 
 def loss_param_hints(loss: str) -> dict[str, Any]:
@@ -278,4 +295,5 @@ def load_config(path: str | Path | None, overrides: tuple[str, ...] = (), **base
     except TypeError as err:
         raise UserError(f"bad setting: {err}") from None
     config.validate()
-    return dataclasses.replace(config, loss_params=check_loss_params(config.loss, config.beta, config.loss_params))
+    return dataclasses.replace(config, loss_params=check_loss_params(config.loss, config.loss_beta,
+                                                                     config.loss_params))

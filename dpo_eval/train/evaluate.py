@@ -31,7 +31,7 @@ def evaluate_policy(model: torch.nn.Module, data, config: TrainConfig, ctx: Dist
                       policy[:, 2], policy[:, 3])
     # rewards only; so too for NPO (unpaired) and the losses that need per-pair extras (losses_family)
     is_kto = config.loss in ("kto", "npo", *TOKEN_LOSSES) or bool(required_extras(config.loss, config.loss_params))
-    params = {"beta": config.beta} if is_kto else {"beta": config.beta, **config.loss_params}
+    params = {"beta": config.loss_beta} if is_kto else {"beta": config.loss_beta, **config.loss_params}
     name = "dpo" if is_kto or config.loss == "listwise" else config.loss
     out = compute_loss(name, logps, params, 0.0 if is_kto else config.nll_coef)
     chosen, rejected = out.chosen_rewards, out.rejected_rewards

@@ -165,15 +165,18 @@ def rdpo_loss(logps: PairLogps, beta: float = 0.1, alpha: float = 0.0) -> LossOu
     """R-DPO (length-regularised DPO), Park et al. 2024, "Disentangling Length from Quality in
     Direct Preference Optimization" (arXiv:2403.19159).
 
-        loss = -ls(beta * h - alpha * (nc - nr)),  h = (pc - rc) - (pr - rr)
+        loss = -ls(beta * h + alpha * (nc - nr)),  h = (pc - rc) - (pr - rr)
         rewards: beta * (pc - rc), beta * (pr - rr)
 
-    alpha > 0 penalises preferring the longer response; alpha = 0 is DPO.
+    The paper regularises the RL objective with -alpha * |y|, so the implied reward is
+    beta * log(pi / pi_ref) + alpha * |y| and the length margin enters with a plus sign: with
+    alpha > 0 a pair whose chosen response is longer already has part of its margin, so it gets
+    less gradient (the length preference is explained by length, not learnt). alpha = 0 is DPO.
     """
     _require_positive("beta", beta)
     chosen, rejected = _logratios(logps, "rdpo_loss")
     length_margin = logps.chosen_tokens - logps.rejected_tokens
-    losses = -F.logsigmoid(beta * (chosen - rejected) - alpha * length_margin)
+    losses = -F.logsigmoid(beta * (chosen - rejected) + alpha * length_margin)
     return LossOutput(losses, (beta * chosen).detach(), (beta * rejected).detach())
 
 
@@ -206,7 +209,7 @@ def nll_term(logps: PairLogps) -> torch.Tensor:
     return -logps.policy_chosen / logps.chosen_tokens
 
 
-def simpo_loss(logps: PairLogps, beta: float = 2.0, gamma: float = 0.5, label_smoothing: float = 0.0) -> LossOutput:
+def simpo_loss(logps: PairLogps, beta: float = 2.0, gamma: float = 1.0, label_smoothing: float = 0.0) -> LossOutput:
     """SimPO, Meng et al. 2024, "SimPO: Simple Preference Optimization with a Reference-Free
     Reward" (arXiv:2405.14734), eq. 6; reference-free (ref log-probs are ignored).
 
@@ -216,7 +219,9 @@ def simpo_loss(logps: PairLogps, beta: float = 2.0, gamma: float = 0.5, label_sm
 
     gamma is the target reward margin itself, the same quantity as TRL CPOConfig's `simpo_gamma`
     (TRL computes beta * (avg_c - avg_r - simpo_gamma / beta)). The SimPO authors' code takes
-    `gamma_beta_ratio` instead: gamma = beta * gamma_beta_ratio.
+    `gamma_beta_ratio` instead: gamma = beta * gamma_beta_ratio. The defaults, beta 2.0 and gamma 1.0
+    (gamma / beta = 0.5), are the authors' recipe (paper: beta 2.0-2.5); gamma does not follow a beta
+    set in the config, so set both.
     """
     _require_positive("beta", beta)
     _require_smoothing(label_smoothing)

@@ -31,6 +31,7 @@ DIVERGENCES = ("reverse_kl", "forward_kl", "js_divergence", "alpha_divergence")
 TAIL_KEYS = ("policy_chosen_tail", "policy_rejected_tail", "ref_chosen_tail", "ref_rejected_tail")
 WIN_PROB_KEYS = ("chosen_win_prob", "rejected_win_prob")
 ENTROPY_KEY = "ref_entropy"
+MAX_EXPONENT = 80.0  # f-DPO: largest exponent in f'(u), so exp stays finite in float32 / bf16
 
 
 def _extra(logps: PairLogps, key: str, loss_name: str) -> torch.Tensor:
@@ -74,18 +75,23 @@ def f_prime(logratios: torch.Tensor, divergence: str = "reverse_kl", alpha: floa
     Wang et al. 2024, "Beyond Reverse KL: Generalizing Direct Preference Optimization with Diverse
     Divergence Constraints" (arXiv:2309.16240), Table 1. alpha -> 0 gives reverse KL, alpha -> 1
     forward KL.
+
+    The exponent of forward_kl (-log u) and alpha_divergence (-a log u) is clamped at
+    MAX_EXPONENT = 80 (TRL clamps the alpha-divergence one there too): exp(80) ~ 5.5e34 still fits
+    float32 and bf16, where exp(89) is inf and its gradient NaN. Below the clamp (log u < -80,
+    resp. -80/a) f' is constant and that response gets no gradient through it.
     """
     if divergence == "reverse_kl":
         return logratios
     if divergence == "forward_kl":
-        return -torch.expm1(-logratios)
+        return -torch.expm1((-logratios).clamp(max=MAX_EXPONENT))
     if divergence == "js_divergence":
         return math.log(2.0) + F.logsigmoid(logratios)
     if divergence == "alpha_divergence":
         if not 0.0 < alpha < 1.0:
             raise ValueError(f"alpha must lie in (0, 1) for the alpha-divergence, got {alpha}: alpha -> 0 is "
                              "reverse_kl and alpha -> 1 forward_kl, choose those divergences instead")
-        return -torch.expm1(-alpha * logratios) / alpha
+        return -torch.expm1((-alpha * logratios).clamp(max=MAX_EXPONENT)) / alpha
     raise ValueError(f"divergence {divergence!r} is unknown: choose one of {', '.join(DIVERGENCES)}")
 
 
@@ -145,7 +151,9 @@ def sppo_loss(logps: PairLogps, beta: float = 0.1) -> LossOutput:
         rewards: beta * (pc - rc), beta * (pr - rr)
 
     The reference is the previous iteration's policy pi_t. With Pc = 1 and Pr = 0 this is TRL 1.16's
-    "sppo_hard"; the paper estimates P with PairRM against K samples of pi_t.
+    "sppo_hard"; the paper estimates P with PairRM against K samples of pi_t. Like TRL we sum the two
+    squared terms where the authors' code averages them: the same minimiser and, under AdamW, the same
+    steps; the factor 2 shows only against gradient clipping (max_grad_norm).
     """
     _require_positive("beta", beta)
     chosen, rejected = _logratios(logps, "sppo_loss")
@@ -207,12 +215,20 @@ def npo_loss(policy_logps: torch.Tensor, ref_logps: torch.Tensor, is_forget: tor
              token_counts: torch.Tensor, beta: float = 0.1, retain_coef: float = 0.0) -> LossOutput:
     """NPO, Zhang et al. 2024, "Negative Preference Optimization: From Catastrophic Collapse to
     Effective Unlearning" (arXiv:2404.05868); with retain_coef > 0 its NPO+RT variant (NLL on retained data).
+    The objective is a sum of two expectations, each over its own set:
 
-        r    = policy_logps - ref_logps                          (n,)
-        loss = -(2 / beta) * ls(-beta * r)                        where is_forget   (negatives)
-               retain_coef * (-policy_logps / token_counts)       elsewhere         (retain NLL per token)
+        r         = policy_logps - ref_logps                                  (n,)
+        objective = mean_{forget} -(2 / beta) ls(-beta r)  +  retain_coef * mean_{retain} (-policy_logps / token_counts)
+
+    The per-item losses returned are each item's share of that objective, so that their mean over the
+    n items of this call (the caller's reduction) is it exactly, whatever the two counts n_f, n_r:
+
+        losses = (n / n_f) * -(2 / beta) ls(-beta r)                  where is_forget
+                 (n / n_r) * retain_coef * (-policy_logps / token_counts)  elsewhere
         rewards: beta * r, split into retain (chosen) and forget (rejected) items
 
+    (Averaging the rows together instead would weight the retain term retain_coef * n_r / n_f.) With
+    gradient accumulation each micro-batch is one call, so a step averages the per-micro-batch objectives.
     NPO is DPO with the chosen term dropped, scaled by 2 / beta: -(2/beta) ls(beta * (0 - r)).
     Args: policy_logps, ref_logps, token_counts (n,) float; is_forget (n,) bool. No TRL 1.16 counterpart.
     """
@@ -224,9 +240,10 @@ def npo_loss(policy_logps: torch.Tensor, ref_logps: torch.Tensor, is_forget: tor
         raise ValueError(f"npo_loss: policy_logps, ref_logps, is_forget, token_counts must all be (n,), got {shapes}")
     if is_forget.dtype != torch.bool:
         raise ValueError(f"is_forget must be a bool tensor, got {is_forget.dtype}: use labels.bool()")
+    n, n_forget = is_forget.numel(), int(is_forget.sum())
     logratios = policy_logps - ref_logps
-    forget = -(2 / beta) * F.logsigmoid(-beta * logratios)
-    retain = retain_coef * (-policy_logps / token_counts)
+    forget = -(2 / beta) * F.logsigmoid(-beta * logratios) * (n / max(n_forget, 1))
+    retain = retain_coef * (-policy_logps / token_counts) * (n / max(n - n_forget, 1))
     rewards = (beta * logratios).detach()
     return LossOutput(torch.where(is_forget, forget, retain), rewards[~is_forget], rewards[is_forget])
 

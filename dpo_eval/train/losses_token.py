@@ -11,7 +11,8 @@ eqs. 17-19 (TDPO1) and 20-21 (TDPO2), as in the authors' code (`tdpo_loss`). Not
 These losses need the reference's full next-token distributions, not only its sequence log-probs:
 the trainer keeps the reference live and computes kc, kr with the policy's log-probs in one
 chunked projection (the cost is described in dpo_eval.engine.seq_kl). With kc = kr = 0 both reduce
-to DPO. TRL 1.16 has no TDPO loss, so these rest on the hand values in tests/train/test_losses_token.py.
+to DPO. TRL 1.16 has no TDPO loss: tests/train/test_losses_token.py pins hand values and
+tests/train/test_losses_papers.py compares with the paper's eqs. 19-21 written out, on random inputs.
 """
 
 from __future__ import annotations

@@ -186,14 +186,16 @@ class DPORecipe:
             print(f"resuming from {latest} (step {self.state.step})", file=sys.stderr)
 
     def _write_manifest(self) -> None:
+        cfg = self.config
         manifest = {
             "schema_version": 1,
             "kind": "dpo_eval.train",
-            "config": self.config.to_dict(),
-            "policy_init": self.config.policy,
+            "config": {**cfg.to_dict(), "beta": cfg.loss_beta},  # the beta used, so resuming compares it
+            "policy_init": cfg.policy,
             "reference": self.data.ref_identity,
-            "loss": {"name": self.config.loss, "beta": self.config.beta, **self.config.loss_params,
-                     "nll_coef": self.config.nll_coef},
+            # every hyperparameter the loss ran with, defaults filled in; beta_source: set in the config or not
+            "loss": {"name": cfg.loss, **cfg.loss_settings(), "beta_source": "config" if cfg.beta is not None
+                     else "loss default", "nll_coef": cfg.nll_coef},
             "data": {"path": self.config.data, "n_pairs": len(self.data.train), "eval_path": self.config.eval_data,
                      "n_skipped_only_special_tokens": self.data.n_skipped_special},
             "tokenization": self.data.tokenization,
@@ -243,7 +245,7 @@ class DPORecipe:
         return totals
 
     def _micro_loss(self, items: np.ndarray):
-        params = {"beta": self.config.beta, **self.config.loss_params}
+        params = {"beta": self.config.loss_beta, **self.config.loss_params}
         if self.data.ranked is not None:
             groups = [self.data.ranked[i] for i in items]
             return ranked_micro_loss(groups, self.forward, self.device, self.data.pad_id, self.data.ref_rows,

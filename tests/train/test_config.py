@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
+import yaml
 
 from dpo_eval.errors import UserError
-from dpo_eval.train.config import LoraSettings, load_config
+from dpo_eval.train.config import LoraSettings, _special_losses, load_config, loss_defaults
+from dpo_eval.train.losses import LOSSES
 from dpo_eval.train.schedule import global_batches, learning_rate_at, micro_batch
 
 REQUIRED = ("policy=p", "data=d.jsonl", "output_dir=out")
@@ -19,6 +24,37 @@ def test_yaml_then_overrides(tmp_path):
     assert config.learning_rate == 2e-4 and isinstance(config.learning_rate, float)
     assert config.loss == "ipo" and config.beta == 0.5
     assert config.lora == LoraSettings(r=4, alpha=8)
+
+
+def test_unset_beta_takes_the_loss_default_and_a_set_beta_wins():
+    simpo = load_config(None, (*REQUIRED, "loss=simpo"))
+    assert simpo.beta is None and simpo.loss_beta == 2.0  # not set: SimPO's own beta, not the DPO 0.1
+    assert simpo.loss_settings() == {"beta": 2.0, "gamma": 1.0, "label_smoothing": 0.0}  # gamma / beta = 0.5
+    explicit = load_config(None, (*REQUIRED, "loss=simpo", "beta=0.1"))
+    assert explicit.beta == 0.1 and explicit.loss_beta == 0.1  # set to 0.1: distinguishable from unset
+    assert explicit.loss_settings()["gamma"] == 1.0
+    dpo = load_config(None, (*REQUIRED,))
+    assert dpo.beta is None and dpo.loss_beta == 0.1 and dpo.loss_settings() == {"beta": 0.1, "label_smoothing": 0.0}
+    with pytest.raises(UserError, match="beta must be positive"):
+        load_config(None, (*REQUIRED, "loss=simpo", "beta=0"))
+
+
+def readme_loss_defaults() -> dict[str, dict]:
+    """The README's loss-defaults table: loss -> {beta, other defaults}, values read as YAML."""
+    text = (Path(__file__).parents[2] / "README.md").read_text()
+    section = text.split("#### Loss defaults", 1)[1].split("\n####", 1)[0]
+    table = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        match = re.fullmatch(r"`(\w+)`", cells[0]) if len(cells) == 4 else None
+        if match:
+            others = {k: v for pair in re.findall(r"`([^`]+)`", cells[2]) for k, v in yaml.safe_load(pair).items()}
+            table[match.group(1)] = {"beta": float(cells[1]), **others}
+    return table
+
+
+def test_readme_loss_defaults_table_lists_every_loss_with_its_defaults():
+    assert readme_loss_defaults() == {loss: loss_defaults(loss) for loss in [*LOSSES, *_special_losses()]}
 
 
 def test_nested_loss_params(tmp_path):

@@ -92,11 +92,29 @@ def test_hinge_hand_values():
 
 
 def test_rdpo_hand_values():
-    # nc - nr = [-1, -2, 3]; logits = 0.1*h - 0.1*(nc - nr)
+    # Park et al. 2024: L = -log sigmoid(beta log pi(y_w)/pi_ref(y_w) - beta log pi(y_l)/pi_ref(y_l)
+    #                                     + alpha |y_w| - alpha |y_l|); beta = alpha = 0.1:
+    # pair 0: 0.1*1.0 - 0.1*(-0.5) + 0.1*4 - 0.1*5 =  0.05
+    # pair 1: 0.1*0.5 - 0.1*1.0    + 0.1*2 - 0.1*4 = -0.25
+    # pair 2: 0.1*(-1) - 0.1*(-3)  + 0.1*5 - 0.1*2 =  0.5
     out = rdpo_loss(hand_logps(), beta=0.1, alpha=0.1)
-    assert_values(out.losses, [-math.log(sig(0.15 + 0.1)), -math.log(sig(-0.05 + 0.2)), -math.log(sig(0.2 - 0.3))])
+    assert_values(out.losses, [-math.log(sig(0.05)), -math.log(sig(-0.25)), -math.log(sig(0.5))])
     assert_dpo_family_rewards(out, 0.1)
     assert_values(rdpo_loss(hand_logps(), beta=0.1, alpha=0.0).losses, dpo_loss(hand_logps()).losses.tolist())
+
+
+def test_rdpo_gives_less_gradient_than_dpo_where_the_chosen_is_longer():
+    """R-DPO's point: a pair whose chosen response is longer teaches less (its margin is partly length)."""
+    def policy_grads(loss_fn, chosen_tokens, rejected_tokens, **kwargs) -> torch.Tensor:
+        logps = PairLogps(t([-10.0, -8.0, -9.0], True), t([-12.0, -7.0, -10.0]), t([-11.0, -8.5, -8.0]),
+                          t([-11.5, -8.0, -7.0]), t(chosen_tokens), t(rejected_tokens))
+        loss_fn(logps, beta=0.1, **kwargs).losses.sum().backward()
+        return logps.policy_chosen.grad.abs()  # |dL/dpc| = beta |dL/d(beta h)|: the gradient on h, times beta
+
+    dpo = policy_grads(dpo_loss, [4.0, 2.0, 5.0], [5.0, 4.0, 2.0])
+    chosen_longer = policy_grads(rdpo_loss, [9.0, 7.0, 8.0], [5.0, 4.0, 2.0], alpha=0.1)
+    chosen_shorter = policy_grads(rdpo_loss, [1.0, 1.0, 1.0], [5.0, 4.0, 2.0], alpha=0.1)
+    assert bool((chosen_longer < dpo).all()) and bool((chosen_shorter > dpo).all())
 
 
 def test_dpop_hand_values():

@@ -119,6 +119,31 @@ def test_fdpo_bad_parameters(kwargs, match):
         fdpo_loss(hand_logps(), **kwargs)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("divergence", DIVERGENCES)
+def test_fdpo_loss_and_gradients_stay_finite_up_to_abs_u_1e3(divergence, dtype):
+    """Unclamped, forward_kl gave NaN gradients from u ~ -90 and alpha (0.5) from u ~ -180, in float32."""
+    grid = [-1e3, -200.0, -180.0, -100.0, -90.0, -80.0, -1.0, 0.0, 1.0, 90.0, 200.0, 1e3]
+    uc, ur = zip(*[(a, b) for a in grid for b in grid])
+    policy_chosen = torch.tensor(uc, dtype=dtype, requires_grad=True)
+    policy_rejected = torch.tensor(ur, dtype=dtype, requires_grad=True)
+    zeros, ones = torch.zeros(len(uc), dtype=dtype), torch.ones(len(uc), dtype=dtype)
+    out = fdpo_loss(PairLogps(policy_chosen, policy_rejected, zeros, zeros, ones, ones), beta=0.1,
+                    divergence=divergence, alpha=0.5)
+    out.losses.sum().backward()
+    for tensor in (out.losses, out.chosen_rewards, out.rejected_rewards, policy_chosen.grad, policy_rejected.grad):
+        assert bool(torch.isfinite(tensor).all())
+
+
+@pytest.mark.parametrize("divergence, alpha, clamp_at", [("forward_kl", 0.5, -80.0), ("alpha_divergence", 0.5, -160.0)])
+def test_f_prime_is_constant_below_the_exponent_clamp(divergence, alpha, clamp_at):
+    # f'(u) = 1 - e^{-log u} (forward) or (1 - e^{-a log u}) / a: the exponent stops at 80
+    expected = -math.expm1(80.0) / (alpha if divergence == "alpha_divergence" else 1.0)
+    values = f_prime(t([clamp_at, clamp_at - 1.0, -1e3]), divergence, alpha)
+    torch.testing.assert_close(values, t([expected] * 3), rtol=1e-12, atol=0)
+    assert f_prime(t([clamp_at + 1.0]), divergence, alpha).item() > expected  # above the clamp: untouched
+
+
 # -------------------------------------------------------------------------------------------- LD-DPO
 
 
@@ -218,12 +243,32 @@ def npo_inputs(requires_grad: bool = False):
 def test_npo_hand_values():
     policy, ref, forget, counts = npo_inputs()
     out = npo_loss(policy, ref, forget, counts, beta=0.5, retain_coef=0.7)
-    # forget: -(2/0.5) ls(-0.5 r); retain (item 2): 0.7 * 4 / 4
-    assert_values(out.losses, [-4 * math.log(sig(-0.25)), -4 * math.log(sig(0.5)), 0.7, -4 * math.log(sig(0.5))])
+    # n = 4 items, 3 forget, 1 retain; each item's share of the objective:
+    # forget: (4/3) * -(2/0.5) ls(-0.5 r); retain (item 2): (4/1) * 0.7 * 4 / 4
+    f = 4 / 3
+    assert_values(out.losses, [-f * 4 * math.log(sig(-0.25)), -f * 4 * math.log(sig(0.5)), 4 * 0.7,
+                               -f * 4 * math.log(sig(0.5))])
     assert_values(out.chosen_rewards, [0.5 * 0.2])
     assert_values(out.rejected_rewards, [0.25, -0.5, -0.5])
     without_retain = npo_loss(policy, ref, forget, counts, beta=0.5)
     assert without_retain.losses[2].item() == 0.0
+
+
+@pytest.mark.parametrize("n_forget, n_retain", [(5, 2), (2, 7), (1, 1), (6, 0)])
+def test_npo_objective_is_the_sum_of_the_forget_and_retain_means(n_forget, n_retain):
+    """NPO+RT (Zhang et al. 2024): E_forget[-(2/beta) ls(-beta r)] + c E_retain[NLL/token], whatever the counts."""
+    generator = torch.Generator().manual_seed(n_forget * 10 + n_retain)
+    n, beta, coef = n_forget + n_retain, 0.3, 0.8
+    policy = -torch.rand(n, generator=generator, dtype=F64) * 20
+    ref = policy + torch.randn(n, generator=generator, dtype=F64)
+    counts = torch.randint(1, 30, (n,), generator=generator).to(F64)
+    is_forget = torch.tensor([True] * n_forget + [False] * n_retain)
+    forget_terms = [-(2 / beta) * math.log(sig(-beta * (p - r))) for p, r in zip(policy[:n_forget].tolist(),
+                                                                             ref[:n_forget].tolist())]
+    retain_terms = [-p / c for p, c in zip(policy[n_forget:].tolist(), counts[n_forget:].tolist())]
+    expected = sum(forget_terms) / n_forget + (coef * sum(retain_terms) / n_retain if n_retain else 0.0)
+    out = npo_loss(policy, ref, is_forget, counts, beta=beta, retain_coef=coef)
+    assert out.losses.mean().item() == pytest.approx(expected, rel=1e-12)
 
 
 def test_npo_is_dpo_without_the_chosen_term_scaled_by_2_over_beta():

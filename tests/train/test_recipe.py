@@ -17,6 +17,7 @@ from conftest import save_tiny_model, write_synthetic_preferences
 from safetensors.torch import load_file
 
 from dpo_eval.cli import main
+from dpo_eval.errors import UserError
 from dpo_eval.train import checkpoint as ckpt
 from dpo_eval.train.config import load_config
 from dpo_eval.train.recipe import DPORecipe, train
@@ -92,6 +93,19 @@ def test_learns_synthetic_preferences_to_90_percent(base, tmp_path):
             "logps/chosen", "logps/rejected"} <= set(state["log_history"][0])
     manifest = json.loads((tmp_path / "run" / "dpo_eval.json").read_text())
     assert manifest["reference"]["fingerprint"] and manifest["loss"]["name"] == "dpo"
+
+
+def test_manifest_records_the_beta_and_loss_settings_used(base, tmp_path):
+    train(settings(base, tmp_path / "default", loss="simpo", batch_size=4, max_steps=1))
+    manifest = json.loads((tmp_path / "default" / "dpo_eval.json").read_text())
+    assert manifest["loss"] == {"name": "simpo", "beta": 2.0, "gamma": 1.0, "label_smoothing": 0.0,
+                                "beta_source": "loss default", "nll_coef": 0.0}
+    assert manifest["config"]["beta"] == 2.0  # the beta used, so a rerun that sets it explicitly resumes
+    train(settings(base, tmp_path / "set", loss="simpo", beta=0.1, batch_size=4, max_steps=1))
+    manifest = json.loads((tmp_path / "set" / "dpo_eval.json").read_text())
+    assert (manifest["loss"]["beta"], manifest["loss"]["beta_source"]) == (0.1, "config")
+    with pytest.raises(UserError, match=r"other settings \(beta\)"):  # same dir, another beta: no silent resume
+        train(settings(base, tmp_path / "set", loss="simpo", max_steps=2))
 
 
 def train_cmd(base, out, *extra):
