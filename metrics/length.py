@@ -12,9 +12,11 @@ Pairs frame (pairs.parquet): reward_chosen, reward_rejected, chosen_tokens, reje
 Judgments frame (as dpo_eval.metrics.winrate): preference in [0, 1] (1 = the model wins, NaN
 unscored), length_model, length_baseline; diff = length_model - length_baseline.
 
-Tests: Mann-Whitney U (two-sided, scipy's default method: exact for small samples without ties, else
-normal approximation with continuity correction); Wilcoxon signed-rank on per-prompt mean lengths of
-prompts both frames have; Spearman's rho with scipy's t-distribution p-value. Inputs are never modified.
+Tests: Wilcoxon signed-rank on per-prompt mean lengths of prompts both frames have (two-sided, scipy's
+default method), the test the length_inflation finding uses, since both models answer the same prompts
+and a prompt's samples are not independent; Mann-Whitney U over all samples (two-sided, scipy's default
+method: exact for small samples without ties, else normal approximation with continuity correction),
+reported for comparison only; Spearman's rho with scipy's t-distribution p-value. Inputs are never modified.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class LengthComparison:
     mannwhitney_u: float
     """U of the checkpoint's token counts: #(c > r) + 0.5 #(c == r) over all sample pairs."""
     mannwhitney_p: float
+    """Over all samples as independent: for comparison only (findings use wilcoxon_p, paired by prompt)."""
     n_paired_prompts: int
     """Prompts with samples from both models."""
     mean_paired_diff: float
@@ -232,11 +235,15 @@ def lc_gap(raw: float, raw_ci: tuple[float, float], lc: float, lc_ci: tuple[floa
 
 def length_findings(comparison: LengthComparison, gap: LcGap | None = None,
                     thresholds: Thresholds | None = None, step: int | None = None) -> list[Finding]:
-    """length_inflation and lc_gap findings of one checkpoint (see dpo_eval.metrics.findings)."""
+    """length_inflation and lc_gap findings of one checkpoint (see dpo_eval.metrics.findings).
+
+    length_inflation's test is the prompt-paired one (wilcoxon_p: per-prompt mean lengths, checkpoint -
+    reference, over shared prompts); Mann-Whitney over all samples is reported beside it, never used here.
+    """
     t = thresholds or Thresholds()
     c = comparison
-    found = [check_length_inflation(c.mean_tokens_ratio, c.mannwhitney_p, c.checkpoint.truncated_share,
-                                    c.reference.truncated_share, t, step)]
+    found = [check_length_inflation(c.mean_tokens_ratio, c.wilcoxon_p, c.checkpoint.truncated_share,
+                                    c.reference.truncated_share, t, step, n_paired_prompts=c.n_paired_prompts)]
     if gap is not None:
         found.append(check_lc_gap(gap.raw, gap.raw_ci, gap.lc, gap.lc_ci, t, step))
     return [f for f in found if f is not None]
