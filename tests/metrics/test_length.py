@@ -135,6 +135,20 @@ def test_win_rate_by_length_quantile_buckets_by_hand():
     assert buckets[0].se == pytest.approx(np.std([0, 0, 1, 0.5], ddof=1) / 2) and buckets[1].se == 0.0
 
 
+def test_win_rate_by_length_se_clusters_judgments_of_one_prompt():
+    # one bucket of 6 judgments on prompts a (1, 1, 1), b (0,), c (0, 1): w = 4/6 = 2/3
+    # S_g - w n_g = 3 - 2, 0 - 2/3, 1 - 4/3 = 1, -2/3, -1/3; sum of squares = 1 + 4/9 + 1/9 = 14/9
+    # se = sqrt(3/2 * 14/9) / 6 = sqrt(7/3) / 6
+    frame = judgments([1, 2, 3, 4, 5, 6], [1.0, 1.0, 1.0, 0.0, 0.0, 1.0]).assign(prompt_id=list("aaabcc"))
+    [bucket] = win_rate_by_length(frame, n_buckets=1)
+    assert bucket.win_rate == pytest.approx(2 / 3) and bucket.se == pytest.approx(math.sqrt(7 / 3) / 6)
+    # a prompt per judgment: std (ddof 1) / sqrt(n), as without prompt ids
+    [own] = win_rate_by_length(frame.assign(prompt_id=list("uvwxyz")), n_buckets=1)
+    [bare] = win_rate_by_length(frame.drop(columns="prompt_id"), n_buckets=1)
+    iid = np.std([1, 1, 1, 0, 0, 1], ddof=1) / math.sqrt(6)
+    assert own.se == pytest.approx(iid) and bare.se == pytest.approx(iid)
+
+
 def test_win_rate_by_length_fixed_bins_and_edge_cases():
     frame = judgments([-50, -5, 0, 5, 50, 500], [0.0, 0.2, 0.4, 0.6, 1.0, 1.0])
     buckets = win_rate_by_length(frame, bins=[-100, 0, 100])
