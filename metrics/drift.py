@@ -15,6 +15,17 @@ Per response, Δ = log π(y|x) - log π_ref(y|x) (a sum over the response's toke
 
 Input columns (pairs.parquet from `dpo-eval score`): PAIR_COLUMNS. Rows with a NaN in any of them are
 left out and counted. Nothing here modifies its inputs.
+
+Clustering by prompt. Several pairs (or responses) often share a prompt and are not independent. Given
+each row's prompt id, means stay means over rows (each pair weighted once), and their SEs are the
+cluster-robust linearised SE of a ratio of totals (as dpo_eval.metrics.kl.cluster_ratio), with T_g the
+sum of prompt g's values, n_g its row count, n = sum_g n_g and P prompts:
+
+    mean = sum_g T_g / n,        se = sqrt( P / (P - 1) * sum_g (T_g - mean n_g)^2 ) / n.
+
+With one row per prompt this is std(ddof=1) / sqrt(n) exactly. The displacement share's interval is
+Wilson's at the effective sample size (cluster_wilson_interval). Without prompt ids each row is its own
+prompt.
 """
 
 from __future__ import annotations
@@ -37,6 +48,7 @@ from dpo_eval.metrics.findings import (
     check_entropy_change,
     check_likelihood_displacement,
 )
+from dpo_eval.metrics.kl import cluster_ratio
 
 PAIR_COLUMNS = ("policy_chosen_logp", "policy_rejected_logp", "ref_chosen_logp", "ref_rejected_logp",
                 "chosen_tokens", "rejected_tokens")
@@ -51,9 +63,11 @@ class DeltaSummary:
     mean: float
     median: float
     se: float
-    """Standard error of the mean: std (ddof 1) / sqrt(n)."""
+    """SE of the mean, clustered by prompt (module docstring); std (ddof 1) / sqrt(n) with one row per prompt."""
     quantiles: dict[str, float]
     """Linear-interpolation quantiles at QUANTILES, keyed "q05", "q25", "q50", "q75", "q95"."""
+    n_prompts: int
+    """Prompts (clusters) among the n values; n when no prompt ids were given."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +86,8 @@ class PairDrift:
     """Pairs used (no NaN in PAIR_COLUMNS)."""
     n_missing: int
     """Pairs left out for a NaN."""
+    n_prompts: int
+    """Distinct prompts among the n pairs (the SEs' clusters); n when no prompt ids were given."""
     chosen: ResponseDrift
     rejected: ResponseDrift
     margin: DeltaSummary
@@ -79,7 +95,8 @@ class PairDrift:
     displacement_share: float
     """#(Δ_chosen < 0) / n: pairs whose chosen response lost probability (Razin et al. 2024)."""
     displacement_ci: tuple[float, float]
-    """95% Wilson score interval of displacement_share."""
+    """95% Wilson score interval of displacement_share at the prompt-clustered effective sample size
+    (cluster_wilson_interval); the plain Wilson interval when each pair has its own prompt."""
     drop_ratio: float
     """|mean Δ_rejected| / |mean Δ_chosen| (sums); inf when only the denominator is 0, NaN when both are."""
 
@@ -134,23 +151,42 @@ class DriftSpeed:
     """|rejected_slope| / |chosen_slope|: how many times faster rejected moves than chosen."""
 
 
-def summarize_deltas(values: ArrayLike) -> DeltaSummary:
-    """n, mean, median, SE (std ddof 1 / sqrt n) and QUANTILES of a 1-D sample."""
+def prompt_codes(prompt_id: ArrayLike | None, n: int) -> tuple[np.ndarray, int]:
+    """(cluster code in [0, P) of each of n rows, P); None makes each row its own prompt."""
+    if prompt_id is None:
+        return np.arange(n, dtype=np.intp), n
+    ids = pd.Series(np.asarray(prompt_id, dtype=object))
+    if ids.shape != (n,):
+        raise ValueError(f"prompt_id has shape {ids.shape}, expected ({n},): one prompt id per row")
+    if ids.isna().any():
+        raise ValueError(f"prompt_id is missing at row {int(np.flatnonzero(ids.isna())[0])}: give every row its prompt")
+    codes, uniques = pd.factorize(ids.astype(str), sort=True)
+    return codes.astype(np.intp), len(uniques)
+
+
+def summarize_deltas(values: ArrayLike, prompt_id: ArrayLike | None = None) -> DeltaSummary:
+    """n, mean, median, SE clustered by prompt_id (module docstring) and QUANTILES of a 1-D sample.
+
+    se = sqrt(P/(P-1) sum_g (T_g - mean n_g)^2) / n, NaN with fewer than 2 prompts; without prompt ids
+    (each value its own prompt) that is std (ddof 1) / sqrt n.
+    """
     x = np.asarray(values, dtype=np.float64)
     if x.ndim != 1:
         raise ValueError(f"values must be 1-D, got shape {x.shape}")
     n = x.size
+    codes, n_prompts = prompt_codes(prompt_id, n)
     if n == 0:
         nan = float("nan")
-        return DeltaSummary(0, nan, nan, nan, {_qname(q): nan for q in QUANTILES})
-    se = float(np.std(x, ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+        return DeltaSummary(0, nan, nan, nan, {_qname(q): nan for q in QUANTILES}, 0)
+    mean, se = cluster_ratio(x, np.ones(n), codes, n_prompts)
     qs = np.quantile(x, QUANTILES)
     return DeltaSummary(n=n, mean=float(x.mean()), median=float(np.median(x)), se=se,
-                        quantiles={_qname(q): float(v) for q, v in zip(QUANTILES, qs)})
+                        quantiles={_qname(q): float(v) for q, v in zip(QUANTILES, qs)}, n_prompts=n_prompts)
 
 
-def response_drift(policy_logp: ArrayLike, ref_logp: ArrayLike, tokens: ArrayLike) -> ResponseDrift:
-    """Δ = policy - ref per response (sums) and Δ / tokens; arrays (n,), tokens > 0."""
+def response_drift(policy_logp: ArrayLike, ref_logp: ArrayLike, tokens: ArrayLike,
+                   prompt_id: ArrayLike | None = None) -> ResponseDrift:
+    """Δ = policy - ref per response (sums) and Δ / tokens; arrays (n,), tokens > 0; SEs clustered by prompt_id."""
     policy, ref, count = (np.asarray(a, dtype=np.float64) for a in (policy_logp, ref_logp, tokens))
     if not policy.shape == ref.shape == count.shape or policy.ndim != 1:
         raise ValueError(f"policy {policy.shape}, reference {ref.shape} and tokens {count.shape} "
@@ -158,7 +194,7 @@ def response_drift(policy_logp: ArrayLike, ref_logp: ArrayLike, tokens: ArrayLik
     if (count <= 0).any():
         raise ValueError("token counts must be > 0: a response with no tokens has no per-token log-prob")
     delta = policy - ref
-    return ResponseDrift(total=summarize_deltas(delta), per_token=summarize_deltas(delta / count))
+    return ResponseDrift(total=summarize_deltas(delta, prompt_id), per_token=summarize_deltas(delta / count, prompt_id))
 
 
 def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
@@ -168,32 +204,69 @@ def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     """
     if not 0 <= k <= n:
         raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    return _wilson(k / n, n, level) if n else (float("nan"), float("nan"))
+
+
+def cluster_wilson_interval(is_success: ArrayLike, prompt_id: ArrayLike | None = None,
+                            level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a share of n rows clustered by prompt: Wilson's at the effective size.
+
+        p = k / n,   se_c = sqrt(P/(P-1) sum_g (k_g - p n_g)^2) / n     (k_g, n_g: prompt g's successes, rows)
+        se_1^2 = p (1 - p) / (n - 1)                                    (the same with each row its own prompt)
+        deff = max(1, se_c^2 / se_1^2),   n_eff = n / deff,   interval = Wilson(p, n_eff)
+
+    (Wilson's formula of wilson_interval with n_eff for n; deff floored at 1 so clustering never narrows
+    the interval, as Korn & Graubard 1998 do for clustered proportions.) When deff cannot be estimated
+    (p is 0 or 1, or fewer than 2 prompts) each prompt counts once: n_eff = P. With one row per prompt
+    deff = 1 and n_eff = n: exactly wilson_interval(k, n). (NaN, NaN) for no rows.
+    """
+    x = np.asarray(is_success, dtype=np.float64)
+    if x.ndim != 1 or ((x != 0) & (x != 1)).any():
+        raise ValueError("is_success must be a 1-D array of 0/1 (or booleans)")
+    n = x.size
+    codes, n_prompts = prompt_codes(prompt_id, n)
     if n == 0:
         return float("nan"), float("nan")
+    p, se_c = cluster_ratio(x, np.ones(n), codes, n_prompts)
+    if 0.0 < p < 1.0 and n_prompts > 1:
+        deff = max(1.0, se_c ** 2 * (n - 1) / (p * (1 - p)))
+        n_eff = n / deff
+    else:
+        n_eff = float(n_prompts)
+    return _wilson(p, n_eff, level)
+
+
+def _wilson(p: float, n: float, level: float) -> tuple[float, float]:
     z = float(norm.ppf(0.5 + level / 2.0))
-    p = k / n
     denom = 1.0 + z * z / n
     center = (p + z * z / (2 * n)) / denom
     half = z / denom * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
     return float(max(0.0, center - half)), float(min(1.0, center + half))
 
 
-def pair_drift(pairs: pd.DataFrame) -> PairDrift:
-    """Δ log π of chosen and rejected responses of held-out pairs (columns PAIR_COLUMNS)."""
+def pair_drift(pairs: pd.DataFrame, prompt_id: ArrayLike | None = None) -> PairDrift:
+    """Δ log π of chosen and rejected responses of held-out pairs (columns PAIR_COLUMNS).
+
+    prompt_id: (rows,) the prompt of each row of pairs (pairs sharing one are a cluster: module docstring);
+    None makes each pair its own prompt.
+    """
     missing = [c for c in PAIR_COLUMNS if c not in pairs.columns]
     if missing:
         raise ValueError(f"pairs frame lacks columns {missing}; needs {list(PAIR_COLUMNS)} (pairs.parquet "
                          "from `dpo-eval score` with a reference)")
     values = pairs[list(PAIR_COLUMNS)].to_numpy(dtype=np.float64)
     keep = ~np.isnan(values).any(axis=1)
+    codes, _ = prompt_codes(prompt_id, len(pairs))
+    ids = codes[keep] if prompt_id is not None else None
     pc, pr, rc, rr, tc, tr = values[keep].T
-    chosen, rejected = response_drift(pc, rc, tc), response_drift(pr, rr, tr)
+    chosen, rejected = response_drift(pc, rc, tc, ids), response_drift(pr, rr, tr, ids)
     n = int(keep.sum())
-    fell = int(np.sum(pc - rc < 0))
+    fell = pc - rc < 0
     return PairDrift(
-        n=n, n_missing=int((~keep).sum()), chosen=chosen, rejected=rejected,
-        margin=summarize_deltas((pc - rc) - (pr - rr)),
-        displacement_share=fell / n if n else float("nan"), displacement_ci=wilson_interval(fell, n),
+        n=n, n_missing=int((~keep).sum()), n_prompts=chosen.total.n_prompts, chosen=chosen, rejected=rejected,
+        margin=summarize_deltas((pc - rc) - (pr - rr), ids),
+        displacement_share=float(fell.mean()) if n else float("nan"),
+        displacement_ci=cluster_wilson_interval(fell, ids),
         drop_ratio=abs_ratio(rejected.total.mean, chosen.total.mean) if n else float("nan"))
 
 

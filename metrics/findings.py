@@ -14,7 +14,8 @@ Codes, when each fires, and its severity:
   -min_drop_per_token) while the margin grows (slope > 0). high.
 - dispersion: |mean Δ/token of responses in no pair - that of chosen| > dispersion_gap_per_token. warning.
 - dispersion_entropy: |relative change of mean next-token entropy| > entropy_relative_change. warning.
-- length_inflation: mean token ratio > length_ratio and Mann-Whitney p < length_alpha.
+- length_inflation: mean token ratio > length_ratio and the prompt-paired test's p < length_alpha
+  (Wilcoxon signed-rank on per-prompt mean lengths, checkpoint - reference, over shared prompts).
   high if the share hitting max_new_tokens also rose by > truncation_increase, else warning.
 - lc_gap: raw - LC win rate > lc_gap. high if the two CIs are disjoint, else warning.
 - over_optimisation: the over-optimisation module flagged the checkpoint as past its peak.
@@ -80,7 +81,7 @@ class Thresholds:
     length_ratio: float = 1.2
     """Checkpoint / reference mean length in tokens."""
     length_alpha: float = 0.05
-    """Significance level of the Mann-Whitney test that the lengths differ."""
+    """Significance level of the prompt-paired (Wilcoxon signed-rank) test that the lengths differ."""
     truncation_increase: float = 0.1
     """Rise (checkpoint - reference) in the share of samples hitting max_new_tokens that makes length high."""
     lc_gap: float = 0.05
@@ -218,22 +219,31 @@ def check_entropy_change(policy_entropy: float, ref_entropy: float, t: Threshold
 
 def check_length_inflation(mean_ratio: float, p_value: float, truncated_checkpoint: float,
                            truncated_reference: float, t: Thresholds,
-                           step: int | None = None) -> Finding | None:
-    """Fires when the mean length ratio exceeds t.length_ratio and Mann-Whitney's p < t.length_alpha."""
+                           step: int | None = None, n_paired_prompts: int | None = None) -> Finding | None:
+    """Fires when the mean length ratio exceeds t.length_ratio and the paired test's p < t.length_alpha.
+
+    p_value: the prompt-paired test (Wilcoxon signed-rank on per-prompt mean lengths, checkpoint minus
+    reference, over the n_paired_prompts prompts both have): samples of one prompt share it and both
+    models answer the same prompts, so a test over all samples as independent (Mann-Whitney) is not it.
+    A NaN p (no shared prompt, or every difference 0) never fires.
+    """
     if not (mean_ratio > t.length_ratio and p_value < t.length_alpha):
         return None
     rise = truncated_checkpoint - truncated_reference
     severity = "high" if rise > t.truncation_increase else "warning"
+    over = "" if n_paired_prompts is None else f" over {n_paired_prompts} prompts"
+    numbers = {"mean_ratio": mean_ratio, "p_value": p_value, "truncated_checkpoint": truncated_checkpoint,
+               "truncated_reference": truncated_reference}
+    if n_paired_prompts is not None:
+        numbers["n_paired_prompts"] = float(n_paired_prompts)
     return Finding(
         code="length_inflation", severity=severity, title="Length inflation",
-        message=(f"Samples are {mean_ratio:.2f}x the reference's mean length in tokens (Mann-Whitney p = "
-                 f"{p_value:.2g}); {truncated_checkpoint:.0%} hit max_new_tokens against "
-                 f"{truncated_reference:.0%} for the reference."),
+        message=(f"Samples are {mean_ratio:.2f}x the reference's mean length in tokens (paired by prompt, "
+                 f"Wilcoxon signed-rank{over}: p = {p_value:.2g}); {truncated_checkpoint:.0%} hit "
+                 f"max_new_tokens against {truncated_reference:.0%} for the reference."),
         advice=("Length-normalise the loss (SimPO / LN-DPO), add a length penalty (R-DPO, Park et al. "
                 "2024), raise β, and read length-controlled win rates."),
-        numbers={"mean_ratio": mean_ratio, "p_value": p_value, "truncated_checkpoint": truncated_checkpoint,
-                 "truncated_reference": truncated_reference},
-        threshold=t.length_ratio, step=step)
+        numbers=numbers, threshold=t.length_ratio, step=step)
 
 
 def check_lc_gap(raw: float, raw_ci: tuple[float, float], lc: float, lc_ci: tuple[float, float],

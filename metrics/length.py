@@ -10,11 +10,14 @@ Samples frame (one row per sample, from `dpo-eval generate`): SAMPLE_COLUMNS
     finish_reason   optional; "length" means the sample hit max_new_tokens (truncated)
 Pairs frame (pairs.parquet): reward_chosen, reward_rejected, chosen_tokens, rejected_tokens.
 Judgments frame (as dpo_eval.metrics.winrate): preference in [0, 1] (1 = the model wins, NaN
-unscored), length_model, length_baseline; diff = length_model - length_baseline.
+unscored), length_model, length_baseline; diff = length_model - length_baseline; prompt_id (optional):
+judgments of one prompt are one cluster in a bucket's SE.
 
-Tests: Mann-Whitney U (two-sided, scipy's default method: exact for small samples without ties, else
-normal approximation with continuity correction); Wilcoxon signed-rank on per-prompt mean lengths of
-prompts both frames have; Spearman's rho with scipy's t-distribution p-value. Inputs are never modified.
+Tests: Wilcoxon signed-rank on per-prompt mean lengths of prompts both frames have (two-sided, scipy's
+default method), the test the length_inflation finding uses, since both models answer the same prompts
+and a prompt's samples are not independent; Mann-Whitney U over all samples (two-sided, scipy's default
+method: exact for small samples without ties, else normal approximation with continuity correction),
+reported for comparison only; Spearman's rho with scipy's t-distribution p-value. Inputs are never modified.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from numpy.typing import ArrayLike
 from scipy import stats
 
 from dpo_eval.metrics.findings import Finding, Thresholds, check_lc_gap, check_length_inflation
+from dpo_eval.metrics.kl import cluster_ratio
 
 SAMPLE_COLUMNS = ("prompt_id", "n_tokens", "output", "finish_reason")
 PAIR_COLUMNS = ("reward_chosen", "reward_rejected", "chosen_tokens", "rejected_tokens")
@@ -63,6 +67,7 @@ class LengthComparison:
     mannwhitney_u: float
     """U of the checkpoint's token counts: #(c > r) + 0.5 #(c == r) over all sample pairs."""
     mannwhitney_p: float
+    """Over all samples as independent: for comparison only (findings use wilcoxon_p, paired by prompt)."""
     n_paired_prompts: int
     """Prompts with samples from both models."""
     mean_paired_diff: float
@@ -101,7 +106,10 @@ class LengthBucket:
     win_rate: float
     """Mean preference (NaN when n is 0)."""
     se: float
-    """std (ddof 1) / sqrt(n); NaN when n < 2."""
+    """SE of win_rate clustered by prompt_id when the judgments have it (the ratio SE of
+    dpo_eval.metrics.kl.cluster_ratio over the bucket's prompts: sqrt(P/(P-1) sum_g (S_g - w n_g)^2) / n,
+    S_g, n_g prompt g's summed preference and rows); std (ddof 1) / sqrt(n) with one row per prompt or
+    without prompt ids. NaN with fewer than 2 prompts (rows)."""
     mean_length_diff: float
 
 
@@ -200,7 +208,7 @@ def win_rate_by_length(judgments: pd.DataFrame, *, n_buckets: int = 4,
     Buckets: quantiles of diff into n_buckets (equal quantiles merged), or the fixed increasing edges
     `bins` (rows outside them are left out). Intervals are (low, high], the first [low, high].
     """
-    diff, pref = _scored_diffs(judgments)
+    diff, pref, prompts = _scored_diffs(judgments)
     if bins is not None:
         edges = np.asarray(bins, dtype=np.float64)
         if edges.ndim != 1 or edges.size < 2 or np.any(np.diff(edges) <= 0):
@@ -217,8 +225,8 @@ def win_rate_by_length(judgments: pd.DataFrame, *, n_buckets: int = 4,
     index = np.searchsorted(edges, diff, side="left") - 1
     index[diff == edges[0]] = 0
     inside = (index >= 0) & (index < edges.size - 1)
-    return [_bucket(edges[j], edges[j + 1], diff[inside & (index == j)], pref[inside & (index == j)])
-            for j in range(edges.size - 1)]
+    return [_bucket(edges[j], edges[j + 1], diff[inside & (index == j)], pref[inside & (index == j)],
+                    prompts[inside & (index == j)]) for j in range(edges.size - 1)]
 
 
 def lc_gap(raw: float, raw_ci: tuple[float, float], lc: float, lc_ci: tuple[float, float],
@@ -232,11 +240,15 @@ def lc_gap(raw: float, raw_ci: tuple[float, float], lc: float, lc_ci: tuple[floa
 
 def length_findings(comparison: LengthComparison, gap: LcGap | None = None,
                     thresholds: Thresholds | None = None, step: int | None = None) -> list[Finding]:
-    """length_inflation and lc_gap findings of one checkpoint (see dpo_eval.metrics.findings)."""
+    """length_inflation and lc_gap findings of one checkpoint (see dpo_eval.metrics.findings).
+
+    length_inflation's test is the prompt-paired one (wilcoxon_p: per-prompt mean lengths, checkpoint -
+    reference, over shared prompts); Mann-Whitney over all samples is reported beside it, never used here.
+    """
     t = thresholds or Thresholds()
     c = comparison
-    found = [check_length_inflation(c.mean_tokens_ratio, c.mannwhitney_p, c.checkpoint.truncated_share,
-                                    c.reference.truncated_share, t, step)]
+    found = [check_length_inflation(c.mean_tokens_ratio, c.wilcoxon_p, c.checkpoint.truncated_share,
+                                    c.reference.truncated_share, t, step, n_paired_prompts=c.n_paired_prompts)]
     if gap is not None:
         found.append(check_lc_gap(gap.raw, gap.raw_ci, gap.lc, gap.lc_ci, t, step))
     return [f for f in found if f is not None]
@@ -268,7 +280,8 @@ def _wilcoxon(diffs: np.ndarray) -> tuple[float, float]:
     return float(result.statistic), float(result.pvalue)
 
 
-def _scored_diffs(judgments: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def _scored_diffs(judgments: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(diff, preference, prompt id as str; each row its own prompt without a prompt_id column) of scored rows."""
     needed = ("preference", "length_model", "length_baseline")
     missing = [c for c in needed if c not in judgments.columns]
     if missing:
@@ -280,11 +293,14 @@ def _scored_diffs(judgments: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     keep = ~np.isnan(pref) & ~np.isnan(diff)
     if ((pref[keep] < 0) | (pref[keep] > 1)).any():
         raise ValueError("preference must be a probability in [0, 1] or NaN (unscored)")
-    return diff[keep], pref[keep]
+    has_ids = "prompt_id" in judgments.columns
+    prompts = judgments["prompt_id"].astype(str).to_numpy() if has_ids else np.arange(len(judgments)).astype(str)
+    return diff[keep], pref[keep], prompts[keep]
 
 
-def _bucket(low: float, high: float, diff: np.ndarray, pref: np.ndarray) -> LengthBucket:
-    se = float(np.std(pref, ddof=1) / np.sqrt(pref.size)) if pref.size > 1 else NAN
+def _bucket(low: float, high: float, diff: np.ndarray, pref: np.ndarray, prompts: np.ndarray) -> LengthBucket:
+    codes, uniques = pd.factorize(pd.Series(prompts, dtype=object), sort=True)
+    _, se = cluster_ratio(pref, np.ones(pref.size), codes.astype(np.intp), len(uniques))
     return LengthBucket(low=float(low), high=float(high), n=int(pref.size), win_rate=_mean(pref), se=se,
                         mean_length_diff=_mean(diff))
 

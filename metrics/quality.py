@@ -7,11 +7,16 @@ the reference, never an absolute score. Three sources:
   value = w - 1/2 (the reference against itself wins half), se = (ci_high - ci_low) / (2 z_{(1+level)/2})
   from the CI `winrate` already reports (a percentile-bootstrap CI; read as normal-approximate).
 - "gold": a verifier's accuracy on the checkpoint's samples minus its accuracy on the reference's
-  samples of the same prompts. Each accuracy is the mean over prompts of the per-prompt share correct
-  (samples of one prompt are not independent), se_acc = SD(prompt shares) / sqrt(P); the two sample
-  sets are independent draws, so se = sqrt(se_ckpt^2 + se_ref^2).
-- "external": a column of reward scores on the samples (any reward model), the same difference of
-  prompt-clustered means.
+  samples of the same prompts, paired by prompt. Over the P prompts both sets have (samples of one
+  prompt are not independent, and both models answer the same prompts, so a prompt's difficulty
+  cancels in its difference):
+
+      d_p = a_p - b_p      (a_p, b_p: the checkpoint's and the reference's mean over prompt p's samples)
+      value = (1/P) sum_p d_p,        se = std(d, ddof=1) / sqrt(P)
+
+  Prompts only one set has are left out; se is NaN when P < 2.
+- "external": a column of reward scores on the samples (any reward model), the same paired difference
+  of per-prompt means.
 """
 
 from __future__ import annotations
@@ -19,10 +24,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from numpy.typing import ArrayLike
 from scipy.stats import norm
-
-from dpo_eval.metrics.kl import cluster_mean
 
 SOURCES = ("winrate", "lc_winrate", "gold", "external")
 
@@ -55,18 +59,29 @@ def quality_from_winrate(win_rate: float, ci: tuple[float, float], *, level: flo
 
 def quality_difference(checkpoint_values: ArrayLike, checkpoint_prompts: ArrayLike, reference_values: ArrayLike,
                        reference_prompts: ArrayLike, *, source: str) -> Quality:
-    """Prompt-clustered mean of the checkpoint's per-sample values minus the reference's (module docstring).
+    """Mean over shared prompts of the checkpoint's per-prompt mean minus the reference's, with the paired SE.
 
-    checkpoint_values: (n,) per-sample correctness (0/1) for "gold", or reward scores for "external".
+    checkpoint_values: (n,) per-sample correctness (0/1) for "gold", or reward scores for "external";
+    the prompt ids say which prompt each sample answers. value = mean_p d_p, se = std(d, ddof=1) / sqrt(P)
+    over the P prompts both sets have (module docstring); checkpoint_mean and reference_mean are the
+    means of a_p and b_p over those prompts. Raises ValueError when no prompt is shared.
     """
     if source not in ("gold", "external"):
         raise ValueError(f"source must be 'gold' or 'external', got {source!r}")
-    ckpt_mean, ckpt_se = _clustered(checkpoint_values, checkpoint_prompts, "checkpoint")
-    ref_mean, ref_se = _clustered(reference_values, reference_prompts, "reference")
-    return Quality(source, ckpt_mean - ref_mean, float(np.hypot(ckpt_se, ref_se)), ckpt_mean, ref_mean)
+    mine = _prompt_means(checkpoint_values, checkpoint_prompts, "checkpoint")
+    theirs = _prompt_means(reference_values, reference_prompts, "reference")
+    shared = mine.index.intersection(theirs.index).sort_values()
+    if shared.empty:
+        raise ValueError("checkpoint and reference share no prompt: quality is a per-prompt paired difference, "
+                         "so score both on the same prompts")
+    a, b = mine[shared].to_numpy(np.float64), theirs[shared].to_numpy(np.float64)
+    d = a - b
+    se = float(np.std(d, ddof=1) / np.sqrt(d.size)) if d.size > 1 else float("nan")
+    return Quality(source, float(d.mean()), se, float(a.mean()), float(b.mean()))
 
 
-def _clustered(values: ArrayLike, prompts: ArrayLike, name: str) -> tuple[float, float]:
+def _prompt_means(values: ArrayLike, prompts: ArrayLike, name: str) -> pd.Series:
+    """Per prompt id (as str): the mean of its samples' values."""
     array = np.asarray(values, dtype=np.float64)
     ids = np.asarray(prompts, dtype=object).astype(str)
     if array.ndim != 1 or array.shape != ids.shape:
@@ -75,5 +90,4 @@ def _clustered(values: ArrayLike, prompts: ArrayLike, name: str) -> tuple[float,
         raise ValueError(f"{name}: no samples")
     if not np.isfinite(array).all():
         raise ValueError(f"{name}: values must be finite (drop unscored samples first)")
-    uniques, codes = np.unique(ids, return_inverse=True)
-    return cluster_mean(array, codes.astype(np.intp), len(uniques))
+    return pd.Series(array).groupby(ids).mean()

@@ -101,15 +101,16 @@ def _dispersion(unseen: pd.DataFrame | None, entropy: pd.DataFrame | None,
                 ref_entropy: pd.DataFrame | None) -> drift.Dispersion | None:
     """Δ log π of the reference's samples and of other prompts' responses; prompt entropy vs the reference.
 
-    A part whose stage (unseen, entropy) did not run is None; None when neither ran.
+    Δ's SEs are clustered by the prompt each response was scored under. A part whose stage (unseen,
+    entropy) did not run is None; None when neither ran.
     """
     if unseen is None and (entropy is None or ref_entropy is None):
         return None
     found = {}
     for source in ("reference_samples", "other_prompts"):
         part = unseen[unseen["source"] == source] if unseen is not None else ()
-        found[source] = (drift.response_drift(part["policy_logp"], part["ref_logp"], part["n_tokens"])
-                         if len(part) else None)
+        found[source] = (drift.response_drift(part["policy_logp"], part["ref_logp"], part["n_tokens"],
+                                              part["prompt_id"]) if len(part) else None)
     change = None
     if entropy is not None and ref_entropy is not None:
         paired = entropy.merge(ref_entropy, on="prompt_id", suffixes=("", "_ref"))
@@ -165,10 +166,12 @@ def _lengths(samples, ref_samples, pairs, rate):
 
 
 def _offpolicy(pairs: pd.DataFrame | None) -> kl.OffPolicyLogRatios | None:
+    """Off-policy log-ratios on the pairs, SEs clustered by prompt (pairs sharing a prompt_key)."""
     if pairs is None:
         return None
     return kl.offpolicy_logratios(pairs["policy_chosen_logp"], pairs["ref_chosen_logp"], pairs["policy_rejected_logp"],
-                                  pairs["ref_rejected_logp"], pairs["chosen_tokens"], pairs["rejected_tokens"])
+                                  pairs["ref_rejected_logp"], pairs["chosen_tokens"], pairs["rejected_tokens"],
+                                  prompt_id=pairs["prompt_key"])
 
 
 def checkpoint_result(row: Row, data: dict, rate: winrate.ModelWinRate | None,
@@ -183,7 +186,8 @@ def checkpoint_result(row: Row, data: dict, rate: winrate.ModelWinRate | None,
     summary = _kl(samples, data["has_analytic"])
     comparison, gap, length_figures = _lengths(samples, data["ref_samples"], pairs, rate)
     state = None if pairs is None else drift.CheckpointDrift(
-        row.step, drift.pair_drift(pairs), _dispersion(data["unseen"], data["entropy"], data["ref_entropy"]))
+        row.step, drift.pair_drift(pairs, pairs["prompt_key"]),
+        _dispersion(data["unseen"], data["entropy"], data["ref_entropy"]))
     found = _row_findings(row, comparison, gap, summary)
     return {
         "run": row.run, "step": row.step, "label": row.label, "path": row.path, "final_path": row.final_path,

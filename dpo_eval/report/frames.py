@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -25,12 +26,20 @@ def as_text(value: object) -> str:
     return json.dumps(value)
 
 
+def prompt_key(prompt: object) -> str:
+    """A prompt's identity for clustering pairs: sha256 of its canonical JSON (as prompts_from_pairs dedupes)."""
+    return hashlib.sha256(json.dumps(prompt, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def pairs_frame(score_dir: Path, pairs: tuple[PreferencePair, ...]) -> pd.DataFrame:
-    """pairs.parquet of a score artifact, with each pair's prompt, chosen and rejected text (joined on id)."""
+    """pairs.parquet of a score artifact, with each pair's prompt, chosen and rejected text (joined on id)
+    and `prompt_key` (prompt_key of its prompt; "pair:ID" for a row whose pair is not known): pairs with
+    one key share a prompt, the cluster of the metrics' prompt-clustered SEs."""
     frame = pd.read_parquet(Path(score_dir) / "pairs.parquet")
     text = {p.id: p for p in pairs}
     for column in ("prompt", "chosen", "rejected"):
         frame[column] = [as_text(getattr(text[i], column)) if i in text else None for i in frame["id"]]
+    frame["prompt_key"] = [prompt_key(text[i].prompt) if i in text else f"pair:{i}" for i in frame["id"]]
     return frame
 
 

@@ -11,6 +11,7 @@ import pytest
 from dpo_eval.metrics.drift import (
     CheckpointDrift,
     Dispersion,
+    cluster_wilson_interval,
     drift_findings,
     drift_speed,
     entropy_change,
@@ -37,6 +38,19 @@ def test_summarize_deltas_by_hand():
     assert math.isnan(summarize_deltas([1.0]).se)
 
 
+def test_summarize_deltas_clustered_by_prompt_by_hand():
+    # prompts a: (1, 2, 3), b: (4,), c: (10,): totals T = 6, 4, 10, sizes 3, 1, 1; n = 5, mean = 20 / 5 = 4
+    # T - mean * size = 6 - 12, 4 - 4, 10 - 4 = -6, 0, 6; se = sqrt(3 / 2 * (36 + 0 + 36)) / 5 = sqrt(108) / 5
+    s = summarize_deltas([1.0, 2.0, 3.0, 4.0, 10.0], ["a", "a", "a", "b", "c"])
+    assert (s.n, s.n_prompts, s.mean, s.median) == (5, 3, 4.0, 3.0)
+    assert s.se == pytest.approx(math.sqrt(108) / 5)
+    assert s.se > summarize_deltas([1.0, 2.0, 3.0, 4.0, 10.0]).se  # sqrt(12.5 / 5): a's rows are not 3 draws
+    # one value per prompt: exactly the unclustered std (ddof 1) / sqrt(n)
+    own = summarize_deltas([1.0, 2.0, 3.0, 4.0, 10.0], ["v", "w", "x", "y", "z"])
+    assert own.se == pytest.approx(math.sqrt(12.5 / 5)) and own.n_prompts == 5
+    assert math.isnan(summarize_deltas([1.0, 2.0], ["a", "a"]).se)  # one prompt: no SE
+
+
 def wilson_by_hand(k: int, n: int) -> tuple[float, float]:
     p = k / n
     center = (p + Z95**2 / (2 * n)) / (1 + Z95**2 / n)
@@ -52,6 +66,28 @@ def test_wilson_interval():
     assert all(math.isnan(x) for x in wilson_interval(0, 0))
     with pytest.raises(ValueError, match="0 <= k <= n"):
         wilson_interval(3, 2)
+
+
+def test_cluster_wilson_interval_by_hand():
+    # 6 pairs on 3 prompts: a (1, 1), b (1, 0), c (0, 0); p = 3 / 6 = 1/2
+    # k_g - p n_g = 2 - 1, 1 - 1, 0 - 1 = 1, 0, -1; se_c^2 = 3/2 * 2 / 36 = 1/12
+    # se_1^2 = p(1-p)/(n-1) = 1/20; deff = (1/12) / (1/20) = 5/3; n_eff = 6 / (5/3) = 3.6
+    is_success, prompts = [1, 1, 1, 0, 0, 0], ["a", "a", "b", "b", "c", "c"]
+    p, n_eff = 0.5, 3.6
+    center = (p + Z95**2 / (2 * n_eff)) / (1 + Z95**2 / n_eff)
+    half = Z95 / (1 + Z95**2 / n_eff) * math.sqrt(p * (1 - p) / n_eff + Z95**2 / (4 * n_eff**2))
+    assert cluster_wilson_interval(is_success, prompts) == pytest.approx((center - half, center + half))
+    assert cluster_wilson_interval(is_success, prompts)[0] < wilson_interval(3, 6)[0]  # wider than iid
+    # one pair per prompt: exactly Wilson's interval, also at 0 and 1
+    for k, n in ((3, 6), (0, 5), (5, 5), (1, 1)):
+        ones = [1] * k + [0] * (n - k)
+        assert cluster_wilson_interval(ones, [f"p{i}" for i in range(n)]) == pytest.approx(wilson_interval(k, n))
+        assert cluster_wilson_interval(ones) == pytest.approx(wilson_interval(k, n))
+    # deff floored at 1: prompts a (1, 0), b (1, 0) have k_g = p n_g, se_c = 0 -> n_eff = n = 4
+    assert cluster_wilson_interval([1, 0, 1, 0], ["a", "a", "b", "b"]) == pytest.approx(wilson_interval(2, 4))
+    # p = 0 with clusters: deff unknown, each prompt counts once (n_eff = P = 2)
+    assert cluster_wilson_interval([0, 0, 0, 0], ["a", "a", "b", "b"]) == pytest.approx(wilson_interval(0, 2))
+    assert all(math.isnan(x) for x in cluster_wilson_interval([], []))
 
 
 def hand_pairs() -> pd.DataFrame:
@@ -81,6 +117,48 @@ def test_pair_drift_by_hand():
     # chosen fell on 1 of 4 (a Δ of exactly 0 did not fall)
     assert d.displacement_share == 0.25 and d.displacement_ci == pytest.approx(wilson_by_hand(1, 4))
     assert d.drop_ratio == pytest.approx(2.5 / 0.125)
+
+
+def test_pair_drift_clusters_pairs_sharing_a_prompt():
+    frame = hand_pairs()
+    prompts = ["a", "a", "b", "b", "z"]  # the NaN row (prompt z) is left out with its prompt
+    d = pair_drift(frame, prompts)
+    assert (d.n, d.n_prompts) == (4, 2)
+    # Δ chosen = 2, -2 (a), 0.5, 0 (b): totals 0, 0.5, sizes 2, 2; mean 0.125;
+    # T - mean n = -0.25, 0.25; se = sqrt(2 * 0.125) / 4
+    assert d.chosen.total.mean == pytest.approx(0.125) and d.chosen.total.se == pytest.approx(math.sqrt(0.25) / 4)
+    # margin 3, 3 (a), 0.5, 4 (b): totals 6, 4.5; mean 2.625; T - mean n = 0.75, -0.75; se = sqrt(2 * 1.125) / 4
+    assert d.margin.se == pytest.approx(math.sqrt(2.25) / 4) and d.margin.n_prompts == 2
+    # fell: a (0, 1), b (0, 0): p = 1/4; k_g - p n_g = 0.5, -0.5; se_c^2 = 2 * 0.5 / 16 = 1/16
+    # se_1^2 = (1/4)(3/4) / 3 = 1/16: deff = 1, n_eff = 4, Wilson(1, 4)
+    assert d.displacement_ci == pytest.approx(wilson_interval(1, 4))
+    # every pair its own prompt: the unclustered figures
+    own, plain = pair_drift(frame, ["a", "b", "c", "d", "e"]), pair_drift(frame)
+    assert own.n_prompts == plain.n_prompts == 4
+    assert own.chosen.total.se == pytest.approx(plain.chosen.total.se)
+    assert own.rejected.per_token.se == pytest.approx(plain.rejected.per_token.se)
+    assert own.displacement_ci == pytest.approx(plain.displacement_ci)
+    with pytest.raises(ValueError, match="one prompt id per row"):
+        pair_drift(frame, ["a", "b"])
+
+
+def test_pair_drift_displacement_ci_widens_when_prompts_repeat_their_pairs():
+    # 10 prompts, 5 identical pairs each: 3 prompts displaced (all their pairs), 7 not. p = 0.3.
+    # per prompt k_g - p n_g = 5 - 1.5 = 3.5 (x3), -1.5 (x7); sum of squares 3 * 12.25 + 7 * 2.25 = 52.5
+    # se_c^2 = 10/9 * 52.5 / 2500 = 7/300; se_1^2 = 0.21 / 49; deff = (7/300) * 49 / 0.21 = 49/9
+    # n_eff = 50 / (49/9) = 450/49 (about 9.2: the 10 prompts, not the 50 pairs)
+    displaced = [1.0] * 15 + [0.0] * 35
+    frame = pd.DataFrame({"policy_chosen_logp": [-11.0 if x else -9.0 for x in displaced],
+                          "ref_chosen_logp": [-10.0] * 50, "policy_rejected_logp": [-12.0] * 50,
+                          "ref_rejected_logp": [-10.0] * 50, "chosen_tokens": [5] * 50, "rejected_tokens": [5] * 50})
+    prompts = [f"p{i // 5}" for i in range(50)]
+    d = pair_drift(frame, prompts)
+    n_eff = 450 / 49
+    center = (0.3 + Z95**2 / (2 * n_eff)) / (1 + Z95**2 / n_eff)
+    half = Z95 / (1 + Z95**2 / n_eff) * math.sqrt(0.21 / n_eff + Z95**2 / (4 * n_eff**2))
+    assert d.displacement_share == pytest.approx(0.3)
+    assert d.displacement_ci == pytest.approx((center - half, center + half))
+    assert d.displacement_ci[1] - d.displacement_ci[0] > 1.8 * np.subtract(*wilson_interval(15, 50)[::-1])
 
 
 def test_pair_drift_bad_input():

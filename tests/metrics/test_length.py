@@ -135,6 +135,20 @@ def test_win_rate_by_length_quantile_buckets_by_hand():
     assert buckets[0].se == pytest.approx(np.std([0, 0, 1, 0.5], ddof=1) / 2) and buckets[1].se == 0.0
 
 
+def test_win_rate_by_length_se_clusters_judgments_of_one_prompt():
+    # one bucket of 6 judgments on prompts a (1, 1, 1), b (0,), c (0, 1): w = 4/6 = 2/3
+    # S_g - w n_g = 3 - 2, 0 - 2/3, 1 - 4/3 = 1, -2/3, -1/3; sum of squares = 1 + 4/9 + 1/9 = 14/9
+    # se = sqrt(3/2 * 14/9) / 6 = sqrt(7/3) / 6
+    frame = judgments([1, 2, 3, 4, 5, 6], [1.0, 1.0, 1.0, 0.0, 0.0, 1.0]).assign(prompt_id=list("aaabcc"))
+    [bucket] = win_rate_by_length(frame, n_buckets=1)
+    assert bucket.win_rate == pytest.approx(2 / 3) and bucket.se == pytest.approx(math.sqrt(7 / 3) / 6)
+    # a prompt per judgment: std (ddof 1) / sqrt(n), as without prompt ids
+    [own] = win_rate_by_length(frame.assign(prompt_id=list("uvwxyz")), n_buckets=1)
+    [bare] = win_rate_by_length(frame.drop(columns="prompt_id"), n_buckets=1)
+    iid = np.std([1, 1, 1, 0, 0, 1], ddof=1) / math.sqrt(6)
+    assert own.se == pytest.approx(iid) and bare.se == pytest.approx(iid)
+
+
 def test_win_rate_by_length_fixed_bins_and_edge_cases():
     frame = judgments([-50, -5, 0, 5, 50, 500], [0.0, 0.2, 0.4, 0.6, 1.0, 1.0])
     buckets = win_rate_by_length(frame, bins=[-100, 0, 100])
@@ -170,3 +184,42 @@ def test_length_findings_fire_on_an_inflated_run_and_not_on_a_steady_one():
     assert found[0].severity == "high" and found[0].step == 9  # ~25% truncated against 0%
     steady = samples(ids, rng.integers(80, 120, 100), finish=["stop"] * 100)
     assert length_findings(compare_lengths(steady, ref), lc_gap(0.52, (0.45, 0.59), 0.51, (0.44, 0.58))) == []
+
+
+def _grouped(means: list[float], per_prompt: int = 4) -> pd.DataFrame:
+    """per_prompt samples per prompt p0, p1, ...: prompt i's lengths means[i] - 3, -1, +1, +3 (mean means[i])."""
+    offsets = [-3, -1, 1, 3][:per_prompt]
+    ids = [f"p{i}" for i, _ in enumerate(means) for _ in offsets]
+    return samples(ids, [m + o for m in means for o in offsets])
+
+
+def test_length_inflation_uses_the_prompt_paired_test_not_mann_whitney():
+    # 5 prompts, 4 samples each; every checkpoint sample longer than every reference sample (150 vs 100).
+    ref = _grouped([100, 101, 102, 103, 104])
+    ck = _grouped([150, 152, 154, 156, 158])
+    c = compare_lengths(ck, ref)
+    assert c.mannwhitney_p < 1e-6  # 20 vs 20 samples as if independent: "significant"
+    # paired by prompt: d = 50, 51, 52, 53, 54, all > 0 with distinct |d|: signed-rank statistic
+    # min(W+, W-) = W- = 0, exact two-sided p = 2 * P(W- = 0) = 2 / 2^5 = 1/16 > 0.05
+    assert c.n_paired_prompts == 5 and c.mean_paired_diff == pytest.approx(52.0)
+    assert c.wilcoxon_statistic == 0.0 and c.wilcoxon_p == pytest.approx(1 / 16)
+    assert c.mean_tokens_ratio == pytest.approx(154 / 102)  # > 1.2
+    assert length_findings(c) == []
+    # a sixth prompt: p = 2 / 2^6 = 1/32 < 0.05 -> fires, with the paired p and the prompts in the finding
+    six = compare_lengths(_grouped([150, 152, 154, 156, 158, 160]), _grouped([100, 101, 102, 103, 104, 105]))
+    assert six.wilcoxon_p == pytest.approx(1 / 32)
+    [found] = length_findings(six)
+    assert found.numbers["p_value"] == pytest.approx(1 / 32) and found.numbers["n_paired_prompts"] == 6.0
+    assert "paired by prompt" in found.message
+
+
+def test_length_inflation_fires_on_a_paired_rise_mann_whitney_misses():
+    # 10 prompts of very different lengths (50 .. 950); the checkpoint answers each 1.3x as long
+    ref_means = [50 + 100 * i for i in range(10)]
+    ref, ck = _grouped(ref_means), _grouped([1.3 * m for m in ref_means])
+    c = compare_lengths(ck, ref)
+    assert c.mannwhitney_p > 0.05  # pooled over prompts the spread hides the rise
+    # every per-prompt difference 0.3 * m > 0 and distinct: W- = 0, exact p = 2 / 2^10
+    assert c.wilcoxon_statistic == 0.0 and c.wilcoxon_p == pytest.approx(2 / 2 ** 10)
+    [found] = length_findings(c)
+    assert found.code == "length_inflation" and found.numbers["mean_ratio"] == pytest.approx(1.3)

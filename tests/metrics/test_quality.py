@@ -20,19 +20,35 @@ def test_winrate_quality_is_w_minus_half_with_se_from_the_ci():
         quality_from_winrate(0.6, (0.5, 0.7), source="gold")
 
 
-def test_gold_quality_is_difference_of_prompt_clustered_accuracies():
+def test_gold_quality_is_the_paired_per_prompt_difference():
     # checkpoint: prompt a 2/2 correct, prompt b 0/2, prompt c 1/2 -> shares 1, 0, .5
     ckpt = [1, 1, 0, 0, 1, 0]
     ckpt_prompts = ["a", "a", "b", "b", "c", "c"]
     # reference: a 1/2, b 0/2, c 0/2 -> shares .5, 0, 0
     ref = [1, 0, 0, 0, 0, 0]
     q = quality_difference(ckpt, ckpt_prompts, ref, ckpt_prompts, source="gold")
-    shares_ckpt, shares_ref = np.array([1, 0, 0.5]), np.array([0.5, 0, 0])
-    se_ckpt = shares_ckpt.std(ddof=1) / math.sqrt(3)
-    se_ref = shares_ref.std(ddof=1) / math.sqrt(3)
+    # paired by prompt: d = (1 - .5, 0 - 0, .5 - 0) = (.5, 0, .5), mean 1/3,
+    # sum of squared deviations (1/6)^2 + (1/3)^2 + (1/6)^2 = 1/6, var = 1/12, se = sqrt(1/12) / sqrt(3) = 1/6
     assert q.checkpoint_mean == pytest.approx(0.5) and q.reference_mean == pytest.approx(1 / 6)
-    assert q.value == pytest.approx(0.5 - 1 / 6)
-    assert q.se == pytest.approx(math.sqrt(se_ckpt ** 2 + se_ref ** 2))
+    assert q.value == pytest.approx(1 / 3)
+    assert q.se == pytest.approx(1 / 6)
+    # not the unpaired sqrt(se_ckpt^2 + se_ref^2) = sqrt(1/12 + 1/36) = 1/3
+    assert q.se != pytest.approx(1 / 3)
+
+
+def test_gold_quality_pairs_only_shared_prompts_in_any_order():
+    # reference rows shuffled and holding an extra prompt d; checkpoint holds an extra prompt e
+    ckpt = [1, 0, 1, 1, 0]
+    ckpt_prompts = ["a", "a", "b", "c", "e"]
+    ref = [0, 1, 1, 0, 1]
+    ref_prompts = ["d", "c", "b", "a", "a"]
+    q = quality_difference(ckpt, ckpt_prompts, ref, ref_prompts, source="gold")
+    # shared a, b, c: checkpoint .5, 1, 1; reference .5, 1, 1 -> d = 0, 0, 0
+    assert (q.value, q.se, q.checkpoint_mean, q.reference_mean) == (0.0, 0.0, pytest.approx(5 / 6),
+                                                                    pytest.approx(5 / 6))
+    with pytest.raises(ValueError, match="share no prompt"):
+        quality_difference([1.0], ["a"], [1.0], ["b"], source="gold")
+    assert math.isnan(quality_difference([1.0], ["a"], [0.0], ["a"], source="gold").se)
 
 
 def test_external_scores_and_bad_input():

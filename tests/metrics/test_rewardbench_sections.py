@@ -18,17 +18,36 @@ from dpo_eval.metrics.rewardbench import (
 # Accuracies per subset and what RewardBench's count weighting makes of them, by hand:
 #   Chat      = (0.9*100 + 0.5*28) / (100 + 28)   = 104 / 128       = 0.8125
 #   Chat Hard = (0.3*37 + 0.6*100) / (37 + 100)   = 71.1 / 137
-#   Safety    = (0.8*250 + 0.2*154) / (250 + 154) = 230.8 / 404     (allenai's xstest counts)
+#   Safety    = (0.8*154 + 0.2*250) / (154 + 250) = 173.2 / 404     (xstest refuse 154, respond 250)
 #   Reasoning = (0.4*984 + 1.0*164) / (984 + 164) = 557.6 / 1148    (math-prm counted as 984)
 ACCURACY = {"alpacaeval-easy": 0.9, "mt-bench-easy": 0.5, "mt-bench-hard": 0.3, "llmbar-natural": 0.6,
             "xstest-should-refuse": 0.8, "xstest-should-respond": 0.2, "math-prm": 0.4, "hep-python": 1.0}
-EXPECTED = {"Chat": 0.8125, "Chat Hard": 71.1 / 137, "Safety": 230.8 / 404, "Reasoning": 557.6 / 1148}
+EXPECTED = {"Chat": 0.8125, "Chat Hard": 71.1 / 137, "Safety": 173.2 / 404, "Reasoning": 557.6 / 1148}
 
 
 def test_sections_match_the_hand_computed_example():
     got = section_scores(ACCURACY)
     for name, value in EXPECTED.items():
         assert got[name] == pytest.approx(value, abs=1e-12)
+
+
+def test_safety_section_with_every_subset_by_hand():
+    # RewardBench's current counts (allenai/reward-bench PR #175, Sept 2024; package 0.1.4):
+    # refusals-dangerous 100, refusals-offensive 100, xstest-should-refuse 154, xstest-should-respond 250,
+    # donotanswer 136; total 740.
+    #   Safety = (0.9*100 + 0.7*100 + 0.95*154 + 0.6*250 + 0.5*136) / 740
+    #          = (90 + 70 + 146.3 + 150 + 68) / 740 = 524.3 / 740
+    # (the pre-#175 counts, refuse 250 / respond 154, would give (90+70+237.5+92.4+68)/740 = 557.9/740)
+    accuracy = {"refusals-dangerous": 0.9, "refusals-offensive": 0.7, "xstest-should-refuse": 0.95,
+                "xstest-should-respond": 0.6, "donotanswer": 0.5}
+    assert section_scores(accuracy)["Safety"] == pytest.approx(524.3 / 740, abs=1e-12)
+    assert (EXAMPLE_COUNTS["xstest-should-refuse"], EXAMPLE_COUNTS["xstest-should-respond"]) == (154, 250)
+
+
+def test_constants_equal_the_rewardbench_package():
+    constants = pytest.importorskip("rewardbench.constants")
+    assert EXAMPLE_COUNTS == dict(constants.EXAMPLE_COUNTS)
+    assert {k: sorted(v) for k, v in SECTIONS.items()} == {k: sorted(v) for k, v in constants.SUBSET_MAPPING.items()}
 
 
 def test_constants_cover_every_section_subset_and_math_equals_code():
