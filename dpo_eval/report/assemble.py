@@ -375,10 +375,15 @@ def fit_results(checkpoints: list[dict], has_judge: bool, no_judge_reason: str =
 
 
 def _run_past_peak(notes: list[dict], run: str, rows: pd.DataFrame, prompts: pd.DataFrame | None):
-    """One run's PastPeak (paired over its per-prompt qualities when given), or None with its reason in notes."""
+    """One run's PastPeak (paired over its per-prompt qualities when given), or None with its reason in notes;
+    a run it could not test (no SE for the drop) is named in notes too."""
     mine = None if prompts is None else prompts[prompts["run"] == run]
-    return _fail_soft(notes, f"the past-peak check of run {run} (fit results)",
-                      lambda: overoptimization.detect_past_peak(rows, mine)[run])
+    what = f"the past-peak check of run {run} (fit results)"
+    found = _fail_soft(notes, what, lambda: overoptimization.detect_past_peak(rows, mine)[run])
+    if found is not None and found.se_method == "none":
+        notes.append({"what": what, "why": found.reason,
+                      "flag": "more prompts or samples per prompt (--max-prompts, --n-samples)"})
+    return found
 
 
 def _fail_soft(missing: list[dict], what: str, compute):

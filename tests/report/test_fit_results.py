@@ -80,6 +80,12 @@ def test_each_statistic_fails_on_its_own():
     assert past["a"] is None and past["b"] is not None and fits["kl_quality"] is not None and recommended
     assert [m["what"] for m in missing] == ["the past-peak check of run a (fit results)"]
     assert "prompt p0 twice" in missing[0]["why"]
+    # per-prompt tables for no checkpoint: the drop has no paired SE, so the run is not tested, and said so
+    missing = []
+    _, past, _ = fit_results(rise_and_fall(), True, tables={}, missing=missing)
+    assert past["r"]["se_method"] == "none" and past["r"]["is_quality_falling"] is None
+    assert not past["r"]["is_past_peak"] and missing[0]["what"] == "the past-peak check of run r (fit results)"
+    assert "has no per-prompt qualities" in missing[0]["why"]
 
 
 def test_an_unexpected_error_is_null_and_named_as_a_bug(monkeypatch):
