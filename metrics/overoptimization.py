@@ -205,7 +205,7 @@ def fit_kl_quality(frame: pd.DataFrame) -> KLQualityFit:
     Weighted by 1 / quality_se^2 over the rows that have an SE; rows without one are left out (never
     weighted as exact) and counted in n_excluded. Unweighted over every row when no row has an SE.
     """
-    rows = _clean(frame)
+    rows = _clean(frame, is_step_unique=False)  # a regression over points: two rows may share a step
     has_se = _has_se(rows)
     is_weighted = bool(has_se.any())
     fitted = rows[has_se] if is_weighted else rows
@@ -420,9 +420,10 @@ def _has_se(rows: pd.DataFrame) -> pd.Series:
     return rows["quality_se"].notna() if "quality_se" in rows else pd.Series(False, index=rows.index)
 
 
-def _clean(frame: pd.DataFrame) -> pd.DataFrame:
+def _clean(frame: pd.DataFrame, is_step_unique: bool = True) -> pd.DataFrame:
     """Evaluated rows (quality and kl not NaN) of a copy, numeric columns as float, run as str, step as int;
-    a quality_se that is not finite and > 0, or an implicit_reward that is not finite, as NaN (that row has none)."""
+    a quality_se that is not finite and > 0, or an implicit_reward that is not finite, as NaN (that row has none).
+    is_step_unique: raise when a run has a step twice (the past-peak test and the recommendation need it)."""
     missing = [c for c in FRAME_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"KL-quality frame lacks columns {missing}; needs {list(FRAME_COLUMNS)} "
@@ -436,7 +437,7 @@ def _clean(frame: pd.DataFrame) -> pd.DataFrame:
         raise ValueError("KL-quality frame has no row with both kl and quality: evaluate some checkpoints first")
     rows["run"] = rows["run"].astype(str)
     rows["step"] = _steps(rows["step"])
-    if rows.duplicated(["run", "step"]).any():
+    if is_step_unique and rows.duplicated(["run", "step"]).any():
         first = rows[rows.duplicated(["run", "step"])].iloc[0]
         raise ValueError(f"run {first['run']} has step {first['step']} twice: keep one row per checkpoint")
     if "quality_se" in rows:

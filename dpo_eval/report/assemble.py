@@ -9,9 +9,12 @@ rate against the reference's samples (metrics.winrate) and the quality the KL-vs
     quality = win rate - 0.5,   se = std(preferences, ddof=1) / sqrt(n scored)          (LLM or rule judge)
     quality = mean over prompts of (accuracy - reference's accuracy),  se = std / sqrt(n prompts)   (gold)
 
-where a prompt's accuracy is the share of its samples that contain the gold answer (judge.gold). Then
-per run the drift findings, the past-peak check, and over all rows the KL-vs-quality fit and the
-recommended checkpoint (metrics.overoptimization).
+where a prompt's accuracy is the share of its samples that contain the gold answer (judge.gold). Each
+judged row also gets a per-prompt quality table (quality/{run}/{label}: its mean scored preference - 0.5,
+or its accuracy - the reference's). Then per run the drift findings, the past-peak check (its drop's SE
+paired over those per-prompt qualities), and over all rows the KL-vs-quality fit and the recommended
+checkpoint (metrics.overoptimization). A quality SE that is 0 or undefined is null for that row only;
+a statistic that cannot be made is null with its reason in `missing`, never an exception.
 """
 
 from __future__ import annotations

@@ -334,6 +334,9 @@ def test_bad_input_rejected():
         fit_kl_quality(frame.drop(columns="kl"))
     with pytest.raises(ValueError, match="step 100 twice"):
         detect_past_peak(pd.concat([frame, frame.head(1)]))
+    with pytest.raises(ValueError, match="step 100 twice"):
+        recommend_checkpoint(pd.concat([frame, frame.head(1)]))
+    assert fit_kl_quality(pd.concat([frame, frame.head(1)])).bon.n == len(frame) + 1  # points need no unique step
     with pytest.raises(ValueError, match="quality_se must not be negative"):
         fit_kl_quality(frame.assign(quality_se=-0.1))
     assert not fit_kl_quality(frame.assign(quality_se=0.0)).is_weighted  # no row has an SE: unweighted
