@@ -18,7 +18,8 @@ Codes, when each fires, and its severity:
   (Wilcoxon signed-rank on per-prompt mean lengths, checkpoint - reference, over shared prompts).
   high if the share hitting max_new_tokens also rose by > truncation_increase, else warning.
 - lc_gap: raw - LC win rate > lc_gap. high if the two CIs are disjoint, else warning.
-- over_optimisation: the over-optimisation module flagged the checkpoint as past its peak.
+- over_optimisation: the over-optimisation module flagged the checkpoint as past its peak (its drop
+  beat k SEs of the paired per-prompt differences; one-sided after picking the peak as the maximum).
   high if it fell from the peak by >= over_optimisation_drop, else warning.
 - kl_budget: KL > kl_warn_fraction * kl_budget. info up to the budget, warning above it,
   high if the CI's low end is above it.
@@ -265,18 +266,31 @@ def check_lc_gap(raw: float, raw_ci: tuple[float, float], lc: float, lc_ci: tupl
 
 
 def check_over_optimisation(is_past_peak: bool, peak_step: int, peak_value: float, value: float, metric: str,
-                            t: Thresholds, step: int | None = None) -> Finding | None:
-    """Fires when the over-optimisation module flagged the checkpoint as past the peak of `metric`."""
+                            t: Thresholds, step: int | None = None, *, drop: float | None = None,
+                            drop_se: float | None = None, drop_threshold: float | None = None,
+                            se_method: str = "") -> Finding | None:
+    """Fires when the over-optimisation module flagged the checkpoint as past the peak of `metric`.
+
+    drop (default peak_value - value), its SE and the threshold it beat come from
+    metrics.overoptimization.PastPeak. The peak is the best of the run's checkpoints, picked as the
+    maximum, so the test is one-sided after that selection (the drop is biased upward): the message says so.
+    """
     if not is_past_peak:
         return None
-    drop = peak_value - value
+    drop = peak_value - value if drop is None else drop
     severity = "high" if drop >= t.over_optimisation_drop else "warning"
+    se_text = "" if drop_se is None else f" ± {drop_se:.2g}, {se_method} SE"
+    beat = "" if drop_threshold is None else f", more than the {drop_threshold:.3g} the test needs"
     return Finding(
         code="over_optimisation", severity=severity, title="Past the peak",
         message=(f"{metric} peaked at {peak_value:.3g} at step {peak_step} and is {value:.3g} now "
-                 f"(down {drop:.3g}): training went past its best checkpoint."),
+                 f"(down {drop:.3g}{se_text}{beat}): training went past its best checkpoint. The peak is the "
+                 "best of the run's checkpoints, picked as the maximum, so this is a one-sided test after "
+                 "that selection and the drop is biased upward."),
         advice=f"Use the step-{peak_step} checkpoint, stop earlier, or raise β (Gao et al. 2023).",
-        numbers={"peak_step": float(peak_step), "peak_value": peak_value, "value": value, "drop": drop},
+        numbers={"peak_step": float(peak_step), "peak_value": peak_value, "value": value, "drop": drop,
+                 **({"drop_se": drop_se} if drop_se is not None else {}),
+                 **({"drop_threshold": drop_threshold} if drop_threshold is not None else {})},
         threshold=t.over_optimisation_drop, step=step)
 
 

@@ -20,15 +20,28 @@ A peak exists when beta > 0 (and, for bon, alpha > 0). beta <= 0: no peak, "stil
 beta > 0 and alpha <= 0 falls from the start: "no gain". Peak uncertainty: delta method, from the
 gradient of d* (and of R(d*)) in (alpha, beta) and the parameter covariance; it is a poor
 approximation when beta is within a couple of SEs of 0 (d* then runs off to infinity). The fit
-pools all rows given: checkpoints of one run, or the points of a sweep of several runs.
+pools all rows given: checkpoints of one run, or the points of a sweep of several runs. A peak
+outside the KL range of the fitted points [min KL, max KL] is an extrapolation
+(`is_peak_extrapolated`): a recommendation never rests on such a peak.
 
 Past peak (the over-optimisation signature of Rafailov et al. 2024, "Scaling Laws for Reward Model
 Overoptimization in Direct Alignment Algorithms", arXiv:2406.02900): per run, S = the step of the
 best observed quality; the run is past its peak when the LAST checkpoint's quality is lower by more
-than max(k * sqrt(se_S^2 + se_last^2), tolerance) while its implicit reward is higher than at S.
+than max(k * SE(drop), tolerance) while its implicit reward is higher than at S. S is picked as the
+maximum, so this is a one-sided test after selection (the drop is biased upward by the pick).
+SE(drop) is paired when per-prompt qualities are given (both checkpoints are judged on the same
+prompts, each against the same reference, which cancels):
+
+    d_p = q_S,p - q_last,p  over the prompts both have,   drop = mean(d),   SE = std(d, ddof=1) / sqrt(n)
+
+Without them it is sqrt(se_S^2 + se_last^2) from quality_se (unpaired: it counts the shared
+reference's noise twice and ignores the shared prompts, so it is usually too large). A row without
+an SE (quality_se NaN, or no per-prompt qualities) is left out of the tests that need one, never
+treated as exact: it is not a peak candidate, and a run whose last row has none is not tested.
 
 Frame: one row per checkpoint, columns run, step, kl, quality, optional quality_se, implicit_reward.
-Rows whose quality or kl is NaN (not evaluated) are left out. Inputs are not modified.
+Rows whose quality or kl is NaN (not evaluated) are left out; a NaN (or non-positive) quality_se or a
+NaN implicit_reward means that row has none. Inputs are not modified.
 """
 
 from __future__ import annotations
@@ -41,6 +54,8 @@ from numpy.typing import ArrayLike
 
 FRAME_COLUMNS = ("run", "step", "kl", "quality")
 OPTIONAL_COLUMNS = ("quality_se", "implicit_reward")
+PROMPT_COLUMNS = ("run", "step", "prompt_id", "quality")
+"""Per-prompt qualities for the paired past-peak test: one row per (run, step, prompt)."""
 FORMS = ("bon", "rl")
 
 
@@ -74,8 +89,10 @@ class FormFit:
     """Fitted quality at the peak, R(d*)."""
     peak_quality_se: float | None
     """Delta-method SE of peak_quality."""
-    is_peak_in_range: bool | None
-    """Whether peak_kl is within the largest KL fitted (else the peak is an extrapolation)."""
+    kl_range: tuple[float, float]
+    """Smallest and largest KL of the fitted points (negative estimates as 0)."""
+    is_peak_extrapolated: bool | None
+    """Whether peak_kl lies outside kl_range (the data never went there); None without a peak."""
 
 
 @dataclass(frozen=True)
@@ -90,8 +107,12 @@ class KLQualityFit:
     """Form with the lower weighted RMSE ("bon" on a tie)."""
     is_weighted: bool
     """Whether quality SEs weighted the fit."""
+    min_kl: float
+    """Smallest KL among the fitted points (negative estimates as 0)."""
     max_kl: float
     """Largest KL among the fitted points."""
+    n_excluded: int
+    """Evaluated rows left out of a weighted fit because they have no quality SE."""
 
     @property
     def best_fit(self) -> FormFit:
@@ -110,17 +131,24 @@ class PastPeak:
     last_step: int
     last_quality: float
     drop: float
-    """peak_quality - last_quality (>= 0)."""
-    threshold: float
-    """max(k * sqrt(se_S^2 + se_last^2), tolerance); SEs count as 0 without quality_se."""
+    """Paired: mean over shared prompts of q_S,p - q_last,p; unpaired: peak_quality - last_quality."""
+    drop_se: float | None
+    """SE of the drop (paired or unpaired, see se_method); None when it cannot be estimated."""
+    n_prompts: int | None
+    """Prompts the paired drop was averaged over; None when unpaired or not tested."""
+    se_method: str
+    """"paired" (per-prompt differences), "unpaired" (from quality_se) or "none" (not tested)."""
+    threshold: float | None
+    """max(k * drop_se, tolerance); None when not tested."""
     peak_implicit_reward: float | None
     last_implicit_reward: float | None
-    is_quality_falling: bool
-    """drop > threshold."""
+    is_quality_falling: bool | None
+    """drop > threshold; None when not tested (no SE for the drop)."""
     is_implicit_reward_rising: bool | None
     """last_implicit_reward > peak_implicit_reward; None without the implicit_reward column."""
     is_past_peak: bool
-    """is_quality_falling and the implicit reward rose (or is unknown: a fall alone then raises the flag)."""
+    """is_quality_falling and the implicit reward rose (or is unknown: a fall alone then raises the flag);
+    False when not tested."""
     reason: str
     """One sentence with the numbers."""
 
@@ -167,31 +195,58 @@ def fit_form(kl: ArrayLike, quality: ArrayLike, quality_se: ArrayLike | None = N
     return FormFit(form=form, alpha=alpha, beta=beta, alpha_se=float(np.sqrt(cov[0, 0])),
                    beta_se=float(np.sqrt(cov[1, 1])), alpha_beta_cov=float(cov[0, 1]),
                    rmse=float(np.sqrt(weighted_ss / weights.sum())), n=int(d.size),
-                   **_peak(form, alpha, beta, cov, float(d.max())))
+                   kl_range=(float(d.min() ** 2), float(d.max() ** 2)),
+                   **_peak(form, alpha, beta, cov, float(d.min()), float(d.max())))
 
 
 def fit_kl_quality(frame: pd.DataFrame) -> KLQualityFit:
-    """Fit both forms to every evaluated row of `frame` (columns FRAME_COLUMNS, optional quality_se)."""
-    rows = _clean(frame)
-    se = rows["quality_se"].to_numpy() if "quality_se" in rows else None
-    fits = {form: fit_form(rows["kl"].to_numpy(), rows["quality"].to_numpy(), se, form) for form in FORMS}
+    """Fit both forms to the evaluated rows of `frame` (columns FRAME_COLUMNS, optional quality_se).
+
+    Weighted by 1 / quality_se^2 over the rows that have an SE; rows without one are left out (never
+    weighted as exact) and counted in n_excluded. Unweighted over every row when no row has an SE.
+    """
+    rows = _clean(frame, is_step_unique=False)  # a regression over points: two rows may share a step
+    has_se = _has_se(rows)
+    is_weighted = bool(has_se.any())
+    fitted = rows[has_se] if is_weighted else rows
+    se = fitted["quality_se"].to_numpy() if is_weighted else None
+    fits = {form: fit_form(fitted["kl"].to_numpy(), fitted["quality"].to_numpy(), se, form) for form in FORMS}
     best = "bon" if fits["bon"].rmse <= fits["rl"].rmse else "rl"
-    return KLQualityFit(bon=fits["bon"], rl=fits["rl"], best=best, is_weighted=se is not None,
-                        max_kl=float(rows["kl"].clip(lower=0.0).max()))
+    kl = fitted["kl"].clip(lower=0.0)
+    return KLQualityFit(bon=fits["bon"], rl=fits["rl"], best=best, is_weighted=is_weighted,
+                        min_kl=float(kl.min()), max_kl=float(kl.max()), n_excluded=int(len(rows) - len(fitted)))
 
 
-def detect_past_peak(frame: pd.DataFrame, *, k: float = 2.0, tolerance: float = 0.0) -> dict[str, PastPeak]:
+def detect_past_peak(frame: pd.DataFrame, prompt_quality: pd.DataFrame | None = None, *, k: float = 2.0,
+                     tolerance: float = 0.0) -> dict[str, PastPeak]:
     """Per run (sorted by name): is the last checkpoint's quality significantly below the run's best?
 
-    `tolerance` is in quality units: the smallest drop that counts whatever the SEs (with no
-    quality_se, any drop larger than it counts). The best observed quality is the maximum of noisy
-    values, biased upward; k * SE guards against calling that noise a fall.
+    prompt_quality: the rows' per-prompt qualities (columns PROMPT_COLUMNS); the drop's SE is then paired
+    over prompts (see the module docstring), else unpaired from quality_se. `tolerance` is in quality
+    units: the smallest drop that counts whatever its SE. A run whose drop has no SE is not tested
+    (is_quality_falling None, is_past_peak False, the reason says why).
     """
     if k < 0 or tolerance < 0:
         raise ValueError(f"k and tolerance must be >= 0, got k={k}, tolerance={tolerance}")
     rows = _clean(frame)
-    return {str(run): _past_peak(str(run), group.sort_values("step"), k, tolerance)
+    by_prompt = None if prompt_quality is None else _prompt_table(prompt_quality)
+    return {str(run): _past_peak(str(run), group.sort_values("step"), k, tolerance,
+                                 None if by_prompt is None else by_prompt.get(str(run), {}))
             for run, group in rows.groupby("run", sort=True)}
+
+
+def paired_drop(peak: pd.Series, last: pd.Series) -> tuple[float, float | None, int]:
+    """(mean, SE, n) of d_p = peak_p - last_p over the prompts (the index) both Series have.
+
+    SE = std(d, ddof=1) / sqrt(n), the prompts as clusters: a quality relative to one reference on the same
+    prompts has the reference cancel in d. The SE is None when n < 2 or it is 0 (no noise estimate: never
+    taken as exact); the mean is NaN when no prompt is shared.
+    """
+    d = (peak.astype(np.float64) - last.astype(np.float64)).dropna().to_numpy()
+    if d.size == 0:
+        return float("nan"), None, 0
+    se = float(np.std(d, ddof=1) / np.sqrt(d.size)) if d.size > 1 else float("nan")
+    return float(d.mean()), (se if np.isfinite(se) and se > 0.0 else None), int(d.size)
 
 
 def recommend_checkpoint(frame: pd.DataFrame, kl_budget: float | None = None,
@@ -199,10 +254,11 @@ def recommend_checkpoint(frame: pd.DataFrame, kl_budget: float | None = None,
     """The checkpoint to pick among the evaluated rows of `frame` (all runs together).
 
     Rule: keep the rows with KL <= kl_budget (all rows without a budget); take the best observed
-    quality among them (ties: lower KL, earlier step, then run name). With a fit whose better form has a peak,
-    pick instead, among the kept rows within 1 SE of that best quality (quality >= best - its SE),
-    the one whose KL is nearest the fitted peak KL: those checkpoints are statistically tied, and the
-    fit pools every point. Without SEs only exact ties of the best are candidates.
+    quality among them (ties: lower KL, earlier step, then run name). With a fit whose better form has a
+    peak inside the fitted KL range, pick instead, among the kept rows within 1 SE of that best quality
+    (quality >= best - its SE), the one whose KL is nearest the fitted peak KL: those checkpoints are
+    statistically tied, and the fit pools every point. Only exact ties of the best are candidates when it
+    has no SE. An extrapolated peak (outside the fitted KL range) is not used.
     """
     rows = _clean(frame)
     kept = rows if kl_budget is None else rows[rows["kl"] <= kl_budget]
@@ -211,55 +267,118 @@ def recommend_checkpoint(frame: pd.DataFrame, kl_budget: float | None = None,
                          "raise kl_budget")
     budget_text = "" if kl_budget is None else f" with KL <= {kl_budget:.4g}"
     best = kept.sort_values(["quality", "kl", "step", "run"], ascending=[False, True, True, True]).iloc[0]
-    best_se = float(best["quality_se"]) if "quality_se" in kept else 0.0
-    if fit is None or fit.best_fit.shape != "peak":
-        why = "" if fit is None else f"; the {fit.best} fit has no peak ({fit.best_fit.shape})"
-        reason = f"the best observed quality among {len(kept)} checkpoints{budget_text}{why}"
+    form_fit = None if fit is None else fit.best_fit
+    if form_fit is None or form_fit.shape != "peak" or form_fit.is_peak_extrapolated:
+        reason = f"the best observed quality among {len(kept)} checkpoints{budget_text}{_unused_fit(fit)}"
         return _recommendation(best, reason)
-    peak_kl = fit.best_fit.peak_kl
-    near = kept[kept["quality"] >= best["quality"] - best_se]
-    pick = near.assign(distance=(near["kl"] - peak_kl).abs()).sort_values(["distance", "kl", "step", "run"]).iloc[0]
-    reason = (f"nearest the fitted {fit.best} peak at KL {peak_kl:.4g} among the {len(near)} checkpoints{budget_text} "
-              f"within 1 SE of the best observed quality {best['quality']:.4g} (run {best['run']} step {best['step']})")
+    best_se = _row_se(best)
+    near = kept[kept["quality"] >= best["quality"] - (best_se or 0.0)]
+    pick = near.assign(distance=(near["kl"] - form_fit.peak_kl).abs()).sort_values(
+        ["distance", "kl", "step", "run"]).iloc[0]
+    tied = "within 1 SE of" if best_se is not None else "tied with (it has no SE)"
+    reason = (f"nearest the fitted {fit.best} peak at KL {form_fit.peak_kl:.4g} (inside the fitted KL range "
+              f"{fit.min_kl:.4g} to {fit.max_kl:.4g}) among the {len(near)} checkpoints{budget_text} {tied} the best "
+              f"observed quality {best['quality']:.4g} (run {best['run']} step {best['step']})")
     return _recommendation(pick, reason)
 
 
+def _unused_fit(fit: KLQualityFit | None) -> str:
+    """Why a fit did not move the recommendation ("" without a fit)."""
+    if fit is None:
+        return ""
+    form_fit = fit.best_fit
+    if form_fit.shape != "peak":
+        return f"; the {fit.best} fit has no peak ({form_fit.shape})"
+    return (f"; the {fit.best} fit's peak at KL {form_fit.peak_kl:.4g} is extrapolated (outside the fitted KL "
+            f"range {fit.min_kl:.4g} to {fit.max_kl:.4g}), so it is not used")
+
+
+def _row_se(row: pd.Series) -> float | None:
+    se = float(row["quality_se"]) if "quality_se" in row.index else float("nan")
+    return se if np.isfinite(se) else None
+
+
 def _recommendation(row: pd.Series, reason: str) -> Recommendation:
-    se = float(row["quality_se"]) if "quality_se" in row.index else None
+    se = _row_se(row)
     se_text = "" if se is None else f" +- {se:.4g}"
     head = f"run {row['run']} step {row['step']} (KL {row['kl']:.4g}, quality {row['quality']:.4g}{se_text}): "
     return Recommendation(run=str(row["run"]), step=int(row["step"]), kl=float(row["kl"]),
                           quality=float(row["quality"]), quality_se=se, reason=head + reason)
 
 
-def _past_peak(run: str, rows: pd.DataFrame, k: float, tolerance: float) -> PastPeak:
-    quality = rows["quality"].to_numpy()
-    peak, last = rows.iloc[int(np.argmax(quality))], rows.iloc[-1]
-    se = (float(peak["quality_se"]), float(last["quality_se"])) if "quality_se" in rows else (0.0, 0.0)
-    drop = float(peak["quality"] - last["quality"])
-    threshold = max(k * float(np.hypot(*se)), tolerance)
-    has_reward = "implicit_reward" in rows
-    peak_reward = float(peak["implicit_reward"]) if has_reward else None
-    last_reward = float(last["implicit_reward"]) if has_reward else None
-    rising = bool(last_reward > peak_reward) if has_reward else None
-    falling = drop > threshold
-    is_past = falling and rising is not False
-    reward_text = "" if not has_reward else f"; implicit reward {peak_reward:.4g} -> {last_reward:.4g}"
-    verdict = "past its peak" if is_past else "not past its peak"
-    reason = (f"run {run} is {verdict}: quality {float(peak['quality']):.4g} at step {peak['step']} (best) vs "
-              f"{float(last['quality']):.4g} at the last step {last['step']}, drop {drop:.4g} vs threshold "
-              f"{threshold:.4g}{reward_text}")
+def _past_peak(run: str, rows: pd.DataFrame, k: float, tolerance: float,
+               prompts: dict[int, pd.Series] | None) -> PastPeak:
+    """One run's test; rows sorted by step; prompts: its per-prompt qualities by step (None: unpaired)."""
+    usable = rows["step"].isin(list(prompts)) if prompts is not None else _has_se(rows)
+    is_last_usable = bool(usable.iloc[-1])
+    pool = rows[usable] if is_last_usable else rows
+    peak, last = pool.iloc[int(np.argmax(pool["quality"].to_numpy()))], rows.iloc[-1]
+    test = _drop_test(peak, last, is_last_usable, prompts, k, tolerance)
+    peak_reward, last_reward = (_value(peak, "implicit_reward"), _value(last, "implicit_reward"))
+    rising = None if peak_reward is None or last_reward is None else bool(last_reward > peak_reward)
+    is_past = test["is_quality_falling"] is True and rising is not False
+    excluded = [int(s) for s in rows["step"][~usable]]
+    reason = _past_peak_reason(run, peak, last, test, is_past, (peak_reward, last_reward), excluded, k, tolerance)
     return PastPeak(run=run, peak_step=int(peak["step"]), peak_quality=float(peak["quality"]),
-                    last_step=int(last["step"]), last_quality=float(last["quality"]), drop=drop,
-                    threshold=threshold, peak_implicit_reward=peak_reward, last_implicit_reward=last_reward,
-                    is_quality_falling=falling, is_implicit_reward_rising=rising, is_past_peak=is_past,
-                    reason=reason)
+                    last_step=int(last["step"]), last_quality=float(last["quality"]), drop=test["drop"],
+                    drop_se=test["drop_se"], n_prompts=test["n_prompts"], se_method=test["se_method"],
+                    threshold=test["threshold"], peak_implicit_reward=peak_reward, last_implicit_reward=last_reward,
+                    is_quality_falling=test["is_quality_falling"], is_implicit_reward_rising=rising,
+                    is_past_peak=is_past, reason=reason)
 
 
-def _peak(form: str, alpha: float, beta: float, cov: np.ndarray, max_d: float) -> dict:
-    """Peak location, height and their delta-method SEs, sqrt(g^T cov g) with g the gradient in (alpha, beta)."""
+def _drop_test(peak: pd.Series, last: pd.Series, is_last_usable: bool, prompts: dict[int, pd.Series] | None,
+               k: float, tolerance: float) -> dict:
+    """drop, drop_se, n_prompts, se_method, threshold, is_quality_falling, and why when not tested."""
+    method = "unpaired" if prompts is None else "paired"
+    untested = {"drop": float(peak["quality"] - last["quality"]), "drop_se": None, "n_prompts": None,
+                "se_method": "none", "threshold": None, "is_quality_falling": None}
+    if not is_last_usable:
+        need = "quality SE" if prompts is None else "per-prompt qualities"
+        return {**untested, "why": f"the last checkpoint (step {last['step']}) has no {need}"}
+    if peak["step"] == last["step"]:
+        return {**untested, "drop": 0.0, "se_method": method, "is_quality_falling": False, "why": ""}
+    if prompts is None:
+        drop, se, n = untested["drop"], float(np.hypot(peak["quality_se"], last["quality_se"])), None
+    else:
+        drop, se, n = paired_drop(prompts[int(peak["step"])], prompts[int(last["step"])])
+        if se is None:
+            return {**untested, "why": f"the paired SE of the drop is undefined or 0 over the {n} prompts steps "
+                                       f"{peak['step']} and {last['step']} share"}
+    threshold = max(k * se, tolerance)
+    return {"drop": drop, "drop_se": se, "n_prompts": n, "se_method": method, "threshold": threshold,
+            "is_quality_falling": bool(drop > threshold), "why": ""}
+
+
+def _past_peak_reason(run: str, peak: pd.Series, last: pd.Series, test: dict, is_past: bool,
+                      rewards: tuple[float | None, float | None], excluded: list[int], k: float,
+                      tolerance: float) -> str:
+    """One sentence with the numbers, the SE's kind, and the one-sided-after-selection caveat."""
+    left_out = f"; steps {excluded} left out (no SE)" if excluded and not test["why"] else ""
+    reward_text = "" if None in rewards else f"; implicit reward {rewards[0]:.4g} -> {rewards[1]:.4g}"
+    head = (f"quality {float(peak['quality']):.4g} at step {peak['step']} (the best) vs {float(last['quality']):.4g} "
+            f"at the last step {last['step']}")
+    if test["why"]:
+        return f"run {run} is not tested for a fall past its peak ({test['why']}): {head}{left_out}"
+    if test["drop_se"] is None:
+        return f"run {run} is not past its peak: its last checkpoint has its best quality ({head}){left_out}"
+    over = f" over {test['n_prompts']} prompts" if test["n_prompts"] is not None else ""
+    verdict = "past its peak" if is_past else "not past its peak"
+    return (f"run {run} is {verdict}: {head}, drop {test['drop']:.4g} +- {test['drop_se']:.2g} ({test['se_method']} "
+            f"SE{over}) vs threshold {test['threshold']:.4g} = max({k:g} SE, {tolerance:g}); one-sided, and the "
+            f"peak was picked as the maximum of the run's checkpoints{reward_text}{left_out}")
+
+
+def _value(row: pd.Series, column: str) -> float | None:
+    value = float(row[column]) if column in row.index else float("nan")
+    return value if np.isfinite(value) else None
+
+
+def _peak(form: str, alpha: float, beta: float, cov: np.ndarray, min_d: float, max_d: float) -> dict:
+    """Peak location, height and their delta-method SEs, sqrt(g^T cov g) with g the gradient in (alpha, beta);
+    extrapolated when d* lies outside [min_d, max_d], the fitted points' range."""
     none = {"peak_kl": None, "peak_kl_se": None, "peak_quality": None, "peak_quality_se": None,
-            "is_peak_in_range": None}
+            "is_peak_extrapolated": None}
     if beta <= 0.0:
         return {"shape": "still rising" if alpha > 0.0 or beta < 0.0 else "no gain", **none}
     if form == "bon":
@@ -276,7 +395,7 @@ def _peak(form: str, alpha: float, beta: float, cov: np.ndarray, max_d: float) -
     d_se = float(np.sqrt(grad_d @ cov @ grad_d))
     return {"shape": "peak", "peak_kl": d_star ** 2, "peak_kl_se": 2.0 * d_star * d_se,
             "peak_quality": float(height), "peak_quality_se": float(np.sqrt(grad_h @ cov @ grad_h)),
-            "is_peak_in_range": bool(d_star <= max_d)}
+            "is_peak_extrapolated": not bool(min_d <= d_star <= max_d)}
 
 
 def _design(form: str, d: np.ndarray) -> np.ndarray:
@@ -296,8 +415,15 @@ def _root(kl: ArrayLike) -> np.ndarray:
     return np.sqrt(np.clip(values, 0.0, None))
 
 
-def _clean(frame: pd.DataFrame) -> pd.DataFrame:
-    """Evaluated rows (quality and kl not NaN) of a copy, numeric columns as float, run as str, step as int."""
+def _has_se(rows: pd.DataFrame) -> pd.Series:
+    """Per row: whether it has a quality SE (finite and > 0 after _clean)."""
+    return rows["quality_se"].notna() if "quality_se" in rows else pd.Series(False, index=rows.index)
+
+
+def _clean(frame: pd.DataFrame, is_step_unique: bool = True) -> pd.DataFrame:
+    """Evaluated rows (quality and kl not NaN) of a copy, numeric columns as float, run as str, step as int;
+    a quality_se that is not finite and > 0, or an implicit_reward that is not finite, as NaN (that row has none).
+    is_step_unique: raise when a run has a step twice (the past-peak test and the recommendation need it)."""
     missing = [c for c in FRAME_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"KL-quality frame lacks columns {missing}; needs {list(FRAME_COLUMNS)} "
@@ -305,24 +431,47 @@ def _clean(frame: pd.DataFrame) -> pd.DataFrame:
     columns = list(FRAME_COLUMNS) + [c for c in OPTIONAL_COLUMNS if c in frame.columns]
     rows = frame[columns].copy()
     for column in columns[2:]:
-        try:
-            rows[column] = pd.to_numeric(rows[column], errors="raise").astype(np.float64)
-        except (ValueError, TypeError) as error:
-            raise ValueError(f"column {column} must be numeric (NaN where not evaluated): {error}") from None
+        rows[column] = _numeric(rows[column], column)
     rows = rows[rows["quality"].notna() & rows["kl"].notna()]
     if rows.empty:
         raise ValueError("KL-quality frame has no row with both kl and quality: evaluate some checkpoints first")
     rows["run"] = rows["run"].astype(str)
     rows["step"] = _steps(rows["step"])
-    if rows.duplicated(["run", "step"]).any():
+    if is_step_unique and rows.duplicated(["run", "step"]).any():
         first = rows[rows.duplicated(["run", "step"])].iloc[0]
         raise ValueError(f"run {first['run']} has step {first['step']} twice: keep one row per checkpoint")
-    for column in OPTIONAL_COLUMNS:
-        if column in rows and not np.all(np.isfinite(rows[column])):
-            raise ValueError(f"{column} is missing in some evaluated rows: fill it or drop the column")
-    if "quality_se" in rows and not np.all(rows["quality_se"] > 0.0):
-        raise ValueError("quality_se must be > 0 in every evaluated row: drop the column to fit unweighted")
+    if "quality_se" in rows:
+        if (rows["quality_se"] < 0.0).any():
+            raise ValueError("quality_se must not be negative: NaN (or 0) where a row has no SE")
+        rows["quality_se"] = rows["quality_se"].where(np.isfinite(rows["quality_se"]) & (rows["quality_se"] > 0.0))
+    if "implicit_reward" in rows:
+        rows["implicit_reward"] = rows["implicit_reward"].where(np.isfinite(rows["implicit_reward"]))
     return rows
+
+
+def _prompt_table(frame: pd.DataFrame) -> dict[str, dict[int, pd.Series]]:
+    """Per run, per step: the finite per-prompt qualities indexed by prompt_id (one per prompt)."""
+    missing = [c for c in PROMPT_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"per-prompt quality frame lacks columns {missing}; needs {list(PROMPT_COLUMNS)}")
+    rows = frame[list(PROMPT_COLUMNS)].copy()
+    rows["quality"] = _numeric(rows["quality"], "quality")
+    rows = rows[np.isfinite(rows["quality"])]
+    rows["run"], rows["prompt_id"] = rows["run"].astype(str), rows["prompt_id"].astype(str)
+    rows["step"] = _steps(rows["step"])
+    if rows.duplicated(["run", "step", "prompt_id"]).any():
+        first = rows[rows.duplicated(["run", "step", "prompt_id"])].iloc[0]
+        raise ValueError(f"run {first['run']} step {first['step']} has prompt {first['prompt_id']} twice in the "
+                         "per-prompt qualities: keep one quality per prompt")
+    return {str(run): {int(step): part.set_index("prompt_id")["quality"] for step, part in group.groupby("step")}
+            for run, group in rows.groupby("run")}
+
+
+def _numeric(values: pd.Series, column: str) -> pd.Series:
+    try:
+        return pd.to_numeric(values, errors="raise").astype(np.float64)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"column {column} must be numeric (NaN where not evaluated): {error}") from None
 
 
 def _steps(steps: pd.Series) -> pd.Series:

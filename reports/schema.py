@@ -27,8 +27,11 @@ Layout (the JSON Schema below is the contract; tests validate every written file
         drift             metrics.drift pair drift + dispersion; or null
         findings[]        metrics.findings.Finding as dicts
     fits                  {kl_quality: KLQualityFit as a dict, or null; reason: why null; optional
-                          kl_estimator: the KLEstimate ("analytic", "k1", "k2", "k3") whose mean the fit used}
-    past_peak             {run: PastPeak as a dict}
+                          kl_estimator: the KLEstimate ("analytic", "k1", "k2", "k3") whose mean the fit used};
+                          each form's kl_range is the KL range of the fitted points (min_kl, max_kl) and
+                          is_peak_extrapolated says its peak lies outside it
+    past_peak             {run: PastPeak as a dict (drop_se paired over prompts: se_method), or null with its
+                          reason in missing}
     recommended           {run, step, kl, quality, quality_se, reason} or null
     findings[]            every finding of every checkpoint and run, most severe first
     training_curves       {run: [{step, metric, value, split}]}
@@ -73,6 +76,31 @@ WINRATE = {
         "lc_win_rate_ci": _CI,
         "position_bias_rate": _NUMBER_OR_NULL,
     },
+}
+
+FORM_FIT = {
+    "type": "object",
+    "required": ["form", "alpha", "beta", "shape", "peak_kl", "kl_range", "is_peak_extrapolated"],
+    "properties": {"form": {"enum": ["bon", "rl"]}, "peak_kl": _NUMBER_OR_NULL,
+                   "kl_range": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
+                   "is_peak_extrapolated": {"type": ["boolean", "null"]}},
+}
+
+KL_QUALITY_FIT = {
+    "type": ["object", "null"],
+    "required": ["bon", "rl", "best", "is_weighted", "min_kl", "max_kl", "n_excluded"],
+    "properties": {"bon": FORM_FIT, "rl": FORM_FIT, "best": {"enum": ["bon", "rl"]}, "min_kl": {"type": "number"},
+                   "max_kl": {"type": "number"}, "n_excluded": {"type": "integer"}},
+}
+
+PAST_PEAK = {
+    "type": ["object", "null"],
+    "required": ["peak_step", "last_step", "drop", "drop_se", "se_method", "threshold", "is_quality_falling",
+                 "is_past_peak", "reason"],
+    "properties": {"drop_se": _NUMBER_OR_NULL, "n_prompts": {"type": ["integer", "null"]},
+                   "se_method": {"enum": ["paired", "unpaired", "none"]}, "threshold": _NUMBER_OR_NULL,
+                   "is_quality_falling": {"type": ["boolean", "null"]}, "is_past_peak": {"type": "boolean"},
+                   "reason": {"type": "string"}},
 }
 
 CHECKPOINT = {
@@ -125,8 +153,9 @@ RESULTS_SCHEMA = {
         },
         "checkpoints": {"type": "array", "items": CHECKPOINT},
         "fits": {"type": "object", "required": ["kl_quality", "reason"],
-                 "properties": {"kl_estimator": {"enum": ["analytic", "k1", "k2", "k3"]}}},
-        "past_peak": {"type": "object"},
+                 "properties": {"kl_quality": KL_QUALITY_FIT,
+                                "kl_estimator": {"enum": ["analytic", "k1", "k2", "k3"]}}},
+        "past_peak": {"type": "object", "additionalProperties": PAST_PEAK},
         "recommended": {
             "type": ["object", "null"],
             "required": ["run", "step", "reason"],

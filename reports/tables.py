@@ -12,6 +12,8 @@
 | samples/{run}/{label}   | sample of that checkpoint    | prompt_id, prompt, output, n_tokens,       |
 |                         |                              | finish_reason, policy_logp, ref_logp       |
 | samples/reference       | sample of the reference      | as samples                                 |
+| quality/{run}/{label}   | prompt, judged for that      | prompt_id, quality (its per-prompt quality |
+|                         | checkpoint                   | the past-peak test pairs over prompts)     |
 
 `{run}` and `{label}` are a checkpoint's `run` and `label` in results.json (`table_name` builds them).
 A step-0 row (`is_reference`) without its own samples table uses ``samples/reference``. Columns the
@@ -25,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-KINDS = ("pairs", "samples")
+KINDS = ("pairs", "samples", "quality")
 REFERENCE_SAMPLES = "samples/reference"
 
 

@@ -9,9 +9,12 @@ rate against the reference's samples (metrics.winrate) and the quality the KL-vs
     quality = win rate - 0.5,   se = std(preferences, ddof=1) / sqrt(n scored)          (LLM or rule judge)
     quality = mean over prompts of (accuracy - reference's accuracy),  se = std / sqrt(n prompts)   (gold)
 
-where a prompt's accuracy is the share of its samples that contain the gold answer (judge.gold). Then
-per run the drift findings, the past-peak check, and over all rows the KL-vs-quality fit and the
-recommended checkpoint (metrics.overoptimization).
+where a prompt's accuracy is the share of its samples that contain the gold answer (judge.gold). Each
+judged row also gets a per-prompt quality table (quality/{run}/{label}: its mean scored preference - 0.5,
+or its accuracy - the reference's). Then per run the drift findings, the past-peak check (its drop's SE
+paired over those per-prompt qualities), and over all rows the KL-vs-quality fit and the recommended
+checkpoint (metrics.overoptimization). A quality SE that is 0 or undefined is null for that row only;
+a statistic that cannot be made is null with its reason in `missing`, never an exception.
 """
 
 from __future__ import annotations
@@ -77,6 +80,13 @@ def judge_quality(judgments: pd.DataFrame) -> dict:
     return {"source": "judge win rate - 0.5", "value": value, "se": _se(scored)}
 
 
+def judge_prompt_quality(judgments: pd.DataFrame) -> pd.Series:
+    """Per prompt id: the mean of its scored preferences - 0.5 (prompts with none scored left out)."""
+    scored = judgments[judgments["preference"].notna()]
+    return (scored["preference"].astype(np.float64).groupby(scored["prompt_id"].astype(str)).mean() - 0.5).rename(
+        "quality")
+
+
 def gold_accuracy(samples: pd.DataFrame, answers: dict[str, list[str]]) -> pd.Series:
     """Per prompt id: the share of its samples containing the gold answer (prompts with an answer only)."""
     from dpo_eval.judge.gold import contains_answer
@@ -86,12 +96,26 @@ def gold_accuracy(samples: pd.DataFrame, answers: dict[str, list[str]]) -> pd.Se
     return pd.Series(correct, index=known.index, dtype=float).groupby(known["prompt_id"]).mean()
 
 
+def gold_prompt_quality(samples: pd.DataFrame, ref_samples: pd.DataFrame, answers: dict[str, list[str]]) -> pd.Series:
+    """Per prompt id both have: accuracy - the reference's accuracy."""
+    diff = (gold_accuracy(samples, answers) - gold_accuracy(ref_samples, answers)).dropna()
+    return diff.set_axis(diff.index.astype(str)).rename("quality")
+
+
 def gold_quality(samples: pd.DataFrame, ref_samples: pd.DataFrame, answers: dict[str, list[str]]) -> dict:
     """Mean over prompts of accuracy - the reference's accuracy, and its SE."""
-    mine, theirs = gold_accuracy(samples, answers), gold_accuracy(ref_samples, answers)
-    diff = (mine - theirs).dropna().to_numpy(np.float64)
+    return _gold_figure(gold_prompt_quality(samples, ref_samples, answers))
+
+
+def _gold_figure(per_prompt: pd.Series) -> dict:
+    diff = per_prompt.to_numpy(np.float64)
     return {"source": "gold accuracy - reference's", "value": float(diff.mean()) if diff.size else None,
             "se": _se(diff)}
+
+
+def prompt_quality_table(per_prompt: pd.Series) -> pd.DataFrame:
+    """The quality/{run}/{label} table: prompt_id, quality (the per-prompt figure the past-peak test pairs)."""
+    return pd.DataFrame({"prompt_id": per_prompt.index.astype(str), "quality": per_prompt.to_numpy(np.float64)})
 
 
 # ---------------------------------------------------------------------------------------------- one row
@@ -214,12 +238,15 @@ def _run_rates(plan: Plan, rp: RunPlan, paths, seed: int) -> tuple[dict, dict]:
     return rates, judged
 
 
-def _quality(plan: Plan, label: str, judged: dict, samples, ref_samples, answers) -> dict | None:
+def _quality(plan: Plan, label: str, judged: dict, samples, ref_samples, answers) -> tuple[dict | None,
+                                                                                      pd.DataFrame | None]:
+    """The checkpoint's quality figure and its per-prompt table (None, None without judgments)."""
     if label not in judged:
-        return None
+        return None, None
     if answers is not None:
-        return gold_quality(samples, ref_samples, answers)
-    return judge_quality(judged[label])
+        per_prompt = gold_prompt_quality(samples, ref_samples, answers)
+        return _gold_figure(per_prompt), prompt_quality_table(per_prompt)
+    return judge_quality(judged[label]), prompt_quality_table(judge_prompt_quality(judged[label]))
 
 
 def _row_frames(plan: Plan, paths, run: str, label: str) -> dict:
@@ -246,8 +273,10 @@ def run_results(plan: Plan, rp: RunPlan, paths, ref_label: str, tables: dict) ->
     for row in rp.rows:
         data = {**_row_frames(plan, paths, name, row.label), "ref_samples": ref_samples,
                 "ref_entropy": ref["entropy"]}
-        quality = _quality(plan, row.label, judged, data["samples"], ref_samples, answers)
+        quality, per_prompt = _quality(plan, row.label, judged, data["samples"], ref_samples, answers)
         result, state = checkpoint_result(row, data, rates.get(row.label), quality)
+        if per_prompt is not None:
+            tables[table_name("quality", name, row.label)] = per_prompt
         results.append(result)
         states += [] if row.is_reference or state is None else [state]
         for kind in ("pairs", "samples"):
@@ -290,7 +319,9 @@ def fit_estimator(checkpoints: list[dict]) -> str:
 
 
 def quality_frame(checkpoints: list[dict], estimator: str = "analytic") -> pd.DataFrame:
-    """run, step, kl (the ``estimator`` mean), quality, implicit_reward (+ quality_se when every row has one)."""
+    """run, step, kl (the ``estimator`` mean), quality, quality_se, implicit_reward: one row per checkpoint with a
+    quality and that KL. quality_se and implicit_reward are per row, NaN where that row has none (an SE of 0 or
+    undefined, or no score stage): never dropped for the whole frame."""
     rows = []
     for c in checkpoints:
         value = (c["quality"] or {}).get("value")
@@ -298,38 +329,104 @@ def quality_frame(checkpoints: list[dict], estimator: str = "analytic") -> pd.Da
         if value is None or estimate is None or estimate.get("mean") is None:
             continue
         rows.append({"run": c["run"], "step": c["step"], "kl": estimate["mean"], "quality": value,
-                     "quality_se": c["quality"]["se"], "implicit_reward": (c["rewards"] or {}).get("mean_margin")})
+                     "quality_se": c["quality"].get("se"), "implicit_reward": (c["rewards"] or {}).get("mean_margin")})
     frame = pd.DataFrame(rows, columns=["run", "step", "kl", "quality", "quality_se", "implicit_reward"])
-    for optional in ("quality_se", "implicit_reward"):  # implicit_reward: None where the score stage did not run
-        if frame[optional].isna().any():
-            frame = frame.drop(columns=optional)
+    for column in ("kl", "quality", "quality_se", "implicit_reward"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(np.float64)
     return frame
 
 
-def fit_results(checkpoints: list[dict], has_judge: bool,
-                no_judge_reason: str = NO_JUDGE_REASON) -> tuple[dict, dict, dict | None]:
-    """fits, past_peak, recommended; over-optimisation findings are added to the last checkpoints."""
+def prompt_quality_frame(checkpoints: list[dict], tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """run, step, prompt_id, quality: the quality/{run}/{label} tables of the checkpoints with a quality."""
+    parts = [tables[name].assign(run=c["run"], step=c["step"]) for c in checkpoints
+             if (c["quality"] or {}).get("value") is not None
+             and (name := table_name("quality", c["run"], c["label"])) in tables]
+    columns = list(overoptimization.PROMPT_COLUMNS)
+    return pd.concat(parts, ignore_index=True)[columns] if parts else pd.DataFrame(columns=columns)
+
+
+FIT_WHAT = "the quality-vs-KL fit"
+RECOMMENDED_WHAT = "the recommended checkpoint (quality-vs-KL fit)"
+CANNOT_FLAG = "none: these inputs do not allow it (see why); more checkpoints or prompts may"
+
+
+def fit_results(checkpoints: list[dict], has_judge: bool, no_judge_reason: str = NO_JUDGE_REASON,
+                tables: dict[str, pd.DataFrame] | None = None,
+                missing: list[dict] | None = None) -> tuple[dict, dict, dict | None]:
+    """fits, past_peak, recommended; over-optimisation findings are added to the last checkpoints.
+
+    Never raises on the statistics: one that cannot be made is null (fits' kl_quality, a run's past_peak
+    entry, recommended) and a {what, why, flag} entry is appended to ``missing`` (when given), as is one
+    for the rows without a quality SE. ``tables`` holds the per-prompt quality tables
+    (table_name("quality", run, label)) that pair the past-peak test; without it the test is unpaired.
+    """
     if not has_judge:
         return {"kl_quality": None, "reason": no_judge_reason}, {}, None
+    notes = [] if missing is None else missing
     estimator = fit_estimator(checkpoints)
     frame = quality_frame(checkpoints, estimator)
     if frame.empty:
-        return {"kl_quality": None, "reason": "no checkpoint has both a quality and a KL figure"}, {}, None
+        reason = "no checkpoint has both a quality and a KL figure"
+        notes.append({"what": FIT_WHAT, "why": reason, "flag": "--stages with samples and judge"})
+        return {"kl_quality": None, "reason": reason}, {}, None
+    notes += _rows_without_se(frame)
+    fit = _fail_soft(notes, FIT_WHAT, lambda: overoptimization.fit_kl_quality(frame))
+    fits = {"kl_quality": plain(fit), "reason": "" if fit else notes[-1]["why"], "kl_estimator": estimator}
+    prompts = None if tables is None else _fail_soft(notes, "per-prompt qualities (past-peak fit test)",
+                                                     lambda: prompt_quality_frame(checkpoints, tables))
+    past = {str(run): plain(_run_past_peak(notes, str(run), rows, prompts))
+            for run, rows in frame.groupby("run", sort=True)}
+    recommended = _fail_soft(notes, RECOMMENDED_WHAT, lambda: overoptimization.recommend_checkpoint(frame, fit=fit))
+    _place_over_optimisation(checkpoints, past)
+    return fits, past, plain(recommended)
+
+
+def _run_past_peak(notes: list[dict], run: str, rows: pd.DataFrame, prompts: pd.DataFrame | None):
+    """One run's PastPeak (paired over its per-prompt qualities when given), or None with its reason in notes;
+    a run it could not test (no SE for the drop) is named in notes too."""
+    mine = None if prompts is None else prompts[prompts["run"] == run]
+    what = f"the past-peak check of run {run} (fit results)"
+    found = _fail_soft(notes, what, lambda: overoptimization.detect_past_peak(rows, mine)[run])
+    if found is not None and found.se_method == "none":
+        notes.append({"what": what, "why": found.reason,
+                      "flag": "more prompts or samples per prompt (--max-prompts, --n-samples)"})
+    return found
+
+
+def _fail_soft(missing: list[dict], what: str, compute):
+    """compute(), or None with {what, why, flag} appended to ``missing`` when it raises: after the model work
+    no statistic may take the report down."""
     try:
-        fit = overoptimization.fit_kl_quality(frame)
-        fits = {"kl_quality": plain(fit), "reason": "", "kl_estimator": estimator}
-    except ValueError as error:
-        fit, fits = None, {"kl_quality": None, "reason": str(error), "kl_estimator": estimator}
-    past = {run: plain(p) for run, p in overoptimization.detect_past_peak(frame).items()}
-    recommended = plain(overoptimization.recommend_checkpoint(frame, fit=fit))
+        return compute()
+    except Exception as error:  # a figure that cannot be made is null with its reason
+        expected = isinstance(error, ValueError | ArithmeticError | np.linalg.LinAlgError)
+        why = str(error) if expected else f"{type(error).__name__}: {error} (a dpo-eval bug: please report it)"
+        missing.append({"what": what, "why": why, "flag": CANNOT_FLAG})
+        return None
+
+
+def _rows_without_se(frame: pd.DataFrame) -> list[dict]:
+    """A `missing` entry per run naming the rows whose quality has no SE (0 or undefined)."""
+    lacking = frame[~(np.isfinite(frame["quality_se"]) & (frame["quality_se"] > 0))]
+    return [{"what": f"the quality SE of run {run} step(s) {rows['step'].tolist()}",
+             "why": "it is 0 or undefined (every scored preference or per-prompt difference alike, or fewer than "
+                    "2): those rows are left out of the weighted quality-vs-KL fit, never weighted as exact",
+             "flag": "more prompts or samples per prompt (--max-prompts, --n-samples)"}
+            for run, rows in lacking.groupby("run", sort=True)]
+
+
+def _place_over_optimisation(checkpoints: list[dict], past: dict) -> None:
+    """The over-optimisation finding of each run past its peak, on its last tested checkpoint."""
     for run, p in past.items():
-        found = findings.check_over_optimisation(p["is_past_peak"], p["peak_step"], p["peak_quality"],
-                                                 p["last_quality"], frame_source(checkpoints), THRESHOLDS,
-                                                 p["last_step"])
-        if found:
-            target = next(c for c in checkpoints if c["run"] == run and c["step"] == p["last_step"])
+        if p is None:
+            continue
+        found = findings.check_over_optimisation(
+            p["is_past_peak"], p["peak_step"], p["peak_quality"], p["last_quality"], frame_source(checkpoints),
+            THRESHOLDS, p["last_step"], drop=p["drop"], drop_se=p["drop_se"], drop_threshold=p["threshold"],
+            se_method=p["se_method"])
+        target = next((c for c in checkpoints if c["run"] == run and c["step"] == p["last_step"]), None)
+        if found and target is not None:
             target["findings"].append({**plain(found), "run": run})
-    return fits, past, recommended
 
 
 def frame_source(checkpoints: list[dict]) -> str:
@@ -415,14 +512,15 @@ def assemble(plan: Plan, paths, ref_label: str) -> tuple[dict, dict[str, pd.Data
     tables: dict[str, pd.DataFrame] = {}
     checkpoints = [c for rp in plan.runs for c in run_results(plan, rp, paths, ref_label, tables)]
     no_judge = NO_JUDGE_REASON if plan.judge is None else f"{_stage_not_run(plan, 'judge')}: quality needs it"
-    fits, past, recommended = fit_results(checkpoints, plan.is_judged, no_judge)
+    missing = _missing(plan)
+    fits, past, recommended = fit_results(checkpoints, plan.is_judged, no_judge, tables, missing)
     all_findings = sorted((f for c in checkpoints for f in c["findings"]),
                           key=lambda f: (-findings.SEVERITIES.index(f["severity"]), f["run"], f["step"] or 0))
     return {
         "schema_version": RESULTS_SCHEMA_VERSION, "generated_at": "", "provenance": _provenance(plan),
         "runs": [_run_entry(rp) for rp in plan.runs], "checkpoints": checkpoints, "fits": fits,
         "past_peak": past, "recommended": recommended, "findings": all_findings,
-        "training_curves": _curves(plan), "missing": _missing(plan), "files": {}, "timings": {},
+        "training_curves": _curves(plan), "missing": missing, "files": {}, "timings": {},
     }, tables
 
 

@@ -71,7 +71,8 @@ def test_every_file_is_written_and_results_validate(judged):
         ("0", 0, True), ("2", 2, False), ("4", 4, False)]
     assert results["runs"][0]["steps"] == [0, 2, 4] and results["runs"][0]["trainer"] == "dpo-eval"
     assert set(results["files"]) == {f"{kind}/run/{label}" for kind in ("pairs", "samples")
-                                     for label in ("0", "2", "4")} | {"samples/reference"}
+                                     for label in ("0", "2", "4")} | {"samples/reference"} | {
+                                     f"quality/run/{label}" for label in ("2", "4")}  # judged: per-prompt quality
     for relative in results["files"].values():
         assert (out / relative).is_file()
     for kind in ("score", "samples", "kl", "entropy", "unseen", "judge"):
@@ -161,6 +162,25 @@ def test_rule_judge_win_rates_and_quality(judged):
     assert results["recommended"] is not None and results["recommended"]["run"] == "run"
     assert all(m["flag"] != "--judge openai:MODEL (or --judge local:PATH, --judge gold:ANSWERS)"
                for m in results["missing"])
+
+
+def test_rule_judge_per_prompt_quality_pairs_the_past_peak_drop(judged):
+    """quality/run/{label} holds each prompt's mean preference - 0.5; the drop's SE is paired over them."""
+    out, results = judged["out"], judged["results"]
+    samples = {label: [json.loads(line) for line in (store_folder(out, "samples", f"run/{label}") / "samples.jsonl")
+                       .read_text().splitlines()] for label in ("0", "2", "4")}
+    per_prompt = {label: {p: v - 0.5 for p, v in longer_wins_preferences(samples[label], samples["0"]).items()}
+                  for label in ("2", "4")}
+    for label in ("2", "4"):
+        table = pd.read_parquet(out / results["files"][f"quality/run/{label}"])
+        assert dict(zip(table["prompt_id"], table["quality"])) == pytest.approx(per_prompt[label])
+    past = results["past_peak"]["run"]
+    peak, last = str(past["peak_step"]), str(past["last_step"])
+    assert last == "4" and past["se_method"] == "paired"
+    if peak != last:
+        d = np.array([per_prompt[peak][p] - per_prompt[last][p] for p in per_prompt[last]])
+        assert past["n_prompts"] == len(d) and past["drop"] == pytest.approx(d.mean())
+        assert past["drop_se"] == pytest.approx(d.std(ddof=1) / math.sqrt(len(d)))
 
 
 def test_without_a_judge_missing_names_the_flag(tiny, tmp_path):
