@@ -6,6 +6,13 @@ the reference, never an absolute score. Three sources:
 - "winrate" / "lc_winrate": the judge's win rate of the checkpoint's samples against the reference's,
   value = w - 1/2 (the reference against itself wins half), se = (ci_high - ci_low) / (2 z_{(1+level)/2})
   from the CI `winrate` already reports (a percentile-bootstrap CI; read as normal-approximate).
+  From the judgments themselves (`quality_from_preferences`): value = w - 1/2 with w the mean scored
+  preference, and the SE clustered by prompt, since a prompt's judgments (several samples, both orders)
+  are not independent: with T_p the sum and n_p the count of prompt p's scored preferences, n = sum n_p,
+
+      se = sqrt(P / (P - 1) * sum_p (T_p - w n_p)^2) / n          (a ratio estimator's SE, as metrics.kl)
+
+  which is std(ddof=1) / sqrt(n) when every prompt has one judgment.
 - "gold": a verifier's accuracy on the checkpoint's samples minus its accuracy on the reference's
   samples of the same prompts, paired by prompt. Over the P prompts both sets have (samples of one
   prompt are not independent, and both models answer the same prompts, so a prompt's difficulty
@@ -27,6 +34,8 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 from scipy.stats import norm
+
+from dpo_eval.metrics.kl import cluster_ratio
 
 SOURCES = ("winrate", "lc_winrate", "gold", "external")
 
@@ -55,6 +64,22 @@ def quality_from_winrate(win_rate: float, ci: tuple[float, float], *, level: flo
     low, high = ci
     se = (high - low) / (2 * norm.ppf((1 + level) / 2)) if np.isfinite(low) and np.isfinite(high) else np.nan
     return Quality(source, float(win_rate) - 0.5, float(se), float(win_rate), 0.5)
+
+
+def quality_from_preferences(preference: ArrayLike, prompt_id: ArrayLike) -> Quality:
+    """Win rate - 0.5 from scored preferences (n,) in [0, 1] (NaN: unscored, left out), SE clustered by prompt.
+
+    value = mean(p) - 0.5 over the scored; se = sqrt(P/(P-1) sum_p (T_p - w n_p)^2) / n (module docstring);
+    NaN value with no scored preference, NaN se with fewer than two prompts.
+    """
+    values = np.asarray(preference, dtype=np.float64)
+    prompts = np.asarray(prompt_id, dtype=object)
+    if values.shape != prompts.shape or values.ndim != 1:
+        raise ValueError(f"preference and prompt_id must be 1-D of one length, got {values.shape} and {prompts.shape}")
+    scored = ~np.isnan(values)
+    codes, uniques = pd.factorize(pd.Series(prompts[scored]).astype(str), sort=True)
+    win_rate, se = cluster_ratio(values[scored], np.ones(int(scored.sum())), codes, len(uniques))
+    return Quality("winrate", win_rate - 0.5, se, win_rate, 0.5)
 
 
 def quality_difference(checkpoint_values: ArrayLike, checkpoint_prompts: ArrayLike, reference_values: ArrayLike,

@@ -6,7 +6,7 @@ off-policy log-ratios on the pairs, lengths against the reference's samples (met
 the pairs and dispersion to unseen responses and prompt entropy (metrics.drift), and with a judge the win
 rate against the reference's samples (metrics.winrate) and the quality the KL-vs-quality fit uses:
 
-    quality = win rate - 0.5,   se = std(preferences, ddof=1) / sqrt(n scored)          (LLM or rule judge)
+    quality = win rate - 0.5,   se clustered by prompt (metrics.quality.quality_from_preferences)   (LLM or rule judge)
     quality = mean over prompts of (accuracy - reference's accuracy),  se = std / sqrt(n prompts)   (gold)
 
 where a prompt's accuracy is the share of its samples that contain the gold answer (judge.gold). Each
@@ -30,6 +30,7 @@ import pandas as pd
 
 from dpo_eval.jsonio import atomic_path, finite_or_null, write_json
 from dpo_eval.metrics import drift, findings, kl, length, overoptimization, rewards, training_curves, winrate
+from dpo_eval.metrics.quality import quality_from_preferences
 from dpo_eval.report import frames
 from dpo_eval.report.plan import Plan, Row, RunPlan
 from dpo_eval.reports.schema import RESULTS_SCHEMA_VERSION, schema_errors
@@ -73,11 +74,13 @@ def _se(values: np.ndarray) -> float | None:
 
 
 def judge_quality(judgments: pd.DataFrame) -> dict:
-    """Win rate - 0.5 and its SE over the scored preferences of one checkpoint."""
-    scored = judgments["preference"].to_numpy(np.float64)
-    scored = scored[~np.isnan(scored)]
-    value = float(scored.mean()) - 0.5 if scored.size else None
-    return {"source": "judge win rate - 0.5", "value": value, "se": _se(scored)}
+    """Win rate - 0.5 over the scored preferences of one checkpoint, its SE clustered by prompt
+    (metrics.quality.quality_from_preferences: a prompt's judgments are not independent)."""
+    if not judgments["preference"].notna().any():
+        return {"source": "judge win rate - 0.5", "value": None, "se": None}
+    found = quality_from_preferences(judgments["preference"], judgments["prompt_id"])
+    se = found.se if math.isfinite(found.se) and found.se > 0 else None
+    return {"source": "judge win rate - 0.5", "value": found.value, "se": se}
 
 
 def judge_prompt_quality(judgments: pd.DataFrame) -> pd.Series:

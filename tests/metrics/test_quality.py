@@ -60,3 +60,20 @@ def test_external_scores_and_bad_input():
         quality_difference([1.0, 2.0], ["p"], [1.0], ["p"], source="gold")
     with pytest.raises(ValueError, match="no samples"):
         quality_difference([], [], [1.0], ["p"], source="gold")
+
+
+def test_quality_from_preferences_clusters_its_se_by_prompt():
+    from dpo_eval.metrics.quality import quality_from_preferences
+
+    preference = np.array([1.0, 1.0, 1.0, 0.0, 0.0, np.nan, 0.5])
+    prompts = np.array(["a", "a", "a", "b", "b", "b", "c"])
+    got = quality_from_preferences(preference, prompts)
+    n, w = 6, 3.5 / 6  # the NaN is unscored: left out
+    totals, counts = np.array([3.0, 0.0, 0.5]), np.array([3, 2, 1])
+    se = np.sqrt(3 / 2 * np.sum((totals - w * counts) ** 2)) / n
+    assert got.value == pytest.approx(w - 0.5) and got.se == pytest.approx(se)
+    assert got.checkpoint_mean == pytest.approx(w) and got.reference_mean == 0.5
+    # prompts agreeing within themselves: the clustered SE exceeds the iid one
+    assert got.se > np.std(preference[:-2].tolist() + [0.5], ddof=1) / np.sqrt(n)
+    one_each = quality_from_preferences(np.array([1.0, 0.0, 0.5]), np.array(["x", "y", "z"]))
+    assert one_each.se == pytest.approx(np.std([1.0, 0.0, 0.5], ddof=1) / np.sqrt(3))

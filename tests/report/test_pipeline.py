@@ -251,11 +251,18 @@ def test_unseen_responses_pair_each_prompt_with_the_next_prompts_first_sample():
 
 
 def test_quality_formulas():
-    judgments = pd.DataFrame({"preference": [1.0, 0.0, 0.5, np.nan, 1.0]})
+    judgments = pd.DataFrame({"preference": [1.0, 0.0, 0.5, np.nan, 1.0], "prompt_id": list("abcde")})
     got = judge_quality(judgments)
-    scored = np.array([1.0, 0.0, 0.5, 1.0])
+    scored = np.array([1.0, 0.0, 0.5, 1.0])  # one judgment per prompt: the plain SE
     assert got["value"] == pytest.approx(scored.mean() - 0.5)
     assert got["se"] == pytest.approx(scored.std(ddof=1) / 2.0)
+    # several judgments per prompt: clustered, sqrt(P/(P-1) sum_p (T_p - w n_p)^2) / n
+    judgments = pd.DataFrame({"preference": [1.0, 1.0, 0.0, 0.0, 0.5, np.nan], "prompt_id": list("aabbcc")})
+    w = 2.5 / 5
+    totals, counts = np.array([2.0, 0.0, 0.5]), np.array([2, 2, 1])
+    got = judge_quality(judgments)
+    assert got["value"] == pytest.approx(w - 0.5)
+    assert got["se"] == pytest.approx(math.sqrt(3 / 2 * np.sum((totals - w * counts) ** 2)) / 5)
     answers = {"q1": ["4"], "q2": ["7"]}
     samples = pd.DataFrame({"prompt_id": ["1", "1", "2", "2", "3"], "prompt": ["q1", "q1", "q2", "q2", "q3"],
                             "output": ["it is 4", "14", "7", "seven", "x"]})
