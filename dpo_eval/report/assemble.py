@@ -32,7 +32,6 @@ from dpo_eval.report.plan import Plan, Row, RunPlan
 from dpo_eval.reports.schema import RESULTS_SCHEMA_VERSION, schema_errors
 from dpo_eval.reports.tables import table_name
 
-THRESHOLDS = findings.Thresholds()
 JUDGE_MISSING = {"what": "win rates, LC win rates, quality-vs-KL fit and the recommended checkpoint",
                  "why": "no judge was given",
                  "flag": "--judge openai:MODEL (or --judge local:PATH, --judge gold:ANSWERS)"}
@@ -139,15 +138,16 @@ def _winrate(rate: winrate.ModelWinRate | None) -> dict | None:
             "position_bias_rate": rate.position_bias_rate, "discrete_win_rate": rate.discrete_win_rate}
 
 
-def _row_findings(row: Row, comparison, gap, summary: kl.KLSummary | None) -> list[findings.Finding]:
+def _row_findings(row: Row, comparison, gap, summary: kl.KLSummary | None,
+                  thresholds: findings.Thresholds) -> list[findings.Finding]:
     """Length and KL-budget findings of a trained checkpoint (none for the reference row)."""
     if row.is_reference:
         return []
-    found = [] if comparison is None else length.length_findings(comparison, gap, THRESHOLDS, row.step)
+    found = [] if comparison is None else length.length_findings(comparison, gap, thresholds, row.step)
     estimate = None if summary is None else (summary.analytic or summary.k3)
     if estimate is not None and math.isfinite(estimate.mean):
         ci = (estimate.mean - 1.96 * estimate.se, estimate.mean + 1.96 * estimate.se)
-        budget = findings.check_kl_budget(estimate.mean, ci if math.isfinite(estimate.se) else None, THRESHOLDS,
+        budget = findings.check_kl_budget(estimate.mean, ci if math.isfinite(estimate.se) else None, thresholds,
                                           row.step)
         found += [budget] if budget else []
     return found
@@ -177,14 +177,15 @@ def checkpoint_result(row: Row, data: dict, rate: winrate.ModelWinRate | None,
 
     data: the row's frames: pairs, samples, unseen, entropy, and the run's ref_samples, ref_entropy (None
     where their stage did not run: the figures made from them are null, their findings not checked), and
-    has_analytic (whether the kl stage ran). Drift needs the pairs (score): without them it is None.
+    has_analytic (whether the kl stage ran), thresholds (when findings fire). Drift needs the pairs (score):
+    without them it is None.
     """
     pairs, samples = data["pairs"], data["samples"]
     summary = _kl(samples, data["has_analytic"])
     comparison, gap, length_figures = _lengths(samples, data["ref_samples"], pairs, rate)
     state = None if pairs is None else drift.CheckpointDrift(
         row.step, drift.pair_drift(pairs), _dispersion(data["unseen"], data["entropy"], data["ref_entropy"]))
-    found = _row_findings(row, comparison, gap, summary)
+    found = _row_findings(row, comparison, gap, summary, data["thresholds"])
     return {
         "run": row.run, "step": row.step, "label": row.label, "path": row.path,
         "fingerprint": row.identity.fingerprint, "is_reference": row.is_reference,
@@ -241,7 +242,7 @@ def run_results(plan: Plan, rp: RunPlan, paths, ref_label: str, tables: dict) ->
     results, states = [], []
     for row in rp.rows:
         data = {**_row_frames(plan, paths, name, row.label), "ref_samples": ref_samples,
-                "ref_entropy": ref["entropy"]}
+                "ref_entropy": ref["entropy"], "thresholds": plan.config.thresholds}
         quality = _quality(plan, row.label, judged, data["samples"], ref_samples, answers)
         result, state = checkpoint_result(row, data, rates.get(row.label), quality)
         results.append(result)
@@ -252,7 +253,7 @@ def run_results(plan: Plan, rp: RunPlan, paths, ref_label: str, tables: dict) ->
     if ref_samples is not None:
         tables.setdefault(table_name("samples"), ref_samples)
     by_step = {r["step"]: r for r in results}
-    for found in drift.drift_findings(states, THRESHOLDS):
+    for found in drift.drift_findings(states, plan.config.thresholds):
         by_step[found.step]["findings"].append({**plain(found), "run": name})
     return results
 
@@ -303,7 +304,8 @@ def quality_frame(checkpoints: list[dict], estimator: str = "analytic") -> pd.Da
 
 
 def fit_results(checkpoints: list[dict], has_judge: bool,
-                no_judge_reason: str = NO_JUDGE_REASON) -> tuple[dict, dict, dict | None]:
+                no_judge_reason: str = NO_JUDGE_REASON,
+                thresholds: findings.Thresholds = findings.Thresholds()) -> tuple[dict, dict, dict | None]:
     """fits, past_peak, recommended; over-optimisation findings are added to the last checkpoints."""
     if not has_judge:
         return {"kl_quality": None, "reason": no_judge_reason}, {}, None
@@ -320,7 +322,7 @@ def fit_results(checkpoints: list[dict], has_judge: bool,
     recommended = plain(overoptimization.recommend_checkpoint(frame, fit=fit))
     for run, p in past.items():
         found = findings.check_over_optimisation(p["is_past_peak"], p["peak_step"], p["peak_quality"],
-                                                 p["last_quality"], frame_source(checkpoints), THRESHOLDS,
+                                                 p["last_quality"], frame_source(checkpoints), thresholds,
                                                  p["last_step"])
         if found:
             target = next(c for c in checkpoints if c["run"] == run and c["step"] == p["last_step"])
@@ -392,7 +394,7 @@ def _provenance(plan: Plan) -> dict:
         "sampling": {"n_samples": c.n_samples, "max_new_tokens": c.max_new_tokens, "temperature": c.temperature,
                      "top_p": c.top_p, "template": c.template, "max_prompts": c.max_prompts},
         "tokenization": {rp.run.name: dataclasses.asdict(rp.tokenization) for rp in plan.runs},
-        "numerics": plan.numerics, "thresholds": dataclasses.asdict(THRESHOLDS), "warnings": list(plan.warnings),
+        "numerics": plan.numerics, "thresholds": dataclasses.asdict(c.thresholds), "warnings": list(plan.warnings),
     }
 
 
@@ -411,7 +413,7 @@ def assemble(plan: Plan, paths, ref_label: str) -> tuple[dict, dict[str, pd.Data
     tables: dict[str, pd.DataFrame] = {}
     checkpoints = [c for rp in plan.runs for c in run_results(plan, rp, paths, ref_label, tables)]
     no_judge = NO_JUDGE_REASON if plan.judge is None else f"{_stage_not_run(plan, 'judge')}: quality needs it"
-    fits, past, recommended = fit_results(checkpoints, plan.is_judged, no_judge)
+    fits, past, recommended = fit_results(checkpoints, plan.is_judged, no_judge, plan.config.thresholds)
     all_findings = sorted((f for c in checkpoints for f in c["findings"]),
                           key=lambda f: (-findings.SEVERITIES.index(f["severity"]), f["run"], f["step"] or 0))
     return {
