@@ -42,7 +42,8 @@ def render_junit(results: Sequence[CheckResult]) -> str:
             failure = ET.SubElement(case, "failure", {"type": "threshold", "message": failure_message(result)})
             failure.text = "\n".join(part for part in (f"figure: {result.figure}", detail_text(result)) if part)
         else:
+            detail = detail_text(result)
             ET.SubElement(case, "system-out").text = (f"value {number_text(result.value)}, threshold "
-                                                      f"{threshold_text(result)}")
+                                                      f"{threshold_text(result)}" + (f"; {detail}" if detail else ""))
     ET.indent(root)
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
