@@ -7,9 +7,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import os
 import re
-import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -18,7 +16,9 @@ import pytest
 from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "report"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from example_results import JUDGE_MISSING, build_example  # noqa: E402
+from subprocesses import run_together  # noqa: E402
 from tiny_run import copy_run, trained_once  # noqa: E402
 
 from dpo_eval.cli import main  # noqa: E402
@@ -58,16 +58,16 @@ def write_config(folder: Path, *entries: str, extra: str = "", name: str = "gate
     return path
 
 
-def run_python(code: str, *args: str) -> subprocess.CompletedProcess:
-    environment = {k: v for k, v in os.environ.items() if k != "GITHUB_STEP_SUMMARY"}
-    environment["OMP_NUM_THREADS"] = "1"
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=REPO,
-                          env=environment, timeout=300)
+CLI = "import sys; from dpo_eval.cli import main; main(sys.argv[1:], prog_name='dpo-eval')"
+BROKEN_CLI = ("import sys; import dpo_eval.gate as gate\n"
+              "def boom(*args, **kwargs):\n    raise RuntimeError('boom: a bug')\n"
+              "gate.evaluate_checks = boom\n" + CLI)
+"""The CLI with a bug planted where the checks are evaluated."""
 
 
-def run_gate(*args: str) -> subprocess.CompletedProcess:
-    return run_python("import sys; from dpo_eval.cli import main; main(sys.argv[1:], prog_name='dpo-eval')",
-                      "gate", *args)
+def cli_process(code: str, *args: str) -> list[str]:
+    """A `python -c CODE gate ARGS` command line, never appending to CI's own step summary."""
+    return ["env", "-u", "GITHUB_STEP_SUMMARY", "OMP_NUM_THREADS=1", sys.executable, "-c", code, "gate", *args]
 
 
 def invoke(*args: str):
@@ -86,15 +86,11 @@ def test_each_exit_code_as_a_subprocess(example, tmp_path):
     passing = write_config(tmp_path, "checkpoints[final].rewards.n >= 0")
     failing = write_config(tmp_path, "checkpoints[final].rewards.n < 0", name="failing.yaml")
     bad = write_config(tmp_path, "checkpoints[final].rewards.n >= x", name="bad.yaml")
-    assert run_gate(str(example), "--config", str(passing)).returncode == 0
-    assert run_gate(str(example), "--config", str(failing)).returncode == 1
-    done = run_gate(str(example), "--config", str(bad))
+    passed, failed, done, crashed = run_together(
+        *(cli_process(CLI, str(example), "--config", str(config)) for config in (passing, failing, bad)),
+        cli_process(BROKEN_CLI, str(example), "--config", str(passing)))
+    assert (passed.returncode, failed.returncode) == (0, 1), (passed.stderr, failed.stderr)
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
-    broken = ("import sys; import dpo_eval.gate as gate\n"
-              "def boom(*args, **kwargs):\n    raise RuntimeError('boom: a bug')\n"
-              "gate.evaluate_checks = boom\n"
-              "from dpo_eval.cli import main; main(sys.argv[1:], prog_name='dpo-eval')")
-    crashed = run_python(broken, "gate", str(example), "--config", str(passing))
     assert crashed.returncode == 3, crashed.stderr
     lines = crashed.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in crashed.stderr and crashed.stdout == ""
@@ -180,14 +176,16 @@ def test_a_baseline_made_otherwise_exits_2_unless_allowed(example, tmp_path):
     old = tmp_path / "old.json"
     old.write_text(json.dumps(baseline))
     check = "regression: checkpoints[final].rewards.accuracy may not drop by more than 0.02"
-    refused = run_gate(str(example), "--config", str(write_config(tmp_path, check)), "--baseline", str(old))
+    refusing = write_config(tmp_path, check, name="refusing.yaml")
+    allowed = write_config(tmp_path, check, extra="allow_incomparable: true\n")
+    summary, junit = tmp_path / "summary.md", tmp_path / "gate.xml"
+    refused, done = run_together(
+        cli_process(CLI, str(example), "--config", str(refusing), "--baseline", str(old)),
+        cli_process(CLI, str(example), "--config", str(allowed), "--baseline", str(old), "--junit", str(junit),
+                    "--step-summary", str(summary)))
     assert refused.returncode == 2 and refused.stdout == "", refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1 and "sampling.temperature (1.0 vs 0.7)" in refused.stderr
     assert "allow_incomparable: true" in refused.stderr
-    allowed = write_config(tmp_path, check, extra="allow_incomparable: true\n")
-    summary, junit = tmp_path / "summary.md", tmp_path / "gate.xml"
-    done = run_gate(str(example), "--config", str(allowed), "--baseline", str(old), "--junit", str(junit),
-                    "--step-summary", str(summary))
     assert done.returncode == 0, done.stderr
     outs = [c.find("system-out").text for c in ET.parse(junit).getroot().iter("testcase")]
     assert len(outs) == 2 and all("baseline not comparable (allow_incomparable: true): sampling.temperature" in o
