@@ -254,8 +254,11 @@ def write_outputs(config: GateConfig, outcome: GateOutcome) -> None:
     from dpo_eval.reports.junit import render_junit
 
     if config.junit:
-        Path(config.junit).parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(config.junit, render_junit(outcome.checks))
+        try:
+            Path(config.junit).parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(config.junit, render_junit(outcome.checks))
+        except OSError as error:
+            raise UserError(f"cannot write --junit {config.junit} ({error}): pass a writable path") from None
     summary = config.step_summary or os.environ.get(STEP_SUMMARY_ENV)
     if summary:
         try:

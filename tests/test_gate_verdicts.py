@@ -101,6 +101,14 @@ def test_each_exit_code_as_a_subprocess(example, tmp_path):
     written.unlink()
 
 
+def test_an_unwritable_junit_path_is_bad_input_not_a_bug(example, tmp_path):
+    (tmp_path / "file").write_text("")
+    config = write_config(tmp_path, "checkpoints[final].rewards.n >= 0")
+    result = invoke("gate", str(example), "--config", str(config), "--junit", str(tmp_path / "file" / "gate.xml"))
+    assert result.exit_code == 2 and "cannot write --junit" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
 def test_the_cli_documents_the_exit_codes():
     help_text = invoke("gate", "--help").output
     assert "0 when all pass, 1 when one fails, 2 on an input error, 3 on an" in " ".join(help_text.split())
