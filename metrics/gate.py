@@ -23,6 +23,9 @@ each run that has it, the reference row included for 0).
 A check never passes on a number it does not have: a null or absent figure, an empty selection, or a
 baseline with no matching checkpoint is a failure whose reason says what is missing (for a null figure,
 from results.json's ``missing``: why, and the flag that adds it).
+Likewise ``findings: none of severity X`` never passes on findings that were never computed
+(FINDING_NEEDS: without a judge lc_gap and over_optimisation cannot fire) unless it names, with
+``among``, only findings that were.
 """
 
 from __future__ import annotations

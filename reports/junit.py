@@ -20,9 +20,11 @@ SUITE = "dpo-eval gate"
 
 
 def failure_message(result: CheckResult) -> str:
-    """One line with the value and the threshold (and why there is no value, when there is none)."""
+    """One line with the value and the threshold (and the reason, when the row has one)."""
     if result.value is None:
         return f"value missing, threshold {threshold_text(result)}: {result.reason}"
+    if result.reason:  # a value the threshold would pass, failed for its reason (findings never computed)
+        return f"value {number_text(result.value)}, threshold {threshold_text(result)}: {result.reason}"
     return f"value {number_text(result.value)} does not satisfy {threshold_text(result)}"
 
 

@@ -217,6 +217,8 @@ def test_findings_never_computed_fail_unless_the_check_names_what_it_covers(unju
     assert not got.passed
     assert got.reason == (f"not computed: lc_gap, over_optimisation ({JUDGE_MISSING['why']}): "
                           f"add {JUDGE_MISSING['flag']}")
+    failure = ET.fromstring(render_junit([got]).partition("?>")[2]).find("testsuite/testcase/failure")
+    assert failure.get("message") == f"value {got.value:g}, threshold == 0: {got.reason}"
     computed = [c for c in g.FINDING_NEEDS if c not in ("lc_gap", "over_optimisation")]
     clean = [c for c in computed if not any(f["code"] == c and f["severity"] == "high" for f in results["findings"])]
     covered = evaluate(results, {"findings": f"none of severity high among {', '.join(clean)}"})[0]
