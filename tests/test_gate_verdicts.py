@@ -4,7 +4,6 @@ the gate's own results folder, overridable finding thresholds, and Markdown that
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import re
@@ -17,7 +16,7 @@ from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "report"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from example_results import JUDGE_MISSING, build_example  # noqa: E402
+from example_results import build_example  # noqa: E402
 from subprocesses import run_together  # noqa: E402
 from tiny_run import copy_run, trained_once  # noqa: E402
 
@@ -28,6 +27,7 @@ from dpo_eval.gate_file import load_gate_file, parse_check  # noqa: E402
 from dpo_eval.metrics import findings  # noqa: E402
 from dpo_eval.metrics import gate as g  # noqa: E402
 from dpo_eval.metrics.gate_baseline import incomparable_fields  # noqa: E402
+from dpo_eval.report.assemble import JUDGE_MISSING  # noqa: E402
 from dpo_eval.report.config import ReportConfig, load_thresholds  # noqa: E402
 from dpo_eval.reports.gate_summary import escape_markdown, format_markdown  # noqa: E402
 from dpo_eval.reports.junit import render_junit  # noqa: E402
@@ -148,39 +148,60 @@ def test_a_step_0_check_selects_the_reference_row_on_a_run_dir_as_on_its_results
 # ---------------------------------------------------------------------------------------------- 8 baselines
 
 
+def provenance() -> dict:
+    """The comparable part of a results.json `provenance` as assemble._provenance writes it (two runs)."""
+    identity = {"path": "/models/sft", "resolved": "/models/sft", "kind": "pretrained", "fingerprint": "f" * 64,
+                "attn_implementation": "sdpa"}
+    return {"beta": {"b1": 0.1, "b5": 0.5}, "seeds": {"sampling": 0, "bootstrap": 0, "judge": 0},
+            "judge": {"spec": "gold:answers.jsonl", "mode": "verdict", "template": "pairwise",
+                      "template_sha256": "ab" * 32, "seed": 0, "answers_sha256": "cd" * 32},
+            "data": {"pairs": {"path": "heldout.jsonl", "source": "--data", "sha256": "01" * 32, "n": 12},
+                     "prompts": {"path": "heldout.jsonl", "source": "pairs", "sha256": "02" * 32, "n": 12}},
+            "reference": {**identity, "source": "--ref", "runs": {"b1": {**identity, "source": "--ref"},
+                                                                   "b5": {**identity, "source": "--ref"}}},
+            "sampling": {"n_samples": 4, "max_new_tokens": 128, "temperature": 1.0, "top_p": 1.0,
+                         "template": "auto", "max_prompts": None}}
+
+
 @pytest.mark.parametrize("edit, named", [
-    (lambda p: p["data"]["pairs"].update(sha256="00" * 32), "data.pairs.sha256"),
-    (lambda p: p["data"]["prompts"].update(sha256="11" * 32), "data.prompts.sha256"),
-    (lambda p: p["judge"].update(spec="openai:gpt-4o"), "judge.spec"),
-    (lambda p: p.update(judge=None), "judge ("),
+    (lambda p: p["data"]["pairs"].update(sha256="00" * 32), f"data.pairs.sha256 (\"{'01' * 32}\" vs \"{'00' * 32}\")"),
+    (lambda p: p["data"]["prompts"].update(sha256="11" * 32), "data.prompts.sha256 ("),
+    (lambda p: p["judge"].update(spec="openai:gpt-4o"), 'judge.spec ("gold:answers.jsonl" vs "openai:gpt-4o")'),
+    (lambda p: p["judge"].pop("answers_sha256"), f'judge.answers_sha256 ("{"cd" * 32}" vs not recorded)'),
+    (lambda p: p.update(judge=None), "judge ({"),
     (lambda p: p["sampling"].update(temperature=0.7), "sampling.temperature (1.0 vs 0.7)"),
-    (lambda p: p["beta"].update({"beta0.1": 0.2}), "beta[beta0.1] (0.1 vs 0.2)"),
-    (lambda p: p["reference"].update(fingerprint="sha256:other"), "reference[beta0.1]"),
+    (lambda p: p["sampling"].update(max_prompts=8), "sampling.max_prompts (null vs 8)"),
+    (lambda p: p["beta"].update(b5=0.2), "beta[b5] (0.5 vs 0.2)"),
+    (lambda p: p["reference"]["runs"]["b1"].update(fingerprint="e" * 64), f'reference[b1] ("{"f" * 64}" vs "{"e" * 64}")'),
 ])
-def test_incomparable_fields_name_what_differs(example, edit, named):
-    results = json.loads(example.read_text())
-    assert incomparable_fields(results, copy.deepcopy(results)) == []
-    baseline = copy.deepcopy(results)
+def test_incomparable_fields_name_what_differs(edit, named):
+    results = {"provenance": provenance()}
+    assert incomparable_fields(results, {"provenance": provenance()}) == []
+    baseline = {"provenance": provenance()}
     edit(baseline["provenance"])
     differ = incomparable_fields(results, baseline)
-    assert differ and any(d.startswith(named) for d in differ), differ
+    assert len(differ) == 1 and differ[0].startswith(named), differ
 
 
-def test_the_judges_seed_and_other_runs_paths_do_not_count(example):
-    results = json.loads(example.read_text())
-    baseline = copy.deepcopy(results)
+def test_the_judges_seed_paths_and_a_lone_baseline_run():
+    results, baseline = {"provenance": provenance()}, {"provenance": provenance()}
     baseline["provenance"]["judge"]["seed"] = 5
     baseline["provenance"]["data"]["pairs"]["path"] = "/elsewhere/heldout.jsonl"
     baseline["provenance"]["reference"]["path"] = "/elsewhere/sft"
     assert incomparable_fields(results, baseline) == []
-    lone = copy.deepcopy(results)
+    lone = {"provenance": provenance()}
     lone["provenance"]["beta"] = {"old": 0.5}  # a lone baseline run is every run's partner
-    assert incomparable_fields(results, lone) == ["beta[beta0.1 vs baseline old] (0.1 vs 0.5)"]
+    del lone["provenance"]["reference"]["runs"]  # an older document: the one reference of every run
+    assert incomparable_fields(results, lone) == ["beta[b1 vs baseline old] (0.1 vs 0.5)"]
+    two = {"provenance": provenance()}
+    two["provenance"]["beta"] = {"x": 0.1, "y": 0.1}  # no partner: those runs' checks fail as unmatched
+    assert incomparable_fields(results, two) == []
 
 
 def test_a_baseline_made_otherwise_exits_2_unless_allowed(example, tmp_path):
     baseline = json.loads(example.read_text())
-    baseline["provenance"]["sampling"]["temperature"] = 0.7
+    temperature = baseline["provenance"]["sampling"]["temperature"]
+    baseline["provenance"]["sampling"]["temperature"] = temperature + 0.25
     old = tmp_path / "old.json"
     old.write_text(json.dumps(baseline))
     check = "regression: checkpoints[final].rewards.accuracy may not drop by more than 0.02"
@@ -192,7 +213,7 @@ def test_a_baseline_made_otherwise_exits_2_unless_allowed(example, tmp_path):
         cli_process(CLI, str(example), "--config", str(allowed), "--baseline", str(old), "--junit", str(junit),
                     "--step-summary", str(summary)))
     assert refused.returncode == 2 and refused.stdout == "", refused.stderr
-    assert len(refused.stderr.strip().splitlines()) == 1 and "sampling.temperature (1.0 vs 0.7)" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and f"sampling.temperature ({json.dumps(temperature)} vs {json.dumps(temperature + 0.25)})" in refused.stderr
     assert "allow_incomparable: true" in refused.stderr
     assert done.returncode == 0, done.stderr
     outs = [c.find("system-out").text for c in ET.parse(junit).getroot().iter("testcase")]
@@ -215,8 +236,8 @@ def test_findings_never_computed_fail_unless_the_check_names_what_it_covers(unju
     results = json.loads(unjudged.read_text())
     got = evaluate(results, {"findings": "none of severity high"})[0]
     assert not got.passed
-    assert got.reason == (f"not computed: lc_gap, over_optimisation ({JUDGE_MISSING['why']}): "
-                          f"add {JUDGE_MISSING['flag']}")
+    judge = next(m for m in results["missing"] if m["what"] == JUDGE_MISSING["what"])  # assemble's words
+    assert got.reason == f"not computed: lc_gap, over_optimisation ({judge['why']}): add {judge['flag']}"
     failure = ET.fromstring(render_junit([got]).partition("?>")[2]).find("testsuite/testcase/failure")
     assert failure.get("message") == f"value {got.value:g}, threshold == 0: {got.reason}"
     computed = [c for c in g.FINDING_NEEDS if c not in ("lc_gap", "over_optimisation")]
