@@ -7,7 +7,8 @@ import json
 
 import click
 
-from dpo_eval.report.config import STAGES, ReportConfig, resolve_stages
+from dpo_eval.metrics.findings import Thresholds
+from dpo_eval.report.config import STAGES, ReportConfig, load_thresholds, resolve_stages
 
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(ReportConfig) if f.default is not dataclasses.MISSING}
 """The option defaults, taken from ReportConfig (never restated here)."""
@@ -30,6 +31,15 @@ def _stages(ctx: click.Context, param: click.Parameter, value: str | None) -> tu
     stages = tuple(part.strip() for part in value.split(",") if part.strip())
     resolve_stages(stages)
     return stages
+
+
+class ThresholdsFile(click.ParamType):
+    """--thresholds FILE -> metrics.findings.Thresholds (the default passes through as it is)."""
+
+    name = "FILE"
+
+    def convert(self, value, param, ctx) -> Thresholds:
+        return value if isinstance(value, Thresholds) else load_thresholds(value)
 
 
 def _option(flag: str, help_text: str, **kwargs):
@@ -71,6 +81,9 @@ def _option(flag: str, help_text: str, **kwargs):
 @_option("--device", "cpu, cuda, cuda:1 or auto.")
 @_option("--dtype", "auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16 or float16.")
 @_option("--cache-dir", "Log-prob and model cache [default: ~/.cache/dpo_eval].")
+@click.option("--thresholds", type=ThresholdsFile(), default=DEFAULTS["thresholds"],
+              help="YAML or JSON of finding thresholds to override, e.g. kl_budget: 5 (names: "
+              "metrics.findings.Thresholds) [default: its defaults].")
 @click.option("--trust-remote-code", is_flag=True, default=DEFAULTS["trust_remote_code"],
               help="Allow model code from the model folders (checkpoints, reference, a local judge).")
 @click.option("--allow-pickle", is_flag=True, default=DEFAULTS["allow_pickle"],

@@ -3,12 +3,19 @@
     TARGET ─► results.json | its folder ──────────────────────────────────────┐
            └► RUN_DIR | CHECKPOINT ─► dpo_eval.report.pipeline.report ─► OUT/results.json
     gate.yaml (checked first, before any model loads) ─► metrics.gate.evaluate_checks ─► table,
-           JUnit XML (--junit), Markdown appended to $GITHUB_STEP_SUMMARY; exit 0 pass / 1 fail / 2 input
+           JUnit XML (--junit), Markdown appended to $GITHUB_STEP_SUMMARY
+
+Exit codes (EXIT_*, as pytest's): 0 every check passed, 1 a check failed, 2 bad input (one line: a
+UserError or a usage error), 3 internal error (one line naming the error and the file its traceback was
+written to; cli_gate).
 
 For a RUN_DIR or CHECKPOINT the report runs through its run store (a rerun computes nothing it has), with
-the gate's --ref/--data/--prompts/--judge/--out/--cache-dir and the file's `report:` settings. When every
-check selects `final` or step numbers, only those checkpoints are evaluated (`--steps`); `best`, `all`,
-findings and top-scope figures need every checkpoint. Likewise only the report stages the checks' figures
+the gate's --ref/--data/--prompts/--judge/--out/--cache-dir and the file's `report:` and `thresholds:`
+settings. Without --out it writes its own results folder, RUN_DIR/.dpo_eval/gate, and shares only the run
+store RUN_DIR/.dpo_eval/store with `dpo-eval report` (never the report's results.json or report.html).
+When every check selects `final` or step numbers, only those checkpoints are evaluated (`--steps`; step 0
+is the reference row, which every report has); `best`, `all`, findings and top-scope figures need every
+checkpoint. Likewise only the report stages the checks' figures
 need are run (`--stages`, FIGURE_STAGES: a reward-accuracy gate scores the pairs and never samples or
 judges); a findings check needs every stage (any stage can raise a finding), `best` and top-scope figures
 the KL-vs-quality fit's (score, kl, judge). A `report: stages:` in the gate file wins.
@@ -16,16 +23,18 @@ the KL-vs-quality fit's (score, kl, judge). A `report: stages:` in the gate file
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from dpo_eval.errors import UserError
-from dpo_eval.gate_config import GateConfig
+from dpo_eval.gate_config import EXIT_FAILED, EXIT_PASSED, GateConfig
 from dpo_eval.gate_file import GateFile, load_gate_file
 from dpo_eval.jsonio import write_text_atomic
 from dpo_eval.metrics.gate import Check, CheckResult, FindingsCheck, Key, RegressionCheck, evaluate_checks
+from dpo_eval.metrics.gate_baseline import incomparable_fields
 from dpo_eval.report.config import STAGES, ReportConfig, resolve_stages
 from dpo_eval.reports.schema import RESULTS_SCHEMA_VERSION, schema_errors
 
@@ -47,6 +56,10 @@ the samples of kl and judge, is added by resolve_stages). k1/k2/k3 come from the
 analytic KL from the kl pass; drift is null without the pairs (score), its dispersion needs unseen/entropy."""
 FIT_STAGES = ("score", "kl", "judge")
 """Top-scope figures and the `best` selector: the KL-vs-quality fit (quality, KL, implicit reward)."""
+GATE_FOLDER = "gate"
+"""The gate's own results folder inside the report's default one (RUN_DIR/.dpo_eval/gate)."""
+REFERENCE_STEP = "0"
+"""The step selector of the reference rows: every report has them, whatever --steps picks."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +74,7 @@ class GateOutcome:
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.is_passed else 1
+        return EXIT_PASSED if self.is_passed else EXIT_FAILED
 
 
 def load_results(path: str | Path, what: str) -> tuple[Path, dict]:
@@ -99,15 +112,30 @@ def is_results_target(target: str) -> bool:
     return (path / RESULTS).is_file()
 
 
-def needed_steps(checks: tuple[Check, ...]) -> str | None:
-    """The report's --steps for these checks: their step numbers and `final`, or None for every checkpoint."""
+def needed_steps(checks: tuple[Check, ...], has_step_0: bool = False) -> str | None:
+    """The report's --steps for these checks: their step numbers and `final`, or None for every checkpoint.
+
+    Step 0 selects the reference rows, which every report has: it is asked for only when a run has a
+    trained checkpoint at step 0 (has_step_0); a gate on step 0 alone evaluates `final` (a report needs a
+    checkpoint) and reads the reference rows.
+    """
     selectors = []
     for check in checks:
         selector = None if isinstance(check, FindingsCheck) else check.figure.selector
         if selector is None or selector in ("best", "all"):
             return None
         selectors.append(selector)
-    return ",".join(sorted(set(selectors), key=lambda s: (s == "final", int(s) if s.isdigit() else 0)))
+    steps = {s for s in selectors if s != REFERENCE_STEP or has_step_0} or {"final"}
+    return ",".join(sorted(steps, key=lambda s: (s == "final", int(s) if s.isdigit() else 0)))
+
+
+def _has_step_0(target: str, checks: tuple[Check, ...]) -> bool:
+    """Whether a check selects step 0 and a run of the target has a trained checkpoint labelled 0."""
+    if not any(getattr(c, "figure", None) and c.figure.selector == REFERENCE_STEP for c in checks):
+        return False
+    from dpo_eval.report.discover import available_steps, discover_runs
+
+    return any(REFERENCE_STEP in available_steps(run) for run in discover_runs([target]))
 
 
 def figure_stages(keys: tuple[Key, ...]) -> tuple[str, ...]:
@@ -153,8 +181,16 @@ def report_config(config: GateConfig, gate_file: GateFile) -> ReportConfig:
     for flag in ("trust_remote_code", "allow_pickle"):
         settings[flag] = settings.get(flag, False) or getattr(config, flag)
     settings["show_progress"] = settings.get("show_progress", True) and config.show_progress
+    if "out" not in settings:  # its own results folder; the report's run store shared
+        from dpo_eval.report.plan import default_out
+
+        report_out = default_out(ReportConfig(run_dirs=(config.target,)))
+        settings["out"] = str(report_out / GATE_FOLDER)
+        settings.setdefault("store", str(report_out / "store"))
+    if gate_file.thresholds is not None:
+        settings["thresholds"] = gate_file.thresholds
     if "steps" not in settings:
-        settings["steps"] = needed_steps(gate_file.checks)
+        settings["steps"] = needed_steps(gate_file.checks, _has_step_0(config.target, gate_file.checks))
     if "stages" not in settings:
         settings["stages"] = needed_stages(gate_file.checks)
     else:
@@ -176,6 +212,33 @@ def _check_flags(config: GateConfig, gate_file: GateFile, is_results: bool) -> N
                         f"{config.target} is a results file: drop the flag or pass the run dir")
 
 
+def _check_thresholds(config: GateConfig, gate_file: GateFile, results: dict) -> None:
+    """A results file's findings were made with its own thresholds: the file's `thresholds:` must match."""
+    if gate_file.thresholds is None:
+        return
+    wanted = dataclasses.asdict(gate_file.thresholds)
+    used = (results.get("provenance") or {}).get("thresholds") or {}
+    differ = [f"{k} ({used.get(k, 'not recorded')} there, {float(v)} here)" for k, v in wanted.items()
+              if used.get(k) != v]
+    if differ:
+        raise UserError(f"--config {config.config}: thresholds: differ from those {config.target} was made with: "
+                        f"{', '.join(differ)}; rerun `dpo-eval report --thresholds FILE`, or gate the run dir")
+
+
+def _baseline_caveat(config: GateConfig, gate_file: GateFile, results: dict, baseline: dict | None) -> str:
+    """'' for a comparable baseline (or none); UserError for one made otherwise, unless allow_incomparable."""
+    if baseline is None or not any(isinstance(c, RegressionCheck) for c in gate_file.checks):
+        return ""
+    differ = incomparable_fields(results, baseline)
+    if not differ:
+        return ""
+    if not gate_file.allow_incomparable:
+        raise UserError(f"--baseline {config.baseline} was made otherwise than the results: {'; '.join(differ)}; "
+                        "a regression compares like with like: remake the baseline with the same pairs, prompts, "
+                        f"judge, β, reference and sampling, or set allow_incomparable: true in {config.config}")
+    return f"baseline not comparable (allow_incomparable: true): {'; '.join(differ)}"
+
+
 def _results(config: GateConfig, gate_file: GateFile, is_results: bool) -> tuple[Path, dict, tuple[str, ...]]:
     if is_results:
         return (*load_results(config.target, "results"), ())
@@ -191,8 +254,11 @@ def write_outputs(config: GateConfig, outcome: GateOutcome) -> None:
     from dpo_eval.reports.junit import render_junit
 
     if config.junit:
-        Path(config.junit).parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(config.junit, render_junit(outcome.checks))
+        try:
+            Path(config.junit).parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(config.junit, render_junit(outcome.checks))
+        except OSError as error:
+            raise UserError(f"cannot write --junit {config.junit} ({error}): pass a writable path") from None
     summary = config.step_summary or os.environ.get(STEP_SUMMARY_ENV)
     if summary:
         try:
@@ -212,7 +278,11 @@ def gate(config: GateConfig) -> GateOutcome:
     _check_flags(config, gate_file, is_results)
     baseline = None if config.baseline is None else load_results(config.baseline, "--baseline")[1]
     path, results, notes = _results(config, gate_file, is_results)
-    outcome = GateOutcome(path, tuple(evaluate_checks(gate_file.checks, results, baseline)), notes)
+    if is_results:
+        _check_thresholds(config, gate_file, results)
+    caveat = _baseline_caveat(config, gate_file, results, baseline)
+    outcome = GateOutcome(path, tuple(evaluate_checks(gate_file.checks, results, baseline, caveat)),
+                          (*notes, *([caveat] if caveat else [])))
     write_outputs(config, outcome)
     return outcome
 

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+EXIT_PASSED, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+"""The gate's exit codes, as pytest's: every check passed, a check failed, bad input (one line), internal
+error (one line and the file holding the traceback)."""
 
 @dataclass(frozen=True)
 class GateConfig:
@@ -25,7 +28,8 @@ class GateConfig:
     prompts: str | None = None
     judge: str | None = None
     out: str | None = None
-    """The report's results folder (a RUN_DIR or CHECKPOINT target); default RUN_DIR/.dpo_eval."""
+    """The gate's results folder (a RUN_DIR or CHECKPOINT target); default RUN_DIR/.dpo_eval/gate, sharing
+    the run store RUN_DIR/.dpo_eval/store with `dpo-eval report` (given: the store is OUT/store)."""
     cache_dir: str | None = None
     trust_remote_code: bool = False
     allow_pickle: bool = False

@@ -6,14 +6,20 @@ gate.yaml:
       - checkpoints[final].rewards.accuracy >= 0.65            # FIGURE OP NUMBER
       - checkpoints[final].kl.analytic.mean|kl.k1.mean <= 10  # alternatives: the first non-null is used
       - findings: none of severity high                        # no finding of this severity or worse
+      - findings: none of severity high among kl_budget, length_inflation   # only these findings
       - regression: checkpoints[final].rewards.accuracy may not drop by more than 0.02   # needs --baseline
       - {name: "reward accuracy", check: "checkpoints[best].rewards.accuracy >= 0.6"}    # a named check
     report:                                   # optional: ReportConfig fields for a RUN_DIR or CHECKPOINT
       n_samples: 4
       stages: [score, kl]                     # lists for tuple fields; default: the stages the checks need
+    thresholds:                               # optional: when findings fire (metrics.findings.Thresholds)
+      kl_budget: 5
+    allow_incomparable: false                 # true: compare with a baseline made with other settings
 
 Operators: >=, <=, >, <, ==, !=. Selectors and figures: dpo_eval.metrics.gate. A regression tolerance is
 absolute (0.02) or relative to the baseline's value (5%); ``may not rise`` is for lower-is-better figures.
+A findings check fails when a finding it counts could not be computed (no judge: over_optimisation and
+lc_gap cannot fire): add what it needs, or name the findings it covers with ``among``.
 Every mistake is one UserError line naming the check and listing what is allowed there.
 """
 
@@ -30,9 +36,10 @@ from pathlib import Path
 import yaml
 
 from dpo_eval.errors import UserError
-from dpo_eval.metrics.findings import SEVERITIES
+from dpo_eval.metrics.findings import SEVERITIES, Thresholds
 from dpo_eval.metrics.gate import (
     CHECKPOINT_FIGURES,
+    FINDING_NEEDS,
     OPERATORS,
     TOP_FIGURES,
     Check,
@@ -44,7 +51,7 @@ from dpo_eval.metrics.gate import (
     figure_tree,
     split_path,
 )
-from dpo_eval.report.config import ReportConfig
+from dpo_eval.report.config import ReportConfig, thresholds_from_mapping
 
 
 @dataclass(frozen=True)
@@ -52,15 +59,19 @@ class GateFile:
     checks: tuple[Check, ...]
     report: dict
     """ReportConfig overrides from the file's `report:` mapping."""
+    thresholds: Thresholds | None = None
+    """The file's `thresholds:` (defaults for the fields it leaves out); None without the block."""
+    allow_incomparable: bool = False
+    """Compare with a baseline made with other pairs, prompts, judge, β, reference or sampling (noted)."""
 
 
-FILE_KEYS = ("checks", "report")
+FILE_KEYS = ("checks", "report", "thresholds", "allow_incomparable")
 ENTRY_KEYS = ("name", "check", "findings", "regression")
 SELECTOR = re.compile(r"^checkpoints\[(?P<selector>[^\]]*)\]\.(?P<figures>.+)$")
 SPACED = re.compile(r"^(?P<path>\S+)\s+(?P<op>\S+)\s+(?P<number>\S+)$")
 SYMBOLIC = re.compile(r"^(?P<path>[^\s<>=!]+)\s*(?P<op>[<>=!]+)\s*(?P<number>\S+)$")
 REGRESSION = re.compile(r"^(?P<path>\S+)\s+may not\s+(?P<direction>\S+)\s+by more than\s+(?P<tolerance>\S+)$")
-FINDINGS = re.compile(r"^none of severity (?P<severity>\S+)$")
+FINDINGS = re.compile(r"^none of severity (?P<severity>\S+)(?:\s+among\s+(?P<codes>.+))?$")
 CHECKPOINT_TREE = figure_tree(CHECKPOINT_FIGURES)
 TOP_TREE = figure_tree(TOP_FIGURES)
 THRESHOLD_EXAMPLE = "e.g. checkpoints[final].rewards.accuracy >= 0.65"
@@ -136,10 +147,16 @@ def parse_regression(text: str, name: str) -> RegressionCheck:
 def parse_findings(text: str, name: str) -> FindingsCheck:
     match = FINDINGS.match(text)
     if not match:
-        raise ValueError(f"write findings: none of severity SEVERITY (one of {', '.join(SEVERITIES)})")
+        raise ValueError(f"write findings: none of severity SEVERITY (one of {', '.join(SEVERITIES)}), "
+                         "optionally followed by: among CODE, CODE")
     if match["severity"] not in SEVERITIES:
         raise ValueError(f"unknown severity {match['severity']!r}; allowed: {', '.join(SEVERITIES)}")
-    return FindingsCheck(name, match["severity"])
+    codes = tuple(c.strip() for c in (match["codes"] or "").split(",") if c.strip())
+    unknown = [c for c in codes if c not in FINDING_NEEDS]
+    if unknown or (match["codes"] is not None and not codes):
+        what = f"unknown finding {unknown[0]!r}" if unknown else "no finding after among"
+        raise ValueError(f"{what}; allowed: {', '.join(FINDING_NEEDS)}")
+    return FindingsCheck(name, match["severity"], codes)
 
 
 def _entry_text(entry: object) -> tuple[str, str | None]:
@@ -171,8 +188,9 @@ def parse_check(entry: object) -> Check:
 
 # ---------------------------------------------------------------------------------------------- the file
 
-REPORT_FIXED = ("run_dirs",)
-"""ReportConfig fields a gate file may not set (the target is the gate's argument)."""
+REPORT_FIXED = ("run_dirs", "thresholds")
+"""ReportConfig fields a gate file's `report:` may not set (the target is the gate's argument; thresholds
+have their own top-level block)."""
 
 
 def _accepts(hint: object, value: object) -> bool:
@@ -234,7 +252,12 @@ def load_gate_file(path: str | Path) -> GateFile:
             checks.append(parse_check(entry))
         except ValueError as error:
             raise UserError(f"{where}: check {number} ({_shown(entry)}): {error}") from None
-    return GateFile(tuple(checks), _report_overrides(where, document.get("report")))
+    thresholds = document.get("thresholds")
+    allow = document.get("allow_incomparable", False)
+    if not isinstance(allow, bool):
+        raise UserError(f"{where}: allow_incomparable: must be true or false, got {allow!r}")
+    return GateFile(tuple(checks), _report_overrides(where, document.get("report")),
+                    None if thresholds is None else thresholds_from_mapping(thresholds, f"{where}: thresholds"), allow)
 
 
 def _shown(entry: object) -> str:

@@ -89,6 +89,10 @@ class Thresholds:
     """Raw win rate - length-controlled win rate (fractions, 0.05 = 5 points)."""
     over_optimisation_drop: float = 0.05
     """Fall from the peak (in the over-optimisation metric's units) that makes an over-optimisation high."""
+    past_peak_k: float = 2.0
+    """The past-peak test: the drop from the best checkpoint must exceed past_peak_k SEs of the drop (paired)."""
+    past_peak_tolerance: float = 0.0
+    """The past-peak test: and exceed this (in the quality's units) too."""
     kl_budget: float = 10.0
     """KL(policy || reference) in nats per sequence the run may spend."""
     kl_warn_fraction: float = 0.8

@@ -23,6 +23,9 @@ each run that has it, the reference row included for 0).
 A check never passes on a number it does not have: a null or absent figure, an empty selection, or a
 baseline with no matching checkpoint is a failure whose reason says what is missing (for a null figure,
 from results.json's ``missing``: why, and the flag that adds it).
+Likewise ``findings: none of severity X`` never passes on findings that were never computed
+(FINDING_NEEDS: without a judge lc_gap and over_optimisation cannot fire) unless it names, with
+``among``, only findings that were.
 """
 
 from __future__ import annotations
@@ -184,10 +187,15 @@ class ThresholdCheck:
 
 @dataclass(frozen=True)
 class FindingsCheck:
-    """No finding of `severity` or a more severe one (SEVERITIES order)."""
+    """No finding of `severity` or a more severe one (SEVERITIES order), among `codes` (all when empty).
+
+    Fails when one of those findings could not be computed (FINDING_NEEDS: no judge, a stage not run),
+    unless `codes` names only findings that were computed.
+    """
 
     name: str
     severity: str
+    codes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -237,6 +245,13 @@ REASON_WORDS = {"winrate": "win rate", "lc_win_rate": "lc win rate", "lc_win_rat
 """Which `missing` entry (by a word of its `what`) explains a null section; the nearest section's word
 is tried first. A report run with --stages names each stage not run in `missing` with such words."""
 COMPARED_WITH_REFERENCE = ("winrate", "quality", "length")
+FINDING_NEEDS: dict[str, tuple[str, ...]] = {
+    "likelihood_displacement": ("pair drift",), "drastic_drop": ("pair drift",), "degradation": ("pair drift",),
+    "dispersion": ("dispersion to responses",), "dispersion_entropy": ("entropy",),
+    "length_inflation": ("length figures",), "kl_budget": ("kl estimates",),
+    "lc_gap": ("lc win rate",), "over_optimisation": ("quality-vs-kl fit",)}
+"""Each finding code (metrics.findings) and the words of a `missing` entry's `what` that mean its inputs
+were never computed (no judge: over-optimisation and the LC gap cannot fire; a stage not run)."""
 
 
 def _part(key: Key) -> str:
@@ -361,13 +376,30 @@ def _where(finding: dict) -> str:
     return "/".join(parts) or "the whole document"
 
 
+def not_computed_findings(results: dict, codes: Sequence[str]) -> str:
+    """'' when every finding of `codes` could fire; else which could not, why, and the flag that adds them."""
+    parts = []
+    for entry in results.get("missing", []):
+        what = str(entry.get("what", "")).lower()
+        lacking = [code for code in codes if any(word in what for word in FINDING_NEEDS.get(code, ()))]
+        if lacking:
+            parts.append(f"{', '.join(lacking)} ({entry['why']}): add {entry['flag']}")
+    return f"not computed: {'; '.join(parts)}" if parts else ""
+
+
 def evaluate_findings(check: FindingsCheck, results: dict) -> list[CheckResult]:
-    """Count of findings at or above the severity; passed when it is 0. The note lists them."""
+    """Count of findings (of check.codes, or any) at or above the severity; passed when it is 0 and every
+    finding counted could have fired (a finding never computed fails: "not computed: ..."). The note
+    lists the findings counted."""
     floor = SEVERITIES.index(check.severity)
-    hits = [f for f in results["findings"] if SEVERITIES.index(f["severity"]) >= floor]
+    codes = check.codes or tuple(FINDING_NEEDS)
+    hits = [f for f in results["findings"] if SEVERITIES.index(f["severity"]) >= floor
+            and (not check.codes or f["code"] in check.codes)]
     note = "; ".join(f"{f['code']} ({f['severity']}) at {_where(f)}" for f in hits)
-    return [CheckResult(check.name, f"findings of severity >= {check.severity}", "", "==", 0.0, float(len(hits)),
-                        not hits, "", note)]
+    reason = not_computed_findings(results, codes)
+    among = f" among {', '.join(check.codes)}" if check.codes else ""
+    return [CheckResult(check.name, f"findings of severity >= {check.severity}{among}", "", "==", 0.0,
+                        float(len(hits)), not hits and not reason, reason, note)]
 
 
 def _partner(current: dict | None, candidates: list[dict | None], selector: str | None) -> tuple[bool, dict | None]:
@@ -406,8 +438,8 @@ def regression_bound(check: RegressionCheck, base_value: float) -> tuple[str, fl
     return (">=", base_value - tolerance) if check.direction == "drop" else ("<=", base_value + tolerance)
 
 
-def evaluate_regression(check: RegressionCheck, results: dict, baseline: dict) -> list[CheckResult]:
-    """One result per selected checkpoint, against its baseline partner."""
+def evaluate_regression(check: RegressionCheck, results: dict, baseline: dict, caveat: str = "") -> list[CheckResult]:
+    """One result per selected checkpoint, against its baseline partner; `caveat` is added to every note."""
     targets, why = _targets(results, check.figure)
     candidates, base_why = _targets(baseline, check.figure)
     op = ">=" if check.direction == "drop" else "<="
@@ -420,7 +452,7 @@ def evaluate_regression(check: RegressionCheck, results: dict, baseline: dict) -
             runs = ", ".join(checkpoint_label(c) for c in candidates if c is not None) or base_why
             reason = f"missing: the baseline has no checkpoint to match {checkpoint_label(current)} ({runs})"
             out.append(CheckResult(check.name, check.figure.text, checkpoint_label(current), op, math.nan, None,
-                                   False, reason))
+                                   False, reason, caveat))
             continue
         path, value, base_value, reason = _paired_values(results, baseline, current, base, check.figure)
         bound = math.nan if base_value is None else regression_bound(check, base_value)[1]
@@ -428,12 +460,15 @@ def evaluate_regression(check: RegressionCheck, results: dict, baseline: dict) -
         note = "" if base_value is None else (f"baseline {base_value:.6g}{' at ' + checkpoint_label(base) if base else ''}"
                                              f", may {check.direction} by {tolerance}")
         passed = value is not None and OPERATORS[op](value, bound)
+        note = "; ".join(part for part in (note, caveat) if part)
         out.append(CheckResult(check.name, path, checkpoint_label(current), op, bound, value, passed, reason, note))
     return out
 
 
-def evaluate_checks(checks: Sequence[Check], results: dict, baseline: dict | None = None) -> list[CheckResult]:
-    """Every check's results in order. A RegressionCheck needs a baseline (ValueError without one)."""
+def evaluate_checks(checks: Sequence[Check], results: dict, baseline: dict | None = None,
+                    baseline_caveat: str = "") -> list[CheckResult]:
+    """Every check's results in order. A RegressionCheck needs a baseline (ValueError without one);
+    baseline_caveat (an incomparable baseline allowed) is noted on each of its results."""
     out: list[CheckResult] = []
     for check in checks:
         if isinstance(check, ThresholdCheck):
@@ -443,5 +478,6 @@ def evaluate_checks(checks: Sequence[Check], results: dict, baseline: dict | Non
         elif baseline is None:
             raise ValueError(f"check {check.name!r} compares with a baseline: pass one")
         else:
-            out += evaluate_regression(check, results, baseline)
+            out += evaluate_regression(check, results, baseline, baseline_caveat)
     return out
+

@@ -3,17 +3,31 @@
 One row per check and checkpoint: figure, checkpoint, threshold, value, pass/fail; a failing row is
 followed by why (a missing figure and the flag that adds it, the baseline behind a regression bound,
 the findings counted). Computes nothing: every number comes from a `metrics.gate.CheckResult`.
+
+In the Markdown every text from the results or the config (check, run and figure names, reasons, the
+results path) is escaped (escape_markdown): every ASCII punctuation mark is backslash-escaped, which
+CommonMark and GitHub read as the literal mark, so a name such as ``![x](https://h/p)`` shows as text,
+never as an image, a link, HTML, an entity, emphasis or a new table column.
 """
 
 from __future__ import annotations
 
 import math
+import string
 from collections.abc import Sequence
 
 from dpo_eval.metrics.gate import CheckResult
-from dpo_eval.reports.markdown import cell, md
 
+MARKDOWN_PUNCTUATION = frozenset(string.punctuation)
+"""ASCII punctuation: CommonMark lets a backslash make each of them literal (and GFM tables the pipe)."""
 HEADER = ("figure", "checkpoint", "threshold", "value", "result")
+
+
+def escape_markdown(value: object) -> str:
+    """Text shown as it is in Markdown (and in a table cell): every ASCII punctuation mark backslash-escaped,
+    line breaks as spaces."""
+    text = " ".join(str(value).splitlines())
+    return "".join(f"\\{char}" if char in MARKDOWN_PUNCTUATION else char for char in text)
 
 
 def number_text(value: float | None) -> str:
@@ -58,7 +72,8 @@ def format_table(results: Sequence[CheckResult]) -> str:
 
 def format_markdown(results: Sequence[CheckResult], source: str) -> str:
     """A step-summary section: headline, the results file, one table row per check (text escaped)."""
-    lines = [f"### dpo-eval {md(headline(results))}", "", f"Results: `{md(source)}`", "",
+    cell = escape_markdown
+    lines = [f"### dpo-eval {headline(results)}", "", f"Results: {cell(source)}", "",
              "| | check | figure | checkpoint | threshold | value | detail |", "|---|---|---|---|---|---|---|"]
     for result in results:
         mark = "✅" if result.passed else "❌"

@@ -20,9 +20,11 @@ SUITE = "dpo-eval gate"
 
 
 def failure_message(result: CheckResult) -> str:
-    """One line with the value and the threshold (and why there is no value, when there is none)."""
+    """One line with the value and the threshold (and the reason, when the row has one)."""
     if result.value is None:
         return f"value missing, threshold {threshold_text(result)}: {result.reason}"
+    if result.reason:  # a value the threshold would pass, failed for its reason (findings never computed)
+        return f"value {number_text(result.value)}, threshold {threshold_text(result)}: {result.reason}"
     return f"value {number_text(result.value)} does not satisfy {threshold_text(result)}"
 
 
@@ -42,7 +44,8 @@ def render_junit(results: Sequence[CheckResult]) -> str:
             failure = ET.SubElement(case, "failure", {"type": "threshold", "message": failure_message(result)})
             failure.text = "\n".join(part for part in (f"figure: {result.figure}", detail_text(result)) if part)
         else:
+            detail = detail_text(result)
             ET.SubElement(case, "system-out").text = (f"value {number_text(result.value)}, threshold "
-                                                      f"{threshold_text(result)}")
+                                                      f"{threshold_text(result)}" + (f"; {detail}" if detail else ""))
     ET.indent(root)
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"

@@ -36,7 +36,6 @@ from dpo_eval.report.plan import Plan, Row, RunPlan
 from dpo_eval.reports.schema import RESULTS_SCHEMA_VERSION, schema_errors
 from dpo_eval.reports.tables import table_name
 
-THRESHOLDS = findings.Thresholds()
 JUDGE_MISSING = {"what": "win rates, LC win rates, quality-vs-KL fit and the recommended checkpoint",
                  "why": "no judge was given",
                  "flag": "--judge openai:MODEL (or --judge local:PATH, --judge gold:ANSWERS)"}
@@ -167,15 +166,16 @@ def _winrate(rate: winrate.ModelWinRate | None) -> dict | None:
             "position_bias_rate": rate.position_bias_rate, "discrete_win_rate": rate.discrete_win_rate}
 
 
-def _row_findings(row: Row, comparison, gap, summary: kl.KLSummary | None) -> list[findings.Finding]:
+def _row_findings(row: Row, comparison, gap, summary: kl.KLSummary | None,
+                  thresholds: findings.Thresholds) -> list[findings.Finding]:
     """Length and KL-budget findings of a trained checkpoint (none for the reference row)."""
     if row.is_reference:
         return []
-    found = [] if comparison is None else length.length_findings(comparison, gap, THRESHOLDS, row.step)
+    found = [] if comparison is None else length.length_findings(comparison, gap, thresholds, row.step)
     estimate = None if summary is None else (summary.analytic or summary.k3)
     if estimate is not None and math.isfinite(estimate.mean):
         ci = (estimate.mean - 1.96 * estimate.se, estimate.mean + 1.96 * estimate.se)
-        budget = findings.check_kl_budget(estimate.mean, ci if math.isfinite(estimate.se) else None, THRESHOLDS,
+        budget = findings.check_kl_budget(estimate.mean, ci if math.isfinite(estimate.se) else None, thresholds,
                                           row.step)
         found += [budget] if budget else []
     return found
@@ -207,7 +207,8 @@ def checkpoint_result(row: Row, data: dict, rate: winrate.ModelWinRate | None,
 
     data: the row's frames: pairs, samples, unseen, entropy, and the run's ref_samples, ref_entropy (None
     where their stage did not run: the figures made from them are null, their findings not checked), and
-    has_analytic (whether the kl stage ran). Drift needs the pairs (score): without them it is None.
+    has_analytic (whether the kl stage ran), thresholds (when findings fire). Drift needs the pairs (score):
+    without them it is None.
     """
     pairs, samples = data["pairs"], data["samples"]
     summary = _kl(samples, data["has_analytic"])
@@ -215,7 +216,7 @@ def checkpoint_result(row: Row, data: dict, rate: winrate.ModelWinRate | None,
     state = None if pairs is None else drift.CheckpointDrift(
         row.step, drift.pair_drift(pairs, pairs["prompt_key"]),
         _dispersion(data["unseen"], data["entropy"], data["ref_entropy"]))
-    found = _row_findings(row, comparison, gap, summary)
+    found = _row_findings(row, comparison, gap, summary, data["thresholds"])
     return {
         "run": row.run, "step": row.step, "label": row.label, "path": row.path, "final_path": row.final_path,
         "fingerprint": row.identity.fingerprint, "is_reference": row.is_reference,
@@ -275,7 +276,7 @@ def run_results(plan: Plan, rp: RunPlan, paths, ref_label: str, tables: dict) ->
     results, states = [], []
     for row in rp.rows:
         data = {**_row_frames(plan, paths, name, row.label), "ref_samples": ref_samples,
-                "ref_entropy": ref["entropy"]}
+                "ref_entropy": ref["entropy"], "thresholds": plan.config.thresholds}
         quality, per_prompt = _quality(plan, row.label, judged, data["samples"], ref_samples, answers)
         result, state = checkpoint_result(row, data, rates.get(row.label), quality)
         if per_prompt is not None:
@@ -288,7 +289,7 @@ def run_results(plan: Plan, rp: RunPlan, paths, ref_label: str, tables: dict) ->
     if ref_samples is not None:
         tables.setdefault(table_name("samples"), ref_samples)
     by_step = {r["step"]: r for r in results}
-    for found in drift.drift_findings(states, THRESHOLDS):
+    for found in drift.drift_findings(states, plan.config.thresholds):
         by_step[found.step]["findings"].append({**plain(found), "run": name})
     return results
 
@@ -355,13 +356,15 @@ CANNOT_FLAG = "none: these inputs do not allow it (see why); more checkpoints or
 
 def fit_results(checkpoints: list[dict], has_judge: bool, no_judge_reason: str = NO_JUDGE_REASON,
                 tables: dict[str, pd.DataFrame] | None = None,
-                missing: list[dict] | None = None) -> tuple[dict, dict, dict | None]:
+                missing: list[dict] | None = None,
+                thresholds: findings.Thresholds = findings.Thresholds()) -> tuple[dict, dict, dict | None]:
     """fits, past_peak, recommended; over-optimisation findings are added to the last checkpoints.
 
     Never raises on the statistics: one that cannot be made is null (fits' kl_quality, a run's past_peak
     entry, recommended) and a {what, why, flag} entry is appended to ``missing`` (when given), as is one
     for the rows without a quality SE. ``tables`` holds the per-prompt quality tables
     (table_name("quality", run, label)) that pair the past-peak test; without it the test is unpaired.
+    ``thresholds``: when the over-optimisation finding fires.
     """
     if not has_judge:
         return {"kl_quality": None, "reason": no_judge_reason}, {}, None
@@ -377,19 +380,21 @@ def fit_results(checkpoints: list[dict], has_judge: bool, no_judge_reason: str =
     fits = {"kl_quality": plain(fit), "reason": "" if fit else notes[-1]["why"], "kl_estimator": estimator}
     prompts = None if tables is None else _fail_soft(notes, "per-prompt qualities (past-peak fit test)",
                                                      lambda: prompt_quality_frame(checkpoints, tables))
-    past = {str(run): plain(_run_past_peak(notes, str(run), rows, prompts))
+    past = {str(run): plain(_run_past_peak(notes, str(run), rows, prompts, thresholds))
             for run, rows in frame.groupby("run", sort=True)}
     recommended = _fail_soft(notes, RECOMMENDED_WHAT, lambda: overoptimization.recommend_checkpoint(frame, fit=fit))
-    _place_over_optimisation(checkpoints, past)
+    _place_over_optimisation(checkpoints, past, thresholds)
     return fits, past, plain(recommended)
 
 
-def _run_past_peak(notes: list[dict], run: str, rows: pd.DataFrame, prompts: pd.DataFrame | None):
+def _run_past_peak(notes: list[dict], run: str, rows: pd.DataFrame, prompts: pd.DataFrame | None,
+                   thresholds: findings.Thresholds):
     """One run's PastPeak (paired over its per-prompt qualities when given), or None with its reason in notes;
     a run it could not test (no SE for the drop) is named in notes too."""
     mine = None if prompts is None else prompts[prompts["run"] == run]
     what = f"the past-peak check of run {run} (fit results)"
-    found = _fail_soft(notes, what, lambda: overoptimization.detect_past_peak(rows, mine)[run])
+    found = _fail_soft(notes, what, lambda: overoptimization.detect_past_peak(
+        rows, mine, k=thresholds.past_peak_k, tolerance=thresholds.past_peak_tolerance)[run])
     if found is not None and found.se_method == "none":
         notes.append({"what": what, "why": found.reason,
                       "flag": "more prompts or samples per prompt (--max-prompts, --n-samples)"})
@@ -418,14 +423,14 @@ def _rows_without_se(frame: pd.DataFrame) -> list[dict]:
             for run, rows in lacking.groupby("run", sort=True)]
 
 
-def _place_over_optimisation(checkpoints: list[dict], past: dict) -> None:
+def _place_over_optimisation(checkpoints: list[dict], past: dict, thresholds: findings.Thresholds) -> None:
     """The over-optimisation finding of each run past its peak, on its last tested checkpoint."""
     for run, p in past.items():
         if p is None:
             continue
         found = findings.check_over_optimisation(
             p["is_past_peak"], p["peak_step"], p["peak_quality"], p["last_quality"], frame_source(checkpoints),
-            THRESHOLDS, p["last_step"], drop=p["drop"], drop_se=p["drop_se"], drop_threshold=p["threshold"],
+            thresholds, p["last_step"], drop=p["drop"], drop_se=p["drop_se"], drop_threshold=p["threshold"],
             se_method=p["se_method"])
         target = next((c for c in checkpoints if c["run"] == run and c["step"] == p["last_step"]), None)
         if found and target is not None:
@@ -496,7 +501,7 @@ def _provenance(plan: Plan) -> dict:
         "sampling": {"n_samples": c.n_samples, "max_new_tokens": c.max_new_tokens, "temperature": c.temperature,
                      "top_p": c.top_p, "template": c.template, "max_prompts": c.max_prompts},
         "tokenization": {rp.run.name: dataclasses.asdict(rp.tokenization) for rp in plan.runs},
-        "numerics": plan.numerics, "thresholds": dataclasses.asdict(THRESHOLDS), "warnings": list(plan.warnings),
+        "numerics": plan.numerics, "thresholds": dataclasses.asdict(c.thresholds), "warnings": list(plan.warnings),
     }
 
 
@@ -516,7 +521,8 @@ def assemble(plan: Plan, paths, ref_label: str) -> tuple[dict, dict[str, pd.Data
     checkpoints = [c for rp in plan.runs for c in run_results(plan, rp, paths, ref_label, tables)]
     no_judge = NO_JUDGE_REASON if plan.judge is None else f"{_stage_not_run(plan, 'judge')}: quality needs it"
     missing = _missing(plan)
-    fits, past, recommended = fit_results(checkpoints, plan.is_judged, no_judge, tables, missing)
+    fits, past, recommended = fit_results(checkpoints, plan.is_judged, no_judge, tables, missing,
+                                          plan.config.thresholds)
     all_findings = sorted((f for c in checkpoints for f in c["findings"]),
                           key=lambda f: (-findings.SEVERITIES.index(f["severity"]), f["run"], f["step"] or 0))
     return {

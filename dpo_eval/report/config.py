@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from dpo_eval.errors import UserError
+from dpo_eval.metrics.findings import Thresholds
 
 DEFAULT_BETA = 0.1
 """β for implicit rewards when neither --beta nor the run's dpo_eval.json gives one."""
@@ -29,6 +31,31 @@ def resolve_stages(stages: tuple[str, ...] | None) -> tuple[str, ...]:
         raise UserError(f"--stages: {what}; allowed: {', '.join(STAGES)} (comma-separated; leave it out for all)")
     wanted = set(stages) | {need for stage in stages for need in STAGE_NEEDS.get(stage, ())}
     return tuple(s for s in STAGES if s in wanted)
+
+
+def thresholds_from_mapping(mapping: object, where: str) -> Thresholds:
+    """Thresholds with a mapping's overrides (field name -> number); UserError naming the valid fields."""
+    if not isinstance(mapping, dict):
+        raise UserError(f"{where}: expected a mapping of threshold names to numbers, e.g. kl_budget: 5, got "
+                        f"{type(mapping).__name__}")
+    try:
+        return Thresholds.from_dict(mapping)
+    except (TypeError, ValueError) as error:
+        raise UserError(f"{where}: {error}") from None
+
+
+def load_thresholds(path: str | Path) -> Thresholds:
+    """`--thresholds FILE`: a YAML or JSON mapping of metrics.findings.Thresholds fields (others default)."""
+    import yaml
+
+    try:
+        mapping = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"--thresholds {path} does not exist: pass a YAML or JSON file such as kl_budget: 5") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UserError(f"--thresholds {path} is not readable YAML or JSON ({first}): fix the file") from None
+    return thresholds_from_mapping({} if mapping is None else mapping, f"--thresholds {path}")
 
 
 @dataclass(frozen=True)
@@ -86,6 +113,11 @@ class ReportConfig:
     """Python of the vLLM environment; default .venv-vllm/bin/python."""
     vllm_args: tuple[str, ...] = ()
     """Options passed to vLLM unchanged, e.g. --tensor-parallel-size=2."""
+    thresholds: Thresholds = Thresholds()
+    """When each finding fires (metrics.findings.Thresholds); recorded in results.json's provenance."""
+    store: str | None = None
+    """The run store folder; default OUT/store. The gate points it at the report's store while writing
+    its own results folder, so the two share computed artifacts but never each other's results.json."""
 
     @property
     def run_stages(self) -> tuple[str, ...]:

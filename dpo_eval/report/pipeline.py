@@ -220,7 +220,7 @@ def _report(config: ReportConfig, ctx: DistContext) -> ReportResult:
 
     timings: dict[str, float] = {}
     started = time.monotonic()
-    store = RunStore(default_out(config) / "store", ctx=ctx)
+    store = RunStore(Path(config.store) if config.store else default_out(config) / "store", ctx=ctx)
     plan = build_plan(config, store)
     store.write_ledger()  # this run's ledger from here on (a killed run leaves what it did)
     timings["plan"] = time.monotonic() - started

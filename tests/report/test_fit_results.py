@@ -212,3 +212,14 @@ def test_past_peak_entries_validate_and_a_null_one_too():
     schema = RESULTS_SCHEMA["properties"]["past_peak"]
     jsonschema.validate(past, schema)
     jsonschema.validate({"r": None}, schema)
+
+
+def test_the_past_peak_test_takes_its_k_and_tolerance_from_the_thresholds():
+    """report --thresholds / the gate's thresholds: block reach the past-peak test (was: k = 2, tolerance 0 fixed)."""
+    from dpo_eval.metrics.findings import Thresholds
+
+    _, past, _ = fit_results(rise_and_fall(), True)
+    assert past["r"]["threshold"] == pytest.approx(2 * math.hypot(0.01, 0.01)) and past["r"]["is_past_peak"]
+    _, past, _ = fit_results(rise_and_fall(), True, thresholds=Thresholds(past_peak_k=3.0, past_peak_tolerance=0.2))
+    assert past["r"]["threshold"] == pytest.approx(0.2)  # max(k * se, tolerance) with the drop 0.13 below it
+    assert not past["r"]["is_past_peak"]
