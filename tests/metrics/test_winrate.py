@@ -118,17 +118,36 @@ def lengths_frame() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def test_lc_in_summary_is_the_joint_fit():
+def test_lc_in_summary_is_each_models_own_fit():
     frame = lengths_frame()
     summary = summarize_win_rates(frame, n_resamples=50, lc_resamples=20)
-    fit = fit_length_control(frame)  # joint over both models
     for model in ("long", "short"):
         result = summary[model]
-        assert result.lc_win_rate == pytest.approx(lc_win_rate(fit, model))
+        own = fit_length_control(frame[frame["model"] == model])  # this model's rows only
+        assert result.lc_win_rate == pytest.approx(lc_win_rate(own, model), abs=1e-12)
         low, high = result.lc_win_rate_ci
         assert 0.0 <= low <= high <= 1.0
+        gap_low, gap_high = result.lc_gap_ci
+        assert -1.0 <= gap_low <= gap_high <= 1.0
+    joint = fit_length_control(frame)  # not the joint fit: the other model's rows would move it
+    assert abs(summary["long"].lc_win_rate - lc_win_rate(joint, "long")) > 1e-4
     ghost = summary["ghost"]  # length columns present, no scored row: NaN, not None
     assert ghost.n == 0 and math.isnan(ghost.lc_win_rate) and all(math.isnan(x) for x in ghost.lc_win_rate_ci)
+    assert all(math.isnan(x) for x in ghost.lc_gap_ci)
+
+
+def test_a_models_whole_summary_is_unchanged_when_other_models_are_added():
+    # Issue 16 item 5: every figure of a checkpoint, LC and its CIs included, is a function of its own rows.
+    frame = lengths_frame()
+    extra = frame[frame["model"] == "short"].assign(model="extra", preference=lambda f: 1.0 - f["preference"])
+    alone = summarize_win_rates(frame[frame["model"] == "long"], seed=3, n_resamples=100, lc_resamples=20)
+    together = summarize_win_rates(frame, seed=3, n_resamples=100, lc_resamples=20)
+    more = summarize_win_rates(pd.concat([extra, frame], ignore_index=True), seed=3, n_resamples=100,
+                               lc_resamples=20)
+    assert alone["long"] == together["long"] == more["long"]
+    assert together["short"] == more["short"]
+    other_seed = summarize_win_rates(frame, seed=4, n_resamples=100, lc_resamples=20)["long"]
+    assert other_seed.lc_win_rate_ci != together["long"].lc_win_rate_ci  # the seed still matters
 
 
 def test_a_models_ci_does_not_depend_on_the_other_models():
