@@ -262,13 +262,14 @@ def check_lc_gap(raw: float, raw_ci: tuple[float, float], lc: float, lc_ci: tupl
         return None
     direction = lc_gap_direction(gap, length_ratio)
     severity = "info" if gap < 0 else "high" if gap_ci[0] > t.lc_gap else "warning"
-    size = "add" if gap > 0 else "cost"
     subject = direction.split(" by ", 1)[1]
+    verb = ("add" if gap > 0 else "cost") + ("s" if subject == "length" else "")
     return Finding(
         code="lc_gap", severity=severity, title=f"Win rate {direction}",
         message=(f"Raw win rate {raw:.1%} (CI {raw_ci[0]:.1%} to {raw_ci[1]:.1%}) against length-controlled "
-                 f"{lc:.1%} (CI {lc_ci[0]:.1%} to {lc_ci[1]:.1%}): {subject} {size} {abs(gap):.1%} (CI of raw - LC "
-                 f"{gap_ci[0]:.1%} to {gap_ci[1]:.1%}, paired over prompts){_length_words(length_ratio)}."),
+                 f"{lc:.1%} (CI {lc_ci[0]:.1%} to {lc_ci[1]:.1%}): {subject} {verb} {abs(gap) * 100:.1f} points "
+                 f"(raw - LC: CI {gap_ci[0] * 100:.1f} to {gap_ci[1] * 100:.1f} points, paired bootstrap over "
+                 f"prompts){_length_words(length_ratio)}."),
         advice=_lc_gap_advice(direction),
         numbers={"raw": raw, "raw_ci_low": raw_ci[0], "raw_ci_high": raw_ci[1], "lc": lc,
                  "lc_ci_low": lc_ci[0], "lc_ci_high": lc_ci[1], "gap": gap, "gap_ci_low": gap_ci[0],

@@ -122,19 +122,20 @@ def test_lc_gap_past_the_threshold_whose_ci_includes_zero_does_not_fire():
 def test_lc_gap_states_the_direction_of_the_length_effect():
     longer = check_lc_gap(0.70, (0.65, 0.75), 0.55, (0.50, 0.60), (0.08, 0.22), 1.8, T)
     assert longer.title == "Win rate helped by longer answers"
-    assert "longer answers add 15.0%" in longer.message and "1.80x the reference's mean length" in longer.message
+    assert "longer answers add 15.0 points" in longer.message and "1.80x the reference's mean length" in longer.message
     assert "length penalty" in longer.advice
     shorter = check_lc_gap(0.70, (0.65, 0.75), 0.55, (0.50, 0.60), (0.08, 0.22), 1 / 3.6, T)
     assert shorter.title == "Win rate helped by shorter answers" and "inflated" not in shorter.title
-    assert "shorter answers add 15.0%" in shorter.message and "0.28x the reference's" in shorter.message
+    assert "shorter answers add 15.0 points" in shorter.message and "0.28x the reference's" in shorter.message
     assert "truncation" in shorter.advice and "length penalty" not in shorter.advice
     held_back = check_lc_gap(0.45, (0.40, 0.50), 0.60, (0.55, 0.65), (-0.22, -0.08), 1.8, T)
     assert held_back.title == "Win rate held back by longer answers" and held_back.severity == "info"
-    assert "longer answers cost 15.0%" in held_back.message and "understates" in held_back.advice
+    assert "longer answers cost 15.0 points" in held_back.message and "understates" in held_back.advice
     assert check_lc_gap(0.45, (0.40, 0.50), 0.60, (0.55, 0.65), (-0.22, -0.08), 0.5, T).title == \
         "Win rate held back by shorter answers"
     unknown = check_lc_gap(0.70, (0.65, 0.75), 0.55, (0.50, 0.60), (0.08, 0.22), float("nan"), T)
     assert unknown.title == "Win rate helped by length" and "mean length" not in unknown.message
+    assert "length adds 15.0 points (raw - LC: CI 8.0 to 22.0 points, paired bootstrap over prompts)." in unknown.message
 
 
 def test_over_optimisation():
