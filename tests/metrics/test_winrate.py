@@ -7,7 +7,9 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.special import expit
 
+from dpo_eval.metrics.findings import Thresholds, check_lc_gap
 from dpo_eval.metrics.length_control import fit_length_control, lc_win_rate
 from dpo_eval.metrics.winrate import (
     ModelWinRate,
@@ -157,3 +159,29 @@ def test_a_models_ci_does_not_depend_on_the_other_models():
     together = summarize_win_rates(frame, seed=3, n_resamples=100)
     assert alone["a"] == together["a"]
     assert summarize_win_rates(frame, seed=4, n_resamples=100)["a"].win_rate_ci != together["a"].win_rate_ci
+
+
+def length_biased_frame(n_prompts: int, seed: int) -> pd.DataFrame:
+    """One checkpoint ~150 characters longer than the baseline, judged by a judge that favours length:
+    p = sigmoid(-0.3 + 2 tanh(diff / 150) + N(0, 1)), 0/1 verdicts."""
+    rng = np.random.default_rng(seed)
+    diff = 150.0 + rng.normal(0.0, 150.0, n_prompts)
+    p = expit(-0.3 + 2.0 * np.tanh(diff / 150.0) + rng.normal(0.0, 1.0, n_prompts))
+    return pd.DataFrame({"model": "ck", "prompt_id": [f"p{i}" for i in range(n_prompts)],
+                         "preference": rng.binomial(1, p).astype(float), "length_baseline": 300.0,
+                         "length_model": 300.0 + diff})
+
+
+def test_the_summarys_gap_ci_decides_the_lc_gap_finding():
+    # 16 prompts: the point gap is far past the 0.05 threshold, but its paired CI spans 0: no finding.
+    few = summarize_win_rates(length_biased_frame(16, seed=1), n_resamples=200, lc_resamples=100)["ck"]
+    gap = few.win_rate - few.lc_win_rate
+    assert gap > 0.2 and few.lc_gap_ci[0] < 0 < few.lc_gap_ci[1]
+    assert check_lc_gap(few.win_rate, few.win_rate_ci, few.lc_win_rate, few.lc_win_rate_ci, few.lc_gap_ci, 1.5,
+                        Thresholds()) is None
+    # 300 prompts: the same judge, a CI clear of 0: the finding fires and says longer answers helped.
+    many = summarize_win_rates(length_biased_frame(300, seed=0), n_resamples=200, lc_resamples=100)["ck"]
+    assert 0 < many.lc_gap_ci[0] <= many.win_rate - many.lc_win_rate <= many.lc_gap_ci[1]
+    found = check_lc_gap(many.win_rate, many.win_rate_ci, many.lc_win_rate, many.lc_win_rate_ci, many.lc_gap_ci,
+                         1.5, Thresholds())
+    assert found.title == "Win rate helped by longer answers"
