@@ -17,7 +17,10 @@ Codes, when each fires, and its severity:
 - length_inflation: mean token ratio > length_ratio and the prompt-paired test's p < length_alpha
   (Wilcoxon signed-rank on per-prompt mean lengths, checkpoint - reference, over shared prompts).
   high if the share hitting max_new_tokens also rose by > truncation_increase, else warning.
-- lc_gap: raw - LC win rate > lc_gap. high if the two CIs are disjoint, else warning.
+- lc_gap: |raw - LC win rate| > lc_gap and the gap's CI (paired bootstrap over prompts) excludes 0;
+  titled by direction (helped / held back by longer / shorter answers: the gap's sign and the
+  checkpoint's length against the reference's). Helped: high if the whole CI is above lc_gap, else
+  warning; held back (the raw rate understates the checkpoint): info.
 - over_optimisation: the over-optimisation module flagged the checkpoint as past its peak (its drop
   beat k SEs of the paired per-prompt differences; one-sided after picking the peak as the maximum).
   high if it fell from the peak by >= over_optimisation_drop, else warning.
@@ -251,22 +254,57 @@ def check_length_inflation(mean_ratio: float, p_value: float, truncated_checkpoi
         numbers=numbers, threshold=t.length_ratio, step=step)
 
 
+def lc_gap_direction(gap: float, length_ratio: float) -> str:
+    """How length moved the raw win rate: "helped by longer answers" (gap > 0, checkpoint longer than the
+    reference: length_ratio > 1), "helped by shorter answers", "held back by longer answers", "held back
+    by shorter answers"; "... by length" when the ratio is 1 or unknown."""
+    effect = "helped" if gap > 0 else "held back"
+    size = "longer answers" if length_ratio > 1 else "shorter answers" if length_ratio < 1 else "length"
+    return f"{effect} by {size}"
+
+
 def check_lc_gap(raw: float, raw_ci: tuple[float, float], lc: float, lc_ci: tuple[float, float],
-                 t: Thresholds, step: int | None = None) -> Finding | None:
-    """Fires when raw - LC win rate exceeds t.lc_gap; high when the LC CI lies wholly below the raw CI."""
+                 gap_ci: tuple[float, float], length_ratio: float, t: Thresholds,
+                 step: int | None = None) -> Finding | None:
+    """Fires when |raw - LC| > t.lc_gap and gap_ci (raw - LC, paired bootstrap over prompts) excludes 0.
+
+    length_ratio: checkpoint / reference mean length (the direction). A positive gap (length helped) is a
+    warning, high when gap_ci lies wholly above t.lc_gap; a negative gap (the raw rate understates) is info.
+    """
     gap = raw - lc
-    if not gap > t.lc_gap:
+    excludes_zero = gap_ci[0] > 0 or gap_ci[1] < 0  # NaN bounds compare False: no CI, no finding
+    if not (abs(gap) > t.lc_gap and excludes_zero):
         return None
-    severity = "high" if lc_ci[1] < raw_ci[0] else "warning"
+    direction = lc_gap_direction(gap, length_ratio)
+    severity = "info" if gap < 0 else "high" if gap_ci[0] > t.lc_gap else "warning"
+    subject = direction.split(" by ", 1)[1]
+    verb = ("add" if gap > 0 else "cost") + ("s" if subject == "length" else "")
     return Finding(
-        code="lc_gap", severity=severity, title="Win rate inflated by length",
+        code="lc_gap", severity=severity, title=f"Win rate {direction}",
         message=(f"Raw win rate {raw:.1%} (CI {raw_ci[0]:.1%} to {raw_ci[1]:.1%}) against length-controlled "
-                 f"{lc:.1%} (CI {lc_ci[0]:.1%} to {lc_ci[1]:.1%}): {gap:.1%} of the win rate comes from "
-                 "length."),
-        advice="Report the LC win rate; length-normalise the loss or add a length penalty (R-DPO, SimPO).",
+                 f"{lc:.1%} (CI {lc_ci[0]:.1%} to {lc_ci[1]:.1%}): {subject} {verb} {abs(gap) * 100:.1f} points "
+                 f"(raw - LC: CI {gap_ci[0] * 100:.1f} to {gap_ci[1] * 100:.1f} points, paired bootstrap over "
+                 f"prompts){_length_words(length_ratio)}."),
+        advice=_lc_gap_advice(direction),
         numbers={"raw": raw, "raw_ci_low": raw_ci[0], "raw_ci_high": raw_ci[1], "lc": lc,
-                 "lc_ci_low": lc_ci[0], "lc_ci_high": lc_ci[1], "gap": gap},
+                 "lc_ci_low": lc_ci[0], "lc_ci_high": lc_ci[1], "gap": gap, "gap_ci_low": gap_ci[0],
+                 "gap_ci_high": gap_ci[1], "length_ratio": length_ratio},
         threshold=t.lc_gap, step=step)
+
+
+def _length_words(length_ratio: float) -> str:
+    if not math.isfinite(length_ratio):
+        return ""
+    return f"; samples are {length_ratio:.2f}x the reference's mean length in tokens"
+
+
+def _lc_gap_advice(direction: str) -> str:
+    if direction.startswith("held back"):
+        return "Read the LC win rate: the judge penalises this length difference, so the raw rate understates."
+    if direction.endswith("shorter answers"):
+        return ("Report the LC win rate: the judge favours these shorter answers; check the samples for truncation "
+                "(max_new_tokens) or a judge that rewards brevity.")
+    return "Report the LC win rate; length-normalise the loss or add a length penalty (R-DPO, SimPO)."
 
 
 def check_over_optimisation(is_past_peak: bool, peak_step: int, peak_value: float, value: float, metric: str,

@@ -30,7 +30,13 @@ import pandas as pd
 from numpy.typing import ArrayLike
 from scipy import stats
 
-from dpo_eval.metrics.findings import Finding, Thresholds, check_lc_gap, check_length_inflation
+from dpo_eval.metrics.findings import (
+    Finding,
+    Thresholds,
+    check_lc_gap,
+    check_length_inflation,
+    lc_gap_direction,
+)
 from dpo_eval.metrics.kl import cluster_ratio
 
 SAMPLE_COLUMNS = ("prompt_id", "n_tokens", "output", "finish_reason")
@@ -115,7 +121,7 @@ class LengthBucket:
 
 @dataclass(frozen=True)
 class LcGap:
-    """Raw minus length-controlled win rate."""
+    """Raw minus length-controlled win rate, with the CI of the difference and its direction."""
 
     raw: float
     raw_ci: tuple[float, float]
@@ -125,9 +131,17 @@ class LcGap:
     """raw - lc."""
     threshold: float
     exceeds_threshold: bool
-    """gap > threshold."""
+    """|gap| > threshold."""
     cis_disjoint: bool
     """The LC CI lies wholly below the raw CI (lc_ci high < raw_ci low)."""
+    gap_ci: tuple[float, float]
+    """CI of raw - lc, paired bootstrap over prompts (both recomputed on each resample of prompts)."""
+    gap_ci_excludes_zero: bool
+    """gap_ci lies wholly above or below 0: the finding needs it (False when the CI is unknown)."""
+    length_ratio: float
+    """Checkpoint / reference mean length in tokens: the side (longer, shorter) the gap comes from."""
+    direction: str
+    """findings.lc_gap_direction: "helped by longer answers", "held back by shorter answers", ..."""
 
 
 def length_stats(samples: pd.DataFrame) -> LengthStats:
@@ -230,12 +244,15 @@ def win_rate_by_length(judgments: pd.DataFrame, *, n_buckets: int = 4,
 
 
 def lc_gap(raw: float, raw_ci: tuple[float, float], lc: float, lc_ci: tuple[float, float],
-           threshold: float | None = None) -> LcGap:
-    """raw - lc, flagged when above threshold (default Thresholds().lc_gap)."""
+           gap_ci: tuple[float, float], length_ratio: float, threshold: float | None = None) -> LcGap:
+    """raw - lc with its paired CI gap_ci (dpo_eval.metrics.winrate's lc_gap_ci) and direction; flagged when
+    |gap| is above threshold (default Thresholds().lc_gap)."""
     limit = Thresholds().lc_gap if threshold is None else threshold
     gap = raw - lc
     return LcGap(raw=raw, raw_ci=tuple(raw_ci), lc=lc, lc_ci=tuple(lc_ci), gap=gap, threshold=limit,
-                 exceeds_threshold=bool(gap > limit), cis_disjoint=bool(lc_ci[1] < raw_ci[0]))
+                 exceeds_threshold=bool(abs(gap) > limit), cis_disjoint=bool(lc_ci[1] < raw_ci[0]),
+                 gap_ci=tuple(gap_ci), gap_ci_excludes_zero=bool(gap_ci[0] > 0 or gap_ci[1] < 0),
+                 length_ratio=length_ratio, direction=lc_gap_direction(gap, length_ratio))
 
 
 def length_findings(comparison: LengthComparison, gap: LcGap | None = None,
@@ -250,7 +267,7 @@ def length_findings(comparison: LengthComparison, gap: LcGap | None = None,
     found = [check_length_inflation(c.mean_tokens_ratio, c.wilcoxon_p, c.checkpoint.truncated_share,
                                     c.reference.truncated_share, t, step, n_paired_prompts=c.n_paired_prompts)]
     if gap is not None:
-        found.append(check_lc_gap(gap.raw, gap.raw_ci, gap.lc, gap.lc_ci, t, step))
+        found.append(check_lc_gap(gap.raw, gap.raw_ci, gap.lc, gap.lc_ci, gap.gap_ci, gap.length_ratio, t, step))
     return [f for f in found if f is not None]
 
 

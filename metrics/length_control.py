@@ -8,15 +8,23 @@ predicted win rate with the length term switched off:
     logit P(model m beats the baseline on prompt i) = theta_m + phi_m * tanh(z) + gamma_i
     z = (length_model - length_baseline) / s,   s = std of that difference over the fitted rows
 
-theta_m is the model's quality, phi_m its length effect, gamma_i a difficulty of prompt i shared
-by all models (they face the same baseline on the same prompts). All models are fitted jointly by
-minimising the soft-label cross-entropy (the preference in [0, 1] is the target) plus
+theta_m is the model's quality, phi_m its length effect, gamma_i a difficulty of prompt i. The fit
+minimises the soft-label cross-entropy (the preference in [0, 1] is the target) plus
 gamma_l2 / 2 * |gamma|^2 + phi_l2 / 2 * |phi|^2 (Gaussian priors; theta is unpenalised), with
 L-BFGS-B and an analytic gradient. The gamma penalty fixes the level shared by theta and gamma and
 keeps the fit finite with a single model (one row per prompt); the small phi penalty keeps phi at
 0 when the lengths carry no information (e.g. every difference equal).
 
     LC win rate of m = mean over m's prompts of sigmoid(theta_m + gamma_i)   (z = 0)
+
+`fit_length_control` fits whatever models its frame holds jointly (gamma shared by them). A
+report fits each checkpoint on its own rows (dpo_eval.metrics.winrate.summarize_win_rates), as
+AlpacaEval 2 fits its GLM per model: a joint fit would make one checkpoint's LC win rate depend on
+which other checkpoints are in the frame.
+
+The gap raw - LC (how much of the raw win rate length explains) gets a paired bootstrap over
+prompts: each resample draws prompts with replacement, recomputes the raw win rate (mean
+preference) and the LC win rate (refit) on the same rows, and takes raw - LC.
 
 Simplified from the paper: there, gamma_i enters through a per-model weight and the baseline has
 its own parameters; here the baseline is implicit (shared by every row).
@@ -38,7 +46,7 @@ REQUIRED_COLUMNS = ("model", "prompt_id", "preference", "length_model", "length_
 
 @dataclass(frozen=True)
 class LengthControlFit:
-    """A joint length-control fit over every model of a judgments frame."""
+    """A length-control fit over every model of a judgments frame (jointly when it holds several)."""
 
     theta: dict[str, float]
     """Per model: quality on the logit scale (win probability vs the baseline at zero length difference
@@ -74,7 +82,7 @@ class _Rows:
 
 
 def fit_length_control(frame: pd.DataFrame, *, gamma_l2: float = 1.0, phi_l2: float = 0.01) -> LengthControlFit:
-    """Fit the joint length-control model to `frame` (columns REQUIRED_COLUMNS, one row per comparison).
+    """Fit the length-control model to `frame` (jointly over its models) (columns REQUIRED_COLUMNS, one row per comparison).
 
     Rows whose preference is NaN (unscored) or whose lengths are missing are left out. A frame with no
     such row gives an empty fit (n 0, empty dicts).
@@ -103,27 +111,56 @@ def lc_win_rate(fit: LengthControlFit, model: str) -> float:
     return float(np.mean(expit(fit.theta[model] + gamma)))
 
 
+@dataclass(frozen=True)
+class LcIntervals:
+    """Percentile-bootstrap intervals of one model's LC figures, from one prompt resampling."""
+
+    lc_win_rate_ci: tuple[float, float]
+    """CI of the LC win rate."""
+    gap_ci: tuple[float, float]
+    """CI of raw - LC win rate, both recomputed on the same resample (paired over prompts)."""
+
+
 def bootstrap_lc_win_rates(frame: pd.DataFrame, *, n_resamples: int = 200, level: float = 0.95,
                            rng: np.random.Generator | int, gamma_l2: float = 1.0,
                            phi_l2: float = 0.01) -> dict[str, tuple[float, float]]:
-    """Percentile bootstrap CIs of every model's LC win rate, resampling prompt ids and refitting.
+    """Percentile bootstrap CIs of every model's LC win rate (bootstrap_lc_intervals' lc_win_rate_ci)."""
+    intervals = bootstrap_lc_intervals(frame, n_resamples=n_resamples, level=level, rng=rng, gamma_l2=gamma_l2,
+                                       phi_l2=phi_l2)
+    return {model: found.lc_win_rate_ci for model, found in intervals.items()}
+
+
+def bootstrap_lc_intervals(frame: pd.DataFrame, *, n_resamples: int = 200, level: float = 0.95,
+                           rng: np.random.Generator | int, gamma_l2: float = 1.0,
+                           phi_l2: float = 0.01) -> dict[str, LcIntervals]:
+    """Per model: percentile bootstrap CIs of the LC win rate and of raw - LC, resampling prompt ids.
 
     Each resample draws as many prompts as the frame has, with replacement; a prompt drawn twice
-    enters as two prompts (each with its own gamma), and the length scale is recomputed. A model
-    with no rows in a resample is skipped there; (NaN, NaN) for a model never present.
+    enters as two prompts (each with its own gamma), and the length scale is recomputed. On the
+    resampled rows: raw = mean preference of the model's rows, LC = lc_win_rate of the refit, and
+    gap = raw - LC. Only the fitted rows enter (scored, both lengths known). A model with no rows in
+    a resample is skipped there; NaN intervals for a model never present.
     """
     check_bootstrap_args(n_resamples, level)
     _check_penalties(gamma_l2, phi_l2)
     rows = _encode(frame)
-    n_models, n_prompts = len(rows.models), len(rows.prompts)
-    if n_prompts == 0:
+    if len(rows.prompts) == 0:
         return {}
+    raw, lc = _bootstrap_draws(rows, n_resamples, rng, gamma_l2, phi_l2)
+    lc_cis, gap_cis = percentile_cis(lc, rows.models, level), percentile_cis(raw - lc, rows.models, level)
+    return {model: LcIntervals(lc_win_rate_ci=lc_cis[model], gap_ci=gap_cis[model]) for model in lc_cis}
+
+
+def _bootstrap_draws(rows: _Rows, n_resamples: int, rng: np.random.Generator | int, gamma_l2: float,
+                     phi_l2: float) -> tuple[np.ndarray, np.ndarray]:
+    """(raw, lc): (n_resamples, n_models) raw and LC win rates on the same prompt resamples."""
+    n_models, n_prompts = len(rows.models), len(rows.prompts)
     theta, phi, gamma, _, _ = _fit_rows(rows.model_idx, rows.prompt_idx, rows.diff, rows.target,
                                         n_models, n_prompts, gamma_l2, phi_l2)
     order = np.argsort(rows.prompt_idx, kind="stable")
     counts = np.bincount(rows.prompt_idx, minlength=n_prompts)
     starts = np.cumsum(counts) - counts
-    rates = np.full((n_resamples, n_models), np.nan)
+    raw, lc = np.full((n_resamples, n_models), np.nan), np.full((n_resamples, n_models), np.nan)
     for b, draw in enumerate(resample_indices(n_prompts, n_resamples, rng)):
         sizes = counts[draw]
         new_prompt = np.repeat(np.arange(n_prompts), sizes)
@@ -132,8 +169,10 @@ def bootstrap_lc_win_rates(frame: pd.DataFrame, *, n_resamples: int = 200, level
         init = np.concatenate([theta, phi, gamma[draw]])
         th, _, ga, _, _ = _fit_rows(m, new_prompt, rows.diff[picked], rows.target[picked], n_models, n_prompts,
                                     gamma_l2, phi_l2, init=init)
-        rates[b] = _mean_rate_per_model(th, ga, m, new_prompt, n_models, n_prompts)
-    return percentile_cis(rates, rows.models, level)
+        lc[b] = _mean_rate_per_model(th, ga, m, new_prompt, n_models, n_prompts)
+        n_rows = np.bincount(m, minlength=n_models)
+        raw[b] = np.where(n_rows > 0, np.bincount(m, rows.target[picked], n_models) / np.maximum(n_rows, 1), np.nan)
+    return raw, lc
 
 
 def _encode(frame: pd.DataFrame) -> _Rows:

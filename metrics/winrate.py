@@ -9,7 +9,12 @@ never a tie or a loss.
 
     win rate          = mean of p over scored rows
     discrete win rate = mean of 1[p > 0.5] + 0.5 * 1[p == 0.5] over scored rows
-    LC win rate       = see dpo_eval.metrics.length_control (Dubois et al. 2024)
+    LC win rate       = see dpo_eval.metrics.length_control (Dubois et al. 2024), fitted per model
+    LC gap            = win rate - LC win rate, its CI paired over prompts (same resample for both)
+
+Every figure of a model is a function of that model's rows, the seed and the settings only: its
+fits use its own rows, and its bootstraps draw from a generator seeded by (seed, the model's name),
+so adding or removing other models leaves it unchanged.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import pandas as pd
 from numpy.typing import ArrayLike
 
 from dpo_eval.metrics.bootstrap import NAN_PAIR, check_bootstrap_args, percentile_ci, resample_indices
-from dpo_eval.metrics.length_control import bootstrap_lc_win_rates, fit_length_control, lc_win_rate
+from dpo_eval.metrics.length_control import bootstrap_lc_intervals, fit_length_control, lc_win_rate
 
 JUDGMENT_COLUMNS = ("model", "prompt_id", "preference")
 LENGTH_COLUMNS = ("length_model", "length_baseline")
@@ -47,10 +52,13 @@ class ModelWinRate:
     """Mean of 1[p > 0.5] + 0.5 * 1[p == 0.5] over scored rows."""
     lc_win_rate: float | None
     """Length-controlled win rate: predicted win rate at zero length difference, from a logistic fit
-    joint over all models of the frame (Dubois et al. 2024), on scored rows with both lengths.
-    None when the frame has no length columns; NaN when this model has no such row."""
+    on this model's scored rows with both lengths (Dubois et al. 2024). None when the frame has no
+    length columns; NaN when this model has no such row."""
     lc_win_rate_ci: tuple[float, float] | None
     """Percentile-bootstrap CI of lc_win_rate, resampling prompt ids and refitting; None with lc_win_rate."""
+    lc_gap_ci: tuple[float, float] | None
+    """Percentile-bootstrap CI of win_rate - lc_win_rate, paired over prompts: each resample of prompt ids
+    recomputes both on the same rows (those with both lengths); None with lc_win_rate."""
     position_bias_rate: float | None
     """Fraction of scored rows with position_consistent False among those where it is not NaN (both
     A/B orders judged); None when no scored row was judged in both orders."""
@@ -103,8 +111,8 @@ def summarize_win_rates(frame: pd.DataFrame, *, seed: int = 0, n_resamples: int 
                         level: float = 0.95) -> dict[str, ModelWinRate]:
     """Per model (sorted by name): win rates, CIs, LC win rate and position-bias rate of a judgments frame.
 
-    Each model's win-rate CI uses a generator seeded by (seed, model name), so adding a model leaves the
-    others' CIs unchanged; the LC fit and its prompt bootstrap are joint over all models. An empty
+    Each model's figures come from its own rows only (its own LC fit), and its bootstraps from
+    generators seeded by (seed, model name): adding a model leaves the others unchanged. An empty
     frame gives {}.
     """
     if len(frame) == 0:
@@ -116,37 +124,46 @@ def summarize_win_rates(frame: pd.DataFrame, *, seed: int = 0, n_resamples: int 
         raise ValueError("judgments frame has rows without a model name: fill or drop them")
     _scored(frame["preference"])  # validates the range once, before any work
     has_lengths = all(c in frame.columns for c in LENGTH_COLUMNS)
-    lc_point, lc_ci = _length_controlled(frame, seed, lc_resamples, level) if has_lengths else ({}, {})
-    result = {}
-    for model, rows in frame.groupby(frame["model"].astype(str), sort=True):
-        pref = rows["preference"].to_numpy(dtype=np.float64)
-        scored = pref[~np.isnan(pref)]
-        has_orders = "position_consistent" in rows.columns
-        consistent = rows.loc[~np.isnan(pref), "position_consistent"] if has_orders else []
-        rng = np.random.default_rng([seed, 0, zlib.crc32(model.encode())])
-        result[model] = ModelWinRate(
-            model=model, n=int(scored.size), n_unscored=int(pref.size - scored.size),
-            win_rate=mean_preference(scored),
-            win_rate_ci=bootstrap_ci(scored, np.mean, n_resamples=n_resamples, level=level, rng=rng),
-            discrete_win_rate=discrete_win_rate(scored),
-            lc_win_rate=lc_point.get(model, float("nan")) if has_lengths else None,
-            lc_win_rate_ci=lc_ci.get(model, NAN_PAIR) if has_lengths else None,
-            position_bias_rate=position_bias_rate(consistent),
-        )
-    return result
+    return {model: _summarize_model(model, rows, seed, n_resamples, lc_resamples, level, has_lengths)
+            for model, rows in frame.groupby(frame["model"].astype(str), sort=True)}
 
 
-def _length_controlled(frame: pd.DataFrame, seed: int, lc_resamples: int,
-                       level: float) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
-    fit = fit_length_control(frame)
+def model_rng(seed: int, model: str, stream: int) -> np.random.Generator:
+    """The generator of one model's bootstrap `stream` (0 win rate, 1 LC): seeded by (seed, stream, crc32(model)),
+    a function of the model's own name only, never of its position among other models."""
+    return np.random.default_rng([seed, stream, zlib.crc32(model.encode())])
+
+
+def _summarize_model(model: str, rows: pd.DataFrame, seed: int, n_resamples: int, lc_resamples: int, level: float,
+                     has_lengths: bool) -> ModelWinRate:
+    pref = rows["preference"].to_numpy(dtype=np.float64)
+    scored = pref[~np.isnan(pref)]
+    has_orders = "position_consistent" in rows.columns
+    consistent = rows.loc[~np.isnan(pref), "position_consistent"] if has_orders else []
+    lc, lc_ci, gap_ci = _length_controlled(model, rows, seed, lc_resamples, level) if has_lengths else (None,) * 3
+    return ModelWinRate(
+        model=model, n=int(scored.size), n_unscored=int(pref.size - scored.size),
+        win_rate=mean_preference(scored),
+        win_rate_ci=bootstrap_ci(scored, np.mean, n_resamples=n_resamples, level=level,
+                                 rng=model_rng(seed, model, 0)),
+        discrete_win_rate=discrete_win_rate(scored),
+        lc_win_rate=lc, lc_win_rate_ci=lc_ci, lc_gap_ci=gap_ci,
+        position_bias_rate=position_bias_rate(consistent),
+    )
+
+
+def _length_controlled(model: str, rows: pd.DataFrame, seed: int, lc_resamples: int,
+                       level: float) -> tuple[float, tuple[float, float], tuple[float, float]]:
+    """(LC win rate, its CI, CI of raw - LC) from a fit on one model's rows; NaN when none can be fitted."""
+    fit = fit_length_control(rows)
     if fit.n == 0:
-        return {}, {}
-    point = {model: lc_win_rate(fit, model) for model in fit.theta}
-    if lc_resamples == 0:  # point estimates only
-        return point, {}
-    ci = bootstrap_lc_win_rates(frame, n_resamples=lc_resamples, level=level, rng=np.random.default_rng([seed, 1]),
-                                gamma_l2=fit.gamma_l2, phi_l2=fit.phi_l2)
-    return point, ci
+        return float("nan"), NAN_PAIR, NAN_PAIR
+    point = lc_win_rate(fit, model)
+    if lc_resamples == 0:  # point estimate only
+        return point, NAN_PAIR, NAN_PAIR
+    found = bootstrap_lc_intervals(rows, n_resamples=lc_resamples, level=level, rng=model_rng(seed, model, 1),
+                                   gamma_l2=fit.gamma_l2, phi_l2=fit.phi_l2)[model]
+    return point, found.lc_win_rate_ci, found.gap_ci
 
 
 def _scored(pref: ArrayLike) -> np.ndarray:

@@ -19,7 +19,9 @@ Layout (the JSON Schema below is the contract; tests validate every written file
                           fingerprint: one row for both folders), else null
         rewards           `metrics.rewards.summarize_rewards` of its held-out pairs, or null
         winrate           judge vs the reference's samples: n, n_unscored, win_rate, win_rate_ci,
-                          lc_win_rate, lc_win_rate_ci, position_bias_rate; or null
+                          lc_win_rate, lc_win_rate_ci (LC fitted on this checkpoint's judgments alone),
+                          lc_gap_ci (CI of win_rate - lc_win_rate, paired over prompts), position_bias_rate;
+                          or null
         quality           {source, value, se}: the figure the KL-vs-quality fit uses; or null
         kl                analytic / k1 / k2 / k3 KL estimates (metrics.kl.KLEstimate as dicts); or null
         offpolicy         mean log-ratios on chosen and rejected pairs (not a KL); or null
@@ -74,6 +76,7 @@ WINRATE = {
         "win_rate_ci": _CI,
         "lc_win_rate": _NUMBER_OR_NULL,
         "lc_win_rate_ci": _CI,
+        "lc_gap_ci": _CI,
         "position_bias_rate": _NUMBER_OR_NULL,
     },
 }

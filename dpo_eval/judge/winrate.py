@@ -33,7 +33,7 @@ def winrate(judgments: str | Path, out: str | Path, *, seed: int = 0, n_resample
         "source": str(judgments),
         "method": {"seed": seed, "n_resamples": n_resamples, "lc_resamples": lc_resamples, "level": level,
                    "ci": "percentile bootstrap over prompts",
-                   "length_control": "Dubois et al. 2024, joint logistic fit (dpo_eval.metrics.length_control)"},
+                   "length_control": "Dubois et al. 2024, logistic fit per model (dpo_eval.metrics.length_control)"},
         "baselines": baselines,
         "models": {name: dataclasses.asdict(result) for name, result in results.items()},
         "bradley_terry": dataclasses.asdict(ratings),

@@ -163,6 +163,7 @@ def _winrate(rate: winrate.ModelWinRate | None) -> dict | None:
     return {"n": rate.n, "n_unscored": rate.n_unscored, "win_rate": rate.win_rate,
             "win_rate_ci": list(rate.win_rate_ci), "lc_win_rate": rate.lc_win_rate,
             "lc_win_rate_ci": None if rate.lc_win_rate_ci is None else list(rate.lc_win_rate_ci),
+            "lc_gap_ci": None if rate.lc_gap_ci is None else list(rate.lc_gap_ci),
             "position_bias_rate": rate.position_bias_rate, "discrete_win_rate": rate.discrete_win_rate}
 
 
@@ -187,7 +188,8 @@ def _lengths(samples, ref_samples, pairs, rate):
         return None, None, None
     comparison = length.compare_lengths(samples, ref_samples)
     has_lc = rate is not None and rate.lc_win_rate is not None and math.isfinite(rate.lc_win_rate)
-    gap = length.lc_gap(rate.win_rate, rate.win_rate_ci, rate.lc_win_rate, rate.lc_win_rate_ci) if has_lc else None
+    gap = length.lc_gap(rate.win_rate, rate.win_rate_ci, rate.lc_win_rate, rate.lc_win_rate_ci, rate.lc_gap_ci,
+                        comparison.mean_tokens_ratio) if has_lc else None
     by_length = None if pairs is None else length.pair_reward_length(pairs)
     return comparison, gap, {**plain(comparison), "pair_reward_length": plain(by_length), "lc_gap": plain(gap)}
 
@@ -231,14 +233,19 @@ def checkpoint_result(row: Row, data: dict, rate: winrate.ModelWinRate | None,
 
 
 def _run_rates(plan: Plan, rp: RunPlan, paths, seed: int) -> tuple[dict, dict]:
-    """Per label: ModelWinRate and the judgments frame (empty without a judge)."""
+    """Per label: ModelWinRate and the judgments frame (empty without a judge).
+
+    Each row's summary is made from its own judgments alone (its own LC fit, bootstraps seeded by the
+    run seed and its label), so a checkpoint's figures do not depend on which other rows are reported.
+    """
     judged = {row.label: frames.judgments_frame(paths.get("judge", rp.run.name, row.label), row.label)
               for row in rp.rows if paths.get("judge", rp.run.name, row.label) is not None}
-    if not judged:
-        return {}, {}
-    joint = pd.concat(judged.values(), ignore_index=True).drop(columns="baseline")
-    rates = winrate.summarize_win_rates(joint, seed=seed, n_resamples=plan.config.bootstrap_resamples,
-                                        lc_resamples=plan.config.lc_resamples)
+    rates = {}
+    for label, frame in judged.items():
+        summary = winrate.summarize_win_rates(frame.drop(columns="baseline"), seed=seed,
+                                              n_resamples=plan.config.bootstrap_resamples,
+                                              lc_resamples=plan.config.lc_resamples)
+        rates.update({label: summary[label]} if label in summary else {})
     return rates, judged
 
 

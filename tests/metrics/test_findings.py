@@ -102,10 +102,40 @@ def test_length_inflation():
 
 
 def test_lc_gap():
-    f = check_lc_gap(0.70, (0.65, 0.75), 0.55, (0.50, 0.60), T)  # gap 0.15; CIs disjoint
+    # gap 0.15, its paired CI (0.08, 0.22) wholly above the 0.05 threshold: high
+    f = check_lc_gap(0.70, (0.65, 0.75), 0.55, (0.50, 0.60), (0.08, 0.22), 1.8, T)
     assert f.code == "lc_gap" and f.severity == "high" and f.numbers["gap"] == pytest.approx(0.15)
-    assert check_lc_gap(0.70, (0.55, 0.85), 0.60, (0.45, 0.75), T).severity == "warning"
-    assert check_lc_gap(0.70, (0.65, 0.75), 0.68, (0.63, 0.73), T) is None
+    assert f.numbers["gap_ci_low"] == 0.08 and f.numbers["gap_ci_high"] == 0.22 and f.numbers["length_ratio"] == 1.8
+    # CI excludes 0 but reaches below the threshold: warning
+    assert check_lc_gap(0.70, (0.55, 0.85), 0.60, (0.45, 0.75), (0.01, 0.19), 1.8, T).severity == "warning"
+    assert check_lc_gap(0.70, (0.65, 0.75), 0.68, (0.63, 0.73), (0.01, 0.03), 1.8, T) is None  # gap 0.02 < 0.05
+
+
+def test_lc_gap_past_the_threshold_whose_ci_includes_zero_does_not_fire():
+    # The demo's case: a 5.7-point gap with an LC CI of 21-57%; the paired gap CI spans 0.
+    assert check_lc_gap(0.447, (0.35, 0.55), 0.39, (0.21, 0.57), (-0.04, 0.16), 0.28, T) is None
+    assert check_lc_gap(0.447, (0.35, 0.55), 0.39, (0.21, 0.57), (0.0, 0.16), 0.28, T) is None  # touches 0
+    nan = float("nan")
+    assert check_lc_gap(0.70, (0.65, 0.75), 0.55, (0.50, 0.60), (nan, nan), 1.8, T) is None  # no CI, no finding
+
+
+def test_lc_gap_states_the_direction_of_the_length_effect():
+    longer = check_lc_gap(0.70, (0.65, 0.75), 0.55, (0.50, 0.60), (0.08, 0.22), 1.8, T)
+    assert longer.title == "Win rate helped by longer answers"
+    assert "longer answers add 15.0 points" in longer.message and "1.80x the reference's mean length" in longer.message
+    assert "length penalty" in longer.advice
+    shorter = check_lc_gap(0.70, (0.65, 0.75), 0.55, (0.50, 0.60), (0.08, 0.22), 1 / 3.6, T)
+    assert shorter.title == "Win rate helped by shorter answers" and "inflated" not in shorter.title
+    assert "shorter answers add 15.0 points" in shorter.message and "0.28x the reference's" in shorter.message
+    assert "truncation" in shorter.advice and "length penalty" not in shorter.advice
+    held_back = check_lc_gap(0.45, (0.40, 0.50), 0.60, (0.55, 0.65), (-0.22, -0.08), 1.8, T)
+    assert held_back.title == "Win rate held back by longer answers" and held_back.severity == "info"
+    assert "longer answers cost 15.0 points" in held_back.message and "understates" in held_back.advice
+    assert check_lc_gap(0.45, (0.40, 0.50), 0.60, (0.55, 0.65), (-0.22, -0.08), 0.5, T).title == \
+        "Win rate held back by shorter answers"
+    unknown = check_lc_gap(0.70, (0.65, 0.75), 0.55, (0.50, 0.60), (0.08, 0.22), float("nan"), T)
+    assert unknown.title == "Win rate helped by length" and "mean length" not in unknown.message
+    assert "length adds 15.0 points (raw - LC: CI 8.0 to 22.0 points, paired bootstrap over prompts)." in unknown.message
 
 
 def test_over_optimisation():

@@ -165,11 +165,13 @@ def test_win_rate_by_length_fixed_bins_and_edge_cases():
 
 
 def test_lc_gap_figure():
-    g = lc_gap(0.70, (0.65, 0.75), 0.55, (0.50, 0.60))
+    g = lc_gap(0.70, (0.65, 0.75), 0.55, (0.50, 0.60), (0.08, 0.22), 1.8)
     assert g.gap == pytest.approx(0.15) and g.threshold == Thresholds().lc_gap
-    assert g.exceeds_threshold and g.cis_disjoint
-    quiet = lc_gap(0.70, (0.60, 0.80), 0.66, (0.58, 0.74), threshold=0.05)
-    assert not quiet.exceeds_threshold and not quiet.cis_disjoint
+    assert g.exceeds_threshold and g.cis_disjoint and g.gap_ci_excludes_zero
+    assert g.gap_ci == (0.08, 0.22) and g.direction == "helped by longer answers"
+    quiet = lc_gap(0.70, (0.60, 0.80), 0.66, (0.58, 0.74), (-0.01, 0.09), 0.5, threshold=0.05)
+    assert not quiet.exceeds_threshold and not quiet.cis_disjoint and not quiet.gap_ci_excludes_zero
+    assert quiet.direction == "helped by shorter answers"
 
 
 def test_length_findings_fire_on_an_inflated_run_and_not_on_a_steady_one():
@@ -178,12 +180,13 @@ def test_length_findings_fire_on_an_inflated_run_and_not_on_a_steady_one():
     ref = samples(ids, rng.integers(80, 120, 100), finish=["stop"] * 100)
     long_tokens = rng.integers(150, 256, 100)
     inflated = samples(ids, long_tokens, finish=np.where(long_tokens >= 230, "length", "stop"))
-    gap = lc_gap(0.72, (0.66, 0.78), 0.52, (0.45, 0.59))
+    gap = lc_gap(0.72, (0.66, 0.78), 0.52, (0.45, 0.59), (0.12, 0.28), 1.9)
     found = length_findings(compare_lengths(inflated, ref), gap, step=9)
     assert [f.code for f in found] == ["length_inflation", "lc_gap"]
     assert found[0].severity == "high" and found[0].step == 9  # ~25% truncated against 0%
     steady = samples(ids, rng.integers(80, 120, 100), finish=["stop"] * 100)
-    assert length_findings(compare_lengths(steady, ref), lc_gap(0.52, (0.45, 0.59), 0.51, (0.44, 0.58))) == []
+    assert length_findings(compare_lengths(steady, ref), lc_gap(0.52, (0.45, 0.59), 0.51, (0.44, 0.58),
+                                                                             (-0.02, 0.04), 1.0)) == []
 
 
 def _grouped(means: list[float], per_prompt: int = 4) -> pd.DataFrame:

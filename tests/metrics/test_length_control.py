@@ -9,7 +9,12 @@ from scipy.optimize import check_grad
 from scipy.special import expit
 
 import dpo_eval.metrics.length_control as length_control
-from dpo_eval.metrics.length_control import bootstrap_lc_win_rates, fit_length_control, lc_win_rate
+from dpo_eval.metrics.length_control import (
+    bootstrap_lc_intervals,
+    bootstrap_lc_win_rates,
+    fit_length_control,
+    lc_win_rate,
+)
 
 THETA = (-0.8, 0.0, 0.6)
 PHI = (2.5, 2.5, -2.0)      # a strong length effect: the raw win rate is far from the zero-length one
@@ -156,6 +161,35 @@ def test_prompt_bootstrap_ci_is_seeded_and_brackets_the_estimate():
     for model in truth:
         low, high = ci[model]
         assert low < lc_win_rate(fit, model) < high and high - low < 0.3
+
+
+def straightforward_prompt_bootstrap(frame: pd.DataFrame, model: str, n_resamples: int, seed: int):
+    """(raw, LC) per resample, written plainly: draw prompts (sorted ids) with replacement, give each drawn
+    prompt's rows a fresh id, refit from scratch on the resampled frame, and take the mean preference."""
+    rng = np.random.default_rng(seed)
+    prompts = np.array(sorted(frame["prompt_id"].astype(str).unique()))
+    rows_of = {p: frame[frame["prompt_id"].astype(str) == p] for p in prompts}
+    raw, lc = [], []
+    for _ in range(n_resamples):
+        draw = rng.integers(0, len(prompts), size=len(prompts))
+        resample = pd.concat([rows_of[prompts[k]].assign(prompt_id=f"r{j}") for j, k in enumerate(draw)])
+        raw.append(resample["preference"].mean())
+        lc.append(lc_win_rate(fit_length_control(resample), model))
+    return np.array(raw), np.array(lc)
+
+
+def test_gap_ci_is_the_paired_prompt_bootstrap_of_raw_minus_lc():
+    frame, _ = simulate(40, seed=8, n_models=1)
+    frame = pd.concat([frame, frame.assign(preference=1.0 - frame["preference"], length_model=frame["length_baseline"])
+                       .iloc[::3]], ignore_index=True)  # a second row on some prompts: clustered by prompt
+    found = bootstrap_lc_intervals(frame, n_resamples=30, rng=13)["m0"]
+    raw, lc = straightforward_prompt_bootstrap(frame, "m0", 30, seed=13)
+    assert found.gap_ci == pytest.approx(tuple(np.quantile(raw - lc, [0.025, 0.975])), abs=1e-4)
+    assert found.lc_win_rate_ci == pytest.approx(tuple(np.quantile(lc, [0.025, 0.975])), abs=1e-4)
+    assert bootstrap_lc_win_rates(frame, n_resamples=30, rng=13)["m0"] == found.lc_win_rate_ci
+    # paired: the gap's CI is narrower than raw's and LC's own spreads combined as if independent
+    assert found.gap_ci[1] - found.gap_ci[0] < np.hypot(*(np.subtract(*np.quantile(x, [0.975, 0.025]))
+                                                          for x in (raw, lc)))
 
 
 def test_cites_the_paper():

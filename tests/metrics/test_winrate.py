@@ -7,7 +7,9 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.special import expit
 
+from dpo_eval.metrics.findings import Thresholds, check_lc_gap
 from dpo_eval.metrics.length_control import fit_length_control, lc_win_rate
 from dpo_eval.metrics.winrate import (
     ModelWinRate,
@@ -118,17 +120,36 @@ def lengths_frame() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def test_lc_in_summary_is_the_joint_fit():
+def test_lc_in_summary_is_each_models_own_fit():
     frame = lengths_frame()
     summary = summarize_win_rates(frame, n_resamples=50, lc_resamples=20)
-    fit = fit_length_control(frame)  # joint over both models
     for model in ("long", "short"):
         result = summary[model]
-        assert result.lc_win_rate == pytest.approx(lc_win_rate(fit, model))
+        own = fit_length_control(frame[frame["model"] == model])  # this model's rows only
+        assert result.lc_win_rate == pytest.approx(lc_win_rate(own, model), abs=1e-12)
         low, high = result.lc_win_rate_ci
         assert 0.0 <= low <= high <= 1.0
+        gap_low, gap_high = result.lc_gap_ci
+        assert -1.0 <= gap_low <= gap_high <= 1.0
+    joint = fit_length_control(frame)  # not the joint fit: the other model's rows would move it
+    assert abs(summary["long"].lc_win_rate - lc_win_rate(joint, "long")) > 1e-4
     ghost = summary["ghost"]  # length columns present, no scored row: NaN, not None
     assert ghost.n == 0 and math.isnan(ghost.lc_win_rate) and all(math.isnan(x) for x in ghost.lc_win_rate_ci)
+    assert all(math.isnan(x) for x in ghost.lc_gap_ci)
+
+
+def test_a_models_whole_summary_is_unchanged_when_other_models_are_added():
+    # Issue 16 item 5: every figure of a checkpoint, LC and its CIs included, is a function of its own rows.
+    frame = lengths_frame()
+    extra = frame[frame["model"] == "short"].assign(model="extra", preference=lambda f: 1.0 - f["preference"])
+    alone = summarize_win_rates(frame[frame["model"] == "long"], seed=3, n_resamples=100, lc_resamples=20)
+    together = summarize_win_rates(frame, seed=3, n_resamples=100, lc_resamples=20)
+    more = summarize_win_rates(pd.concat([extra, frame], ignore_index=True), seed=3, n_resamples=100,
+                               lc_resamples=20)
+    assert alone["long"] == together["long"] == more["long"]
+    assert together["short"] == more["short"]
+    other_seed = summarize_win_rates(frame, seed=4, n_resamples=100, lc_resamples=20)["long"]
+    assert other_seed.lc_win_rate_ci != together["long"].lc_win_rate_ci  # the seed still matters
 
 
 def test_a_models_ci_does_not_depend_on_the_other_models():
@@ -138,3 +159,29 @@ def test_a_models_ci_does_not_depend_on_the_other_models():
     together = summarize_win_rates(frame, seed=3, n_resamples=100)
     assert alone["a"] == together["a"]
     assert summarize_win_rates(frame, seed=4, n_resamples=100)["a"].win_rate_ci != together["a"].win_rate_ci
+
+
+def length_biased_frame(n_prompts: int, seed: int) -> pd.DataFrame:
+    """One checkpoint ~150 characters longer than the baseline, judged by a judge that favours length:
+    p = sigmoid(-0.3 + 2 tanh(diff / 150) + N(0, 1)), 0/1 verdicts."""
+    rng = np.random.default_rng(seed)
+    diff = 150.0 + rng.normal(0.0, 150.0, n_prompts)
+    p = expit(-0.3 + 2.0 * np.tanh(diff / 150.0) + rng.normal(0.0, 1.0, n_prompts))
+    return pd.DataFrame({"model": "ck", "prompt_id": [f"p{i}" for i in range(n_prompts)],
+                         "preference": rng.binomial(1, p).astype(float), "length_baseline": 300.0,
+                         "length_model": 300.0 + diff})
+
+
+def test_the_summarys_gap_ci_decides_the_lc_gap_finding():
+    # 16 prompts: the point gap is far past the 0.05 threshold, but its paired CI spans 0: no finding.
+    few = summarize_win_rates(length_biased_frame(16, seed=1), n_resamples=200, lc_resamples=100)["ck"]
+    gap = few.win_rate - few.lc_win_rate
+    assert gap > 0.2 and few.lc_gap_ci[0] < 0 < few.lc_gap_ci[1]
+    assert check_lc_gap(few.win_rate, few.win_rate_ci, few.lc_win_rate, few.lc_win_rate_ci, few.lc_gap_ci, 1.5,
+                        Thresholds()) is None
+    # 300 prompts: the same judge, a CI clear of 0: the finding fires and says longer answers helped.
+    many = summarize_win_rates(length_biased_frame(300, seed=0), n_resamples=200, lc_resamples=100)["ck"]
+    assert 0 < many.lc_gap_ci[0] <= many.win_rate - many.lc_win_rate <= many.lc_gap_ci[1]
+    found = check_lc_gap(many.win_rate, many.win_rate_ci, many.lc_win_rate, many.lc_win_rate_ci, many.lc_gap_ci,
+                         1.5, Thresholds())
+    assert found.title == "Win rate helped by longer answers"

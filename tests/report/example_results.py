@@ -106,7 +106,7 @@ def _checkpoint(run: str, step: int, pairs: pd.DataFrame, samples: pd.DataFrame,
                                     samples["n_tokens"], samples["analytic_kl"])
     comparison = length.compare_lengths(samples, ref_samples)
     gap = None if rate is None else length.lc_gap(rate.win_rate, rate.win_rate_ci, rate.lc_win_rate,
-                                                    rate.lc_win_rate_ci)
+                                                    rate.lc_win_rate_ci, rate.lc_gap_ci, comparison.mean_tokens_ratio)
     found = [] if step == 0 else length.length_findings(comparison, gap, THRESHOLDS, step)
     analytic = kl_summary.analytic
     ci = (analytic.mean - 1.96 * analytic.se, analytic.mean + 1.96 * analytic.se)
@@ -133,7 +133,8 @@ def _checkpoint(run: str, step: int, pairs: pd.DataFrame, samples: pd.DataFrame,
 def _winrate(rate: winrate.ModelWinRate) -> dict:
     return {"n": rate.n, "n_unscored": rate.n_unscored, "win_rate": rate.win_rate,
             "win_rate_ci": list(rate.win_rate_ci), "lc_win_rate": rate.lc_win_rate,
-            "lc_win_rate_ci": list(rate.lc_win_rate_ci), "position_bias_rate": rate.position_bias_rate}
+            "lc_win_rate_ci": list(rate.lc_win_rate_ci), "lc_gap_ci": list(rate.lc_gap_ci),
+            "position_bias_rate": rate.position_bias_rate}
 
 
 def _add_run_findings(run: str, checkpoints: list[dict], states: list[drift.CheckpointDrift]) -> None:
