@@ -47,7 +47,8 @@ class ModelWinRate:
     win_rate: float
     """Mean preference over scored rows (a tie, 0.5, counts half)."""
     win_rate_ci: tuple[float, float]
-    """Percentile-bootstrap CI of win_rate (resampling the model's scored rows); (NaN, NaN) when n is 0."""
+    """Percentile-bootstrap CI of win_rate resampling the model's prompts (prompt_bootstrap_ci: a prompt's
+    rows are one cluster); (NaN, NaN) when n is 0."""
     discrete_win_rate: float
     """Mean of 1[p > 0.5] + 0.5 * 1[p == 0.5] over scored rows."""
     lc_win_rate: float | None
@@ -107,6 +108,30 @@ def bootstrap_ci(values: ArrayLike, statistic: Callable[[np.ndarray], float], *,
     return NAN_PAIR if np.isnan(stats).any() else percentile_ci(stats, level)
 
 
+def prompt_bootstrap_ci(preference: ArrayLike, prompt_id: ArrayLike, *, n_resamples: int = 2000, level: float = 0.95,
+                        rng: np.random.Generator | int) -> tuple[float, float]:
+    """Percentile-bootstrap CI of the win rate resampling prompts (clusters), not rows: a prompt's rows
+    (several samples, both A/B orders) are not independent.
+
+    With T_g, n_g the sum and count of prompt g's scored preferences (NaN: unscored, left out), a resample
+    g_1..g_P of the P prompts with replacement gives sum_i T_{g_i} / sum_i n_{g_i}. With one row per prompt
+    this is bootstrap_ci(scored, np.mean) with the same draws. (NaN, NaN) with no scored row.
+    """
+    check_bootstrap_args(n_resamples, level)
+    values = np.asarray(preference, dtype=np.float64)
+    prompts = pd.Series(np.asarray(prompt_id, dtype=object)).astype(str).to_numpy()
+    if values.shape != prompts.shape:
+        raise ValueError(f"preference and prompt_id differ in length: {values.shape} vs {prompts.shape}")
+    scored = ~np.isnan(values)
+    if not scored.any():
+        return NAN_PAIR
+    codes, uniques = pd.factorize(prompts[scored], sort=False)
+    totals = np.bincount(codes, values[scored], len(uniques))
+    counts = np.bincount(codes, minlength=len(uniques)).astype(np.float64)
+    draws = np.array([totals[d].sum() / counts[d].sum() for d in resample_indices(len(uniques), n_resamples, rng)])
+    return percentile_ci(draws, level)
+
+
 def summarize_win_rates(frame: pd.DataFrame, *, seed: int = 0, n_resamples: int = 2000, lc_resamples: int = 200,
                         level: float = 0.95) -> dict[str, ModelWinRate]:
     """Per model (sorted by name): win rates, CIs, LC win rate and position-bias rate of a judgments frame.
@@ -144,8 +169,8 @@ def _summarize_model(model: str, rows: pd.DataFrame, seed: int, n_resamples: int
     return ModelWinRate(
         model=model, n=int(scored.size), n_unscored=int(pref.size - scored.size),
         win_rate=mean_preference(scored),
-        win_rate_ci=bootstrap_ci(scored, np.mean, n_resamples=n_resamples, level=level,
-                                 rng=model_rng(seed, model, 0)),
+        win_rate_ci=prompt_bootstrap_ci(pref, rows["prompt_id"], n_resamples=n_resamples, level=level,
+                                        rng=model_rng(seed, model, 0)),
         discrete_win_rate=discrete_win_rate(scored),
         lc_win_rate=lc, lc_win_rate_ci=lc_ci, lc_gap_ci=gap_ci,
         position_bias_rate=position_bias_rate(consistent),

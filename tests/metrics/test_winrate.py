@@ -185,3 +185,26 @@ def test_the_summarys_gap_ci_decides_the_lc_gap_finding():
     found = check_lc_gap(many.win_rate, many.win_rate_ci, many.lc_win_rate, many.lc_win_rate_ci, many.lc_gap_ci,
                          1.5, Thresholds())
     assert found.title == "Win rate helped by longer answers"
+
+
+def test_win_rate_ci_resamples_prompts_not_rows():
+    from dpo_eval.metrics.winrate import bootstrap_ci, prompt_bootstrap_ci
+
+    rng = np.random.default_rng(3)
+    prompts = np.repeat([f"p{i}" for i in range(12)], 4)  # 4 judgments per prompt (2 samples x 2 orders)
+    per_prompt = rng.uniform(0, 1, 12) > 0.5  # a prompt's judgments agree: one cluster
+    pref = np.repeat(per_prompt.astype(float), 4)
+    pref[5] = np.nan  # unscored: left out
+    got = prompt_bootstrap_ci(pref, prompts, n_resamples=500, level=0.9, rng=7)
+    # straightforward: draw 12 prompts with replacement, pool their scored rows, take the mean
+    gen, draws = np.random.default_rng(7), []
+    for _ in range(500):
+        picked = gen.integers(0, 12, size=12)
+        pooled = [p for g in picked for p in pref[prompts == f"p{g}"] if not np.isnan(p)]
+        draws.append(sum(pooled) / len(pooled))
+    assert got == pytest.approx((np.percentile(draws, 5), np.percentile(draws, 95)))
+    rows = bootstrap_ci(pref[~np.isnan(pref)], np.mean, n_resamples=500, level=0.9, rng=7)
+    assert got[1] - got[0] > 1.5 * (rows[1] - rows[0])  # 47 rows as if independent: too narrow
+    one_each = rng.uniform(0, 1, 30)  # one row per prompt: the row bootstrap, draw for draw
+    assert prompt_bootstrap_ci(one_each, np.arange(30), n_resamples=300, rng=1) == pytest.approx(
+        bootstrap_ci(one_each, np.mean, n_resamples=300, rng=1))
