@@ -172,7 +172,7 @@ def _draw_fits(ax, fit: dict | None, largest: float) -> None:
         peak_kl, peak_q = view.number(form_fit.get("peak_kl")), view.number(form_fit.get("peak_quality"))
         if peak_kl is not None and peak_q is not None:
             ax.plot([np.sqrt(peak_kl)], [peak_q], marker="*", ms=16, color=color, mec="white", ls="none",
-                    label=f"{form} peak: KL {peak_kl:.3g}, quality {peak_q:.3g}")
+                    label=f"{view.FORM_NAMES[form]} peak: KL {peak_kl:.3g}, quality {peak_q:.3g}")
 
 
 def plot_winrates(results: dict, tables: Tables | None = None) -> bytes | None:

@@ -1,4 +1,4 @@
-"""report.html opened in a real headless Chromium (Debian's /usr/bin/chromium driven by Playwright).
+"""report.html of the real report (tests/report/real_results.py) opened in a real headless Chromium (Debian's /usr/bin/chromium driven by Playwright).
 
 Skips outside CI when chromium or playwright is missing; under CI=true such a skip fails (tests/ci_guard.py
 lists "chromium"): .ci/run installs chromium, the dev extra installs playwright. The browser and the page
@@ -12,7 +12,7 @@ import io
 import numpy as np
 import pytest
 from browser_page import missing_browser, opened_page
-from example_results import HOSTILE_IMG, HOSTILE_SCRIPT, build_example
+from real_results import HOSTILE_IMG, HOSTILE_SCRIPT, copy_results
 
 from dpo_eval.reports.plots import PLOTS
 from dpo_eval.reports.render import render
@@ -21,9 +21,9 @@ pytestmark = pytest.mark.skipif(missing_browser() is not None, reason=missing_br
 
 
 @pytest.fixture(scope="module")
-def opened(tmp_path_factory):
-    """The rendered example loaded in chromium: (page facts, console errors, outside requests, screenshot)."""
-    folder = build_example(tmp_path_factory.mktemp("browser"))
+def opened(real_results, tmp_path_factory):
+    """The rendered real results loaded in chromium: (page facts, console errors, outside requests, screenshot)."""
+    folder = copy_results(real_results.judged, tmp_path_factory.mktemp("browser") / "results")
     with opened_page(render(folder)[0]) as loaded:
         page = loaded.page
         facts = {
@@ -31,6 +31,8 @@ def opened(tmp_path_factory):
             "images": page.evaluate("Array.from(document.images).map(i => [i.complete, i.naturalWidth])"),
             "text": page.inner_text("body"),
             "hostile_visible": page.locator("pre.text", has_text=HOSTILE_SCRIPT).first.is_visible(),
+            "first_screen": page.evaluate("Array.from(document.querySelectorAll('section')).filter("
+                                          "s => s.getBoundingClientRect().top < window.innerHeight).map(s => s.id)"),
         }
         screenshot = page.screenshot(full_page=False)
     return facts, loaded.errors, loaded.outside, screenshot
@@ -42,9 +44,13 @@ def test_page_loads_without_console_errors_or_outside_requests(opened):
     assert outside == []
 
 
+def test_the_first_screen_shows_the_recommendation_and_the_key_figures(opened):
+    assert opened[0]["first_screen"][:2] == ["recommended", "key-figures"]
+
+
 def test_every_image_loaded(opened):
     facts = opened[0]
-    assert len(facts["images"]) == len(PLOTS)
+    assert 0 < len(facts["images"]) <= len(PLOTS)
     assert all(complete and width > 0 for complete, width in facts["images"]), facts["images"]
 
 

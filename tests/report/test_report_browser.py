@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from browser_page import missing_browser, opened_page
 from click.testing import CliRunner
-from example_results import HOSTILE_IMG, HOSTILE_SCRIPT
+from real_results import HOSTILE_IMG, HOSTILE_SCRIPT
 from tiny_run import FAST, JUDGE_DIR, RULE_JUDGE, trained_once
 
 from dpo_eval.cli import main
