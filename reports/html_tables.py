@@ -16,6 +16,8 @@ from dpo_eval.reports.view import fmt, fmt_pm, fmt_rate
 TEXT_LIMIT = 1500
 """Characters of a prompt or response shown before it is cut (the full text stays in the table)."""
 N_WORST = 2
+REFERENCE_CELL = "— (reference)"
+"""The reward accuracy and margin of a reference row: implicit rewards against itself are 0."""
 
 
 def esc(value: object) -> str:
@@ -64,9 +66,11 @@ def key_figures_table(results: dict) -> str:
         rewards, rate, quality = ckpt.get("rewards") or {}, ckpt.get("winrate") or {}, ckpt.get("quality") or {}
         kl = view.dig(ckpt, "kl", estimator) or {}
         accuracy = view.percent(rewards.get("accuracy"), 0)
-        row = [ckpt["run"], _step_label(results, ckpt),
-               accuracy if accuracy == view.NOT_AVAILABLE else f"{accuracy} of {rewards.get('n')}",
-               fmt(rewards.get("mean_margin"), "+.3g"), fmt_pm(kl.get("mean"), kl.get("se")),
+        accuracy = accuracy if accuracy == view.NOT_AVAILABLE else f"{accuracy} of {rewards.get('n')}"
+        margin = fmt(rewards.get("mean_margin"), "+.3g")
+        if view.is_reference(ckpt):  # its margins are 0 by definition: every pair a tie, not a 0% accuracy
+            accuracy, margin = REFERENCE_CELL, REFERENCE_CELL
+        row = [ckpt["run"], _step_label(results, ckpt), accuracy, margin, fmt_pm(kl.get("mean"), kl.get("se")),
                _length_vs_reference(ckpt), fmt_rate(rate, "win_rate"), fmt_rate(rate, "lc_win_rate")]
         row += [fmt_pm(quality.get("value"), quality.get("se"), signed=True)] if gold else []
         rows.append(row)

@@ -135,7 +135,10 @@ def test_html_has_a_table_row_for_every_checkpoint_with_its_saved_numbers(report
         assert pairs_row[2] == str(ckpt["rewards"]["n"])
         assert pairs_row[3] == f"{ckpt['rewards']['accuracy']:.0%}"
         assert pairs_row[4] == f"{ckpt['rewards']['mean_margin']:+.3g}"
-        assert key_row[2] == f"{ckpt['rewards']['accuracy']:.0%} of {ckpt['rewards']['n']}"
+        reference = ckpt["is_reference"]  # rewards against itself: margin 0 on every pair, not "0% accuracy"
+        assert key_row[2] == ("— (reference)" if reference else
+                              f"{ckpt['rewards']['accuracy']:.0%} of {ckpt['rewards']['n']}")
+        assert key_row[3] == ("— (reference)" if reference else f"{ckpt['rewards']['mean_margin']:+.3g}")
         kl = ckpt["kl"]["analytic"]
         assert key_row[4] == samples_row[2] == (expected_pm(kl["mean"], kl["se"]) if kl["se"] else f"{kl['mean']:.3g}")
         rate = ckpt["winrate"]
