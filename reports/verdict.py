@@ -185,7 +185,8 @@ def recommendation(results: dict) -> str | None:
         if view.number(rate.get(name)) is not None:
             figures.append(f"{label} against the reference {fmt_rate(rate, name)}")
             break
-    source = view.dig(ckpt, "quality", "source") or "quality"
+    source = view.dig(ckpt, "quality", "source")
+    source = f"quality ({source.replace(' - ', ' − ')})" if source else "quality"
     figures.append(f"{source} {fmt_pm(rec.get('quality'), rec.get('quality_se'), signed=True)}")
     return (f"Use {view.checkpoint_name(results, rec['run'], rec['step'])}: {_why(results, rec)} "
             f"({'; '.join(figures)}).")
@@ -197,7 +198,7 @@ def _why(results: dict, rec: dict) -> str:
     peak = view.number(view.dig(fit, best, "peak_kl")) if isinstance(best, str) else None
     if peak is not None and "peak" in str(rec.get("reason", "")):
         form = view.FORM_NAMES.get(best, str(best))
-        outside = " (outside the measured KL range)" if view.dig(fit, best, "is_peak_in_range") is False else ""
+        outside = ", outside the measured KL range" if view.dig(fit, best, "is_peak_in_range") is False else ""
         return (f"of the checkpoints whose quality is within one SE of the best, its KL is nearest the peak of "
                 f"the fitted {form} curve of quality against KL (KL {fmt(peak, '.2g')}{outside})")
     return "it has the best measured quality of the evaluated checkpoints"

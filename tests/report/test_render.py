@@ -385,3 +385,22 @@ def test_a_rate_is_shown_to_the_precision_its_ci_supports():
     assert fmt_rate({"w": 0.62044, "w_ci": [0.6195, 0.6214]}, "w") == "62.044% [61.950%, 62.140%]"  # 0.095 points
     assert fmt_rate({"w": 0.62, "w_ci": None}, "w") == "62.0%"
     assert fmt_rate({"w": None, "w_ci": [0.1, 0.2]}, "w") == "n/a"
+
+
+def test_a_recommendation_at_the_fitted_peak_names_the_curve_in_words_and_an_extrapolated_peak():
+    from dpo_eval.reports.verdict import recommendation
+
+    document = minimal_results()
+    document["checkpoints"][0].update(kl={"analytic": {"mean": 1.23456, "se": 0.0456}}, winrate={
+        "win_rate": 0.61234, "win_rate_ci": [0.55, 0.67], "lc_win_rate": None, "lc_win_rate_ci": None},
+        quality={"source": "judge win rate - 0.5", "value": 0.11234, "se": 0.0304})
+    document["recommended"] = {"run": "r", "step": 10, "kl": 1.23456, "quality": 0.11234, "quality_se": 0.0304,
+                               "reason": "run r step 10 (...): nearest the fitted rl peak at KL 1.6 among ..."}
+    document["fits"] = {"kl_quality": {"best": "rl", "rl": {"peak_kl": 1.6049, "is_peak_in_range": False}},
+                        "reason": ""}
+    assert recommendation(document) == (
+        "Use step 10: of the checkpoints whose quality is within one SE of the best, its KL is nearest the peak "
+        "of the fitted RL curve of quality against KL (KL 1.6, outside the measured KL range) (KL 1.235 ± 0.046 "
+        "nats; win rate against the reference 61.2% [55.0%, 67.0%]; quality (judge win rate − 0.5) +0.112 ± 0.030).")
+    document["recommended"]["reason"] = "run r step 10 (...): the best observed quality among 1 checkpoints"
+    assert ": it has the best measured quality of the evaluated checkpoints (" in recommendation(document)
