@@ -124,6 +124,8 @@ COLUMN_WORDS = {"reward_chosen": "r chosen", "reward_rejected": "r rejected", "m
                 "chosen_tokens": "chosen tokens", "rejected_tokens": "rejected tokens", "n_tokens": "tokens",
                 "policy_logp": "log π", "ref_logp": "reference log π"}
 """How the worst examples name a table's columns."""
+FINISH_WORDS = {"length": "cut at the token limit", "stop": "ended by the model"}
+"""A sample's saved finish_reason in words."""
 
 
 def _numbers(row: pd.Series, columns: tuple[str, ...]) -> str:
@@ -146,7 +148,8 @@ def _pair_example(title: str, row: pd.Series) -> str:
 
 def _sample_example(row: pd.Series) -> str:
     numbers = _numbers(row, ("n_tokens", "policy_logp", "ref_logp"))
-    finish = f", stopped by: {esc(row['finish_reason'])}" if "finish_reason" in row.index else ""
+    reason = row["finish_reason"] if "finish_reason" in row.index else None
+    finish = f", {esc(FINISH_WORDS.get(reason, f'finished: {reason}'))}" if reason is not None else ""
     parts = [f'<div class="example"><h4>Longest sample: prompt {esc(row.get("prompt_id", "?"))}</h4>'
              f'<p class="nums">{numbers}{finish}</p>']
     for field in ("prompt", "output"):

@@ -70,7 +70,8 @@ def checkpoint_rows(results: dict) -> list[str]:
         rewards, rate = c.get("rewards") or {}, c.get("winrate") or {}
         drift = view.pair_drift(c) or {}
         values = [c["run"], f"{c['step']}{' (reference)' if view.is_reference(c) else ''}",
-                  view.percent(rewards.get("accuracy"), 0), fmt(rewards.get("mean_margin"), "+.3g"),
+                  *(["—", "—"] if view.is_reference(c) else  # rewards against itself: 0 by definition
+                    [view.percent(rewards.get("accuracy"), 0), fmt(rewards.get("mean_margin"), "+.3g")]),
                   fmt(drift.get("displacement_share"), ".0%"),
                   fmt_pm(view.dig(c, "kl", estimator, "mean"), view.dig(c, "kl", estimator, "se")),
                   fmt(view.length_figure(c, "mean_tokens_ratio"), ".2f"),

@@ -249,7 +249,7 @@ def test_markdown_has_one_table_row_per_checkpoint(report):
         cells = [c.strip() for c in line.strip("| ").split(" | ")]
         assert len(cells) == n_cells
         assert cells[0] == ckpt["run"] and cells[1].split(" ")[0] == str(ckpt["step"])
-        assert cells[2] == f"{ckpt['rewards']['accuracy']:.0%}"
+        assert cells[2] == ("—" if ckpt["is_reference"] else f"{ckpt['rewards']['accuracy']:.0%}")
         rate = ckpt["winrate"]
         assert cells[7] == ("n/a" if rate is None else expected_rate(rate["win_rate"], rate["win_rate_ci"]))
 
