@@ -1,6 +1,7 @@
 """report.html: one self-contained page (inline CSS, PNGs as data URIs, no script, no external URL).
 
-Order: the recommended checkpoint and why; findings by severity; "is my run broken?" per run; plots;
+Order: the recommended checkpoint and why (one sentence with its figures); the key figures of every
+checkpoint; findings by severity; "is my run broken?" per run; plots;
 per-checkpoint tables; worst examples with their text; what is missing and the flag that adds it;
 provenance. Every string from the results or the tables is escaped with html.escape(quote=True).
 """
@@ -11,10 +12,17 @@ import base64
 import json
 
 from dpo_eval.reports import view
-from dpo_eval.reports.html_tables import esc, rewards_table, samples_table, table, worst_examples
+from dpo_eval.reports.html_tables import (
+    esc,
+    key_figures_table,
+    rewards_table,
+    samples_table,
+    table,
+    worst_examples,
+)
 from dpo_eval.reports.plots import Plot
 from dpo_eval.reports.tables import Tables
-from dpo_eval.reports.verdict import BACKGROUND, run_verdicts
+from dpo_eval.reports.verdict import BACKGROUND, recommendation, run_verdicts
 from dpo_eval.reports.view import fmt
 
 CSS = """
@@ -54,6 +62,10 @@ pre.text { white-space: pre-wrap; word-break: break-word; background: #f6f6f6; p
 """
 
 
+KEY_LEGEND = ("Each figure ± its standard error, or [its 95% confidence interval], shown to the precision that "
+              "uncertainty supports. Reward accuracy and margin on the held-out pairs (implicit reward β·Δ log π); "
+              "KL and length on the checkpoint's own samples; win rates from the judge against the reference's "
+              "samples. ★ recommended checkpoint.")
 LEGEND = ("★ recommended checkpoint. r: implicit reward β·Δ log π; Δ: change of log π against the reference; "
           "quality: the figure the KL-quality fit uses.")
 
@@ -61,7 +73,9 @@ LEGEND = ("★ recommended checkpoint. r: implicit reward β·Δ log π; Δ: cha
 def render_html(results: dict, tables: Tables, plots: list[Plot], skipped_plots: list[str]) -> str:
     """The whole page as a string."""
     sections = [
-        _header(results), _recommended(results), _findings(results), _verdicts(results),
+        _header(results), _recommended(results),
+        _section("Key figures", key_figures_table(results) + f'<p class="meta">{esc(KEY_LEGEND)}</p>'),
+        _findings(results), _verdicts(results),
         _section("Plots", "".join(_figure(p) for p in plots) or "<p>No plot has data.</p>"),
         _section("Checkpoints", "<h3>Held-out pairs</h3>" + rewards_table(results)
                  + "<h3>Samples</h3>" + samples_table(results)
@@ -95,20 +109,24 @@ def _recommended(results: dict) -> str:
         hint = f" Add {flag} to measure quality." if flag else ""
         return _section("Recommended checkpoint", f'<div class="box"><p>No checkpoint is recommended: '
                                                   f"{esc(reason)}.{esc(hint)}</p></div>", "recommended")
-    quality = view.fmt_pm(rec.get("quality"), rec.get("quality_se"), ".4g")
-    body = (f'<div class="box"><p><strong>Run {esc(rec["run"])}, step {esc(rec["step"])}</strong> '
-            f"(KL {esc(fmt(rec.get('kl'), '.4g'))}, quality {esc(quality)})</p>"
-            f"<p>Why: {esc(rec.get('reason', ''))}</p></div>")
+    body = f'<div class="box"><p><strong>{esc(recommendation(results))}</strong></p></div>'
     return _section("Recommended checkpoint", body, "recommended")
 
 
-def _finding(finding: dict) -> str:
+def _where(results: dict, finding: dict) -> str:
+    """The checkpoint a finding is about (view.checkpoint_name); the run alone for a run-level finding."""
+    run, step = finding.get("run") or "", finding.get("step")
+    if step is not None:
+        return view.checkpoint_name(results, run, step)
+    return f"the run {run}" if len(view.run_names(results)) > 1 else "the run"
+
+
+def _finding(results: dict, finding: dict) -> str:
     severity = finding.get("severity", "info")
-    where = ", ".join(x for x in (f"run {finding['run']}" if finding.get("run") else "",
-                                  f"step {finding['step']}" if finding.get("step") is not None else "") if x)
-    numbers = ", ".join(f"{k} {fmt(v, '.4g')}" for k, v in (finding.get("numbers") or {}).items())
+    where = _where(results, finding)
+    numbers = ", ".join(f"{view.words(k)} {fmt(v, '.3g')}" for k, v in (finding.get("numbers") or {}).items())
     threshold = view.number(finding.get("threshold"))
-    numbers += f"; threshold {threshold:.4g}" if threshold is not None else ""
+    numbers += f"; threshold {threshold:.3g}" if threshold is not None else ""
     return (f'<div class="finding sev-{esc(severity)}"><p><span class="badge sev-{esc(severity)}">'
             f"{esc(severity.upper())}</span><strong>{esc(finding.get('title', ''))}</strong> "
             f"<span class=\"meta\">{esc(where)}</span></p><p>{esc(finding.get('message', ''))}</p>"
@@ -122,7 +140,7 @@ def _findings(results: dict) -> str:
         return _section("Findings", "<p>No finding fired.</p>")
     counts = ", ".join(f"{sum(f.get('severity') == s for f in found)} {s}" for s in view.SEVERITY_ORDER)
     return _section("Findings", f'<p class="meta">{esc(counts)}, most severe first.</p>'
-                    + "".join(_finding(f) for f in found))
+                    + "".join(_finding(results, f) for f in found))
 
 
 def _verdicts(results: dict) -> str:
@@ -130,10 +148,15 @@ def _verdicts(results: dict) -> str:
     for v in run_verdicts(results):
         facts = "".join(f"<li>{esc(fact)}</li>" for fact in v.facts)
         blocks.append(f'<div class="box verdict-{esc(v.verdict)}">'
-                      f"<h3>Run {esc(v.run)} (step {esc(v.step)})</h3>"
+                      f"<h3>{esc(_verdict_title(results, v.run, v.step))}</h3>"
                       f"<p><strong>{esc(v.headline)}</strong></p><ul>{facts}</ul></div>")
     body = f"<p>{esc(BACKGROUND)}</p>" + ("".join(blocks) or "<p>No trained checkpoint has rewards.</p>")
     return _section("rewards/chosen is negative and falling: is my run broken?", body, "is-my-run-broken")
+
+
+def _verdict_title(results: dict, run: str, step: int) -> str:
+    last = f"last checkpoint, step {step}"
+    return last[0].upper() + last[1:] if len(view.run_names(results)) <= 1 else f"{run} ({last})"
 
 
 def _figure(plot: Plot) -> str:

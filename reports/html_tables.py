@@ -16,6 +16,8 @@ from dpo_eval.reports.view import fmt, fmt_pm, fmt_rate
 TEXT_LIMIT = 1500
 """Characters of a prompt or response shown before it is cut (the full text stays in the table)."""
 N_WORST = 2
+REFERENCE_CELL = "— (reference)"
+"""The reward accuracy and margin of a reference row: implicit rewards against itself are 0."""
 
 
 def esc(value: object) -> str:
@@ -36,18 +38,58 @@ def _step_label(results: dict, ckpt: dict) -> str:
     return f"{ckpt['step']}{ref}{star}"
 
 
+def _quality_column(results: dict) -> bool:
+    """Whether the key figures need a quality column: only for gold answers (a judge's quality is its win
+    rate - 0.5, already shown as the win rate)."""
+    return any("gold" in str(view.dig(c, "quality", "source")) for c in results.get("checkpoints", []))
+
+
+def _length_vs_reference(ckpt: dict) -> str:
+    ratio = view.length_figure(ckpt, "mean_tokens_ratio")
+    mine, ref = view.length_figure(ckpt, "checkpoint.mean_tokens"), view.length_figure(ckpt, "reference.mean_tokens")
+    if ratio is None:
+        return view.NOT_AVAILABLE
+    tokens = "" if mine is None or ref is None else f" ({mine:.3g} vs {ref:.3g} tokens)"
+    return f"{ratio:.2f}×{tokens}"
+
+
+def key_figures_table(results: dict) -> str:
+    """The first screen: one row per checkpoint with the figures that decide which to keep, each with its
+    uncertainty where results.json saves one (view.fmt_pm, view.fmt_rate)."""
+    estimator = view.kl_estimator(results)
+    gold = _quality_column(results)
+    headers = ["run", "step", "reward accuracy", "margin", f"KL ({estimator}, nats) ± SE",
+               "mean length vs reference", "win rate [95% CI]", "LC win rate [95% CI]"]
+    headers += ["gold accuracy − reference's ± SE"] if gold else []
+    rows = []
+    for ckpt in results.get("checkpoints", []):
+        rewards, rate, quality = ckpt.get("rewards") or {}, ckpt.get("winrate") or {}, ckpt.get("quality") or {}
+        kl = view.dig(ckpt, "kl", estimator) or {}
+        accuracy = view.percent(rewards.get("accuracy"), 0)
+        accuracy = accuracy if accuracy == view.NOT_AVAILABLE else f"{accuracy} of {rewards.get('n')}"
+        margin = fmt(rewards.get("mean_margin"), "+.3g")
+        if view.is_reference(ckpt):  # its margins are 0 by definition: every pair a tie, not a 0% accuracy
+            accuracy, margin = REFERENCE_CELL, REFERENCE_CELL
+        row = [ckpt["run"], _step_label(results, ckpt), accuracy, margin, fmt_pm(kl.get("mean"), kl.get("se")),
+               _length_vs_reference(ckpt), fmt_rate(rate, "win_rate"), fmt_rate(rate, "lc_win_rate")]
+        row += [fmt_pm(quality.get("value"), quality.get("se"), signed=True)] if gold else []
+        rows.append(row)
+    return table(headers, rows, "numbers")
+
+
 def rewards_table(results: dict) -> str:
     """Rewards and Δ log π on held-out pairs, one row per checkpoint."""
     headers = ["run", "step", "pairs", "accuracy", "margin", "r chosen", "r rejected",
-               "Δ/token chosen", "Δ/token rejected", "chosen fell on"]
+               "Δ/token chosen ± SE", "Δ/token rejected ± SE", "chosen fell on"]
     rows = []
     for ckpt in results.get("checkpoints", []):
         rewards, drift = ckpt.get("rewards") or {}, view.pair_drift(ckpt) or {}
         rows.append([ckpt["run"], _step_label(results, ckpt), str(rewards.get("n", view.NOT_AVAILABLE)),
-                     fmt(rewards.get("accuracy"), ".1%"), fmt(rewards.get("mean_margin"), "+.3f"),
-                     fmt(rewards.get("mean_reward_chosen"), "+.3f"),
-                     fmt(rewards.get("mean_reward_rejected"), "+.3f"),
-                     fmt(view.delta(ckpt, "chosen")[0], "+.3f"), fmt(view.delta(ckpt, "rejected")[0], "+.3f"),
+                     view.percent(rewards.get("accuracy"), 0), fmt(rewards.get("mean_margin"), "+.3g"),
+                     fmt(rewards.get("mean_reward_chosen"), "+.3g"),
+                     fmt(rewards.get("mean_reward_rejected"), "+.3g"),
+                     fmt_pm(*view.delta(ckpt, "chosen"), signed=True),
+                     fmt_pm(*view.delta(ckpt, "rejected"), signed=True),
                      fmt(drift.get("displacement_share"), ".0%")])
     return table(headers, rows, "numbers")
 
@@ -55,7 +97,7 @@ def rewards_table(results: dict) -> str:
 def samples_table(results: dict) -> str:
     """KL, length, win rates and quality on the checkpoints' own samples, one row per checkpoint."""
     estimator = view.kl_estimator(results)
-    headers = ["run", "step", f"KL ({estimator}, nats) ± SE", "mean length ratio", "hit max_new_tokens",
+    headers = ["run", "step", f"KL ({estimator}, nats) ± SE", "mean length ratio", "cut at the token limit",
                "win rate [95% CI]", "LC win rate [95% CI]", "quality ± SE", "findings"]
     rows = []
     for ckpt in results.get("checkpoints", []):
@@ -65,7 +107,7 @@ def samples_table(results: dict) -> str:
                      fmt(view.length_figure(ckpt, "mean_tokens_ratio"), ".2f"),
                      fmt(view.length_figure(ckpt, "checkpoint.truncated_share"), ".0%"),
                      fmt_rate(rate, "win_rate"), fmt_rate(rate, "lc_win_rate"),
-                     fmt_pm(quality.get("value"), quality.get("se"), "+.3f"),
+                     fmt_pm(quality.get("value"), quality.get("se"), signed=True),
                      str(len(ckpt.get("findings", [])))])
     return table(headers, rows, "numbers")
 
@@ -77,8 +119,18 @@ def _text(value: object) -> str:
     return f'<pre class="text">{esc(text)}</pre>'
 
 
+COLUMN_WORDS = {"reward_chosen": "r chosen", "reward_rejected": "r rejected", "margin": "margin",
+                "policy_chosen_logp": "log π chosen", "ref_chosen_logp": "reference log π chosen",
+                "chosen_tokens": "chosen tokens", "rejected_tokens": "rejected tokens", "n_tokens": "tokens",
+                "policy_logp": "log π", "ref_logp": "reference log π"}
+"""How the worst examples name a table's columns."""
+FINISH_WORDS = {"length": "cut at the token limit", "stop": "ended by the model"}
+"""A sample's saved finish_reason in words."""
+
+
 def _numbers(row: pd.Series, columns: tuple[str, ...]) -> str:
-    shown = [f"{c} {fmt(row[c], '+.3f' if 'reward' in c or 'margin' in c or 'logp' in c else '.4g')}"
+    shown = [f"{COLUMN_WORDS.get(c, view.words(c))} "
+             f"{fmt(row[c], '+.3g' if 'reward' in c or 'margin' in c or 'logp' in c else '.4g')}"
              for c in columns if c in row.index]
     return esc(", ".join(shown))
 
@@ -96,7 +148,8 @@ def _pair_example(title: str, row: pd.Series) -> str:
 
 def _sample_example(row: pd.Series) -> str:
     numbers = _numbers(row, ("n_tokens", "policy_logp", "ref_logp"))
-    finish = f", finish_reason {esc(row['finish_reason'])}" if "finish_reason" in row.index else ""
+    reason = row["finish_reason"] if "finish_reason" in row.index else None
+    finish = f", {esc(FINISH_WORDS.get(reason, f'finished: {reason}'))}" if reason is not None else ""
     parts = [f'<div class="example"><h4>Longest sample: prompt {esc(row.get("prompt_id", "?"))}</h4>'
              f'<p class="nums">{numbers}{finish}</p>']
     for field in ("prompt", "output"):
@@ -126,5 +179,6 @@ def worst_examples(results: dict, tables: Tables) -> str:
         if samples is not None and "n_tokens" in samples:
             found += [_sample_example(row) for _, row in samples.nlargest(N_WORST, "n_tokens").iterrows()]
         if found:
-            blocks.append(f"<h3>Run {esc(run)}, step {esc(ckpt['step'])}</h3>" + "".join(found))
+            title = view.checkpoint_name(results, run, ckpt["step"])
+            blocks.append(f"<h3>{esc(title[0].upper() + title[1:])}</h3>" + "".join(found))
     return "".join(blocks) or "<p>No per-example tables were saved with these results.</p>"

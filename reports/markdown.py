@@ -9,8 +9,8 @@ from __future__ import annotations
 import html
 
 from dpo_eval.reports import view
-from dpo_eval.reports.verdict import run_verdicts
-from dpo_eval.reports.view import fmt, fmt_rate
+from dpo_eval.reports.verdict import recommendation, run_verdicts
+from dpo_eval.reports.view import fmt, fmt_pm, fmt_rate
 
 SEVERITY_MARK = {"high": "**HIGH**", "warning": "**warning**", "info": "info"}
 
@@ -27,7 +27,8 @@ def cell(value: object) -> str:
 def render_markdown(results: dict) -> str:
     """The whole report.md as a string."""
     parts = ["# dpo-eval report", "", _recommended(results), "", "## Is my run broken?", ""]
-    verdicts = [f"- **{md(v.run)}** (step {v.step}): {md(v.headline)}" for v in run_verdicts(results)]
+    verdicts = [f"- **{md(view.checkpoint_name(results, v.run, v.step))}**: {md(v.headline)}"
+                for v in run_verdicts(results)]
     parts += verdicts or ["- no data"]
     parts += ["", "## Findings", ""] + _findings(results)
     parts += ["", "## Checkpoints", ""] + checkpoint_rows(results)
@@ -43,8 +44,7 @@ def _recommended(results: dict) -> str:
     if not rec:
         reason = view.dig(results, "fits", "reason") or "no quality figure"
         return f"**Recommended checkpoint:** none ({md(reason)})."
-    reason = md(rec.get("reason", ""))
-    return f"**Recommended checkpoint:** run {md(rec['run'])}, step {rec['step']}: {reason}"
+    return f"**Recommended checkpoint:** {md(recommendation(results))}"
 
 
 def _findings(results: dict) -> list[str]:
@@ -53,8 +53,7 @@ def _findings(results: dict) -> list[str]:
         return ["No finding fired."]
     lines = []
     for f in found:
-        where = ", ".join(x for x in (f"run {f['run']}" if f.get("run") else "",
-                                      f"step {f['step']}" if f.get("step") is not None else "") if x)
+        where = view.checkpoint_name(results, f.get("run") or "", f["step"]) if f.get("step") is not None else "the run"
         mark = SEVERITY_MARK.get(f.get("severity"), md(f.get("severity")))
         lines.append(f"- {mark} {md(f.get('title', ''))}"
                      f" ({md(where)}): {md(f.get('message', ''))} _Try:_ {md(f.get('advice', ''))}")
@@ -64,15 +63,17 @@ def _findings(results: dict) -> list[str]:
 def checkpoint_rows(results: dict) -> list[str]:
     """The per-checkpoint Markdown table: header, separator, one row per checkpoint."""
     estimator = view.kl_estimator(results)
-    headers = ["run", "step", "accuracy", "margin", "chosen fell on", f"KL ({estimator})", "length ratio",
+    headers = ["run", "step", "accuracy", "margin", "chosen fell on", f"KL ({estimator}) ± SE", "length ratio",
                "win rate [95% CI]", "LC win rate [95% CI]"]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for c in results.get("checkpoints", []):
         rewards, rate = c.get("rewards") or {}, c.get("winrate") or {}
         drift = view.pair_drift(c) or {}
         values = [c["run"], f"{c['step']}{' (reference)' if view.is_reference(c) else ''}",
-                  fmt(rewards.get("accuracy"), ".1%"), fmt(rewards.get("mean_margin"), "+.3f"),
-                  fmt(drift.get("displacement_share"), ".0%"), fmt(view.kl_mean(c, estimator)),
+                  *(["—", "—"] if view.is_reference(c) else  # rewards against itself: 0 by definition
+                    [view.percent(rewards.get("accuracy"), 0), fmt(rewards.get("mean_margin"), "+.3g")]),
+                  fmt(drift.get("displacement_share"), ".0%"),
+                  fmt_pm(view.dig(c, "kl", estimator, "mean"), view.dig(c, "kl", estimator, "se")),
                   fmt(view.length_figure(c, "mean_tokens_ratio"), ".2f"),
                   fmt_rate(rate, "win_rate"), fmt_rate(rate, "lc_win_rate")]
         lines.append("| " + " | ".join(cell(v) for v in values) + " |")

@@ -117,7 +117,7 @@ def plot_drift(results: dict, tables: Tables | None = None) -> bytes | None:
             ax.errorbar(steps, means, yerr=[s or 0.0 for s in ses], color=color, marker=marker, ls=style,
                         capsize=3, label=SIDE_LABEL[side])
         ax.axhline(0.0, color="grey", lw=1)
-        ax.set_title(f"run {run}")
+        ax.set_title(run)
         ax.set_xlabel("training step")
         ax.set_ylabel("Δ log π vs reference (nats per token)")
     axes[0].legend(fontsize="small")
@@ -172,7 +172,7 @@ def _draw_fits(ax, fit: dict | None, largest: float) -> None:
         peak_kl, peak_q = view.number(form_fit.get("peak_kl")), view.number(form_fit.get("peak_quality"))
         if peak_kl is not None and peak_q is not None:
             ax.plot([np.sqrt(peak_kl)], [peak_q], marker="*", ms=16, color=color, mec="white", ls="none",
-                    label=f"{form} peak: KL {peak_kl:.3g}, quality {peak_q:.3g}"
+                    label=f"{view.FORM_NAMES[form]} peak: KL {peak_kl:.3g}, quality {peak_q:.3g}"
                           f"{' (extrapolated)' if form_fit.get('is_peak_extrapolated') else ''}")
 
 
@@ -233,8 +233,8 @@ def plot_lengths(results: dict, tables: Tables) -> bytes | None:
             ax.hist(frame["n_tokens"].to_numpy(float), bins=_bins(everything), histtype="step", lw=2,
                     ls=("-", "--", ":", "-.")[i % 4], color=OKABE_ITO[i % len(OKABE_ITO)], label=name)
         if limit is not None:
-            ax.axvline(limit, color="black", lw=1, ls=":", label=f"max_new_tokens {limit:g}")
-        ax.set_title(f"run {run}")
+            ax.axvline(limit, color="black", lw=1, ls=":", label=f"token limit {limit:g}")
+        ax.set_title(run)
         ax.set_xlabel("sample length (tokens)")
         ax.set_ylabel("samples")
         ax.legend(fontsize="small")
@@ -267,7 +267,7 @@ def plot_reward_length(results: dict, tables: Tables) -> bytes | None:
                        alpha=0.7, label=side)
         rho = view.length_figure(ckpt, "pair_reward_length.responses.rho")
         rho_text = f" (Spearman ρ {rho:+.2f})" if rho is not None else ""
-        ax.set_title(f"run {run}, step {ckpt['step']}{rho_text}")
+        ax.set_title(f"{run}, step {ckpt['step']}{rho_text}")
         ax.axhline(0.0, color="grey", lw=1)
         ax.set_xlabel("response length (tokens)")
         ax.set_ylabel("implicit reward β·Δ log π (nats)")

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from dpo_eval.reports import view
-from dpo_eval.reports.view import fmt, fmt_ci
+from dpo_eval.reports.view import fmt, fmt_pm, fmt_rate
 
 HEADLINES = {
     "ok": "Not broken: the model separates chosen from rejected and its samples beat the reference's.",
@@ -68,7 +68,7 @@ def _verdict(results: dict, run: str, first: dict, last: dict) -> RunVerdict:
     past = view.dig(results, "past_peak", run)
     is_past = bool(view.dig(past, "is_past_peak"))
     if is_past:
-        facts.append(f"Past its peak: {past.get('reason', '')}.")
+        facts.append(_past_peak_fact(past))
     high = [f for f in view.run_findings(results, run) if f.get("severity") == "high"]
     if high:
         titles = ", ".join(dict.fromkeys(f.get("title", f.get("code", "")) for f in high))
@@ -122,8 +122,9 @@ def _displacement_fact(ckpt: dict) -> str | None:
         return None
     chosen, _ = view.delta(ckpt, "chosen", "total")
     rejected, _ = view.delta(ckpt, "rejected", "total")
-    share, ci = fmt(drift.get("displacement_share"), ".0%"), fmt_ci(drift.get("displacement_ci"), ".0%")
-    text = (f"The chosen log-probability fell below the reference's on {share} of pairs (95% CI {ci}); "
+    rate = {"share": drift.get("displacement_share"), "share_ci": drift.get("displacement_ci")}
+    text = (f"The chosen log-probability fell below the reference's on {fmt_rate(rate, 'share')} of pairs "
+            "(95% CI in brackets); "
             f"mean Δ log π is {fmt(chosen, '+.2f')} nats for chosen and {fmt(rejected, '+.2f')} for rejected")
     if chosen is not None and rejected is not None and rejected < chosen <= 0:
         text += ": the margin grows because rejected responses fall faster"
@@ -155,4 +156,49 @@ def _rate_state(rate: dict, name: str) -> tuple[str, str] | None:
     if view.number(rate.get(name)) is None or low is None or high is None:
         return None
     state = "better" if low > 0.5 else "worse" if high < 0.5 else "tied"
-    return f"{fmt(rate.get(name), '.1%')} {fmt_ci(ci)}", state
+    return fmt_rate(rate, name), state
+
+
+def _past_peak_fact(past: dict) -> str:
+    """The run's saved past-peak figures in words (not metrics' reason, which names the run by its folder)."""
+    return (f"Past its peak: quality {fmt(past.get('peak_quality'), '+.3g')} at step {past.get('peak_step')} "
+            f"(the best) fell to {fmt(past.get('last_quality'), '+.3g')} at step {past.get('last_step')}, a drop "
+            f"of {fmt(past.get('drop'), '.2g')} against the noise threshold {fmt(past.get('threshold'), '.2g')}.")
+
+
+def recommendation(results: dict) -> str | None:
+    """The recommended checkpoint in one sentence: which, why, and its figures; None when none is saved.
+
+    "Why" follows metrics.overoptimization.recommend_checkpoint: nearest the fitted quality-vs-KL peak among
+    the checkpoints tied with the best quality (when its reason names the peak), else the best measured
+    quality."""
+    rec = results.get("recommended")
+    if not rec:
+        return None
+    ckpt = next((c for c in results.get("checkpoints", [])
+                 if c["run"] == rec["run"] and c["step"] == rec["step"]), {})
+    estimator = view.kl_estimator(results)
+    kl = view.dig(ckpt, "kl", estimator) or {}
+    figures = [f"KL {fmt_pm(kl.get('mean', rec.get('kl')), kl.get('se'))} nats"]
+    rate = ckpt.get("winrate") or {}
+    for name, label in (("lc_win_rate", "length-controlled win rate"), ("win_rate", "win rate")):
+        if view.number(rate.get(name)) is not None:
+            figures.append(f"{label} against the reference {fmt_rate(rate, name)}")
+            break
+    source = view.dig(ckpt, "quality", "source")
+    source = f"quality ({source.replace(' - ', ' − ')})" if source else "quality"
+    figures.append(f"{source} {fmt_pm(rec.get('quality'), rec.get('quality_se'), signed=True)}")
+    return (f"Use {view.checkpoint_name(results, rec['run'], rec['step'])}: {_why(results, rec)} "
+            f"({'; '.join(figures)}).")
+
+
+def _why(results: dict, rec: dict) -> str:
+    fit = view.dig(results, "fits", "kl_quality") or {}
+    best = fit.get("best")
+    peak = view.number(view.dig(fit, best, "peak_kl")) if isinstance(best, str) else None
+    if peak is not None and "peak" in str(rec.get("reason", "")):
+        form = view.FORM_NAMES.get(best, str(best))
+        outside = ", outside the measured KL range" if view.dig(fit, best, "is_peak_extrapolated") is True else ""
+        return (f"of the checkpoints whose quality is within one SE of the best, its KL is nearest the peak of "
+                f"the fitted {form} curve of quality against KL (KL {fmt(peak, '.2g')}{outside})")
+    return "it has the best measured quality of the evaluated checkpoints"

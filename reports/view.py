@@ -43,6 +43,41 @@ def fmt(value: Any, spec: str = ".3g") -> str:
     return NOT_AVAILABLE if x is None else format(x, spec)
 
 
+SIGNIFICANT = 2
+"""Significant figures an uncertainty (an SE, a CI's half-width) is shown to; its figure to the same place."""
+
+
+def decimal_places(uncertainty: float, significant: int = SIGNIFICANT) -> int:
+    """Decimal places that show `uncertainty` (> 0) to `significant` significant figures: significant - 1 -
+    floor(log10(u)), one fewer when rounding carries into the next power of ten (0.0996 -> 0.10: 2 places).
+    Negative for u >= 10**significant (rounds to tens, hundreds, ...)."""
+    exponent = math.floor(math.log10(uncertainty))
+    places = significant - 1 - exponent
+    if round(uncertainty, places) >= 10.0 ** (exponent + 1):
+        places -= 1
+    return places
+
+
+def fixed(value: float, places: int, signed: bool = False) -> str:
+    """value rounded to `places` decimal places (negative: to tens, hundreds, ...), never "-0.00"."""
+    rounded = round(value, places) + 0.0
+    rounded = 0.0 if rounded == 0 else rounded
+    return format(rounded, f"{'+' if signed else ''}.{max(places, 0)}f")
+
+
+def fmt_pm(value: object, se: object, signed: bool = False) -> str:
+    """"value ± se" to the precision the SE supports: the SE to SIGNIFICANT significant figures and the value
+    rounded to the same decimal place (0.04688 ± 0.0652 -> "0.047 ± 0.065"). Without a positive finite SE
+    the value alone, to 3 significant figures; NOT_AVAILABLE without a value."""
+    x, error = number(value), number(se)
+    if x is None:
+        return NOT_AVAILABLE
+    if error is None or error <= 0:
+        return format(x, "+.3g" if signed else ".3g")
+    places = decimal_places(error)
+    return f"{fixed(x, places, signed)} ± {fixed(error, places)}"
+
+
 def fmt_ci(ci: Any, spec: str = ".1%") -> str:
     """"[low, high]" of a saved interval, or NOT_AVAILABLE."""
     low, high = number(dig(ci, 0)), number(dig(ci, 1))
@@ -51,17 +86,29 @@ def fmt_ci(ci: Any, spec: str = ".1%") -> str:
     return f"[{low:{spec}}, {high:{spec}}]"
 
 
+def percent_places(ci: Any) -> int:
+    """Decimal places of a percentage whose 95% CI is `ci` (fractions): the CI's half-width in percentage
+    points plays the SE's role (SIGNIFICANT significant figures, at least 0 places); 1 without a CI."""
+    low, high = number(dig(ci, 0)), number(dig(ci, 1))
+    if low is None or high is None or high <= low:
+        return 1
+    return max(0, decimal_places((high - low) / 2 * 100))
+
+
+def percent(value: object, places: int = 1) -> str:
+    x = number(value)
+    return NOT_AVAILABLE if x is None else f"{fixed(x * 100, places)}%"
+
+
 def fmt_rate(rate: dict, name: str) -> str:
-    """"62.0% [55.0%, 69.0%]" of a saved rate and its f"{name}_ci"; the CI left out when not saved."""
-    value = fmt(rate.get(name), ".1%")
-    ci = fmt_ci(rate.get(f"{name}_ci"))
-    return value if NOT_AVAILABLE in (value, ci) else f"{value} {ci}"
-
-
-def fmt_pm(value: object, se: object, spec: str = ".3g") -> str:
-    """"value ± se", "value" without an SE, NOT_AVAILABLE without a value."""
-    text, error = fmt(value, spec), fmt(se, ".2g")
-    return text if NOT_AVAILABLE in (text, error) else f"{text} ± {error}"
+    """"39% [21%, 57%]" of a saved rate and its f"{name}_ci", to the places the CI supports (percent_places);
+    the rate alone (1 place) when no CI was saved."""
+    ci = rate.get(f"{name}_ci")
+    places = percent_places(ci)
+    value = percent(rate.get(name), places)
+    if value == NOT_AVAILABLE or number(dig(ci, 0)) is None or number(dig(ci, 1)) is None:
+        return value
+    return f"{value} [{percent(ci[0], places)}, {percent(ci[1], places)}]"
 
 
 def severity_rank(finding: dict) -> int:
@@ -154,3 +201,18 @@ def missing_flag(results: dict, word: str) -> str | None:
         if word in entry.get("flag", "") or word in entry.get("what", ""):
             return entry["flag"]
     return None
+
+
+def checkpoint_name(results: dict, run: str, step: object) -> str:
+    """How the page names a checkpoint: "step 4" when the report has one run, else "lr-1e-2 at step 4" (a run's
+    folder name alone reads badly when it is a default such as "run")."""
+    return f"step {step}" if len(run_names(results)) <= 1 else f"{run} at step {step}"
+
+
+def words(key: str) -> str:
+    """A saved key as words: "chosen_delta_per_token" -> "chosen delta per token"."""
+    return str(key).replace("_", " ")
+
+
+FORM_NAMES = {"bon": "best-of-n", "rl": "RL"}
+"""Gao et al. (2022)'s two forms of quality against KL, as the page names them."""

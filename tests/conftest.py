@@ -137,3 +137,16 @@ def write_synthetic_preferences(path, n: int, seed: int):
                    "chosen": words(GOOD_WORDS, rng.randint(1, 4)), "rejected": words(BAD_WORDS, rng.randint(1, 4))}
             f.write(json.dumps(row) + "\n")
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def real_results(tmp_path_factory):
+    """results dirs of the real `dpo-eval report` on two tiny runs, judged and not (tests/report/real_results.py),
+    made once per session for the render, headline, browser and gate tests."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "report"))
+    from real_results import build_real_results
+
+    return build_real_results(tmp_path_factory)

@@ -1,4 +1,5 @@
-"""The gate's figures, config parsing and check evaluation on the example results (built by the real metrics).
+"""The gate's figures, config parsing and check evaluation on the real `dpo-eval report` output of two tiny runs
+(tests/report/real_results.py, made once per session).
 
 Every expected value is read straight from results.json or computed here by a plain loop; the figure table
 is held to what the metrics functions actually write, in both directions.
@@ -7,41 +8,41 @@ is held to what the metrics functions actually write, in both directions.
 from __future__ import annotations
 
 import copy
-import json
 import sys
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "report"))
-from example_results import JUDGE_MISSING, build_example  # noqa: E402
+from real_results import NOISY_STEP, RUNS, load_results  # noqa: E402
 
 from dpo_eval.errors import UserError  # noqa: E402
 from dpo_eval.gate_file import load_gate_file, parse_check  # noqa: E402
 from dpo_eval.metrics import gate as g  # noqa: E402
+from dpo_eval.report.assemble import JUDGE_MISSING  # noqa: E402
 from dpo_eval.reports.gate_summary import format_markdown, format_table  # noqa: E402
 
-IDENTITY = {"run", "step", "label", "path", "fingerprint", "is_reference", "findings"}
-NOT_IN_EXAMPLE = {"winrate.discrete_win_rate"}
-"""Written by `dpo-eval report` (assemble._winrate), left out of the example's winrate objects."""
+IDENTITY = {"run", "step", "label", "path", "final_path", "fingerprint", "is_reference", "findings"}
+SHORT, LONG = RUNS
+"""The real results' runs: SHORT has steps 0, 2, 4; LONG also step NOISY_STEP (moved weights, far higher KL)."""
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory) -> dict:
-    out = build_example(tmp_path_factory.mktemp("gate_example"))
-    return json.loads((out / "results.json").read_text())
+def results(real_results) -> dict:
+    return load_results(real_results.judged)
 
 
 @pytest.fixture(scope="module")
-def unjudged(tmp_path_factory) -> dict:
-    out = build_example(tmp_path_factory.mktemp("gate_unjudged"), with_judge=False)
-    return json.loads((out / "results.json").read_text())
+def unjudged(real_results) -> dict:
+    return load_results(real_results.unjudged)
 
 
 def numeric_leaves(node: object, prefix: str = "") -> set[str]:
-    """Every number's (or null's) path (ints and floats, not bools); list items as [i]."""
+    """Every number's (or null's) path (ints and floats, not bools, nor the nulls of flags named is_/has_); list
+    items as [i]."""
     if isinstance(node, dict):
-        return set().union(*[numeric_leaves(v, f"{prefix}.{k}" if prefix else k) for k, v in node.items()])
+        return set().union(*[numeric_leaves(v, f"{prefix}.{k}" if prefix else k) for k, v in node.items()
+                             if not str(k).startswith(("is_", "has_"))])
     if isinstance(node, list):
         return set().union(*[numeric_leaves(v, f"{prefix}[{i}]") for i, v in enumerate(node)])
     is_number = isinstance(node, int | float) and not isinstance(node, bool)
@@ -63,9 +64,9 @@ def instantiated(figures: tuple[str, ...], names: dict[str, list[str]]) -> set[s
 
 def test_checkpoint_figures_are_exactly_the_numbers_report_writes(results):
     for checkpoint in (c for c in results["checkpoints"] if not c["is_reference"]):
-        written = numeric_leaves({k: v for k, v in checkpoint.items() if k not in IDENTITY}) - NOT_IN_EXAMPLE
+        written = numeric_leaves({k: v for k, v in checkpoint.items() if k not in IDENTITY})
         subsets = list(checkpoint["rewards"]["per_subset"])
-        allowed = instantiated(g.CHECKPOINT_FIGURES, {"<subset>": subsets}) - NOT_IN_EXAMPLE
+        allowed = instantiated(g.CHECKPOINT_FIGURES, {"<subset>": subsets})
         assert written == allowed, (written - allowed, allowed - written)
 
 
@@ -190,22 +191,22 @@ def test_final_threshold_values_and_verdicts(results):
                                            (">", lambda v, t: v > t), ("<", lambda v, t: v < t),
                                            ("<=", lambda v, t: v <= t)])
 def test_every_operator_on_an_exact_value(results, op, check):
-    value = last_per_run(results)["beta0.1"]["rewards"]["n"]
+    value = last_per_run(results)[LONG]["rewards"]["n"]
     for threshold in (value - 1, value, value + 1):
         got = [r for r in evaluate(results, f"checkpoints[final].rewards.n {op} {threshold}")
-               if r.checkpoint.startswith("beta0.1/")]
+               if r.checkpoint.startswith(f"{LONG}/")]
         assert got[0].passed == check(value, threshold)
 
 
 def test_fallback_uses_k1_where_analytic_is_null(results):
     edited = copy.deepcopy(results)
-    last = last_per_run(edited)["beta0.1"]
+    last = last_per_run(edited)[LONG]
     last["kl"]["analytic"] = None
     got = {r.checkpoint: r for r in evaluate(edited, "checkpoints[final].kl.analytic.mean|kl.k1.mean <= 10")}
-    assert got["beta0.1/300"].figure == "kl.k1.mean" and got["beta0.1/300"].value == last["kl"]["k1"]["mean"]
-    other = last_per_run(edited)["beta0.5"]
-    assert got["beta0.5/200"].figure == "kl.analytic.mean"
-    assert got["beta0.5/200"].value == other["kl"]["analytic"]["mean"]
+    assert got[f"{LONG}/{NOISY_STEP}"].figure == "kl.k1.mean" and got[f"{LONG}/{NOISY_STEP}"].value == last["kl"]["k1"]["mean"]
+    other = last_per_run(edited)[SHORT]
+    assert got[f"{SHORT}/4"].figure == "kl.analytic.mean"
+    assert got[f"{SHORT}/4"].value == other["kl"]["analytic"]["mean"]
 
 
 def test_null_figure_fails_with_the_missing_reason_and_flag(unjudged):
@@ -231,7 +232,7 @@ def test_reference_row_absent_key_and_empty_selection_fail(results):
     assert all(not r.passed and "is not in results.json" in r.reason for r in absent)
     nowhere = evaluate(results, "checkpoints[7].rewards.accuracy >= 0")
     assert len(nowhere) == 1 and not nowhere[0].passed
-    assert nowhere[0].reason == "missing: no checkpoint at step 7 (steps: 0, 100, 200, 300)"
+    assert nowhere[0].reason == f"missing: no checkpoint at step 7 (steps: 0, 2, 4, {NOISY_STEP})"
 
 
 def test_best_and_all_selectors(results):
@@ -267,12 +268,12 @@ def test_findings_counts_the_severity_and_worse(results):
 def test_regression_against_a_baseline(results):
     baseline = copy.deepcopy(results)
     last_base = last_per_run(baseline)
-    last_base["beta0.1"]["rewards"]["accuracy"] += 0.05  # the new run lost 0.05: beyond 0.02
-    last_base["beta0.5"]["rewards"]["accuracy"] += 0.01  # within 0.02
+    last_base[LONG]["rewards"]["accuracy"] += 0.05  # the new run lost 0.05: beyond 0.02
+    last_base[SHORT]["rewards"]["accuracy"] += 0.01  # within 0.02
     got = {r.checkpoint.partition("/")[0]: r for r in evaluate(
         results, {"regression": "checkpoints[final].rewards.accuracy may not drop by more than 0.02"},
         baseline=baseline)}
-    for run, passed in (("beta0.1", False), ("beta0.5", True)):
+    for run, passed in ((LONG, False), (SHORT, True)):
         base = last_base[run]["rewards"]["accuracy"]
         assert got[run].op == ">=" and got[run].bound == pytest.approx(base - 0.02, abs=1e-15)
         assert got[run].value == last_per_run(results)[run]["rewards"]["accuracy"] and got[run].passed is passed
@@ -285,11 +286,11 @@ def test_regression_against_a_baseline(results):
 
 def test_regression_pairs_a_lone_baseline_run_and_fails_without_a_partner(results):
     baseline = copy.deepcopy(results)
-    baseline["checkpoints"] = [dict(c, run="old") for c in baseline["checkpoints"] if c["run"] == "beta0.5"]
+    baseline["checkpoints"] = [dict(c, run="old") for c in baseline["checkpoints"] if c["run"] == SHORT]
     got = evaluate(results, {"regression": "checkpoints[final].rewards.accuracy may not drop by more than 0"},
                    baseline=baseline)
     old = last_per_run(baseline)["old"]["rewards"]["accuracy"]
-    assert [r.bound for r in got] == [old, old] and all("at old/200" in r.note for r in got)
+    assert [r.bound for r in got] == [old, old] and all("at old/4" in r.note for r in got)
     two = copy.deepcopy(results)
     for c in two["checkpoints"]:
         c["run"] = "x" + c["run"]

@@ -14,22 +14,24 @@ import pytest
 from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "report"))
-from example_results import JUDGE_MISSING, build_example  # noqa: E402
+from real_results import RUNS, copy_results  # noqa: E402
 from tiny_run import trained_once  # noqa: E402
 
 from dpo_eval.cli import main  # noqa: E402
+from dpo_eval.report.assemble import JUDGE_MISSING  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def example(tmp_path_factory) -> Path:
-    return build_example(tmp_path_factory.mktemp("gate_cli")) / "results.json"
+def example(real_results, tmp_path_factory) -> Path:
+    """results.json of the real report on two tiny runs (tests/report/real_results.py), judged."""
+    return copy_results(real_results.judged, tmp_path_factory.mktemp("gate_cli") / "results") / "results.json"
 
 
 @pytest.fixture(scope="module")
-def unjudged(tmp_path_factory) -> Path:
-    return build_example(tmp_path_factory.mktemp("gate_cli_unjudged"), with_judge=False) / "results.json"
+def unjudged(real_results, tmp_path_factory) -> Path:
+    return copy_results(real_results.unjudged, tmp_path_factory.mktemp("gate_cli_unjudged") / "results") / "results.json"
 
 
 def last_per_run(results: dict) -> dict[str, dict]:
@@ -64,7 +66,7 @@ def test_exit_0_when_every_check_passes(example, tmp_path):
     results = json.loads(example.read_text())
     lowest = min(c["rewards"]["accuracy"] for c in last_per_run(results).values())
     config = write_config(tmp_path, f"checkpoints[final].rewards.accuracy >= {lowest}",
-                          "checkpoints[final].kl.analytic.mean|kl.k1.mean <= 10")
+                          "checkpoints[final].kl.analytic.mean|kl.k1.mean <= 100")
     done = run_gate(str(example.parent), "--config", str(config))
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "gate passed: 4 of 4 checks passed"
@@ -74,8 +76,11 @@ def test_exit_0_when_every_check_passes(example, tmp_path):
 def test_exit_1_with_junit_xml_and_the_github_step_summary(example, tmp_path):
     results = json.loads(example.read_text())
     last = last_per_run(results)
-    config = write_config(tmp_path, "checkpoints[final].rewards.accuracy >= 0.5",
-                          "checkpoints[final].length.mean_tokens_ratio <= 1.3",
+    ratios = [c["length"]["mean_tokens_ratio"] for c in last.values()]
+    between = sum(ratios) / 2  # one run's final length ratio above it, one below
+    lowest = min(c["rewards"]["accuracy"] for c in last.values())  # every run passes
+    config = write_config(tmp_path, f"checkpoints[final].rewards.accuracy >= {lowest}",
+                          f"checkpoints[final].length.mean_tokens_ratio <= {between}",
                           "findings: none of severity high")
     summary = tmp_path / "summary.md"
     summary.write_text("earlier step\n")
@@ -83,8 +88,9 @@ def test_exit_1_with_junit_xml_and_the_github_step_summary(example, tmp_path):
     done = run_gate(str(example), "--config", str(config), "--junit", str(junit),
                     env={"GITHUB_STEP_SUMMARY": str(summary)})
     assert done.returncode == 1, done.stderr
-    expected_fail = {f"checkpoints[final].length.mean_tokens_ratio <= 1.3 @ {run}/{c['label']}":
-                     c["length"]["mean_tokens_ratio"] for run, c in last.items() if c["length"]["mean_tokens_ratio"] > 1.3}
+    expected_fail = {f"checkpoints[final].length.mean_tokens_ratio <= {between} @ {run}/{c['label']}":
+                     c["length"]["mean_tokens_ratio"] for run, c in last.items()
+                     if c["length"]["mean_tokens_ratio"] > between}
     n_high = sum(f["severity"] == "high" for f in results["findings"])
     assert expected_fail and n_high > 0
     suite = ET.parse(junit).getroot().find("testsuite")
@@ -94,12 +100,13 @@ def test_exit_1_with_junit_xml_and_the_github_step_summary(example, tmp_path):
     failures = {case.get("name"): case.find("failure") for case in cases if case.find("failure") is not None}
     assert set(failures) == {*expected_fail, "findings: none of severity high"}
     for name, value in expected_fail.items():
-        assert failures[name].get("message") == f"value {value:.6g} does not satisfy <= 1.3"
+        assert failures[name].get("message") == f"value {value:.6g} does not satisfy <= {between:.6g}"
     assert failures["findings: none of severity high"].get("message") == f"value {n_high} does not satisfy == 0"
     text = summary.read_text()
-    assert text.startswith("earlier step\n### dpo-eval gate FAILED: 2 of 5 checks passed")
-    assert text.count("| ❌ |") == 3 and text.count("| ✅ |") == 2
-    assert "gate FAILED: 2 of 5 checks passed" in done.stdout
+    n_passed = 5 - len(expected_fail) - 1
+    assert text.startswith(f"earlier step\n### dpo-eval gate FAILED: {n_passed} of 5 checks passed")
+    assert text.count("| ❌ |") == 5 - n_passed and text.count("| ✅ |") == n_passed
+    assert f"gate FAILED: {n_passed} of 5 checks passed" in done.stdout
 
 
 @pytest.mark.parametrize(("entry", "expected"), [
@@ -154,7 +161,7 @@ def test_null_figure_fails_with_the_missing_reason(unjudged, tmp_path):
 def test_regression_against_a_baseline_file(example, tmp_path):
     baseline = json.loads(example.read_text())
     last = last_per_run(baseline)
-    last["beta0.1"]["rewards"]["accuracy"] += 0.05
+    last[RUNS[1]]["rewards"]["accuracy"] += 0.05
     (tmp_path / "old.json").write_text(json.dumps(baseline))
     config = write_config(tmp_path, "regression: checkpoints[final].rewards.accuracy may not drop by more than 0.02")
     junit = tmp_path / "gate.xml"
@@ -163,10 +170,10 @@ def test_regression_against_a_baseline_file(example, tmp_path):
     assert result.exit_code == 1, result.output
     now = last_per_run(json.loads(example.read_text()))
     failed = [c for c in ET.parse(junit).getroot().iter("testcase") if c.find("failure") is not None]
-    assert [c.get("name").rpartition(" @ ")[2] for c in failed] == ["beta0.1/300"]
-    bound = last["beta0.1"]["rewards"]["accuracy"] - 0.02
+    assert [c.get("name").rpartition(" @ ")[2] for c in failed] == [f"{RUNS[1]}/{last[RUNS[1]]['label']}"]
+    bound = last[RUNS[1]]["rewards"]["accuracy"] - 0.02
     assert failed[0].find("failure").get("message") == (
-        f"value {now['beta0.1']['rewards']['accuracy']:.6g} does not satisfy >= {bound:.6g}")
+        f"value {now[RUNS[1]]['rewards']['accuracy']:.6g} does not satisfy >= {bound:.6g}")
     same = invoke(str(example), "--config", str(config), "--baseline", str(example.parent))
     assert same.exit_code == 0, same.output
 

@@ -16,7 +16,6 @@ from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "report"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from example_results import build_example  # noqa: E402
 from subprocesses import run_together  # noqa: E402
 from tiny_run import copy_run, trained_once  # noqa: E402
 
@@ -38,13 +37,14 @@ FAST_REPORT = ("report:\n  n_samples: 2\n  max_new_tokens: 8\n  bootstrap_resamp
 
 
 @pytest.fixture(scope="module")
-def example(tmp_path_factory) -> Path:
-    return build_example(tmp_path_factory.mktemp("verdicts")) / "results.json"
+def example(real_results) -> Path:
+    """The real report of two tiny runs with the rule judge (tests/report/real_results.py)."""
+    return real_results.judged / "results.json"
 
 
 @pytest.fixture(scope="module")
-def unjudged(tmp_path_factory) -> Path:
-    return build_example(tmp_path_factory.mktemp("verdicts_unjudged"), with_judge=False) / "results.json"
+def unjudged(real_results) -> Path:
+    return real_results.unjudged / "results.json"
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """A rendered page opened in a real headless Chromium (Debian's /usr/bin/chromium driven by Playwright).
 
-One place for the browser the tests (test_browser.py, test_report_browser.py) and docs/make_screenshot.py use:
+One place for the browser the tests (test_browser.py) and docs/make_screenshot.py use:
 the executable, its launch arguments, why it cannot run here, and a page opened with every console error and
 page error recorded and every request that leaves file:/data: recorded and aborted. Playwright's own browser
 download is never used. Imports only the standard library at module level (playwright when a page is opened),

@@ -200,7 +200,7 @@ def test_the_page_labels_an_extrapolated_peak():
     ax = Figure().add_subplot()
     plots._draw_fits(ax, fits["kl_quality"], 4.0)
     labels = ax.get_legend_handles_labels()[1]
-    assert any(label.startswith("bon peak") and label.endswith("(extrapolated)") for label in labels)
+    assert any(label.startswith("best-of-n peak") and label.endswith("(extrapolated)") for label in labels)
     inside, _, _ = fit_results(bon_points(np.linspace(1.0, 4.0, 6) ** 2), True)
     ax = Figure().add_subplot()
     plots._draw_fits(ax, inside["kl_quality"], 2.0)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 
-from example_results import build_example
+from real_results import copy_results
 
 from dpo_eval.headline import headline, main
 
 
-def test_headline_shows_the_page_recommendation_checkpoints_and_findings(tmp_path):
-    results_dir = build_example(tmp_path)
-    results_dir = results_dir if results_dir.is_dir() else results_dir.parent
+def test_headline_shows_the_page_recommendation_checkpoints_and_findings(real_results, tmp_path):
+    results_dir = copy_results(real_results.judged, tmp_path / "results")
     doc = json.loads((results_dir / "results.json").read_text())
     text = headline(results_dir)
     assert f"report: {(results_dir / 'report.html').resolve()}" in text
