@@ -204,10 +204,11 @@ def plot_winrates(results: dict, tables: Tables | None = None) -> bytes | None:
 
 
 def _ci_bars(values: np.ndarray, cis: list) -> tuple[list[float], list[float]]:
-    """Error-bar lengths below and above each value from its saved CI (0 where the CI was not saved)."""
+    """Error-bar lengths below and above each value from its saved CI (0 where the CI was not saved, or where a
+    percentile-bootstrap CI lies wholly on one side of its point estimate: a bar cannot have negative length)."""
     ends = [(view.number(view.dig(ci, 0)), view.number(view.dig(ci, 1))) for ci in cis]
-    low = [0.0 if lo is None else v - lo for v, (lo, _) in zip(values, ends)]
-    high = [0.0 if hi is None else hi - v for v, (_, hi) in zip(values, ends)]
+    low = [0.0 if lo is None else max(0.0, v - lo) for v, (lo, _) in zip(values, ends)]
+    high = [0.0 if hi is None else max(0.0, hi - v) for v, (_, hi) in zip(values, ends)]
     return low, high
 
 

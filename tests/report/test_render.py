@@ -404,3 +404,12 @@ def test_a_recommendation_at_the_fitted_peak_names_the_curve_in_words_and_an_ext
         "nats; win rate against the reference 61.2% [55.0%, 67.0%]; quality (judge win rate − 0.5) +0.112 ± 0.030).")
     document["recommended"]["reason"] = "run r step 10 (...): the best observed quality among 1 checkpoints"
     assert ": it has the best measured quality of the evaluated checkpoints (" in recommendation(document)
+
+
+def test_a_ci_wholly_on_one_side_of_its_estimate_draws_a_zero_bar_not_an_error():
+    """A percentile-bootstrap CI may exclude its point estimate (few resamples, a skewed statistic): the
+    win-rate plot drew a negative error bar and matplotlib raised, so report.html was not written."""
+    import numpy as np
+
+    low, high = plots._ci_bars(np.array([0.41, 0.5]), [[0.42, 0.49], [0.4, 0.6]])
+    assert low == [0.0, pytest.approx(0.1)] and high == [pytest.approx(0.08), pytest.approx(0.1)]
