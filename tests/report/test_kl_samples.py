@@ -221,9 +221,9 @@ def test_untempered_settings_are_served_by_the_untempered_samples_without_sampli
 
 def test_killed_while_sampling_untempered_then_resumed(tempered, tiny, tmp_path, monkeypatch):
     """Killed with the reference's untempered samples made but not committed: the rerun keeps the reference's
-    samples at the user's settings, finishes the rest and writes the uninterrupted report's results."""
+    samples at the user's settings, finishes the rest, and its KL figures are the uninterrupted report's."""
     out = tmp_path / "killed"
-    cmd = [*report_cmd(tiny["run"], out, tiny["cache"]), "--no-render", *TEMPERED]
+    cmd = [*report_cmd(tiny["run"], out, tiny["cache"]), "--no-render", "--stages", "samples,kl", *TEMPERED]
     kill_while_paused(cmd, out, "samples:2")  # the 1st samples artifact: the reference's at 0.7; the 2nd: at 1
     before = finished(out)
     assert before["samples"] == {"run/@reference", "run/0"}
@@ -232,4 +232,7 @@ def test_killed_while_sampling_untempered_then_resumed(tempered, tiny, tmp_path,
     assert names(ledger(out)["computed"]["samples"]) == {
         "run/@reference (untempered)", "run/0 (untempered)", "run/2", "run/2 (untempered)", "run/4",
         "run/4 (untempered)"}
-    assert strip(json.loads((out / "results.json").read_text())) == strip(tempered["results"])
+    resumed = json.loads((out / "results.json").read_text())
+    assert resumed["provenance"]["samples"] == tempered["results"]["provenance"]["samples"]
+    for mine, theirs in zip(resumed["checkpoints"], tempered["results"]["checkpoints"], strict=True):
+        assert mine["kl"] == theirs["kl"] and mine["length"]["checkpoint"] == theirs["length"]["checkpoint"]
