@@ -25,6 +25,8 @@ from test_resume import (
 from tiny_run import FAST, JUDGE_DIR, RULE_JUDGE, trained_once
 
 from dpo_eval.cli import main
+from dpo_eval.report.config import ReportConfig
+from dpo_eval.report.plan import Plan
 from dpo_eval.report.store import KEY_FILE
 from dpo_eval.reports.schema import schema_errors
 
@@ -236,3 +238,54 @@ def test_killed_while_sampling_untempered_then_resumed(tempered, tiny, tmp_path,
     assert resumed["provenance"]["samples"] == tempered["results"]["provenance"]["samples"]
     for mine, theirs in zip(resumed["checkpoints"], tempered["results"]["checkpoints"], strict=True):
         assert mine["kl"] == theirs["kl"] and mine["length"]["checkpoint"] == theirs["length"]["checkpoint"]
+
+
+def plan_of(config: ReportConfig):
+    """An object with Plan's sampling properties over ``config`` (they read nothing else)."""
+    names = ("sampling", "untempered_sampling", "has_separate_kl_samples")
+    plan = type("PlanSampling", (), {name: getattr(Plan, name) for name in names})()
+    plan.config = config
+    return plan
+
+
+@pytest.mark.parametrize(("settings", "is_separate"), [
+    ({}, False), ({"temperature": 0.7}, True), ({"top_p": 0.95}, True), ({"temperature": 0.0}, True),
+    ({"vllm": True}, True), ({"vllm": True, "vllm_args": ("--generation-config", "auto")}, True),
+    ({"vllm": True, "vllm_args": ("--generation-config=vllm",)}, False),
+])
+def test_untempered_samples_are_the_users_only_for_untempered_settings(settings, is_separate):
+    """With --vllm the user's samples are untempered only where the server was told to use no model defaults
+    (vLLM 0.8 on applies generation_config.json's top-k, min-p and repetition penalty otherwise)."""
+    plan = plan_of(ReportConfig(run_dirs=("r",), **settings))
+    assert plan.has_separate_kl_samples is is_separate
+    assert (plan.untempered_sampling["temperature"], plan.untempered_sampling["top_p"]) == (1.0, 1.0)
+    assert plan.untempered_sampling.get("generation_config") == ("vllm" if settings.get("vllm") else None)
+    assert {k: v for k, v in plan.untempered_sampling.items() if k not in ("temperature", "top_p",
+                                                                           "generation_config")} == \
+        {k: v for k, v in plan.sampling.items() if k not in ("temperature", "top_p", "generation_config")}
+
+
+class Sampled(Exception):
+    """Raised by the stand-in generate() at its second call: the test needs only the configs it was given."""
+
+
+def test_vllm_untempered_samples_tell_the_server_to_use_no_model_defaults(tiny, tmp_path, monkeypatch):
+    import dpo_eval.generate
+
+    seen = []
+
+    def fake_generate(config):
+        seen.append(config)
+        if len(seen) == 2:
+            raise Sampled
+
+    monkeypatch.setattr(dpo_eval.generate, "generate", fake_generate)
+    args = ["report", str(tiny["run"]), "--out", str(tmp_path / "out"), "--cache-dir", str(tiny["cache"]), *FAST,
+            *TEMPERED, "--vllm", "--vllm-python", "/opt/vllm/bin/python", "--vllm-arg=--tensor-parallel-size=2",
+            "--stages", "samples"]
+    with pytest.raises(Sampled):
+        CliRunner().invoke(main, args, catch_exceptions=False)
+    users, untempered = seen  # the reference's samples at the user's settings, then untempered
+    assert (users.temperature, users.top_p, users.vllm_args) == (0.7, 0.9, ("--tensor-parallel-size=2",))
+    assert (untempered.temperature, untempered.top_p) == (1.0, 1.0)
+    assert untempered.vllm_args == ("--tensor-parallel-size=2", "--generation-config=vllm")
