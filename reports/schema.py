@@ -10,7 +10,11 @@ Layout (the JSON Schema below is the contract; tests validate every written file
     generated_at          ISO-8601 UTC time of writing
     provenance            versions (dpo_eval, python, torch, transformers), beta, seeds, judge (spec,
                           mode, template, template_sha256) or null, data (pairs/prompts: path, sha256, n),
-                          reference (model identity incl. fingerprint), sampling settings, tokenization
+                          reference (model identity incl. fingerprint), sampling settings, tokenization,
+                          samples: {figures: {figure: settings of the samples it was computed from}, separate}
+                          (figures kl, drift.dispersion: untempered, temperature 1 and top-p 1; length,
+                          winrate, quality: the report's --temperature/--top-p; separate: whether the KL
+                          figures had samples of their own)
     runs[]                name, path, trainer, loss, beta, steps[]
     checkpoints[]         one per (run, label), in run then step order (a final model with other weights
                           than the checkpoint of its step comes after it, at the same step):
@@ -105,6 +109,21 @@ PAST_PEAK = {
                    "is_quality_falling": {"type": ["boolean", "null"]}, "is_past_peak": {"type": "boolean"},
                    "reason": {"type": "string"}},
 }
+SAMPLE_SETTINGS = {
+    "type": "object",
+    "required": ["n_samples", "temperature", "top_p", "max_new_tokens", "seed"],
+    "properties": {"n_samples": {"type": "integer"}, "temperature": {"type": "number"}, "top_p": {"type": "number"},
+                   "max_new_tokens": {"type": "integer"}, "seed": {"type": "integer"}},
+}
+SAMPLES_PROVENANCE = {
+    "type": "object",
+    "required": ["figures", "separate"],
+    "properties": {"figures": {"type": "object", "required": ["kl", "drift.dispersion", "length", "winrate", "quality"],
+                               "additionalProperties": SAMPLE_SETTINGS},
+                   "separate": {"type": "boolean"}},
+}
+"""provenance.samples: which samples each sample-based figure was computed from (written by every report
+since untempered KL samples; optional so older results.json files still validate)."""
 
 CHECKPOINT = {
     "type": "object",
@@ -147,7 +166,8 @@ RESULTS_SCHEMA = {
     "properties": {
         "schema_version": {"const": RESULTS_SCHEMA_VERSION},
         "generated_at": {"type": "string"},
-        "provenance": {"type": "object", "required": ["versions", "beta", "seeds", "judge", "data", "reference"]},
+        "provenance": {"type": "object", "required": ["versions", "beta", "seeds", "judge", "data", "reference"],
+                       "properties": {"samples": SAMPLES_PROVENANCE}},
         "runs": {
             "type": "array",
             "items": {"type": "object", "required": ["name", "path", "steps"],

@@ -33,6 +33,7 @@ from dpo_eval.metrics import drift, findings, kl, length, overoptimization, rewa
 from dpo_eval.metrics.quality import quality_from_preferences
 from dpo_eval.report import frames
 from dpo_eval.report.plan import Plan, Row, RunPlan
+from dpo_eval.report.steps import KL_SAMPLES
 from dpo_eval.reports.schema import RESULTS_SCHEMA_VERSION, schema_errors
 from dpo_eval.reports.tables import table_name
 
@@ -146,7 +147,8 @@ def _dispersion(unseen: pd.DataFrame | None, entropy: pd.DataFrame | None,
 
 
 def _kl(samples: pd.DataFrame | None, has_analytic: bool) -> kl.KLSummary | None:
-    """k1/k2/k3 (and analytic when the kl stage ran) over the non-empty samples; None when every sample is
+    """k1/k2/k3 (and analytic when the kl stage ran) over the non-empty untempered samples (the row's
+    ``kl_samples``: draws of π itself, so each is an estimate of KL(π‖π_ref)); None when every sample is
     empty or the samples stage did not run."""
     if samples is None:
         return None
@@ -213,7 +215,7 @@ def checkpoint_result(row: Row, data: dict, rate: winrate.ModelWinRate | None,
     without them it is None.
     """
     pairs, samples = data["pairs"], data["samples"]
-    summary = _kl(samples, data["has_analytic"])
+    summary = _kl(data["kl_samples"], data["has_analytic"])
     comparison, gap, length_figures = _lengths(samples, data["ref_samples"], pairs, rate)
     state = None if pairs is None else drift.CheckpointDrift(
         row.step, drift.pair_drift(pairs, pairs["prompt_key"]),
@@ -261,14 +263,22 @@ def _quality(plan: Plan, label: str, judged: dict, samples, ref_samples, answers
 
 
 def _row_frames(plan: Plan, paths, run: str, label: str) -> dict:
-    """A row's frames for checkpoint_result: None for an artifact whose stage did not run."""
+    """A row's frames for checkpoint_result: None for an artifact whose stage did not run.
+
+    samples: those at the user's sampling (win rate, quality, lengths: what the judge sees); kl_samples: the
+    untempered ones (KL estimates) with each one's analytic KL where the kl stage ran; one frame when the
+    user's sampling is untempered (one artifact). The user's samples carry no analytic KL otherwise.
+    """
     def read(kind: str, reader):
         folder = paths.get(kind, run, label)
         return None if folder is None else reader(folder)
 
     kl_dir = paths.get("kl", run, label)
+    kl_samples = read(KL_SAMPLES, lambda folder: frames.samples_frame(folder, kl_dir))
+    is_shared = paths.get("samples", run, label) == paths.get(KL_SAMPLES, run, label)
     return {"pairs": read("score", lambda folder: frames.pairs_frame(folder, plan.pairs)),
-            "samples": read("samples", lambda folder: frames.samples_frame(folder, kl_dir)),
+            "samples": kl_samples if is_shared else read("samples", lambda folder: frames.samples_frame(folder, None)),
+            "kl_samples": kl_samples,
             "unseen": read("unseen", frames.unseen_frame), "entropy": read("entropy", frames.entropy_frame),
             "has_analytic": kl_dir is not None}
 
@@ -276,7 +286,7 @@ def _row_frames(plan: Plan, paths, run: str, label: str) -> dict:
 def run_results(plan: Plan, rp: RunPlan, paths, ref_label: str, tables: dict) -> list[dict]:
     """The checkpoints[] objects of one run, its drift findings placed on their checkpoints."""
     name = rp.run.name
-    ref = _row_frames(plan, paths, name, ref_label)  # its samples and entropy (no kl pass: analytic KL NaN)
+    ref = _row_frames(plan, paths, name, ref_label)  # its samples (the user's) and entropy (no kl pass)
     ref_samples = ref["samples"]
     rates, judged = _run_rates(plan, rp, paths, plan.config.seed)
     answers = _gold_answers(plan)
@@ -507,6 +517,7 @@ def _provenance(plan: Plan) -> dict:
                                for rp in plan.runs}},
         "sampling": {"n_samples": c.n_samples, "max_new_tokens": c.max_new_tokens, "temperature": c.temperature,
                      "top_p": c.top_p, "template": c.template, "max_prompts": c.max_prompts},
+        "samples": plan.samples_provenance,
         "tokenization": {rp.run.name: dataclasses.asdict(rp.tokenization) for rp in plan.runs},
         "numerics": plan.numerics, "thresholds": dataclasses.asdict(c.thresholds), "warnings": list(plan.warnings),
     }

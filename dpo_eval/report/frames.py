@@ -11,6 +11,7 @@ import pandas as pd
 
 from dpo_eval.data.pairs import PreferencePair
 from dpo_eval.report.steps import read_samples
+from dpo_eval.report.store import KEY_FILE
 
 SAMPLE_COLUMNS = ("prompt_id", "sample_index", "prompt", "output", "n_tokens", "finish_reason", "policy_logp",
                   "ref_logp", "analytic_kl")
@@ -44,7 +45,8 @@ def pairs_frame(score_dir: Path, pairs: tuple[PreferencePair, ...]) -> pd.DataFr
 
 
 def samples_frame(samples_dir: Path, kl_dir: Path | None) -> pd.DataFrame:
-    """One row per sample (SAMPLE_COLUMNS): text, length, finish reason, both log-probs, analytic KL."""
+    """One row per sample (SAMPLE_COLUMNS): text, length, finish reason, both log-probs, analytic KL (NaN
+    without ``kl_dir``, which must be the KL pass made on these samples: ValueError otherwise)."""
     rows = read_samples(samples_dir)
     frame = pd.DataFrame({
         "prompt_id": [str(r["prompt_id"]) for r in rows], "sample_index": [int(r["sample_index"]) for r in rows],
@@ -55,10 +57,19 @@ def samples_frame(samples_dir: Path, kl_dir: Path | None) -> pd.DataFrame:
     if kl_dir is None:
         frame["analytic_kl"] = np.nan
         return frame
+    made_on = _key_parts(kl_dir).get("samples")
+    if made_on is not None and made_on != Path(samples_dir).name:
+        raise ValueError(f"the KL pass {kl_dir} was made on samples {made_on}, not on {samples_dir} (a dpo-eval bug)")
     kl = pd.read_parquet(Path(kl_dir) / "kl.parquet")[["prompt_id", "sample_index", "kl"]]
     merged = frame.merge(kl.rename(columns={"kl": "analytic_kl"}), on=["prompt_id", "sample_index"], how="left",
                          validate="one_to_one")
     return merged[list(SAMPLE_COLUMNS)]
+
+
+def _key_parts(folder: Path) -> dict:
+    """The key parts a store artifact was made with (its key.json), {} without one."""
+    key_file = Path(folder) / KEY_FILE
+    return json.loads(key_file.read_text(encoding="utf-8")).get("parts", {}) if key_file.is_file() else {}
 
 
 def entropy_frame(entropy_dir: Path) -> pd.DataFrame:

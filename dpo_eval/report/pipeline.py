@@ -4,6 +4,11 @@
            ─► score ─► samples ─► kl ─► entropy ─► unseen ─► judge   (each artifact in the run store)
            ─► assemble (metrics) ─► OUT/results.json + OUT/tables/*.parquet ─► render (if available)
 
+The samples phase samples each model with the user's --temperature/--top-p (for the judge and the length
+figures) and, when those are tempered or truncated, also untempered (T = 1, top-p = 1) for the figures
+that are expectations under π: the KL estimates (k1/k2/k3 and the kl pass) and the dispersion to unseen
+responses (``Paths`` slot ``kl_samples``). With untempered user settings both slots hold the same artifact.
+
 Every step checks the store before it loads anything, so a rerun with nothing new loads no model, and
 a checkpoint added to a run computes only its own artifacts (the reference's are reused). Each phase
 has a progress bar over its artifacts (stderr) and its wall time in ``timings``.
@@ -31,22 +36,35 @@ from dpo_eval.engine.distributed import DistContext, init_distributed, shutdown
 from dpo_eval.report import steps
 from dpo_eval.report.config import STAGES, ReportConfig
 from dpo_eval.report.plan import Plan, Row, RunPlan, build_plan, default_out
+from dpo_eval.report.steps import KL_SAMPLES
 from dpo_eval.report.store import Artifact, Ledger, RunStore
 
 PHASES = STAGES
 REFERENCE = "@reference"
 """The label under which a run's reference samples and entropy are found in ``Paths``."""
+UNTEMPERED = " (untempered)"
+"""Appended to a name in the ledger and key.json for samples made only for the KL figures."""
 
 
 @dataclass(frozen=True)
 class Job:
-    """One artifact to make, and the (run, label) names whose results it holds."""
+    """One artifact to make, and the (slot, run, label) names whose results it holds (slot: the ``Paths``
+    kind; the phase's kind except for the untempered samples, KL_SAMPLES)."""
 
     artifact: Artifact
-    names: tuple[tuple[str, str], ...]
+    names: tuple[tuple[str, str, str], ...]
     compute: Callable[[Path], None]
     is_shared: bool = False
     """Every rank of a torchrun job computes its share (model passes); else rank 0 alone."""
+
+    @property
+    def display(self) -> str:
+        """The names for the progress bar and the ledger: "run/label" once each, UNTEMPERED appended where
+        the artifact holds only the untempered samples of that row."""
+        plain = [f"{run}/{label}" for slot, run, label in self.names if slot != KL_SAMPLES]
+        extra = [f"{run}/{label}{UNTEMPERED}" for slot, run, label in self.names
+                 if slot == KL_SAMPLES and f"{run}/{label}" not in plain]
+        return ", ".join(dict.fromkeys(plain + extra))
 
 
 @dataclass
@@ -84,15 +102,19 @@ def _models(run_plan: RunPlan) -> list[tuple[str, str, str, str]]:
 
 
 def _score_jobs(plan: Plan, store: RunStore, paths: Paths) -> list[Job]:
-    return [Job(store.artifact("score", steps.score_parts(plan, rp, row)), ((rp.run.name, row.label),),
+    return [Job(store.artifact("score", steps.score_parts(plan, rp, row)), (("score", rp.run.name, row.label),),
                 lambda work, rp=rp, row=row: steps.run_score(plan, rp, row, work), is_shared=True)
             for rp in plan.runs for row in rp.rows]
 
 
 def _samples_jobs(plan: Plan, store: RunStore, paths: Paths) -> list[Job]:
-    return [Job(store.artifact("samples", steps.samples_parts(plan, rp, fingerprint, tokenizer)),
-                ((rp.run.name, label),), lambda work, rp=rp, path=path: steps.run_samples(plan, rp, path, work))
-            for rp in plan.runs for label, path, fingerprint, tokenizer in _models(rp)]
+    """Per model: its samples at the user's sampling (slot samples) and untempered (slot KL_SAMPLES); one
+    job (merged by _unique) when the two settings are equal."""
+    return [Job(store.artifact("samples", steps.samples_parts(plan, rp, fingerprint, tokenizer, sampling)),
+                ((slot, rp.run.name, label),),
+                lambda work, rp=rp, path=path, sampling=sampling: steps.run_samples(plan, rp, path, work, sampling))
+            for rp in plan.runs for label, path, fingerprint, tokenizer in _models(rp)
+            for slot, sampling in (("samples", plan.sampling), (KL_SAMPLES, plan.untempered_sampling))]
 
 
 JobBuilder = Callable[[Plan, RunStore, Paths], list[Job]]
@@ -103,15 +125,17 @@ StepOnSamples = Callable[[Plan, RunPlan, Row, Path, Path], None]
 def _row_jobs_on_samples(kind: str, parts: PartsOnSamples, step: StepOnSamples, is_on_reference: bool) -> JobBuilder:
     """A builder of one shared job of `kind` per (run, row), over samples already in ``Paths``.
 
-    The samples are the row's own, or (`is_on_reference`) its run's reference's. The artifact is named by
-    ``parts(plan, run_plan, row, samples_key)`` and made by ``step(plan, run_plan, row, samples_dir, work)``.
+    The samples are the row's own untempered samples, or (`is_on_reference`) its run's reference's. The
+    artifact is named by ``parts(plan, run_plan, row, samples_key)`` and made by
+    ``step(plan, run_plan, row, samples_dir, work)``.
     """
     def build(plan: Plan, store: RunStore, paths: Paths) -> list[Job]:
         jobs = []
         for rp in plan.runs:
             for row in rp.rows:
-                samples = paths.get("samples", rp.run.name, REFERENCE if is_on_reference else row.label)
-                jobs.append(Job(store.artifact(kind, parts(plan, rp, row, samples.name)), ((rp.run.name, row.label),),
+                samples = paths.get(KL_SAMPLES, rp.run.name, REFERENCE if is_on_reference else row.label)
+                jobs.append(Job(store.artifact(kind, parts(plan, rp, row, samples.name)),
+                                ((kind, rp.run.name, row.label),),
                                 lambda work, rp=rp, row=row, samples=samples: step(plan, rp, row, samples, work),
                                 is_shared=True))
         return jobs
@@ -120,17 +144,18 @@ def _row_jobs_on_samples(kind: str, parts: PartsOnSamples, step: StepOnSamples, 
 
 
 _kl_jobs = _row_jobs_on_samples("kl", steps.kl_parts, steps.run_kl, is_on_reference=False)
-"""KL along each row's own samples."""
+"""KL along each row's own untempered samples."""
 
 
 def _entropy_jobs(plan: Plan, store: RunStore, paths: Paths) -> list[Job]:
-    return [Job(store.artifact("entropy", steps.entropy_parts(plan, fingerprint, tokenizer)), ((rp.run.name, label),),
+    return [Job(store.artifact("entropy", steps.entropy_parts(plan, fingerprint, tokenizer)),
+                (("entropy", rp.run.name, label),),
                 lambda work, rp=rp, path=path: steps.run_entropy(plan, rp, path, work), is_shared=True)
             for rp in plan.runs for label, path, fingerprint, tokenizer in _models(rp)]
 
 
 _unseen_jobs = _row_jobs_on_samples("unseen", steps.unseen_parts, steps.run_unseen, is_on_reference=True)
-"""Policy and reference log-probs of the unseen responses drawn from each run's reference samples."""
+"""Policy and reference log-probs of the unseen responses drawn from each run's untempered reference samples."""
 
 
 def _judge_jobs(plan: Plan, store: RunStore, paths: Paths) -> list[Job]:
@@ -142,7 +167,7 @@ def _judge_jobs(plan: Plan, store: RunStore, paths: Paths) -> list[Job]:
         for row in (r for r in rp.rows if r.identity.fingerprint != rp.ref_identity.fingerprint):
             samples = paths.get("samples", rp.run.name, row.label)
             parts = steps.judge_parts(plan, samples.name, ref_samples.name)
-            jobs.append(Job(store.artifact("judge", parts), ((rp.run.name, row.label),),
+            jobs.append(Job(store.artifact("judge", parts), (("judge", rp.run.name, row.label),),
                             lambda work, samples=samples, ref=ref_samples: steps.run_judge(plan, samples, ref, work)))
     return jobs
 
@@ -155,7 +180,8 @@ JOBS = {"score": _score_jobs, "samples": _samples_jobs, "kl": _kl_jobs, "entropy
 
 
 def _unique(jobs: list[Job]) -> list[Job]:
-    """One job per artifact key, holding every name that shares it, in first-seen order."""
+    """One job per artifact key, holding every name that shares it, in first-seen order (the first job's
+    compute makes it: jobs of one key make the same artifact)."""
     merged: dict[str, Job] = {}
     for job in jobs:
         seen = merged.get(job.artifact.key)
@@ -170,11 +196,10 @@ def run_phase(kind: str, plan: Plan, store: RunStore, paths: Paths) -> None:
     bar = tqdm(jobs, desc=f"report: {kind}", unit="artifact", file=sys.stderr,
                disable=not plan.config.show_progress or not jobs or not store.ctx.is_main)
     for job in bar:
-        display = ", ".join(f"{run}/{label}" for run, label in job.names)
-        bar.set_postfix_str(display[:60])
-        folder = store.ensure(job.artifact, display, job.compute, job.is_shared)
-        for run, label in job.names:
-            paths.folders[(kind, run, label)] = folder
+        bar.set_postfix_str(job.display[:60])
+        folder = store.ensure(job.artifact, job.display, job.compute, job.is_shared)
+        for slot, run, label in job.names:
+            paths.folders[(slot, run, label)] = folder
     bar.close()
 
 

@@ -45,6 +45,30 @@ TOKENIZER_PATTERNS = ("tokenizer*", "special_tokens_map.json", "added_tokens.jso
 """Files of a tokenizer folder whose bytes enter ``tokenizer_sha256`` (vocabulary, merges, settings, chat
 template: anything that changes token ids or how a prompt is rendered)."""
 
+SAMPLE_FIGURES = {"kl": "untempered", "drift.dispersion": "untempered", "length": "user", "winrate": "user",
+                  "quality": "user"}
+"""Which samples each sample-based figure of a checkpoint is computed from. untempered (temperature 1,
+top-p 1: Plan.untempered_sampling): the figures that are expectations under π or π_ref: k1/k2/k3 and the
+analytic KL along the row's samples, and Δ log π on the reference's samples (-KL(π_ref‖π) in mean) and on
+other prompts' responses (dispersion). user (--temperature/--top-p: Plan.sampling): what the judge sees
+(win rate, LC win rate, quality, gold accuracy) and the length figures set beside it. Prompt entropy and the
+pair figures use no samples."""
+
+UNTEMPERED_VLLM_CONFIG = "vllm"
+"""vLLM's ``--generation-config`` for untempered samples: vLLM's own sampling defaults (no top-k, min-p or
+repetition penalty), not those of the model's generation_config.json (vLLM's default from 0.8 on)."""
+
+
+def vllm_generation_config(args: tuple[str, ...]) -> str | None:
+    """The value of the last ``--generation-config`` among vLLM options (``=VALUE`` or next item); None without."""
+    value = None
+    for i, arg in enumerate(args):
+        if arg.startswith("--generation-config="):
+            value = arg.partition("=")[2]
+        elif arg == "--generation-config" and i + 1 < len(args):
+            value = args[i + 1]
+    return value
+
 
 @dataclass(frozen=True)
 class Row:
@@ -108,11 +132,44 @@ class Plan:
 
     @property
     def sampling(self) -> dict:
-        """The settings a sample depends on (besides the model and the prompts)."""
+        """The settings a sample depends on (besides the model and the prompts): the user's --temperature and
+        --top-p. The judge and the length figures read these samples (what the judge sees). With --vllm, also
+        the server's --generation-config (None: vLLM's default, from 0.8 on the model's generation_config.json
+        top-k, min-p and repetition penalty)."""
         c = self.config
-        return {"n": c.n_samples, "temperature": float(c.temperature), "top_p": float(c.top_p),
-                "max_new_tokens": c.max_new_tokens, "seed": c.seed, "template": c.template,
-                "max_prompts": c.max_prompts, "backend": "vllm" if c.vllm else "transformers"}
+        settings = {"n": c.n_samples, "temperature": float(c.temperature), "top_p": float(c.top_p),
+                    "max_new_tokens": c.max_new_tokens, "seed": c.seed, "template": c.template,
+                    "max_prompts": c.max_prompts, "backend": "vllm" if c.vllm else "transformers"}
+        if c.vllm:
+            settings["generation_config"] = vllm_generation_config(c.vllm_args)
+        return settings
+
+    @property
+    def untempered_sampling(self) -> dict:
+        """``sampling`` at temperature 1 and top-p 1: samples of π itself, the samples every expectation under
+        π is taken over (KL, dispersion). The in-process sampler applies no top-k and no penalty; a vLLM
+        server is told the same (``--generation-config vllm``: no defaults from the model's files). Equal to
+        ``sampling`` when the user's sampling is already untempered: then one set of samples serves all."""
+        untempered = {**self.sampling, "temperature": 1.0, "top_p": 1.0}
+        if self.config.vllm:
+            untempered["generation_config"] = UNTEMPERED_VLLM_CONFIG
+        return untempered
+
+    @property
+    def has_separate_kl_samples(self) -> bool:
+        """Whether the KL figures need samples of their own (the user's sampling is tempered or truncated)."""
+        return self.untempered_sampling != self.sampling
+
+    @property
+    def samples_provenance(self) -> dict:
+        """results.json's provenance.samples: per figure (SAMPLE_FIGURES) the settings of the samples it is
+        computed from, and whether the KL figures had samples of their own (``separate``)."""
+        def settings(sampling: dict) -> dict:
+            return {"n_samples": sampling["n"], **{k: v for k, v in sampling.items() if k != "n"}}
+
+        made = {"untempered": settings(self.untempered_sampling), "user": settings(self.sampling)}
+        return {"figures": {figure: made[which] for figure, which in SAMPLE_FIGURES.items()},
+                "separate": self.has_separate_kl_samples}
 
 
 def default_out(config: ReportConfig) -> Path:

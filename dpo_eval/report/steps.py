@@ -6,14 +6,21 @@ engine's ``analytic_kl`` / ``prompt_entropy`` / ``score_with_cache``) and writes
 | kind      | per                        | files                     | made by                                  |
 |-----------|----------------------------|---------------------------|------------------------------------------|
 | score     | row (checkpoint/reference) | pairs.parquet, summary.json | dpo_eval.score.score                   |
-| samples   | model (and its reference)  | samples.jsonl, ...        | dpo_eval.generate.generate (resumable)   |
+| samples   | model (and its reference), | samples.jsonl, ...        | dpo_eval.generate.generate (resumable)   |
+|           | per sampling settings      |                           |                                          |
 | kl        | row                        | kl.parquet                | dpo_eval.engine.kl.analytic_kl           |
 | entropy   | model                      | entropy.parquet           | dpo_eval.engine.entropy.prompt_entropy   |
 | unseen    | row                        | unseen.parquet            | dpo_eval.engine.runner.score_with_cache  |
 | judge     | row (not the reference)    | judgments.jsonl, ...      | dpo_eval.judge.run.judge (resumable)     |
 
-unseen: log-probs, under the row's model and the reference, of responses in no pair: every reference
-sample (source ``reference_samples``), and for each prompt i the reference's first sample of prompt
+samples: each model is sampled with the user's settings (--temperature, --top-p: what the judge and the
+length figures read) and, when those are tempered or truncated, once more untempered (temperature 1,
+top-p 1; Plan.untempered_sampling): the samples of π itself that kl and unseen take their expectations
+over. Untempered user settings give one key, so one set of samples serves both.
+
+kl: analytic KL along each of the row's untempered samples.
+unseen: log-probs, under the row's model and the reference, of responses in no pair: every untempered
+reference sample (source ``reference_samples``), and for each prompt i the reference's first sample of prompt
 i+1 (cyclically; source ``other_prompts``). Empty samples are left out (no per-token figure).
 The reference row's KL along its own samples is 0 exactly (policy = reference): no pass is run.
 """
@@ -27,9 +34,13 @@ from pathlib import Path
 import pandas as pd
 
 from dpo_eval.report.parallel import compute_sharded
-from dpo_eval.report.plan import Plan, Row, RunPlan
+from dpo_eval.report.plan import Plan, Row, RunPlan, vllm_generation_config
 
 SAMPLES_FILE = "samples.jsonl"
+KL_SAMPLES = "kl_samples"
+"""Where a model's untempered samples (Plan.untempered_sampling) are found among the report's artifact folders
+(``pipeline.Paths``): kl and unseen read them; ``samples`` are those at the user's sampling (judge, lengths).
+One folder when the two settings are equal."""
 
 
 def _device(plan: Plan):
@@ -58,9 +69,10 @@ def score_parts(plan: Plan, run_plan: RunPlan, row: Row) -> dict:
             "numerics": plan.numerics}
 
 
-def samples_parts(plan: Plan, run_plan: RunPlan, fingerprint: str, tokenizer: str) -> dict:
+def samples_parts(plan: Plan, run_plan: RunPlan, fingerprint: str, tokenizer: str, sampling: dict) -> dict:
+    """Key parts of a model's samples made with ``sampling`` (Plan.sampling or Plan.untempered_sampling)."""
     return {"model": fingerprint, "reference": run_plan.ref_identity.fingerprint, "tokenizer_sha256": tokenizer,
-            "prompts_sha256": plan.prompts_sha256, "sampling": plan.sampling, "numerics": plan.numerics}
+            "prompts_sha256": plan.prompts_sha256, "sampling": sampling, "numerics": plan.numerics}
 
 
 def kl_parts(plan: Plan, run_plan: RunPlan, row: Row, samples_key: str) -> dict:
@@ -98,16 +110,22 @@ def run_score(plan: Plan, run_plan: RunPlan, row: Row, work: Path) -> None:
                       **c.model_flags))
 
 
-def run_samples(plan: Plan, run_plan: RunPlan, model_path: str, work: Path) -> None:
+def run_samples(plan: Plan, run_plan: RunPlan, model_path: str, work: Path, sampling: dict) -> None:
+    """The model's samples at ``sampling``'s temperature and top-p (and, with --vllm, its generation config,
+    passed last so that it wins over one in --vllm-arg); the rest is the report's config."""
     from dpo_eval.generate import GenerateConfig, generate
 
     c = plan.config
+    vllm_args = tuple(c.vllm_args)
+    if c.vllm and sampling.get("generation_config") != vllm_generation_config(vllm_args):
+        vllm_args += (f"--generation-config={sampling['generation_config']}",)
     generate(GenerateConfig(model=model_path, prompts=plan.prompts_path, out=str(work), n=c.n_samples,
-                            ref=run_plan.reference.path, temperature=c.temperature, top_p=c.top_p,
+                            ref=run_plan.reference.path, temperature=sampling["temperature"],
+                            top_p=sampling["top_p"],
                             max_new_tokens=c.max_new_tokens, seed=c.seed, template=c.template,
                             batch_size=c.batch_size, limit=c.max_prompts, device=c.device, dtype=c.dtype,
                             cache_dir=str(plan.cache_root), show_progress=c.show_progress, vllm=c.vllm,
-                            vllm_python=c.vllm_python, vllm_args=tuple(c.vllm_args), **c.model_flags))
+                            vllm_python=c.vllm_python, vllm_args=vllm_args, **c.model_flags))
 
 
 def _load(plan: Plan, path: str):
@@ -140,7 +158,7 @@ def _contexts(plan: Plan, tokenizer):
 
 
 def run_kl(plan: Plan, run_plan: RunPlan, row: Row, samples_dir: Path, work: Path) -> None:
-    """Analytic KL along each of the row's samples (engine.kl.analytic_kl, as dpo_eval.diagnostics.sample_kl)."""
+    """Analytic KL along each of the row's untempered samples (engine.kl.analytic_kl, as diagnostics.sample_kl)."""
     rows = read_samples(samples_dir)
     if row.identity.fingerprint == run_plan.ref_identity.fingerprint:
         frame = pd.DataFrame({"kl": [0.0] * len(rows), "n_tokens": [len(r["token_ids"]) for r in rows]})

@@ -137,6 +137,19 @@ def test_kl_equals_metrics_kl_on_dpo_eval_generate_samples(judged, tiny, tmp_pat
     assert zero["k1"]["mean"] == 0.0 and zero["analytic"]["mean"] == 0.0
 
 
+def test_untempered_sampling_makes_one_set_of_samples_for_every_figure(judged):
+    """--temperature 1 --top-p 1 (the defaults): the judge's samples are the KL's, sampled once per model."""
+    out, results = judged["out"], judged["results"]
+    stored = [json.loads(p.read_text()) for p in (out / "store" / "samples").glob("*/key.json")]
+    assert len(stored) == 3  # the reference (= row 0), steps 2 and 4: one artifact each
+    assert all((s["parts"]["sampling"]["temperature"], s["parts"]["sampling"]["top_p"]) == (1.0, 1.0) for s in stored)
+    said = results["provenance"]["samples"]
+    assert said["separate"] is False and set(said["figures"]) == {"kl", "drift.dispersion", "length", "winrate",
+                                                                  "quality"}
+    assert all(settings == said["figures"]["kl"] for settings in said["figures"].values())
+    assert (said["figures"]["kl"]["temperature"], said["figures"]["kl"]["top_p"]) == (1.0, 1.0)
+
+
 def longer_wins_preferences(candidate: list[dict], baseline: list[dict]) -> dict[str, float]:
     """The rule judge written out: per prompt, the first samples compared by length in characters."""
     first = lambda rows: {r["prompt_id"]: r["output"] for r in rows if r["sample_index"] == 0}  # noqa: E731
