@@ -48,7 +48,10 @@ Layout (the JSON Schema below is the contract; tests validate every written file
 
 from __future__ import annotations
 
-RESULTS_SCHEMA_VERSION = 1
+RESULTS_SCHEMA_VERSION = 2
+"""2 (issue 16): quality and win-rate SEs/CIs clustered by prompt, the past-peak drop paired over prompts,
+LC win rates fitted per checkpoint, KL from untempered samples, is_peak_in_range -> is_peak_extrapolated:
+figures of version 1 are not comparable, so the gate refuses a version-1 baseline."""
 
 _NUMBER_OR_NULL = {"type": ["number", "null"]}
 _OBJECT_OR_NULL = {"type": ["object", "null"]}

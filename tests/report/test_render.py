@@ -19,7 +19,7 @@ from dpo_eval.report.assemble import JUDGE_MISSING
 from dpo_eval.reports import plots
 from dpo_eval.reports.markdown import checkpoint_rows
 from dpo_eval.reports.render import render
-from dpo_eval.reports.schema import schema_errors
+from dpo_eval.reports.schema import RESULTS_SCHEMA_VERSION, schema_errors
 from dpo_eval.reports.tables import load_tables
 from dpo_eval.reports.verdict import run_verdicts
 from dpo_eval.reports.view import fmt_pm, fmt_rate
@@ -305,7 +305,7 @@ def test_a_missing_table_is_noted_not_fatal(altered):
 
 
 @pytest.mark.parametrize("change, expected", [
-    (lambda d: d.update(schema_version=99), "schema_version 99 but this dpo-eval renders version 1"),
+    (lambda d: d.update(schema_version=99), f"schema_version 99 but this dpo-eval renders version {RESULTS_SCHEMA_VERSION}"),
     (lambda d: d.pop("checkpoints"), "'checkpoints' is a required property"),
     (lambda d: d["checkpoints"][0].update(step="ten"), "checkpoints/0/step: 'ten' is not of type 'integer'"),
 ])
@@ -330,7 +330,7 @@ def minimal_results() -> dict:
     ckpt = {"run": "r", "step": 10, "label": "10", "path": "/r/checkpoint-10", "fingerprint": "f",
             "rewards": None, "winrate": None, "quality": None, "kl": None, "offpolicy": None, "length": None,
             "drift": None, "findings": []}
-    return {"schema_version": 1, "generated_at": "2025-01-01T00:00:00Z",
+    return {"schema_version": RESULTS_SCHEMA_VERSION, "generated_at": "2025-01-01T00:00:00Z",
             "provenance": {"versions": {}, "beta": 0.1, "seeds": {}, "judge": None, "data": {},
                            "reference": {}},
             "runs": [{"name": "r", "path": "/r", "steps": [10]}], "checkpoints": [ckpt],
