@@ -23,7 +23,8 @@ Which path runs is chosen per model (``use_flex``), as the prefix cache is: Flex
 the model runs attention through transformers' AttentionInterface with flex support, attends to
 the whole context in every layer (no sliding window), has no attention logit soft-capping and no
 attention dropout in training, and torch has FlexAttention; by default only on CUDA (Triton
-kernels, compiled once by transformers). On the CPU it runs only when asked
+kernels, compiled once by transformers; should that fail, "auto" warns once and the model keeps the
+dense mask from then on). On the CPU it runs only when asked
 (``set_packed_attention(model, "flex")``, used by the tests), eagerly, with torch's reference
 kernel. ``set_packed_attention(model, "dense")`` keeps the dense mask everywhere.
 """
@@ -171,11 +172,20 @@ def packed_last_hidden(model: torch.nn.Module, decoder: torch.nn.Module, input_i
     input_ids, position_ids, segments, slots: (B, L). dense_mask() builds the (B, 1, L, L) additive
     mask; it is called only on the dense path.
     """
-    if not use_flex(model, input_ids.device):
-        out = decoder(input_ids=input_ids, attention_mask=dense_mask(), position_ids=position_ids, use_cache=False)
-        return out.last_hidden_state.reshape(-1, out.last_hidden_state.shape[-1])
-    block_mask = packing_block_mask(segments, slots, prompt, pad)
-    with flex_implementation(decoder):
-        out = decoder(input_ids=input_ids.reshape(1, -1), attention_mask=block_mask,
-                      position_ids=position_ids.reshape(1, -1), use_cache=False)
+    if use_flex(model, input_ids.device):
+        try:
+            block_mask = packing_block_mask(segments, slots, prompt, pad)
+            with flex_implementation(decoder):
+                out = decoder(input_ids=input_ids.reshape(1, -1), attention_mask=block_mask,
+                              position_ids=position_ids.reshape(1, -1), use_cache=False)
+            return out.last_hidden_state.reshape(-1, out.last_hidden_state.shape[-1])
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as error:  # noqa: BLE001 - "auto" falls back, once per model; "flex" raises
+            if getattr(model, _PATH_ATTRIBUTE, "auto") != "auto":
+                raise
+            warnings.warn(f"flex packed attention failed ({type(error).__name__}: {error}); "
+                          f"{type(model).__name__} uses the dense 4D mask from now on", stacklevel=2)
+            set_packed_attention(model, "dense")
+    out = decoder(input_ids=input_ids, attention_mask=dense_mask(), position_ids=position_ids, use_cache=False)
     return out.last_hidden_state.reshape(-1, out.last_hidden_state.shape[-1])

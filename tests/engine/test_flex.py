@@ -200,3 +200,25 @@ def test_attention_implementation_is_restored_even_after_an_error():
         raise RuntimeError("planted")
     assert model.config._attn_implementation == "sdpa"
     assert all(layer.self_attn.config._attn_implementation == "sdpa" for layer in model.model.layers)
+
+
+def test_auto_falls_back_to_dense_once_when_the_flex_kernel_fails(monkeypatch):
+    """"auto" on a device where flex was picked but fails (a compile error on a GPU box, say): warn, keep
+    the dense mask for that model from then on, and return the dense path's numbers."""
+    model = tiny_llama(seed=6)
+    pairs = random_pairs(5, model.config.vocab_size, seed=12)
+    dense = score(model, pairs, 100, "dense")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("planted compile failure")
+
+    monkeypatch.setattr(flex, "_flex_attention", broken)
+    monkeypatch.setattr(flex, "use_flex", lambda m, device: getattr(m, flex._PATH_ATTRIBUTE) != "dense")
+    with pytest.warns(UserWarning, match="planted compile failure.*dense 4D mask from now on"):
+        got = score(model, pairs, 100, "auto")
+    assert np.array_equal(got, dense)
+    assert getattr(model, flex._PATH_ATTRIBUTE) == "dense"
+    assert model.config._attn_implementation == "sdpa"
+    flex.set_packed_attention(model, "flex")  # asked for explicitly: the failure is raised
+    with pytest.raises(RuntimeError, match="planted compile failure"):
+        score(model, pairs, 100, "flex")
