@@ -32,6 +32,7 @@ kernel. ``set_packed_attention(model, "dense")`` keeps the dense mask everywhere
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import threading
 import warnings
@@ -55,7 +56,7 @@ def set_packed_attention(model: torch.nn.Module, path: str) -> None:
 
 def flex_unsupported_reason(model: torch.nn.Module) -> str | None:
     """Why this model cannot run the packed BlockMask path, or None when it can."""
-    if importlib.util.find_spec("torch.nn.attention.flex_attention") is None:
+    if not _has_flex_attention():
         return f"torch {torch.__version__} has no FlexAttention"
     try:
         from transformers.modeling_utils import AttentionInterface  # noqa: F401
@@ -86,15 +87,23 @@ def _device_reason(model: torch.nn.Module, device: torch.device) -> str | None:
 def use_flex(model: torch.nn.Module, device: torch.device) -> bool:
     """True when the packed forward of this model on this device runs the BlockMask path."""
     path = getattr(model, _PATH_ATTRIBUTE, "auto")
-    if path == "dense":
+    if path == "dense" or (path == "auto" and not (device.type == "cuda" and _has_triton())):
         return False
     reason = flex_unsupported_reason(model) or _device_reason(model, device)
-    if path == "flex":
-        if reason:
-            raise ValueError(f"flex packed attention was asked for, but {reason}: "
-                             "use set_packed_attention(model, 'dense')")
-        return True
-    return reason is None and device.type == "cuda" and importlib.util.find_spec("triton") is not None
+    if path == "flex" and reason:
+        raise ValueError(f"flex packed attention was asked for, but {reason}: "
+                         "use set_packed_attention(model, 'dense')")
+    return reason is None
+
+
+@functools.cache
+def _has_triton() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+@functools.cache
+def _has_flex_attention() -> bool:
+    return importlib.util.find_spec("torch.nn.attention.flex_attention") is not None
 
 
 def packing_mask_mod(segments: torch.Tensor, slots: torch.Tensor, prompt: int, pad: int) -> Callable:
