@@ -198,3 +198,14 @@ def packed_last_hidden(model: torch.nn.Module, decoder: torch.nn.Module, input_i
             set_packed_attention(model, "dense")
     out = decoder(input_ids=input_ids, attention_mask=dense_mask(), position_ids=position_ids, use_cache=False)
     return out.last_hidden_state.reshape(-1, out.last_hidden_state.shape[-1])
+
+
+def micro_batch_rows(lengths: list[int], is_flex: bool) -> list[list[int]]:
+    """Rows of a trainer micro-batch (item indices): with flex, one row of every item in order (the rows
+    are laid end to end anyway, so a single row has no padding at all); dense, best-fit rows as wide
+    as the longest item (``plan_batches`` with the micro-batch as the budget)."""
+    from dpo_eval.engine.batching import plan_batches
+
+    if is_flex:
+        return [list(range(len(lengths)))]
+    return [row for batch in plan_batches(lengths, token_budget=sum(lengths)) for row in batch]
