@@ -104,8 +104,8 @@ def score(model, pairs, budget, path):
 @pytest.mark.parametrize("budget", BUDGETS)
 def test_pair_scoring_flex_equals_dense_per_sequence(budget, flex_calls):
     model = tiny_llama(seed=1)
-    pairs = random_pairs(14, model.config.vocab_size, seed=budget, max_prompt=30)
-    assert len({len(p.prompt_ids) for p in pairs}) > 5  # prompts of different lengths share batches
+    pairs = random_pairs(9, model.config.vocab_size, seed=budget, max_prompt=30)
+    assert len({len(p.prompt_ids) for p in pairs}) > 4  # prompts of different lengths share batches
     dense = score(model, pairs, budget, "dense")
     assert not flex_calls
     got = score(model, pairs, budget, "flex")
