@@ -21,8 +21,8 @@ index of a position is the index ``source_index`` already uses.
 
 Which path runs is chosen per model (``use_flex``), as the prefix cache is: FlexAttention where
 the model runs attention through transformers' AttentionInterface with flex support, attends to
-the whole context in every layer (no sliding window), has no attention logit soft-capping and no
-attention dropout in training, and torch has FlexAttention; by default only on CUDA (Triton
+the whole context in every layer (no sliding window), has no attention logit soft-capping, no
+attention dropout and no activation checkpointing in training, and torch has FlexAttention; by default only on CUDA (Triton
 kernels, compiled once by transformers; should that fail, "auto" warns once and the model keeps the
 dense mask from then on). On the CPU it runs only when asked
 (``set_packed_attention(model, "flex")``, used by the tests), eagerly, with torch's reference
@@ -73,6 +73,9 @@ def flex_unsupported_reason(model: torch.nn.Module) -> str | None:
         return "the model soft-caps attention logits"
     if model.training and getattr(config, "attention_dropout", 0.0):
         return "flex attention has no attention dropout (training with attention_dropout > 0)"
+    if model.training and any(getattr(m, "gradient_checkpointing", False) for m in model.modules()):
+        return ("activation checkpointing recomputes layers in backward, after the forward has switched the "
+                "attention implementation back")
     return None
 
 

@@ -188,6 +188,14 @@ def test_sliding_window_model_keeps_the_dense_path():
         flex.use_flex(model, torch.device("cpu"))
 
 
+def test_activation_checkpointing_in_training_keeps_the_dense_path():
+    """Checkpointed layers rerun in backward, outside the forward's switch to the flex implementation."""
+    model = tiny_llama()
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})  # as the trainer
+    assert flex.flex_unsupported_reason(model) is None  # eval: nothing is recomputed
+    assert "activation checkpointing" in flex.flex_unsupported_reason(model.train())
+
+
 def test_unknown_path_is_refused():
     with pytest.raises(ValueError, match="not one of auto, flex, dense"):
         flex.set_packed_attention(tiny_llama(), "fast")
