@@ -103,7 +103,8 @@ def _paths_on(model, ctx, pairs, budget: int) -> dict:
     out = {}
     for path in ("flex", "dense"):
         set_packed_attention(model, "auto" if ctx.device.type == "cuda" and path == "flex" else path)
-        engine_logps(model, pairs[: max(2, len(pairs) // 8)], budget)  # warm-up (flex: compiles)
+        # warm-up; flex: every batch shape of the timed pass once, so no (re)compile is timed
+        engine_logps(model, pairs if path == "flex" else pairs[: max(2, len(pairs) // 8)], budget)
         got, seconds = timed(lambda: engine_logps(model, pairs, budget), ctx.device)
         with torch.no_grad():  # as the engine asks (inference): the flex path has no CPU backward
             uses = use_flex(model, ctx.device)
@@ -197,7 +198,9 @@ def section_flex_scoring(ctx) -> dict:
 
 
 def _recipe_steps(recipe, ctx, path: str, first_item: int) -> dict:
-    """Two train steps (cold, warm) on pairs [first_item, first_item + 2 batch) with one path."""
+    """Three train steps on pairs [first_item, first_item + 3 batch) with one path: cold (compiles), a
+    second shape (torch.compile recompiles once with dynamic shapes), warm (the figure); then a profiled
+    step on the first batch again."""
     import numpy as np
 
     from dpo_eval.engine.flex import set_packed_attention
@@ -207,18 +210,18 @@ def _recipe_steps(recipe, ctx, path: str, first_item: int) -> dict:
     set_packed_attention(causal_lm(recipe.module), path)
     batch = ctx.plan.train_batch
     seconds, losses = [], []
-    for k in range(2):
+    for k in range(3):
         items = np.arange(first_item + k * batch, first_item + (k + 1) * batch)
         metrics, s = timed(lambda i=items, step=k: recipe.train_step(i, step), ctx.device)
         seconds.append(s)
         losses.append(reduce_metrics(metrics, recipe.ctx)["loss"])
-    pairs = recipe.data.train[first_item + batch: first_item + 2 * batch]
+    pairs = recipe.data.train[first_item + 2 * batch: first_item + 3 * batch]
     flops = 3 * model_flops(recipe.module, pairs)
     items = np.arange(first_item, first_item + batch)
-    profile = top_kernels(lambda: recipe.train_step(items, 2), ctx.device)
-    return {"step_seconds_cold": seconds[0], "step_seconds_warm": seconds[1], "loss": losses,
-            "sequence_tokens_per_s_warm": sequence_tokens(pairs) / seconds[1],
-            "train_mfu_warm": flops / seconds[1] / (ctx.peak * 1e12) if ctx.peak else None, "profile": profile}
+    profile = top_kernels(lambda: recipe.train_step(items, 3), ctx.device)
+    return {"step_seconds": seconds, "step_seconds_warm": seconds[-1], "loss": losses,
+            "sequence_tokens_per_s_warm": sequence_tokens(pairs) / seconds[-1],
+            "train_mfu_warm": flops / seconds[-1] / (ctx.peak * 1e12) if ctx.peak else None, "profile": profile}
 
 
 def section_train_paths(ctx, make_recipe) -> dict:
@@ -227,7 +230,7 @@ def section_train_paths(ctx, make_recipe) -> dict:
     is_cuda = ctx.device.type == "cuda"
     out, checks = {}, {}
     for path in ("flex", "dense") if is_cuda else ("dense",):
-        recipe = make_recipe(ctx, steps=3)
+        recipe = make_recipe(ctx, steps=4)
         try:
             out[path] = _recipe_steps(recipe, ctx, "auto" if path == "flex" else "dense", 0)
         finally:
