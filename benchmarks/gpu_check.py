@@ -1,6 +1,6 @@
 """One-call GPU check of the engine, trainer and local judge on a Llama-3.2-1B-shaped random model.
 
-    python benchmarks/gpu_check.py --device cuda --out $OUT/gpu_check.json    # H100/H200, < 5 min
+    python benchmarks/gpu_check.py --device cuda --out $OUT/gpu_check.json    # H100/H200, < 10 min
     python benchmarks/gpu_check.py --tiny --device cpu --out /tmp/x.json      # seconds (the test runs this)
 
 Needs torch and transformers only (no datasets, peft, trl or gguf; nothing is downloaded) and
@@ -25,7 +25,12 @@ Sections
                 1.8e-4 nats per sequence, 12-19% of pairs not exactly 0, |loss - log 2| <= 1.2e-5:
                 the policy pass, which needs gradients, gets other attention/matmul kernels than
                 the no-grad reference pass, and bf16 rounds them differently).
-5. judge        LocalJudge on the device with a tiny random model and an offline word tokenizer.
+5. flex_scoring the FlexAttention packing (issue #20) vs the dense-mask engine vs the anchor, at a
+                Llama-3.2-1B and a Llama-3.1-8B shape (bf16): tokens/s, MFU, profiler top kernels,
+                8B policy + reference peak memory (gpu_check_flex.py).
+6. train_step   (as 3 above; it runs with the engine's default path, flex on CUDA)
+7. train_paths  the recipe's step with the flex and the dense path: step time, MFU, top kernels.
+8. judge        LocalJudge on the device with a tiny random model and an offline word tokenizer.
 
 Tolerance for section 1 (bf16 vs float32). bf16 keeps 8 significant bits: unit roundoff
 u = 2^-8. A token's log-prob is z_t - logsumexp(z); the logsumexp (float32, over the vocabulary)
@@ -71,6 +76,8 @@ TOL_FLOAT_NOISE = 1e-5  # nats: "exactly equal" up to float32 summation order
 TOL_STEP0_BF16 = 1e-3  # nats per sequence log-ratio under bf16 autocast on CUDA (measured 1.8e-4, H200)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_check_flex import section_flex_scoring, section_train_paths  # noqa: E402
+from gpu_check_flex import summary_lines as flex_summary_lines  # noqa: E402
 from gpu_check_parts import (  # noqa: E402 - benchmarks/ is not a package
     BF16_UNIT_ROUNDOFF,
     TINY,
@@ -384,7 +391,8 @@ def section_judge(ctx: Context) -> dict:
 
 
 SECTIONS = {"agreement": section_agreement, "throughput": section_throughput, "step0": section_step0,
-            "train_step": section_train_step, "judge": section_judge}  # run in this order
+            "flex_scoring": section_flex_scoring, "train_step": section_train_step,
+            "train_paths": lambda ctx: section_train_paths(ctx, _recipe), "judge": section_judge}  # in this order
 BIG_MODEL_SECTIONS = ("agreement", "throughput", "step0")  # the 1B-shaped model is freed after these
 
 
@@ -434,6 +442,7 @@ def summary_lines(report: dict) -> list[str]:
         lines.append(f"train step ({s['layers']} layers, {s['pairs_per_step']} pairs): "
                      f"cold {s['step_seconds_cold']:.2f}s "
                      f"warm {s['step_seconds_warm']:.3f}s loss {s['loss']} grad_norm {s['grad_norm']}")
+    lines += flex_summary_lines(sections)
     lines.append(f"all checks passed: {report['all_checks_passed']}")
     return lines
 

@@ -17,7 +17,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
 BLOCKED = ("datasets", "peft", "trl", "gguf")
-MAY_BE_NULL = {"peak_memory_gib", "cuda", "verdict_reason"}  # CPU run: no CUDA; a scored verdict has no reason
+MAY_BE_NULL = {"peak_memory_gib", "cuda", "verdict_reason", "goal_mfu"}  # CPU run: no CUDA; a scored verdict has
+# no reason; the tiny shape has no MFU goal
 
 # Runs the script as the GPU box would: not pip-installed (the editable finder removed, cwd elsewhere) and
 # with datasets/peft/trl/gguf failing to import; prints the blocked imports the run attempted.
@@ -76,7 +77,8 @@ def test_tiny_cpu_run_passes_every_section_from_a_source_tree(tiny_run):
     done, report = tiny_run
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert report["environment"]["dpo_eval_imported_from"] == "source tree"
-    assert list(report["sections"]) == ["agreement", "throughput", "step0", "train_step", "judge"]
+    assert list(report["sections"]) == ["agreement", "throughput", "step0", "flex_scoring", "train_step",
+                                        "train_paths", "judge"]
     for name, section in report["sections"].items():
         assert section["status"] == "ok", (name, section.get("error"))
         assert section["checks"] and all(section["checks"].values()), (name, section["checks"])
@@ -127,6 +129,25 @@ def test_tiny_run_figures_follow_their_formulas(tiny_run):
     for mode in ("no_grad", "with_grad"):
         assert sections["step0"][mode]["max_abs_loss_minus_log2"] <= 1e-6
     assert abs(sections["train_step"]["loss"][0] - math.log(2)) < 1e-4  # policy = reference at step 0
+
+
+def test_tiny_run_flex_sections(tiny_run):
+    """The flex path ran on the CPU (asked for), equals the dense path per token in float32, and every
+    profile lists its top ops by share; the CPU cannot run flex backward, which the report says."""
+    _, report = tiny_run
+    tiny = report["sections"]["flex_scoring"]["shapes"]["tiny"]
+    assert tiny["flex_used"] and tiny["dense_used_dense"]
+    assert tiny["flex_vs_dense"]["max_abs_seq"] <= 1e-5
+    for method in ("flex", "dense", "anchor"):
+        assert tiny[method]["mfu"] == pytest.approx(tiny[method]["model_flops"] / tiny[method]["seconds"] / 1e12)
+    assert tiny["speedup_flex_over_dense"] == pytest.approx(tiny["dense"]["seconds"] / tiny["flex"]["seconds"])
+    for profile in tiny["profile"].values():
+        shares = [k["share"] for k in profile["top"]]
+        assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1 + 1e-9
+        assert profile["total_ms"] == pytest.approx(profile["top"][0]["self_ms"] / shares[0])
+    train = report["sections"]["train_paths"]
+    assert "no backward on the CPU" in train["flex"]["skipped"]
+    assert train["dense"]["step_seconds_warm"] > 0 and train["dense"]["profile"]["top"]
 
 
 # ------------------------------------------------------------------------------------------ units
@@ -239,3 +260,20 @@ def test_a_failing_section_is_recorded_and_the_others_still_run(gc_mod, tmp_path
 def test_unknown_section_is_refused(gc_mod, tmp_path):
     with pytest.raises(SystemExit, match="unknown sections"):
         gc_mod.main(["--device", "cpu", "--out", str(tmp_path / "r.json"), "--sections", "agreement,typo"])
+
+
+def test_build_bf16_is_bfloat16_with_float32_rope(gc_mod):
+    flex_mod = sys.modules["gpu_check_flex"]
+    model = flex_mod.build_bf16(gc_mod.TINY, torch.device("cpu"))
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert model.model.rotary_emb.inv_freq.dtype == torch.float32
+    assert torch.get_default_dtype() == torch.float32  # restored
+
+
+def test_8b_shape_has_llama_3_1_8b_size(gc_mod, parts):
+    """8.03B parameters: the published Llama-3.1-8B count, from the shape alone (meta device, no memory)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    with torch.device("meta"):
+        model = LlamaForCausalLM(LlamaConfig(**sys.modules["gpu_check_flex"].LLAMA_8B))
+    assert sum(p.numel() for p in model.parameters()) == 8_030_261_248

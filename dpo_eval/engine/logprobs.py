@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from dpo_eval.engine.packing import PackedBatch, attention_mask_4d
+from dpo_eval.engine.flex import packed_last_hidden
+from dpo_eval.engine.packing import PAD, PROMPT, PackedBatch, attention_mask_4d
 
 PROJECTION_ELEMENTS = 1 << 24  # logits per chunk: 16M floats = 64 MiB in float32
 
@@ -74,12 +75,15 @@ def output_head(model: torch.nn.Module) -> tuple[torch.nn.Module, object]:
 
 
 def response_hidden(model: torch.nn.Module, batch: PackedBatch) -> torch.Tensor:
-    """Last-layer hidden states (N, H) predicting each response token, in batch.source_index order."""
+    """Last-layer hidden states (N, H) predicting each response token, in batch.source_index order.
+
+    Attention: a FlexAttention BlockMask where the model and device take it, else the 4D mask
+    (``dpo_eval.engine.flex.use_flex``)."""
     decoder, _ = _decoder_and_head(model)
-    mask = attention_mask_4d(batch.segments, batch.pair_slots, _mask_dtype(model, batch.input_ids.device))
-    out = decoder(input_ids=batch.input_ids, attention_mask=mask, position_ids=batch.position_ids,
-                  use_cache=False)
-    hidden = out.last_hidden_state.reshape(-1, out.last_hidden_state.shape[-1])
+    hidden = packed_last_hidden(
+        model, decoder, batch.input_ids, batch.position_ids, batch.segments, batch.pair_slots, prompt=PROMPT,
+        pad=PAD, dense_mask=lambda: attention_mask_4d(batch.segments, batch.pair_slots,
+                                                      _mask_dtype(model, batch.input_ids.device)))
     return hidden.index_select(0, batch.source_index)
 
 

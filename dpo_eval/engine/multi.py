@@ -41,6 +41,7 @@ from tqdm import tqdm
 from dpo_eval.engine.batching import plan_batches, shard_batches
 from dpo_eval.engine.cache import LogpCache, numerics_tag
 from dpo_eval.engine.distributed import DistContext, all_gather_dicts, barrier
+from dpo_eval.engine.flex import packed_last_hidden
 from dpo_eval.engine.logprobs import _decoder_and_head, _mask_dtype, output_head, token_logps
 from dpo_eval.engine.prefix import group_batch_stats, plan_prompt_batches, supports_prefix_cache
 from dpo_eval.tokenization import TokenizedPair
@@ -157,13 +158,17 @@ def group_attention_mask(segments: torch.Tensor, group_slots: torch.Tensor, dtyp
 def sequence_stats(model: torch.nn.Module, batch: GroupBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(sums, sums of squares, token counts), each (n_sequences,), of per-token response log-probs.
 
-    The vocabulary projection runs on response positions only, in chunks (``token_logps``).
+    The vocabulary projection runs on response positions only, in chunks (``token_logps``); attention
+    runs on a FlexAttention BlockMask where the model and device take it (``dpo_eval.engine.flex``).
     """
     decoder, _ = _decoder_and_head(model)
     head, transform = output_head(model)
-    mask = group_attention_mask(batch.segments, batch.group_slots, _mask_dtype(model, batch.input_ids.device))
-    out = decoder(input_ids=batch.input_ids, attention_mask=mask, position_ids=batch.position_ids, use_cache=False)
-    hidden = out.last_hidden_state.reshape(-1, out.last_hidden_state.shape[-1]).index_select(0, batch.source_index)
+    hidden = packed_last_hidden(
+        model, decoder, batch.input_ids, batch.position_ids, batch.segments, batch.group_slots,
+        prompt=PROMPT_SEGMENT, pad=PAD_SEGMENT,
+        dense_mask=lambda: group_attention_mask(batch.segments, batch.group_slots,
+                                                _mask_dtype(model, batch.input_ids.device)),
+    ).index_select(0, batch.source_index)
     per_token = token_logps(hidden, batch.target_ids, head, transform, head.weight.shape[0])
     zeros = torch.zeros(batch.n_sequences, dtype=torch.float32, device=per_token.device)
     sums = zeros.index_add(0, batch.owner, per_token)

@@ -2,7 +2,8 @@
 
 The prompt is processed once for both responses. A 4D attention mask keeps the rejected
 response from seeing the chosen one, and position ids restart the rejected response right
-after the prompt, so each response sees exactly the context it would see alone.
+after the prompt, so each response sees exactly the context it would see alone. On CUDA the same
+mask runs as a FlexAttention BlockMask instead of a (B, 1, L, L) tensor (``dpo_eval.engine.flex``).
 
 Pairs in the same row never see each other (block-diagonal mask). Layout of one pair starting
 at offset 0, and what each response token is predicted from (P, C, R = lengths)::

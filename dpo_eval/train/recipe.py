@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dpo_eval.engine.batching import plan_batches
 from dpo_eval.engine.distributed import DistContext, device_for_rank, init_distributed, shutdown
+from dpo_eval.engine.flex import micro_batch_rows, use_flex
 from dpo_eval.engine.logprobs import packed_logps
 from dpo_eval.engine.packing import pack_rows
 from dpo_eval.engine.seq_kl import packed_token_kl
@@ -251,9 +251,9 @@ class DPORecipe:
             return ranked_micro_loss(groups, self.forward, self.device, self.data.pad_id, self.data.ref_rows,
                                      nll_coef=self.config.nll_coef, **params)
         pairs = self._micro_pairs(items)
-        rows = plan_batches([p.packed_length for p in pairs], token_budget=sum(p.packed_length for p in pairs))
-        order = [i for batch in rows for row in batch for i in row]
-        packed = pack_rows([[pairs[i] for i in row] for batch in rows for row in batch], self.data.pad_id)
+        rows = micro_batch_rows([p.packed_length for p in pairs], use_flex(causal_lm(self.module), self.device))
+        order = [i for row in rows for i in row]
+        packed = pack_rows([[pairs[i] for i in row] for row in rows], self.data.pad_id)
         inverse = torch.empty(len(order), dtype=torch.long)
         inverse[torch.tensor(order)] = torch.arange(len(order))
         sums, counts, *live = (t[inverse.to(t.device)] for t in self.forward(packed.to(self.device)))
