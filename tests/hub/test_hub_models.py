@@ -4,6 +4,7 @@ offline, revision pinning, and the one-line errors."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from fake_hub import FakeHub
-from hub_repos import go_offline, go_online, model_files, tiny_model
+from hub_repos import adapter_files, go_offline, go_online, model_files, tiny_model
 
 from dpo_eval import fingerprint as fingerprint_lib
 from dpo_eval.errors import UserError
@@ -27,8 +28,6 @@ IDS = torch.tensor([[1, 5, 9, 17, 33, 2]])
 
 def expected_fingerprint(files: dict[str, bytes], repo: str, commit: str) -> str:
     """The fingerprint written out: the repo@commit, and each weight file's name with the Hub's sha256."""
-    import json
-
     weights = hashlib.blake2b(digest_size=16)
     for name in sorted(n for n in files if n.endswith(".safetensors")):
         weights.update(f"{name}\0sha256:{hashlib.sha256(files[name]).hexdigest()}\n".encode())
@@ -141,3 +140,34 @@ def test_the_cli_exits_2_with_one_line_before_loading(hub: FakeHub, tmp_path: Pa
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Hub model org/missing not found" in lines[0]
+
+
+def test_a_hub_adapter_on_a_hub_base_pinned_by_its_revision(hub: FakeHub, tmp_path: Path) -> None:
+    pytest.importorskip("peft")
+    base_v1 = hub.add_commit("org/base", model_files(tmp_path, seed=0), ref="v1")
+    hub.add_commit("org/base", model_files(tmp_path, seed=1))  # main moves on: the adapter must not follow
+    files = adapter_files(tmp_path, "org/base", base_seed=0)
+    config = json.loads(files["adapter_config.json"])
+    files["adapter_config.json"] = json.dumps({**config, "revision": "v1"}).encode()
+    hub.add_commit("org/lora", files)
+    identity = identify_model("org/lora", cache_dir=tmp_path / "cache")
+    assert identity.kind == "peft"
+    base = identify_model(f"org/base@{base_v1}", cache_dir=tmp_path / "cache")
+    from dpo_eval.models.identify import _adapter_settings_digest
+    from dpo_eval.models.locate import locate
+
+    adapter = locate("org/lora", tmp_path / "cache")
+    weights = hashlib.blake2b(digest_size=16)
+    weights.update(f"adapter_model.safetensors\0sha256:{hashlib.sha256(files['adapter_model.safetensors']).hexdigest()}\n"
+                   .encode())
+    assert adapter.base is not None and adapter.base.hub is not None and adapter.base.hub.commit == base_v1
+    assert identity.fingerprint == combine_fingerprints(
+        adapter=weights.hexdigest(), adapter_settings=_adapter_settings_digest(adapter.resolved),
+        base=base.fingerprint, hub=f"org/lora@{adapter.hub.commit}")
+    loaded = load_model("org/lora", device=CPU, dtype=torch.float32, cache_dir=tmp_path / "cache")
+    from peft import PeftModel
+
+    expected = PeftModel.from_pretrained(tiny_model(0), str(Path(identity.resolved))).merge_and_unload()
+    with torch.no_grad():
+        assert torch.allclose(loaded.model(IDS).logits, expected(IDS).logits, atol=1e-6)
+        assert not torch.allclose(loaded.model(IDS).logits, tiny_model(0)(IDS).logits, atol=1e-4)
