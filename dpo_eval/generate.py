@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from dpo_eval.data.formats import read_records
-from dpo_eval.data.prompts import prompt_field
+from dpo_eval.data.prompts import prompt_field, prompt_id_field
 from dpo_eval.engine.batching import default_token_budget
 from dpo_eval.engine.cache import LogpCache, numerics_tag, resolve_cache_dir
 from dpo_eval.engine.runner import score_with_cache
@@ -96,12 +96,13 @@ class Prompt:
 
 
 def read_prompts(path: str, limit: int | None = None) -> list[Prompt]:
-    """Rows with `prompt` (string or messages) or `instruction`, and `prompt_id` or `id` (default: row number)."""
+    """Rows with `prompt` (string or messages), `instruction` or Arena-Hard `turns`, and an id (`prompt_id`, `id`,
+    `question_id` or `uid`; default: row number). ``path`` may be a Hub dataset (its "test" or only split)."""
     prompts: list[Prompt] = []
     seen: dict[str, int] = {}
     for index, row in enumerate(read_records(path)):
         text = prompt_field(row, f"{path}: row {index + 1}")
-        prompt_id = str(row.get("prompt_id", row.get("id", index)))
+        prompt_id = prompt_id_field(row, index)
         if prompt_id in seen:
             raise UserError(f"{path}: row {index + 1}: prompt_id {prompt_id!r} repeats row {seen[prompt_id]}; "
                             "give every prompt its own prompt_id")
