@@ -227,9 +227,11 @@ def check_reference_identity(reference: Reference, identity: ModelIdentity) -> s
 
 
 def _existing(flag: str, value: str) -> str:
-    """A data path given by a flag; a missing one is a UserError."""
-    if not Path(value).expanduser().exists():
-        raise UserError(f"{flag} {value} does not exist: pass a .jsonl/.json/.parquet/.csv file or a saved dataset folder")
+    """A data path given by a flag, or a Hub dataset id (read by ``dpo_eval.report.plan``); a missing path is a
+    UserError."""
+    if not Path(value).expanduser().exists() and not is_hub_id(value):
+        raise UserError(f"{flag} {value} does not exist: pass a .jsonl/.json/.parquet/.csv file, a saved dataset "
+                        "folder or a Hub dataset (org/name[@revision])")
     return value
 
 

@@ -62,3 +62,36 @@ def test_report_on_a_lora_run_whose_base_is_only_on_the_hub(hub: FakeHub, tmp_pa
     go_offline(monkeypatch)
     again = report([str(run), "--data", pairs, "--out", str(tmp_path / "report2"), "--cache-dir", str(cache)])
     assert again.exit_code == 0, again.output
+
+
+def test_report_with_a_hub_dataset_as_data(hub: FakeHub, tmp_path: Path) -> None:
+    """--data org/pairs --split test: the split is written once into the store (keyed by repo@commit:split) and
+    the report runs on it; in a fresh process, as datasets reads HF_ENDPOINT / HF_HOME when imported."""
+    import io
+    import os
+    import subprocess
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pytest.importorskip("peft")
+    base = Path(save_tiny_model(tmp_path / "base_build", seed=0))
+    hub.add_commit("org/base", folder_files(base))
+    lora_checkpoint(tmp_path / "run" / "checkpoint-1", base, seed=1)
+    rows = [json.loads(line) for line in Path(write_text_pairs(tmp_path / "p.jsonl", n=6, seed=3)).read_text().splitlines()]
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows), buffer)
+    commit = hub.add_commit("org/pairs", {"data/test-0.parquet": buffer.getvalue(),
+                                          "data/train-0.parquet": buffer.getvalue()}, kind="datasets")
+    out = tmp_path / "report"
+    env = {**os.environ, "HF_HUB_OFFLINE": "0",
+           "PYTHONPATH": os.pathsep.join([str(JUDGE_DIR), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-m", "dpo_eval.cli", "report", str(tmp_path / "run"), "--data", "org/pairs",
+                           "--split", "test", "--judge", RULE_JUDGE, "--out", str(out),
+                           "--cache-dir", str(tmp_path / "cache"), *FAST],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    stored = list((out / "store" / "hub_pairs").glob("*/rows.jsonl"))
+    assert len(stored) == 1 and [json.loads(line) for line in stored[0].read_text().splitlines()] == rows
+    results = json.loads((out / "results.json").read_text())
+    assert f"org/pairs@{commit}:test" in json.dumps(results["provenance"]["data"])
