@@ -55,6 +55,8 @@ class GenerateConfig:
     stop: tuple[str, ...] = ()
     seed: int = 0
     template: str = "auto"  # auto | chat | plain
+    split: str | None = None  # of a Hub dataset (or saved DatasetDict) given as prompts
+    subset: str | None = None  # a Hub dataset's config
     batch_size: int = 8
     limit: int | None = None
     device: str = "auto"
@@ -95,12 +97,13 @@ class Prompt:
     text: str | list  # a string, or chat messages
 
 
-def read_prompts(path: str, limit: int | None = None) -> list[Prompt]:
+def read_prompts(path: str, limit: int | None = None, split: str | None = None,
+                 subset: str | None = None) -> list[Prompt]:
     """Rows with `prompt` (string or messages), `instruction` or Arena-Hard `turns`, and an id (`prompt_id`, `id`,
     `question_id` or `uid`; default: row number). ``path`` may be a Hub dataset (its "test" or only split)."""
     prompts: list[Prompt] = []
     seen: dict[str, int] = {}
-    for index, row in enumerate(read_records(path)):
+    for index, row in enumerate(read_records(path, split, subset)):
         text = prompt_field(row, f"{path}: row {index + 1}")
         prompt_id = prompt_id_field(row, index)
         if prompt_id in seen:
@@ -312,7 +315,7 @@ def generate(config: GenerateConfig) -> list[dict]:
     """Sample, then score every sample under the policy and the reference; write OUT/samples.jsonl."""
     config.validate()
     cache_root = resolve_cache_dir(config.cache_dir)
-    prompts = read_prompts(config.prompts, config.limit)
+    prompts = read_prompts(config.prompts, config.limit, config.split, config.subset)
     tokenizer = load_tokenizer(config.model, cache_dir=cache_root, **config.model_flags)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -135,3 +135,33 @@ def test_score_with_hub_models_and_a_hub_dataset_matches_the_local_copies(hub: F
     numeric = [c for c in local_scores.columns if pd.api.types.is_float_dtype(local_scores[c])]
     assert numeric and len(hub_scores) == 6
     pd.testing.assert_frame_equal(hub_scores[numeric], local_scores[numeric])
+
+
+def test_rewardbench_and_generate_take_hub_names(hub: FakeHub, tmp_path: Path) -> None:
+    """rewardbench --data org/bench --split filtered and generate --prompts org/arena on a Hub model, end to end."""
+    from conftest import save_tiny_model  # tests/conftest.py
+    from hub_repos import folder_files
+
+    model = save_tiny_model(tmp_path / "sft", seed=0)
+    hub.add_commit("org/sft", folder_files(Path(model)))
+    bench = [{"prompt": "hello there ", "chosen": "good yes", "rejected": "bad no", "subset": s, "id": i}
+             for i, s in enumerate(["chat", "chat", "safety"])]
+    bench_commit = hub.add_commit("org/bench", {"data/filtered-00000-of-00001.parquet": parquet(bench),
+                                                "data/raw-00000-of-00001.parquet": parquet(bench[:1])}, kind="datasets")
+    arena = [{"question_id": f"q{i}", "category": "arena", "turns": [{"content": f"hello {i}"}]} for i in range(2)]
+    hub.add_commit("org/arena", {"question.jsonl": b"".join(json.dumps(r).encode() + b"\n" for r in arena)},
+                   kind="datasets")
+
+    def cli(*args: str) -> None:
+        done = subprocess.run([sys.executable, "-m", "dpo_eval.cli", *args, "--cache-dir", str(tmp_path / "cache")],
+                              capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "0"}, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    cli("rewardbench", "--policy", "org/sft", "--ref", "none", "--data", "org/bench", "--split", "filtered",
+        "--out", str(tmp_path / "rb"), "--no-progress")
+    summary = json.loads((tmp_path / "rb" / "rewardbench.json").read_text())
+    assert f"org/bench@{bench_commit}:filtered" in json.dumps(summary) and summary["data"]["n_pairs"] == 3
+    cli("generate", "--model", "org/sft", "--prompts", "org/arena", "--n", "1", "--max-new-tokens", "2",
+        "--out", str(tmp_path / "gen"), "--template", "plain")
+    samples = [json.loads(line) for line in (tmp_path / "gen" / "samples.jsonl").read_text().splitlines()]
+    assert sorted(s["prompt_id"] for s in samples) == ["q0", "q1"]
