@@ -111,6 +111,8 @@ def test_a_gated_repo_needs_a_token(hub: FakeHub, tmp_path: Path, monkeypatch: p
     monkeypatch.setenv("HF_TOKEN", "hf_test_token")
     go_online(monkeypatch)
     assert identify_model("org/gated", cache_dir=tmp_path / "cache").kind == "pretrained"
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and b"hf_test_token" in p.read_bytes()]
+    assert written == []  # the token is sent, never stored
 
 
 @pytest.mark.parametrize(("model", "message"), [
