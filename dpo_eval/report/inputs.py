@@ -247,7 +247,9 @@ def resolve_pairs(runs: Sequence[Run], data: str | None) -> tuple[DataSource, li
         if recorded is None:
             continue
         path = _manifest_path(run, recorded)
-        if path is None:
+        if path is None and isinstance(recorded, str) and is_hub_id(recorded):
+            found.setdefault(recorded, []).append(run.name)  # a Hub dataset, read by dpo_eval.report.plan
+        elif path is None:
             problems.append(f"run {run.name}'s dpo_eval.json names eval data {recorded!r}, which does not exist here")
         else:
             found.setdefault(str(path.resolve()), []).append(run.name)

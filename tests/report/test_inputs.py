@@ -182,6 +182,9 @@ def test_pairs_from_the_flag_or_the_manifests(tmp_path):
     assert warnings == [f"held-out pairs {eval_a.resolve()} (from a's dpo_eval.json) are used for run(s) none too"]
     with pytest.raises(UserError, match=r"evaluated on different held-out pairs .*: pass --data to choose one"):
         resolve_pairs([a, b], None)
+    hub = run_with_eval(tmp_path, "hub", "org/prefs@v1")  # trained with a Hub dataset as eval_data
+    assert resolve_pairs([hub], None) == (DataSource("org/prefs@v1", "manifest"), [])
+    assert resolve_pairs([a], "org/prefs") == (DataSource("org/prefs", "--data"), [])
 
 
 def test_missing_pairs_are_one_line_errors(tmp_path):
