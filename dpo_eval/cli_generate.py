@@ -17,8 +17,11 @@ Examples:
 
 
 @click.command("generate", epilog=GENERATE_EXAMPLES)
-@click.option("--model", required=True, help="Policy model (any form `score` accepts).")
-@click.option("--prompts", required=True, help="Rows with prompt (string or messages) or instruction, + prompt_id.")
+@click.option("--model", required=True, help="Policy model (any form `score` accepts, a Hub id included).")
+@click.option("--prompts", required=True, help="Rows with prompt (string or messages), instruction or Arena-Hard "
+              "turns, + prompt_id; a file or a Hub dataset (org/name[@revision]).")
+@click.option("--split", default=None, help="Split of a Hub dataset --prompts [default: test, or the only one].")
+@click.option("--subset", default=None, help="Config (subset) of a Hub dataset --prompts.")
 @click.option("--out", required=True, help="Output dir: samples.jsonl, generate_summary.json.")
 @click.option("--n", default=4, show_default=True, type=int, help="Samples per prompt.")
 @click.option("--ref", default=None, help="Reference model: each sample's log-prob under it is stored too.")

@@ -51,8 +51,10 @@ def _option(flag: str, help_text: str, **kwargs):
 @click.command("report", epilog=REPORT_EXAMPLES)
 @click.argument("run_dirs", nargs=-1, required=True)
 @_option("--ref", "Reference model [default: each run's dpo_eval.json, else its adapters' base model].")
-@_option("--data", "Held-out pairs [default: the runs' dpo_eval.json eval data].")
+@_option("--data", "Held-out pairs, a file or a Hub dataset [default: the runs' dpo_eval.json eval data].")
 @_option("--prompts", "Prompts to sample [default: the held-out pairs' prompts].")
+@_option("--split", "Split of a Hub dataset --data (org/name[@revision]) [default: test, or the only one].")
+@_option("--subset", "Config (subset) of a Hub dataset --data.")
 @_option("--judge", "openai:MODEL, local:PATH, gold:ANSWERS or rule:module:function [default: no judge].")
 @_option("--steps", "Checkpoints to evaluate, e.g. 100,200,final [default: all].")
 @_option("--stages", f"Stages to run, comma-separated, of {','.join(STAGES)} (what they need is added: kl, "

@@ -19,9 +19,13 @@ Examples:
 
 
 @click.command("rewardbench", epilog=EXAMPLES)
-@click.option("--policy", required=True, help="Policy model (save_pretrained dir, checkpoint, PEFT adapter, .gguf).")
+@click.option("--policy", required=True, help="Policy model (save_pretrained dir, checkpoint, PEFT adapter, "
+              "Hub id org/name[@revision], .gguf).")
 @click.option("--ref", required=True, help="Reference model (same forms), or 'none' for reference-free scores.")
-@click.option("--data", required=True, help="RewardBench-format file: prompt, chosen, rejected, subset (+ id).")
+@click.option("--data", required=True, help="RewardBench-format file or Hub dataset: prompt, chosen, rejected, "
+              "subset (+ id).")
+@click.option("--split", default=None, help="Split of a Hub dataset or saved DatasetDict (allenai/reward-bench: filtered).")
+@click.option("--subset", default=None, help="Config (subset) of a Hub dataset.")
 @click.option("--beta", default=0.1, show_default=True, type=float,
               help="Reward scale (not applied under --compat rewardbench, as RewardBench does not).")
 @click.option("--norm", type=click.Choice(["sum", "avg", "norm"]), default="sum", show_default=True,

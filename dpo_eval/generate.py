@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from dpo_eval.data.formats import read_records
-from dpo_eval.data.prompts import prompt_field
+from dpo_eval.data.prompts import prompt_field, prompt_id_field
 from dpo_eval.engine.batching import default_token_budget
 from dpo_eval.engine.cache import LogpCache, numerics_tag, resolve_cache_dir
 from dpo_eval.engine.runner import score_with_cache
@@ -55,6 +55,8 @@ class GenerateConfig:
     stop: tuple[str, ...] = ()
     seed: int = 0
     template: str = "auto"  # auto | chat | plain
+    split: str | None = None  # of a Hub dataset (or saved DatasetDict) given as prompts
+    subset: str | None = None  # a Hub dataset's config
     batch_size: int = 8
     limit: int | None = None
     device: str = "auto"
@@ -95,13 +97,15 @@ class Prompt:
     text: str | list  # a string, or chat messages
 
 
-def read_prompts(path: str, limit: int | None = None) -> list[Prompt]:
-    """Rows with `prompt` (string or messages) or `instruction`, and `prompt_id` or `id` (default: row number)."""
+def read_prompts(path: str, limit: int | None = None, split: str | None = None,
+                 subset: str | None = None) -> list[Prompt]:
+    """Rows with `prompt` (string or messages), `instruction` or Arena-Hard `turns`, and an id (`prompt_id`, `id`,
+    `question_id` or `uid`; default: row number). ``path`` may be a Hub dataset (its "test" or only split)."""
     prompts: list[Prompt] = []
     seen: dict[str, int] = {}
-    for index, row in enumerate(read_records(path)):
+    for index, row in enumerate(read_records(path, split, subset)):
         text = prompt_field(row, f"{path}: row {index + 1}")
-        prompt_id = str(row.get("prompt_id", row.get("id", index)))
+        prompt_id = prompt_id_field(row, index)
         if prompt_id in seen:
             raise UserError(f"{path}: row {index + 1}: prompt_id {prompt_id!r} repeats row {seen[prompt_id]}; "
                             "give every prompt its own prompt_id")
@@ -311,7 +315,7 @@ def generate(config: GenerateConfig) -> list[dict]:
     """Sample, then score every sample under the policy and the reference; write OUT/samples.jsonl."""
     config.validate()
     cache_root = resolve_cache_dir(config.cache_dir)
-    prompts = read_prompts(config.prompts, config.limit)
+    prompts = read_prompts(config.prompts, config.limit, config.split, config.subset)
     tokenizer = load_tokenizer(config.model, cache_dir=cache_root, **config.model_flags)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)

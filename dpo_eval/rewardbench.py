@@ -63,6 +63,8 @@ class RewardBenchConfig:
     out: str = "rewardbench_out"
     limit: int | None = None
     skip_invalid: bool = False
+    split: str | None = None  # of a Hub dataset (allenai/reward-bench: filtered) or saved DatasetDict
+    subset: str | None = None  # a Hub dataset's config
     tokenization: TokenizerSettings = field(default_factory=TokenizerSettings)
     token_budget: int | None = None
     device: str = "auto"
@@ -200,7 +202,7 @@ def _summary(config, frame, tok, policy_id, ref_id, device, dtype, loaded) -> di
         "compat": config.compat,
         "reward": _reward_definition(config),
         "policy": policy_id.to_dict(),
-        "data": {"path": str(config.data), "format": loaded.format, "n_pairs": len(frame),
+        "data": {"path": str(config.data), "source": loaded.source, "format": loaded.format, "n_pairs": len(frame),
                  "n_skipped_invalid": loaded.n_skipped + tok.n_skipped,
                  "skip_reasons": list(loaded.skip_reasons + tok.skip_reasons)[:20]},
         "tokenization": {**(asdict(config.tokenization) if config.compat == "none" else compat),
@@ -220,7 +222,8 @@ def rewardbench(config: RewardBenchConfig) -> RewardBenchResult:
     flags = {"allow_pickle": config.allow_pickle, "trust_remote_code": config.trust_remote_code}
     policy_id = identify_model(config.policy, cache_dir=cache_root, **flags)
     ref_id = None if config.is_reference_free else identify_model(config.ref, cache_dir=cache_root, **flags)
-    loaded = load_pairs(config.data, data_format="auto", skip_invalid=config.skip_invalid, limit=config.limit)
+    loaded = load_pairs(config.data, data_format="auto", skip_invalid=config.skip_invalid, limit=config.limit,
+                        split=config.split, subset=config.subset)
     tokenizer = load_tokenizer(policy_id.path, *([ref_id.path] if ref_id else []), cache_dir=cache_root)
     if ref_id is not None:
         check_same_vocabulary(tokenizer, load_tokenizer(ref_id.path, policy_id.path, cache_dir=cache_root),

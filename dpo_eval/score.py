@@ -50,6 +50,7 @@ class ScoreConfig:
     out: str = "score_out"
     data_format: str = "auto"
     split: str | None = None
+    subset: str | None = None  # a Hub dataset's config name
     skip_invalid: bool = False
     limit: int | None = None
     tokenization: TokenizerSettings = field(default_factory=TokenizerSettings)
@@ -141,7 +142,7 @@ def _f_divergence_rewards(dpo_rewards: np.ndarray, config: ScoreConfig) -> np.nd
 
 def _tokenize(config: ScoreConfig, policy: ModelIdentity, ref: ModelIdentity | None, cache_root: Path):
     loaded = load_pairs(config.data, data_format=config.data_format, skip_invalid=config.skip_invalid,
-                        limit=config.limit, split=config.split)
+                        limit=config.limit, split=config.split, subset=config.subset)
     flags = {"trust_remote_code": config.trust_remote_code}
     tokenizer = load_tokenizer(policy.path, *([ref.path] if ref else []), cache_dir=cache_root, **flags)
     if ref is not None:
@@ -187,7 +188,7 @@ def _summary(config, frame, loaded, tokenized, policy_id, ref_id, device, dtype,
         "reference_free": ref_id is None,
         "policy": policy_id.to_dict(),
         "reference": ref_id.to_dict() if ref_id else None,
-        "data": {"path": str(config.data), "format": loaded.format, "n_pairs": len(frame),
+        "data": {"path": str(config.data), "source": loaded.source, "format": loaded.format, "n_pairs": len(frame),
                  "n_skipped_invalid": loaded.n_skipped + tokenized.n_skipped,
                  "skip_reasons": list(loaded.skip_reasons + tokenized.skip_reasons)[:20]},
         "tokenization": {**asdict(config.tokenization), "mode": tokenized.mode,

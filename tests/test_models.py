@@ -266,8 +266,9 @@ def test_peft_fingerprint_tracks_settings_not_base_spelling(tmp_path: Path) -> N
 
 def test_peft_missing_base_is_a_user_error(tmp_path: Path) -> None:
     pytest.importorskip("peft")
-    adapter, _ = make_adapter(tmp_path, "org/not-downloaded")
-    with pytest.raises(UserError, match="base_model_name_or_path"):
+    adapter, _ = make_adapter(tmp_path, "org/not-downloaded")  # a Hub id, offline and not in the cache
+    with pytest.raises(UserError, match=r"names base model 'org/not-downloaded' \(base_model_name_or_path\): "
+                                        r"Hub model org/not-downloaded is not in the local cache"):
         identify_model(str(adapter), cache_dir=tmp_path / "cache")
 
 

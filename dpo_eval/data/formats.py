@@ -1,7 +1,8 @@
 """Read raw rows from the file formats dpo-eval accepts.
 
 Every reader returns a list of dicts (one per row) and turns user-fixable problems (missing file,
-unknown extension, malformed JSON, unknown split) into a one-line `UserError`.
+unknown extension, malformed JSON, unknown split) into a one-line `UserError`. A path that names no local
+file or folder and is shaped like ``org/name[@revision]`` is a Hub dataset (``dpo_eval.data.hub_data``).
 """
 
 from __future__ import annotations
@@ -17,32 +18,46 @@ from dpo_eval.errors import UserError
 
 SUPPORTED_FORMATS = (
     ".jsonl, .json (a list of rows), .jsonl.gz, .json.gz, .parquet, .csv, "
-    "or a directory written by datasets' save_to_disk"
+    "a directory written by datasets' save_to_disk"
 )
 _CSV_FIELD_LIMIT = 2**31 - 1
 
 
-def read_records(path: str | Path, split: str | None = None) -> list[dict[str, Any]]:
-    """Return the raw rows of a data file or a `datasets` directory saved with `save_to_disk`.
+def read_records(path: str | Path, split: str | None = None, subset: str | None = None) -> list[dict[str, Any]]:
+    """Return the raw rows of a data file, a `datasets` directory saved with `save_to_disk`, or a Hub dataset.
 
-    `split` picks one split of a saved `DatasetDict`; without it "test" is used, or the only
-    split. Giving `split` for a source that has no splits is an error, not silently ignored.
+    `split` picks one split of a saved `DatasetDict` or Hub dataset; without it "test" is used, or the
+    only split. Giving `split` for a source that has no splits is an error, not silently ignored.
+    `subset`: a Hub dataset's config name (``dpo_eval.data.hub_data``).
     """
+    return read_source(path, split, subset)[0]
+
+
+def read_source(path: str | Path, split: str | None = None, subset: str | None = None
+                ) -> tuple[list[dict[str, Any]], str]:
+    """`read_records`' rows and the source's name: the path as given, or for a Hub dataset
+    ``org/name@<commit>[/subset]:split`` (repo, resolved commit, subset and split)."""
+    from dpo_eval.data.hub_data import is_hub_dataset, read_hub_dataset
+
     source = str(path)
     p = Path(path)
+    if is_hub_dataset(source):
+        return read_hub_dataset(source, split, subset)
+    if subset is not None:
+        raise UserError(f"{source}: --subset {subset!r} was given but only a Hub dataset has subsets; drop --subset")
     if p.is_dir():
-        return _read_saved_dataset(p, source, split)
+        return _read_saved_dataset(p, source, split), source
     if not p.is_file():
         raise UserError(
             f"{source}: no such file or directory; give a path to {SUPPORTED_FORMATS} "
-            "(for a Hub dataset, download it and save it with save_to_disk first)"
+            "or a Hub dataset id (org/name, with --split)"
         )
     if split is not None:
         raise UserError(f"{source}: --split {split!r} was given but a single file has no splits; drop --split")
     reader = _reader_for(p.name.lower())
     if reader is None:
         raise UserError(f"{source}: unsupported file type; use {SUPPORTED_FORMATS}")
-    return reader(p, source)
+    return reader(p, source), source
 
 
 def _reader_for(name: str) -> Callable[[Path, str], list[dict[str, Any]]] | None:
@@ -151,13 +166,13 @@ def _read_saved_dataset(p: Path, source: str, split: str | None) -> list[dict[st
     except (OSError, ValueError) as e:
         raise UserError(f"{source}: cannot load the saved dataset ({e}); save it again with save_to_disk") from e
     if isinstance(loaded, datasets.DatasetDict):
-        return loaded[_pick_split(list(loaded), split, source)].to_list()
+        return loaded[pick_split(list(loaded), split, source)].to_list()
     if split is not None:
         raise UserError(f"{source}: --split {split!r} was given but this saved Dataset has no splits; drop --split")
     return loaded.to_list()
 
 
-def _pick_split(available: list[str], split: str | None, source: str) -> str:
+def pick_split(available: list[str], split: str | None, source: str) -> str:
     """The requested split, else "test", else the only split; a UserError otherwise."""
     if split is not None:
         if split in available:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from dpo_eval.data.formats import read_records
+from dpo_eval.data.formats import read_records, read_source
 from dpo_eval.errors import UserError
 
 __all__ = ["DATA_FORMATS", "LoadedPairs", "Message", "PreferencePair", "load_pairs", "read_records"]
@@ -97,23 +97,40 @@ def load_pairs(
     skip_invalid: bool = False,
     limit: int | None = None,
     split: str | None = None,
+    subset: str | None = None,
 ) -> LoadedPairs:
     """Read preference pairs from `path` (any file `read_records` accepts).
 
     `data_format` forces "text", "chat" or "hh" instead of detecting it from the first valid row.
     With `skip_invalid`, bad rows are skipped and counted instead of raising; a source with no
     valid row is still an error. `limit` keeps the first N valid pairs. `split` picks a split of a
-    saved `DatasetDict`. Every user-fixable problem raises `UserError` naming file, row and field.
+    saved `DatasetDict` or Hub dataset, `subset` a Hub dataset's config (``read_source``); a Hub dataset's
+    `source` is ``org/name@<commit>[/subset]:split``. Every user-fixable problem raises `UserError` naming file,
+    row and field; rows without `chosen` and `rejected` columns, one line naming the columns found and expected.
     """
     if data_format not in DATA_FORMATS:
         raise UserError(f"unknown data format {data_format!r}; use one of: {', '.join(DATA_FORMATS)}")
     if limit is not None and limit < 1:
         raise UserError(f"limit must be a positive number of pairs, got {limit}")
-    source = str(path)
-    rows = read_records(path, split=split)
+    rows, source = read_source(path, split=split, subset=subset)
     if not rows:
         raise UserError(f"{source}: has no rows; give a file with at least one prompt/chosen/rejected row")
+    _check_layout(rows, source)
     return _collect_pairs(rows, source, data_format, skip_invalid, limit)
+
+
+LAYOUTS = ("prompt, chosen, rejected (strings: RewardBench, TRL; or message lists: UltraFeedback-binarized)",
+           "chosen, rejected (HH-RLHF transcripts)")
+
+
+def _check_layout(rows: list[dict[str, Any]], source: str) -> None:
+    """A source whose columns match no pair layout (no row has `chosen` and `rejected`) is one line naming the
+    columns found (the first row's) and the layouts expected."""
+    if any("chosen" in row and "rejected" in row for row in rows):
+        return
+    found = ", ".join(map(str, rows[0])) or "none"
+    raise UserError(f"{source}: columns {found} match no preference-pair layout; expected {' or '.join(LAYOUTS)}: "
+                    "rename the columns, or pass a file in one of these layouts")
 
 
 def _collect_pairs(

@@ -11,7 +11,9 @@ log-prob cache (``dpo_eval.engine.cache``) can key on it:
   (transformers' own default rule). ``dpo_eval.models.load`` passes this choice explicitly to
   ``from_pretrained`` and refuses a model that came back with another one, so the fingerprint never
   names an implementation that was not used, and a fully cached model need never be loaded.
-- for a PEFT adapter: the adapter's weights and settings, and the fingerprint of its base.
+- for a PEFT adapter: the adapter's weights and settings, and the fingerprint of its base;
+- for a model named by Hub id: the repo and the commit it resolved to (``org/name@<commit>``), and the
+  Hub's sha256 of each LFS weight file in place of hashing its bytes (``dpo_eval.models.hub``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 
 from dpo_eval.errors import UserError
 from dpo_eval.fingerprint import combine_fingerprints, fingerprint_files
+from dpo_eval.models.hub import hub_file_digests
 from dpo_eval.models.locate import Located, locate, read_adapter_config, read_json_config, refuse_pickle
 
 ADAPTER_CONFIG_IGNORED = ("base_model_name_or_path", "revision", "peft_version")
@@ -103,18 +106,27 @@ def _adapter_settings_digest(folder: Path) -> str:
     return combine_fingerprints(settings=json.dumps(config, sort_keys=True, default=str))
 
 
+def _weights_fingerprint(located: Located, cache_dir: Path) -> str:
+    """Fingerprint of the weight files; a Hub download's LFS files by the sha256 the Hub gave."""
+    known = hub_file_digests(list(located.weight_files)) if located.hub is not None else None
+    return fingerprint_files(located.weight_files, cache_dir, known)
+
+
 def _fingerprint(located: Located, cache_dir: Path, attention: str) -> str:
     """The fingerprint of a located model (see the module docstring)."""
+    hub = {"hub": located.hub.name} if located.hub is not None else {}
     if located.base is not None:
         return combine_fingerprints(
-            adapter=fingerprint_files(located.weight_files, cache_dir),
+            adapter=_weights_fingerprint(located, cache_dir),
             adapter_settings=_adapter_settings_digest(located.resolved),
             base=_fingerprint(located.base, cache_dir, attention),
+            **hub,
         )
     return combine_fingerprints(
-        weights=fingerprint_files(located.weight_files, cache_dir),
+        weights=_weights_fingerprint(located, cache_dir),
         config=config_digest(_model_config(located)),
         attn_implementation=attention,
+        **hub,
     )
 
 

@@ -1,6 +1,7 @@
-"""Resolve a model path or alias to a local folder, its kind, its weight files and (for PEFT) its base.
+"""Resolve a model path, alias or Hub id to a local folder, its kind, its weight files and (for PEFT) its base.
 
-Nothing is hashed or loaded here, except that a GGUF file is converted once (``dpo_eval.models.gguf``).
+Nothing is hashed or loaded here, except that a GGUF file is converted once (``dpo_eval.models.gguf``)
+and a Hub id (``org/name[@revision]`` naming no local path) is downloaded once (``dpo_eval.models.hub``).
 """
 
 from __future__ import annotations
@@ -8,11 +9,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from dpo_eval.errors import UserError
 from dpo_eval.models.gguf import convert_gguf
+from dpo_eval.models.hub import HubModel, parse_hub_id, resolve_hub_model
 
 GGUF_ALIASES: dict[str, tuple[str, str, str]] = {
     # alias: (python package holding the file, file name, how to install the package)
@@ -31,6 +33,8 @@ class Located:
     weight_files: tuple[Path, ...]
     is_pickled: bool
     base: Located | None = None
+    hub: HubModel | None = None
+    """The Hub repo and commit the folder was downloaded from (a Hub id), else None."""
 
 
 def _find_weights(folder: Path, *, is_adapter: bool) -> tuple[tuple[Path, ...], bool]:
@@ -81,17 +85,26 @@ def _base_path(folder: Path, base: object) -> str:
     config_path = folder / "adapter_config.json"
     if not isinstance(base, str) or not base:
         raise UserError(
-            f"{config_path} names no base model: set base_model_name_or_path to the base model's local folder"
+            f"{config_path} names no base model: set base_model_name_or_path to the base model's local folder or Hub id"
         )
     if base in GGUF_ALIASES or Path(base).exists():
         return base
     relative = folder / base
     if not Path(base).is_absolute() and relative.exists():
         return str(relative)
+    if parse_hub_id(base) is not None:
+        return hub_base_id(base, read_adapter_config(folder).get("revision"))
     raise UserError(
-        f"{config_path} names base model {base!r}, which is neither a local path nor one relative to {folder} "
-        "(nothing is downloaded): set base_model_name_or_path to the base model's local folder"
+        f"{config_path} names base model {base!r}, which is neither a local path, one relative to {folder}, "
+        "nor a Hub id (org/name): set base_model_name_or_path to the base model's local folder or Hub id"
     )
+
+
+def hub_base_id(base: str, revision: object) -> str:
+    """A PEFT base named by Hub id, pinned to the adapter config's ``revision`` when it names one."""
+    if "@" in base or not isinstance(revision, str) or not revision or revision == "main":
+        return base
+    return f"{base}@{revision}"
 
 
 def _locate_adapter(path: str, folder: Path, cache_dir: Path) -> Located:
@@ -102,7 +115,14 @@ def _locate_adapter(path: str, folder: Path, cache_dir: Path) -> Located:
         raise UserError(
             f"adapter folder {path} has no adapter_model.safetensors: save the adapter there with save_pretrained"
         )
-    base = locate(_base_path(folder, config.get("base_model_name_or_path")), cache_dir)
+    base_path = _base_path(folder, config.get("base_model_name_or_path"))
+    try:
+        base = locate(base_path, cache_dir)
+    except UserError as error:
+        if not str(error).startswith("Hub model"):
+            raise
+        raise UserError(f"{folder / 'adapter_config.json'} names base model {base_path!r} "
+                        f"(base_model_name_or_path): {error}") from error
     if base.kind == "peft":
         raise UserError(
             f"the base of adapter {path} is itself an adapter ({base.path}): merge it first, or point at the real base model"
@@ -137,10 +157,12 @@ def locate(path: str, cache_dir: Path) -> Located:
         weights, _ = _find_weights(folder, is_adapter=False)
         return Located(path, folder, "gguf", weights, False)
     folder = Path(path).expanduser()
+    if not folder.exists() and parse_hub_id(path) is not None:
+        return _locate_hub(path, cache_dir)
     if not folder.exists():
         raise UserError(
-            f"model path {path} does not exist (nothing is downloaded): pass a local model folder, "
-            f"a .gguf file or one of the aliases {', '.join(GGUF_ALIASES)}"
+            f"model path {path} does not exist: pass a local model folder, a Hub id (org/name or "
+            f"org/name@revision), a .gguf file or one of the aliases {', '.join(GGUF_ALIASES)}"
         )
     if not folder.is_dir():
         raise UserError(
@@ -150,6 +172,19 @@ def locate(path: str, cache_dir: Path) -> Located:
     if (folder / "adapter_config.json").is_file():
         return _locate_adapter(path, folder, cache_dir)
     return _locate_folder(path, folder)
+
+
+def _locate_hub(path: str, cache_dir: Path) -> Located:
+    """A Hub id: its snapshot folder located like a local one, with the repo and commit attached."""
+    hub = resolve_hub_model(path)
+    is_adapter = (hub.folder / "adapter_config.json").is_file()
+    if not is_adapter and not any(hub.folder.glob("*.safetensors")):
+        raise UserError(
+            f"Hub model {hub.repo} has no .safetensors weights (dpo-eval downloads no pickled .bin weights): "
+            "pick a revision or repo with safetensors, or download it, convert it and pass the local folder"
+        )
+    located = _locate_adapter(path, hub.folder, cache_dir) if is_adapter else _locate_folder(path, hub.folder)
+    return replace(located, hub=hub)
 
 
 def refuse_pickle(located: Located, allow_pickle: bool) -> None:

@@ -69,6 +69,10 @@ class ReportConfig:
     """Held-out preference pairs; default: the runs' dpo_eval.json eval data."""
     prompts: str | None = None
     """Prompts to sample; default: the held-out pairs' prompts, once each."""
+    split: str | None = None
+    """Split of a Hub dataset (or saved DatasetDict) given as --data; default: "test", or the only split."""
+    subset: str | None = None
+    """Config (subset) of a Hub dataset given as --data."""
     judge: str | None = None
     """openai:MODEL, local:PATH, gold:ANSWERS or rule:module:function; None: no judge (no win rates)."""
     steps: str | None = None

@@ -16,7 +16,9 @@ warning line, since its implicit rewards beta * log(pi/pi_ref) then use a model 
 Paths in a manifest are as given at training time, relative to that working directory: they are tried as
 given, then relative to the training working directory worked out from the manifest's ``output_dir``
 (``/x/runs/a`` trained with ``output_dir: runs/a`` ran in ``/x``). A reference that is a bare name with no
-such path (``smollm2``) is passed on as an alias, for ``dpo_eval.models`` to resolve.
+such path (``smollm2``) is passed on as an alias, and a Hub id (``org/name[@revision]``) with no such path as
+a Hub model, for ``dpo_eval.models`` to resolve; a reference that training resolved from the Hub is pinned to
+the commit it used (``org/name@<commit>``, from the snapshot folder it recorded).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dpo_eval.errors import UserError
+from dpo_eval.models.hub import is_hub_id
+from dpo_eval.models.locate import hub_base_id
 from dpo_eval.report.discover import Run, discover_runs, parse_steps, read_json_file, select_steps
 
 if TYPE_CHECKING:
@@ -34,8 +38,9 @@ if TYPE_CHECKING:
     from dpo_eval.generate import Prompt
     from dpo_eval.models import ModelIdentity
 
-REF_WAYS = ("pass --ref PATH (the model the run started from), train with dpo-eval train (its dpo_eval.json "
-            "names the reference), or evaluate PEFT checkpoints whose adapter_config.json names a local base model")
+REF_WAYS = ("pass --ref PATH (the model the run started from, or its Hub id), train with dpo-eval train (its "
+            "dpo_eval.json names the reference), or evaluate PEFT checkpoints whose adapter_config.json names "
+            "a local base model or a Hub id")
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,19 @@ def _is_alias(value: str) -> bool:
     return "/" not in value and "\\" not in value and "." not in value and bool(value)
 
 
+def _hub_reference(recorded: dict) -> str | None:
+    """A manifest reference that training took from the Hub, ``org/name@<commit>`` (pinned to the commit of the
+    snapshot folder it recorded), when that folder is gone or the recorded path is a Hub id with no local path;
+    None otherwise (a recorded local folder that no longer exists is not guessed to be a Hub id)."""
+    path, resolved = recorded.get("path"), recorded.get("resolved")
+    if not isinstance(path, str) or not isinstance(resolved, str) or not is_hub_id(path):
+        return None
+    snapshot = Path(resolved)
+    if snapshot.parent.name != "snapshots":
+        return None
+    return path if "@" in path else f"{path}@{snapshot.name}"
+
+
 def _same_path(a: str, b: str) -> bool:
     """Whether two model paths name the same thing (same resolved folder, or the same alias)."""
     return a == b or (Path(a).exists() and Path(b).exists() and Path(a).resolve() == Path(b).resolve())
@@ -126,6 +144,9 @@ def _manifest_reference(run: Run) -> tuple[Reference | None, str]:
         path, is_gguf = recorded.get("path"), recorded.get("kind") == "gguf"
         if is_gguf and isinstance(path, str) and _is_alias(path):
             return Reference(path, "manifest", fingerprint), ""
+        hub = _hub_reference(recorded)
+        if hub is not None:
+            return Reference(hub, "manifest", fingerprint), ""
         for key in ("path", "resolved") if is_gguf else ("resolved", "path"):  # gguf: resolved is a cache copy
             found = _manifest_path(run, recorded.get(key))
             if found is not None:
@@ -135,12 +156,14 @@ def _manifest_reference(run: Run) -> tuple[Reference | None, str]:
         found = _manifest_path(run, run.manifest["policy_init"])
         if found is not None:
             return Reference(str(found), "manifest policy_init"), ""
+        if isinstance(run.manifest["policy_init"], str) and is_hub_id(run.manifest["policy_init"]):
+            return Reference(run.manifest["policy_init"], "manifest policy_init"), ""
         return None, f"its dpo_eval.json names initial policy {run.manifest['policy_init']!r}, which does not exist here"
     return None, "its dpo_eval.json names no reference"
 
 
 def _adapter_reference(run: Run) -> tuple[Reference | None, str]:
-    """The base model named by the first PEFT checkpoint's adapter_config.json, if it is local."""
+    """The base model named by the first PEFT checkpoint's adapter_config.json: a local path or a Hub id."""
     adapter = next((c for c in run.checkpoints if c.kind == "peft"), None)
     if adapter is None:
         return None, "no PEFT checkpoint"
@@ -152,13 +175,16 @@ def _adapter_reference(run: Run) -> tuple[Reference | None, str]:
     for candidate in (Path(base).expanduser(), adapter.path / base):
         if candidate.exists():
             return Reference(str(candidate), "adapter_config"), ""
-    return None, f"{config_path} names base model {base!r}, which is not a local path"
+    if is_hub_id(base):
+        return Reference(hub_base_id(base, config.get("revision")), "adapter_config"), ""
+    return None, f"{config_path} names base model {base!r}, which is neither a local path nor a Hub id"
 
 
 def _explicit_reference(ref: str) -> Reference:
-    """``--ref`` as given; a path that does not exist is a UserError (bare names pass on as aliases)."""
-    if not Path(ref).expanduser().exists() and not _is_alias(ref):
-        raise UserError(f"--ref {ref} does not exist (nothing is downloaded): pass a local model folder, "
+    """``--ref`` as given; a path that does not exist is a UserError (bare names pass on as aliases, Hub ids
+    as Hub models)."""
+    if not Path(ref).expanduser().exists() and not _is_alias(ref) and not is_hub_id(ref):
+        raise UserError(f"--ref {ref} does not exist: pass a local model folder, a Hub id (org/name[@revision]), "
                         "a .gguf file or a model alias")
     return Reference(ref, "--ref")
 
@@ -201,9 +227,11 @@ def check_reference_identity(reference: Reference, identity: ModelIdentity) -> s
 
 
 def _existing(flag: str, value: str) -> str:
-    """A data path given by a flag; a missing one is a UserError."""
-    if not Path(value).expanduser().exists():
-        raise UserError(f"{flag} {value} does not exist: pass a .jsonl/.json/.parquet/.csv file or a saved dataset folder")
+    """A data path given by a flag, or a Hub dataset id (read by ``dpo_eval.report.plan``); a missing path is a
+    UserError."""
+    if not Path(value).expanduser().exists() and not is_hub_id(value):
+        raise UserError(f"{flag} {value} does not exist: pass a .jsonl/.json/.parquet/.csv file, a saved dataset "
+                        "folder or a Hub dataset (org/name[@revision])")
     return value
 
 
@@ -219,7 +247,9 @@ def resolve_pairs(runs: Sequence[Run], data: str | None) -> tuple[DataSource, li
         if recorded is None:
             continue
         path = _manifest_path(run, recorded)
-        if path is None:
+        if path is None and isinstance(recorded, str) and is_hub_id(recorded):
+            found.setdefault(recorded, []).append(run.name)  # a Hub dataset, read by dpo_eval.report.plan
+        elif path is None:
             problems.append(f"run {run.name}'s dpo_eval.json names eval data {recorded!r}, which does not exist here")
         else:
             found.setdefault(str(path.resolve()), []).append(run.name)

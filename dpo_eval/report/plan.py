@@ -17,7 +17,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from dpo_eval.data.pairs import PreferencePair, load_pairs
@@ -269,6 +269,21 @@ def _prompts(store: RunStore, prompts: DataSource, pairs: list[PreferencePair], 
     return folder / "prompts.jsonl"
 
 
+def _hub_data_file(store: RunStore, source: DataSource, split: str | None, subset: str | None, kind: str) -> DataSource:
+    """A Hub dataset's split written once into the store as jsonl, keyed by ``org/name@<commit>[/subset]:split``
+    (``dpo_eval.data.formats.read_source``), so every later step reads a local file whose sha256 keys what
+    depends on it; a local path is returned as it is."""
+    from dpo_eval.data.formats import read_source
+    from dpo_eval.data.hub_data import is_hub_dataset
+
+    if not is_hub_dataset(source.path):
+        return source
+    rows, name = read_source(source.path, split, subset)
+    artifact = store.artifact(kind, {"hub_source": name})
+    folder = store.ensure(artifact, f"{kind} {name}", lambda work: write_jsonl(work / "rows.jsonl", rows))
+    return DataSource(str(folder / "rows.jsonl"), f"{source.source} {name}")
+
+
 def judge_identity(config: ReportConfig, cache_root: Path) -> dict | None:
     """What the judge's verdicts depend on (part of the judge artifacts' key); None without --judge.
 
@@ -315,6 +330,11 @@ def build_plan(config: ReportConfig, store: RunStore) -> Plan:
     config.validate()
     inputs = resolve_inputs(config.run_dirs, ref=config.ref, data=config.data, prompts=config.prompts,
                             steps=config.steps)
+    pairs_source = _hub_data_file(store, inputs.pairs, config.split, config.subset, "hub_pairs")
+    prompts_source = (pairs_source if inputs.prompts.source == "pairs" else
+                      _hub_data_file(store, inputs.prompts, None, None, "hub_prompts"))
+    inputs = replace(inputs, pairs=pairs_source, prompts=replace(prompts_source, source=inputs.prompts.source)
+                     if inputs.prompts.source == "pairs" else prompts_source)
     cache_root = resolve_cache_dir(config.cache_dir)
     numerics = _numerics(config)
     loaded = load_pairs(inputs.pairs.path)

@@ -513,3 +513,25 @@ def test_real_hh_rlhf_harmless_base_full_split():
     assert 0 < loaded.n_skipped < 20
     assert len(loaded.pairs) + loaded.n_skipped == len(originals)
     _check_hh_transcripts(loaded, {str(i): row for i, row in enumerate(originals)})
+
+
+def test_columns_of_no_pair_layout_are_one_line_naming_found_and_expected(tmp_path):
+    path = tmp_path / "qa.jsonl"
+    path.write_text('{"question": "q", "answer": "a"}\n')
+    with pytest.raises(UserError) as raised:
+        load_pairs(path)
+    assert str(raised.value) == (
+        f"{path}: columns question, answer match no preference-pair layout; expected prompt, chosen, rejected "
+        "(strings: RewardBench, TRL; or message lists: UltraFeedback-binarized) or chosen, rejected (HH-RLHF "
+        "transcripts): rename the columns, or pass a file in one of these layouts")
+
+
+def test_prompt_fields_of_alpacaeval_and_arena_hard():
+    from dpo_eval.data.prompts import prompt_field, prompt_id_field
+
+    assert prompt_field({"instruction": "Name a colour."}, "f: row 1") == "Name a colour."
+    arena = {"question_id": "q9", "turns": [{"content": "Write a poem."}]}
+    assert (prompt_field(arena, "f: row 1"), prompt_id_field(arena, 0)) == ("Write a poem.", "q9")
+    assert prompt_id_field({"uid": "u1", "prompt": "p"}, 3) == "u1" and prompt_id_field({"prompt": "p"}, 3) == "3"
+    with pytest.raises(UserError, match=r"columns found: question_id, turns;"):
+        prompt_field({"question_id": "q", "turns": [{"content": "a"}, {"content": "b"}]}, "f: row 1")

@@ -118,10 +118,28 @@ def test_no_reference_is_one_line_naming_the_three_ways(tmp_path):
     for way in ("--ref PATH", "dpo_eval.json", "adapter_config.json"):
         assert way in message
     write_manifest(tmp_path / "gone", reference=ref_record("gone/sft", "/gone/sft"))
-    fake_adapter(tmp_path / "gone" / "checkpoint-1", base="org/hub-model")
+    fake_adapter(tmp_path / "gone" / "checkpoint-1", base="/gone/base")
     with pytest.raises(UserError, match=r"names reference 'gone/sft', which does not exist here; .*names base model "
-                                        r"'org/hub-model', which is not a local path; no --ref\)"):
+                                        r"'/gone/base', which is neither a local path nor a Hub id; no --ref\)"):
         resolve_reference(discover_run(tmp_path / "gone"), None)
+
+
+def test_hub_ids_are_references(tmp_path):
+    """An adapter base, --ref, or a manifest reference training took from the Hub, named by Hub id (the
+    Hub is only reached when the model is identified, tests/hub/)."""
+    fake_adapter(tmp_path / "lora" / "checkpoint-1", base="org/hub-model")
+    assert resolve_reference(discover_run(tmp_path / "lora"), None) == (
+        Reference("org/hub-model", "adapter_config"), [])
+    config = tmp_path / "pinned" / "checkpoint-1" / "adapter_config.json"
+    fake_adapter(config.parent, base="org/hub-model")
+    config.write_text(json.dumps({"base_model_name_or_path": "org/hub-model", "revision": "v2", "r": 8}))
+    assert resolve_reference(discover_run(tmp_path / "pinned"), None)[0].path == "org/hub-model@v2"
+    assert resolve_reference(discover_run(tmp_path / "lora"), "org/sft@main")[0] == Reference("org/sft@main", "--ref")
+    snapshot = f"/hf/hub/models--org--sft/snapshots/{'c' * 40}"
+    write_manifest(tmp_path / "trained", reference=ref_record("org/sft", snapshot))
+    fake_model(tmp_path / "trained" / "checkpoint-1")
+    assert resolve_reference(discover_run(tmp_path / "trained"), None)[0] == Reference(
+        f"org/sft@{'c' * 40}", "manifest", "f" * 64)
 
 
 def test_explicit_ref_that_does_not_exist_is_refused(tmp_path):
@@ -164,6 +182,9 @@ def test_pairs_from_the_flag_or_the_manifests(tmp_path):
     assert warnings == [f"held-out pairs {eval_a.resolve()} (from a's dpo_eval.json) are used for run(s) none too"]
     with pytest.raises(UserError, match=r"evaluated on different held-out pairs .*: pass --data to choose one"):
         resolve_pairs([a, b], None)
+    hub = run_with_eval(tmp_path, "hub", "org/prefs@v1")  # trained with a Hub dataset as eval_data
+    assert resolve_pairs([hub], None) == (DataSource("org/prefs@v1", "manifest"), [])
+    assert resolve_pairs([a], "org/prefs") == (DataSource("org/prefs", "--data"), [])
 
 
 def test_missing_pairs_are_one_line_errors(tmp_path):
