@@ -1,0 +1,101 @@
+"""Labellers of `dpo-eval loop`: one score per sample (pointwise), or unscored with a reason.
+
+| spec                    | score of (prompt, output)                                                    |
+|-------------------------|------------------------------------------------------------------------------|
+| `gold:ANSWERS`          | 1.0 if the output contains the prompt's gold answer as whole tokens, else 0.0 |
+|                         | (dpo_eval.judge.gold's matcher; a prompt without a gold answer is unscored)   |
+| `rule:module:function`  | `function(prompt, output) -> float` (a finite number; anything else, or an    |
+|                         | exception, is unscored with the reason)                                       |
+
+A labeller's `key` is what its labels depend on (part of the labels phase's content key), so a
+changed answer file or rule gives new labels and never reuses old ones.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+from dpo_eval.data.prompts import prompt_text
+from dpo_eval.errors import UserError
+from dpo_eval.judge.gold import GoldJudge, contains_answer
+from dpo_eval.report.store import path_sha256
+
+LABELLERS = ("gold:ANSWERS", "rule:module:function")
+
+
+@dataclass(frozen=True)
+class Label:
+    """One sample's label: its score (None when unscored), which labeller gave it, and why unscored."""
+
+    score: float | None
+    source: str
+    reason: str = ""
+
+
+class Labeller(Protocol):
+    key: dict
+
+    def label(self, prompt: str | list, output: str) -> Label: ...
+
+
+@dataclass
+class GoldLabeller:
+    """Verifiable tasks: 1.0 when the output contains the gold answer (dpo_eval.judge.gold), else 0.0."""
+
+    path: str
+
+    def __post_init__(self) -> None:
+        self.judge = GoldJudge(self.path)
+        self.key = {"labeller": "gold", **self.judge.config}
+        self.source = f"gold:{self.path}"
+
+    def label(self, prompt: str | list, output: str) -> Label:
+        gold = self.judge.answers.get(prompt_text(prompt))
+        if gold is None:
+            return Label(None, self.source, "no gold answer for this prompt")
+        return Label(float(contains_answer(output, gold)), self.source)
+
+
+@dataclass
+class RuleLabeller:
+    """A Python callable `module:function(prompt, output)` returning a number (higher is better)."""
+
+    spec: str
+
+    def __post_init__(self) -> None:
+        module_name, _, function_name = self.spec.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+            self.function = getattr(module, function_name)
+        except (ImportError, AttributeError, ValueError):
+            raise UserError(f"labeller rule:{self.spec}: cannot import {self.spec!r}; give module:function "
+                            "importable from the Python path (e.g. set PYTHONPATH)") from None
+        source = getattr(module, "__file__", None)
+        self.key = {"labeller": "rule", "function": self.spec,
+                    "module_sha256": path_sha256(source) if source else None}
+        self.source = f"rule:{self.spec}"
+
+    def label(self, prompt: str | list, output: str) -> Label:
+        try:
+            value = self.function(prompt_text(prompt), output)
+        except Exception as err:  # a rule's own bug must not stop the run: record it
+            return Label(None, self.source, f"rule raised {type(err).__name__}: {err}")
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            return Label(float(value), self.source)
+        return Label(None, self.source, f"unparseable: a pointwise rule must return a finite number, got {value!r}")
+
+
+def make_labeller(spec: str) -> Labeller:
+    """The labeller for a `labeller:` setting (see the module docstring)."""
+    kind, _, rest = spec.partition(":")
+    if kind == "gold" and rest:
+        return GoldLabeller(rest)
+    if kind == "rule" and rest:
+        return RuleLabeller(rest)
+    if kind in ("implicit", "rm", "self", "openai", "local"):
+        raise UserError(f"labeller {spec!r}: the {kind} labeller is not implemented yet; "
+                        f"use one of {', '.join(LABELLERS)}")
+    raise UserError(f"labeller {spec!r} is unknown; use one of {', '.join(LABELLERS)}")
