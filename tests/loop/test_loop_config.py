@@ -74,3 +74,18 @@ def test_cli_unknown_key_exits_2_with_one_line(tmp_path):
 def test_config_is_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         LoopConfig(**REQUIRED).rounds = 3
+
+
+def test_the_example_config_loads_and_its_gold_answers_cover_its_prompts():
+    from pathlib import Path
+
+    from dpo_eval.data.prompts import prompt_text
+    from dpo_eval.generate import read_prompts
+    from dpo_eval.loop.labels import GoldLabeller
+
+    root = Path(__file__).resolve().parents[2]
+    config = load_loop_config(root / "data" / "demo" / "loop.yaml")
+    labeller = GoldLabeller(str(root / config.labeller.removeprefix("gold:")))
+    prompts = read_prompts(str(root / config.prompts))
+    assert all(prompt_text(p.text) in labeller.judge.answers for p in prompts)
+    assert config.prompts_per_round <= len(prompts)
