@@ -23,7 +23,7 @@ from dpo_eval.errors import UserError
 from dpo_eval.judge.gold import GoldJudge, contains_answer
 from dpo_eval.report.store import path_sha256
 
-LABELLERS = ("gold:ANSWERS", "rule:module:function")
+LABELLERS = ("gold:ANSWERS", "rule:module:function", "implicit:POLICY[,REF]", "rm:PATH")
 
 
 @dataclass(frozen=True)
@@ -38,11 +38,23 @@ class Label:
 class Labeller(Protocol):
     key: dict
 
-    def label(self, prompt: str | list, output: str) -> Label: ...
+    def label_samples(self, samples: list[dict]) -> list[Label]:
+        """One label per sample row (`prompt`, `output`, as generate writes them), in order."""
+        ...
+
+
+class PointwiseLabeller:
+    """A labeller that scores each (prompt, output) on its own."""
+
+    def label(self, prompt: str | list, output: str) -> Label:
+        raise NotImplementedError
+
+    def label_samples(self, samples: list[dict]) -> list[Label]:
+        return [self.label(s["prompt"], s["output"]) for s in samples]
 
 
 @dataclass
-class GoldLabeller:
+class GoldLabeller(PointwiseLabeller):
     """Verifiable tasks: 1.0 when the output contains the gold answer (dpo_eval.judge.gold), else 0.0."""
 
     path: str
@@ -60,7 +72,7 @@ class GoldLabeller:
 
 
 @dataclass
-class RuleLabeller:
+class RuleLabeller(PointwiseLabeller):
     """A Python callable `module:function(prompt, output)` returning a number (higher is better)."""
 
     spec: str
@@ -88,14 +100,19 @@ class RuleLabeller:
         return Label(None, self.source, f"unparseable: a pointwise rule must return a finite number, got {value!r}")
 
 
-def make_labeller(spec: str) -> Labeller:
-    """The labeller for a `labeller:` setting (see the module docstring)."""
+def make_labeller(spec: str, context=None) -> Labeller:
+    """The labeller for a `labeller:` setting (this module's and dpo_eval.loop.model_labels' tables);
+    context: a model_labels.LabelContext, needed by the model labellers."""
     kind, _, rest = spec.partition(":")
     if kind == "gold" and rest:
         return GoldLabeller(rest)
     if kind == "rule" and rest:
         return RuleLabeller(rest)
-    if kind in ("implicit", "rm", "self", "openai", "local"):
+    if kind in ("implicit", "rm") and rest:
+        from dpo_eval.loop.model_labels import ImplicitLabeller, RewardModelLabeller
+
+        return (ImplicitLabeller if kind == "implicit" else RewardModelLabeller)(rest, context)
+    if kind in ("self", "openai", "local"):
         raise UserError(f"labeller {spec!r}: the {kind} labeller is not implemented yet; "
                         f"use one of {', '.join(LABELLERS)}")
     raise UserError(f"labeller {spec!r} is unknown; use one of {', '.join(LABELLERS)}")

@@ -26,6 +26,7 @@ from dpo_eval.generate import read_prompts
 from dpo_eval.jsonio import write_json
 from dpo_eval.loop.config import LoopConfig
 from dpo_eval.loop.labels import make_labeller
+from dpo_eval.loop.model_labels import LabelContext
 from dpo_eval.loop.phases import ensure_phase, pause_if_requested
 from dpo_eval.loop.round import (
     generate_config,
@@ -70,6 +71,14 @@ def _fingerprint(path: str, config: LoopConfig) -> str:
     return identify_model(path, cache_dir=resolve_cache_dir(config.cache_dir), **flags).fingerprint
 
 
+def label_context(config: LoopConfig) -> LabelContext:
+    """How model labellers load models: the loop's reference and the train settings' device, dtype, flags."""
+    t = config.train
+    return LabelContext(reference=config.ref or config.policy, cache_dir=config.cache_dir,
+                        device=t.get("device", "auto"), dtype=t.get("dtype", "auto"), template=t.get("template", "auto"),
+                        trust_remote_code=t.get("trust_remote_code", False), allow_pickle=t.get("allow_pickle", False))
+
+
 def run_round(config: LoopConfig, round_index: int, policy: str, ref: str, prompts: list, labeller) -> dict:
     """Run (or resume) one round; returns its loop.json entry."""
     out = round_dir(config.output_dir, round_index)
@@ -111,7 +120,7 @@ def run_loop(config: LoopConfig) -> dict:
     prompts = read_prompts(config.prompts)
     if not prompts:
         raise UserError(f"{config.prompts}: has no prompts")
-    labeller = make_labeller(config.labeller)
+    labeller = make_labeller(config.labeller, label_context(config))
     record = _read_loop_file(config)
     Path(config.output_dir).mkdir(parents=True, exist_ok=True)
     write_json(Path(config.output_dir) / LOOP_FILE, record)
