@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from dpo_eval.data.prompts import prompt_text
@@ -23,7 +23,7 @@ from dpo_eval.errors import UserError
 from dpo_eval.judge.gold import GoldJudge, contains_answer
 from dpo_eval.report.store import path_sha256
 
-LABELLERS = ("gold:ANSWERS", "rule:module:function", "implicit:POLICY[,REF]", "rm:PATH")
+LABELLERS = ("gold:ANSWERS", "rule:module:function", "implicit:POLICY[,REF]", "rm:PATH", "self")
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,8 @@ class Label:
     score: float | None
     source: str
     reason: str = ""
+    extra: dict = field(default_factory=dict)
+    """Labeller-specific fields written with the label (the self-judge's judgments)."""
 
 
 class Labeller(Protocol):
@@ -100,9 +102,10 @@ class RuleLabeller(PointwiseLabeller):
         return Label(None, self.source, f"unparseable: a pointwise rule must return a finite number, got {value!r}")
 
 
-def make_labeller(spec: str, context=None) -> Labeller:
+def make_labeller(spec: str, context=None, judge_samples: int = 1, sampling=None) -> Labeller:
     """The labeller for a `labeller:` setting (this module's and dpo_eval.loop.model_labels' tables);
-    context: a model_labels.LabelContext, needed by the model labellers."""
+    context: a model_labels.LabelContext, needed by the model labellers; judge_samples and sampling
+    (the loop's) by `self` (dpo_eval.loop.self_judge)."""
     kind, _, rest = spec.partition(":")
     if kind == "gold" and rest:
         return GoldLabeller(rest)
@@ -112,7 +115,11 @@ def make_labeller(spec: str, context=None) -> Labeller:
         from dpo_eval.loop.model_labels import ImplicitLabeller, RewardModelLabeller
 
         return (ImplicitLabeller if kind == "implicit" else RewardModelLabeller)(rest, context)
-    if kind in ("self", "openai", "local"):
+    if kind == "self" and not rest:
+        from dpo_eval.loop.self_judge import SelfLabeller
+
+        return SelfLabeller(context, judge_samples, sampling)
+    if kind in ("openai", "local"):
         raise UserError(f"labeller {spec!r}: the {kind} labeller is not implemented yet; "
                         f"use one of {', '.join(LABELLERS)}")
     raise UserError(f"labeller {spec!r} is unknown; use one of {', '.join(LABELLERS)}")

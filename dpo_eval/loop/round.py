@@ -69,7 +69,7 @@ def label_round(labeller: Labeller, spec: str, samples: list[dict], work: Path, 
     rows = []
     for sample, label in zip(samples, labeller.label_samples(samples), strict=True):
         rows.append({"prompt_id": sample["prompt_id"], "sample_index": sample["sample_index"],
-                     "score": label.score, "source": label.source, "reason": label.reason})
+                     "score": label.score, "source": label.source, "reason": label.reason, **label.extra})
     if not any(r["score"] is not None for r in rows):
         first = next((r["reason"] for r in rows if r["reason"]), "no reason given")
         raise UserError(f"round {round_index}: labeller {spec} scored none of the {len(rows)} samples "
@@ -115,10 +115,12 @@ def pair_round(config: LoopConfig, samples: list[dict], labels: list[dict], work
 
 
 def pair_counts(samples: list[dict], labels: list[dict], pairs: list[dict], n_ties: int, skipped: int) -> dict:
-    """prompts, samples, unscored samples, ties dropped, prompts skipped (no usable pair), pairs, and
+    """prompts, samples, unscored samples, ties dropped, self-judgments without a score (dropped),
+    prompts skipped (no usable pair), pairs, and
     the mean label of the chosen and of the rejected responses over the pairs."""
     return {"prompts": len({s["prompt_id"] for s in samples}), "samples": len(samples),
             "unscored": sum(label["score"] is None for label in labels), "ties": n_ties,
+            "unparseable_judgments": sum(label.get("n_unparseable", 0) for label in labels),
             "skipped_prompts": skipped, "pairs": len(pairs),
             "mean_chosen_label": float(np.mean([p["chosen_score"] for p in pairs])),
             "mean_rejected_label": float(np.mean([p["rejected_score"] for p in pairs]))}

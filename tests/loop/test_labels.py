@@ -47,8 +47,8 @@ def test_rule_labeller_scores_and_unscored_reasons():
 def test_unknown_and_unimplemented_labellers_are_user_errors():
     with pytest.raises(UserError, match="labeller 'judge:x' is unknown"):
         make_labeller("judge:x")
-    with pytest.raises(UserError, match="the self labeller is not implemented yet"):
-        make_labeller("self")
+    with pytest.raises(UserError, match="the openai labeller is not implemented yet"):
+        make_labeller("openai:gpt")
 
 
 def naive_logp(model, prompt_ids, response_ids) -> float:
@@ -103,3 +103,42 @@ def test_reward_model_labeller_batches_as_scoring_each_alone(tmp_path):
                                   .logits[0, 0]))
     assert [label.score for label in labels] == pytest.approx(expected, abs=1e-5)
     assert labels[0].source == f"rm:{tmp_path / 'rm'}"
+
+
+def test_parse_score_takes_the_last_score_in_range():
+    from dpo_eval.loop.self_judge import parse_score
+
+    assert parse_score("Relevant, complete.\nScore: 4") == 4.0
+    assert parse_score("score:3 ... on reflection Score: **2**") == 2.0
+    assert parse_score("Score: 4.5") == 4.5
+    assert parse_score("Score: 7") is None and parse_score("Score: 10") is None
+    assert parse_score("I give it four points") is None and parse_score("") is None
+
+
+def test_self_label_averages_parseable_judgments_and_counts_the_rest():
+    from dpo_eval.loop.self_judge import self_label
+
+    label = self_label(["Score: 4", "no idea", "Score: 1"], "self")
+    assert (label.score, label.extra["n_unparseable"], label.reason) == (2.5, 1, "")
+    empty = self_label(["nothing", "still nothing"], "self")
+    assert empty.score is None and empty.extra["n_unparseable"] == 2
+    assert empty.reason == "unparseable: no 'Score: N' in any of 2 judgment(s)"
+
+
+def test_self_labeller_judges_with_the_sampling_policy_seeded(tmp_path):
+    from dpo_eval.loop.config import SamplingSettings
+    from dpo_eval.loop.self_judge import RUBRIC_SHA256, SelfLabeller, judge_prompt
+
+    policy = save_tiny_model(tmp_path / "policy", seed=1)
+    context = LabelContext(reference=policy, cache_dir=str(tmp_path / "cache"), device="cpu", dtype="float32")
+    labeller = make_labeller("self", context, judge_samples=2, sampling=SamplingSettings(max_new_tokens=5))
+    assert isinstance(labeller, SelfLabeller) and labeller.key["rubric_sha256"] == RUBRIC_SHA256
+    samples = [{**s, "model": policy, "seed": 11} for s in samples_of("why ", ["good dog", "no"])]
+    labels = labeller.label_samples(samples)
+    assert [len(label.extra["judgments"]) for label in labels] == [2, 2]
+    # the tiny model's vocabulary has no "Score:", so every judgment is dropped and counted
+    assert [(label.score, label.extra["n_unparseable"]) for label in labels] == [(None, 2), (None, 2)]
+    assert labeller.label_samples(samples) == labels  # seeded: the same judgments again
+    reseeded = labeller.label_samples([{**s, "seed": 12} for s in samples])
+    assert [label.extra["judgments"] for label in reseeded] != [label.extra["judgments"] for label in labels]
+    assert "Question: why \n\nResponse: good dog" in judge_prompt("why ", "good dog")

@@ -95,7 +95,8 @@ def test_counts_and_pairs_recomputed_from_the_written_files(straight):
         assert all(p["chosen_source"] == "rule:rules:good_minus_bad" for p in pairs)
         chosen = [max(scores[p]) for p, _, _ in expected_pairs]
         rejected = [min(scores[p]) for p, _, _ in expected_pairs]
-        assert entry["counts"] == {"prompts": 3, "samples": 12, "unscored": 0, "ties": ties, "skipped_prompts": ties,
+        assert entry["counts"] == {"prompts": 3, "samples": 12, "unscored": 0, "ties": ties, "unparseable_judgments": 0,
+                                   "skipped_prompts": ties,
                                    "pairs": len(expected_pairs), "mean_chosen_label": sum(chosen) / len(chosen),
                                    "mean_rejected_label": sum(rejected) / len(rejected)}
     assert json.loads((straight / "round-1" / "pairs" / "counts.json").read_text()) == record["rounds"][0]["counts"]
