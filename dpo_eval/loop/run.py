@@ -7,7 +7,8 @@
 
 OUTPUT_DIR/round-R/ is an ordinary run dir (checkpoint-N/, dpo_eval.json) plus the phase folders
 samples/, labels/, pairs/ (dpo_eval.loop.round); OUTPUT_DIR/loop.json holds the config and, per
-finished round, its policy, reference, final checkpoint and counts.
+finished round, its policy, reference, final checkpoint and counts; OUTPUT_DIR itself reads as one
+run dir for `dpo-eval report` (dpo_eval.loop.view).
 
 Resume: each phase appears only when complete and is keyed by everything that made it
 (dpo_eval.loop.phases); training resumes from the round's newest checkpoint (the trainer's own
@@ -36,6 +37,7 @@ from dpo_eval.loop.round import (
     round_prompts,
     sample_round,
 )
+from dpo_eval.loop.view import write_report_view
 from dpo_eval.models import identify_model
 from dpo_eval.report.store import path_sha256
 from dpo_eval.train import checkpoint as ckpt
@@ -135,10 +137,12 @@ def run_loop(config: LoopConfig) -> dict:
             finished[r] = entry
             record["rounds"] = [finished[k] for k in sorted(finished)]
             write_json(Path(config.output_dir) / LOOP_FILE, record)
+            write_report_view(config.output_dir, record["rounds"])
             pause_if_requested(config.output_dir, r, "round")
         c = entry["counts"]
         print(f"round {r}: {c['pairs']} pairs from {c['prompts']} prompts ({c['ties']} ties, "
               f"{c['skipped_prompts']} prompts skipped, {c['unscored']} unscored); policy {entry['final_checkpoint']}",
               file=sys.stderr)
         policy = entry["final_checkpoint"]
+    write_report_view(config.output_dir, record["rounds"])  # also after a kill between loop.json and the view
     return record

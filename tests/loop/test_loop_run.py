@@ -149,3 +149,32 @@ def test_a_round_with_zero_pairs_is_exit_2_and_counts_the_ties(base, tmp_path):
     assert "round 1: no pair formed (3 tie(s), 3 prompt(s) without a usable pair)" in result.output
     assert (out / "round-1" / "labels" / "key.json").exists()
     assert not (out / "round-1" / "pairs").exists() and not (out / "round-1" / "pairs.partial").exists()
+
+
+def test_output_dir_reads_as_one_run_with_global_steps(straight):
+    from dpo_eval.report.discover import discover_run, read_training_logs
+
+    run = discover_run(straight)
+    assert [c.label for c in run.checkpoints] == ["1", "2", "3", "4"]
+    assert [c.path for c in run.checkpoints] == [
+        (straight / f"round-{r}" / f"checkpoint-{n}").resolve() for r in (1, 2) for n in (1, 2)]
+    assert run.manifest["reference"] == json.loads((straight / "round-1" / ckpt.MANIFEST).read_text())["reference"]
+    assert [r["first_global_step"] for r in run.manifest["loop"]["rounds"]] == [1, 3]
+    logs = read_training_logs(run).log_history
+    per_round = [json.loads((straight / f"round-{r}" / "checkpoint-2" / ckpt.TRAINER_STATE).read_text())["log_history"]
+                 for r in (1, 2)]
+    assert logs == [{**h, "step": h["step"] + 2 * (r - 1), "round": r} for r, hs in zip((1, 2), per_round) for h in hs]
+    assert [h["step"] for h in logs if "loss" in h] == [1, 2, 3, 4]
+
+
+def test_report_reads_the_loop_as_one_run(straight, base, tmp_path):
+    from conftest import write_synthetic_preferences
+
+    heldout = write_synthetic_preferences(tmp_path / "heldout.jsonl", n=6, seed=2)
+    result = CliRunner().invoke(main, ["report", str(straight), "--data", heldout, "--stages", "score",
+                                       "--out", str(tmp_path / "report"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "report" / "results.json").read_text())
+    rows = [(c["step"], c["path"]) for c in results["checkpoints"]]
+    assert rows == [(0, str(Path(base["model"]).resolve()))] + [
+        (2 * (r - 1) + n, str((straight / f"round-{r}" / f"checkpoint-{n}").resolve())) for r in (1, 2) for n in (1, 2)]
