@@ -46,6 +46,21 @@ class RsoSettings:
     ranking: str = "first_round"
 
 
+def _judge_default(name: str) -> Any:
+    from dpo_eval.judge.run import JudgeConfig
+
+    return JudgeConfig.__dataclass_fields__[name].default
+
+
+@dataclass(frozen=True)
+class JudgeSettings:
+    """How the pairwise judge labellers (openai:, local:, a pairwise rule:) run; `dpo-eval judge`'s defaults."""
+
+    template: str = _judge_default("template")
+    base_url: str = _judge_default("base_url")
+    api_key_env: str | None = _judge_default("api_key_env")
+
+
 @dataclass(frozen=True)
 class LoopConfig:
     """Every setting of `dpo-eval loop`. Round 0 starts at `policy`; `ref` defaults to it."""
@@ -63,6 +78,7 @@ class LoopConfig:
     pairs: str = "max_min"
     rso: RsoSettings = field(default_factory=RsoSettings)
     judge_samples: int = 3
+    judge: JudgeSettings = field(default_factory=JudgeSettings)
     online: bool = False
     eval_data: str | None = None
     train: dict = field(default_factory=dict)
@@ -118,7 +134,7 @@ def _nested(cls: type, name: str, value: Any) -> Any:
     unknown = set(value) - set(hints)
     if unknown:
         raise UserError(f"{name}: unknown key(s) {', '.join(sorted(unknown))}; valid: {', '.join(hints)}")
-    types = {"float": float, "int": int, "str": str}
+    types = {"float": float, "int": int, "str": str, "str | None": str | None}
     return cls(**{k: _check_scalar(f"{name}.{k}", v, types[hints[k]]) for k, v in value.items()})
 
 
@@ -144,6 +160,8 @@ def _coerce(name: str, value: Any) -> Any:
         return _nested(SamplingSettings, name, value)
     if name == "rso":
         return _nested(RsoSettings, name, value)
+    if name == "judge":
+        return _nested(JudgeSettings, name, value)
     if name == "train":
         return check_train_settings(value)
     hint = {f.name: f.type for f in dataclasses.fields(LoopConfig)}[name]

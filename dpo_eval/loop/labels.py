@@ -5,7 +5,8 @@
 | `gold:ANSWERS`          | 1.0 if the output contains the prompt's gold answer as whole tokens, else 0.0 |
 |                         | (dpo_eval.judge.gold's matcher; a prompt without a gold answer is unscored)   |
 | `rule:module:function`  | `function(prompt, output) -> float` (a finite number; anything else, or an    |
-|                         | exception, is unscored with the reason)                                       |
+|                         | exception, is unscored with the reason); a three-argument function is a       |
+|                         | pairwise judge rule instead (dpo_eval.loop.pairwise_labels)                   |
 
 A labeller's `key` is what its labels depend on (part of the labels phase's content key), so a
 changed answer file or rule gives new labels and never reuses old ones.
@@ -14,8 +15,10 @@ changed answer file or rule gives new labels and never reuses old ones.
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from dpo_eval.data.prompts import prompt_text
@@ -23,7 +26,8 @@ from dpo_eval.errors import UserError
 from dpo_eval.judge.gold import GoldJudge, contains_answer
 from dpo_eval.report.store import path_sha256
 
-LABELLERS = ("gold:ANSWERS", "rule:module:function", "implicit:POLICY[,REF]", "rm:PATH", "self")
+LABELLERS = ("gold:ANSWERS", "rule:module:function", "implicit:POLICY[,REF]", "rm:PATH", "self", "openai:NAME",
+             "local:PATH")
 
 
 @dataclass(frozen=True)
@@ -40,8 +44,9 @@ class Label:
 class Labeller(Protocol):
     key: dict
 
-    def label_samples(self, samples: list[dict]) -> list[Label]:
-        """One label per sample row (`prompt`, `output`, as generate writes them), in order."""
+    def label_samples(self, samples: list[dict], work: Path | None = None) -> list[Label]:
+        """One label per sample row (`prompt`, `output`, as generate writes them), in order; `work`: the
+        labels phase's work folder, where a labeller may keep a resumable cache."""
         ...
 
 
@@ -51,7 +56,7 @@ class PointwiseLabeller:
     def label(self, prompt: str | list, output: str) -> Label:
         raise NotImplementedError
 
-    def label_samples(self, samples: list[dict]) -> list[Label]:
+    def label_samples(self, samples: list[dict], work: Path | None = None) -> list[Label]:
         return [self.label(s["prompt"], s["output"]) for s in samples]
 
 
@@ -102,13 +107,28 @@ class RuleLabeller(PointwiseLabeller):
         return Label(None, self.source, f"unparseable: a pointwise rule must return a finite number, got {value!r}")
 
 
-def make_labeller(spec: str, context=None, judge_samples: int = 1, sampling=None) -> Labeller:
+def is_pairwise_rule(spec: str) -> bool:
+    """Whether rule:module:function takes three arguments (instruction, output_a, output_b): a judge rule."""
+    function = RuleLabeller(spec).function
+    try:
+        return len(inspect.signature(function).parameters) == 3
+    except (TypeError, ValueError):
+        return False
+
+
+def make_labeller(spec: str, context=None, judge_samples: int = 1, sampling=None, judge=None) -> Labeller:
     """The labeller for a `labeller:` setting (this module's and dpo_eval.loop.model_labels' tables);
     context: a model_labels.LabelContext, needed by the model labellers; judge_samples and sampling
-    (the loop's) by `self` (dpo_eval.loop.self_judge)."""
+    (the loop's) by `self` (dpo_eval.loop.self_judge); judge (JudgeSettings) by the pairwise judges
+    (`openai:`, `local:`, a three-argument `rule:`: dpo_eval.loop.pairwise_labels)."""
     kind, _, rest = spec.partition(":")
     if kind == "gold" and rest:
         return GoldLabeller(rest)
+    if (kind in ("openai", "local") and rest) or (kind == "rule" and rest and is_pairwise_rule(rest)):
+        from dpo_eval.loop.config import JudgeSettings
+        from dpo_eval.loop.pairwise_labels import PairwiseJudgeLabeller
+
+        return PairwiseJudgeLabeller(spec, context, judge or JudgeSettings())
     if kind == "rule" and rest:
         return RuleLabeller(rest)
     if kind in ("implicit", "rm") and rest:
@@ -119,7 +139,4 @@ def make_labeller(spec: str, context=None, judge_samples: int = 1, sampling=None
         from dpo_eval.loop.self_judge import SelfLabeller
 
         return SelfLabeller(context, judge_samples, sampling)
-    if kind in ("openai", "local"):
-        raise UserError(f"labeller {spec!r}: the {kind} labeller is not implemented yet; "
-                        f"use one of {', '.join(LABELLERS)}")
     raise UserError(f"labeller {spec!r} is unknown; use one of {', '.join(LABELLERS)}")

@@ -69,7 +69,7 @@ class ImplicitLabeller:
                     "norm": "sum", "template": context.template}
         self.source = f"implicit:{self.policy},{self.ref}"
 
-    def label_samples(self, samples: list[dict]) -> list[Label]:
+    def label_samples(self, samples: list[dict], work: Path | None = None) -> list[Label]:
         from dpo_eval.models import load_model, load_tokenizer
         from dpo_eval.rerank import Candidate, CandidateSet, rerank
 
@@ -104,7 +104,7 @@ class RewardModelLabeller:
         self.key = {"labeller": "rm", "model": fingerprint, "batch_size": context.batch_size}
         self.source = f"rm:{path}"
 
-    def label_samples(self, samples: list[dict]) -> list[Label]:
+    def label_samples(self, samples: list[dict], work: Path | None = None) -> list[Label]:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         device, dtype = self.context.torch_device_dtype()

@@ -67,7 +67,7 @@ def read_jsonl(path: Path) -> list[dict]:
 def label_round(labeller: Labeller, spec: str, samples: list[dict], work: Path, round_index: int) -> None:
     """Label every sample; a labeller that scores none of them is a UserError (nothing committed)."""
     rows = []
-    for sample, label in zip(samples, labeller.label_samples(samples), strict=True):
+    for sample, label in zip(samples, labeller.label_samples(samples, work), strict=True):
         rows.append({"prompt_id": sample["prompt_id"], "sample_index": sample["sample_index"],
                      "score": label.score, "source": label.source, "reason": label.reason, **label.extra})
     if not any(r["score"] is not None for r in rows):

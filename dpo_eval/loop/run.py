@@ -122,7 +122,8 @@ def run_loop(config: LoopConfig) -> dict:
     prompts = read_prompts(config.prompts)
     if not prompts:
         raise UserError(f"{config.prompts}: has no prompts")
-    labeller = make_labeller(config.labeller, label_context(config), config.judge_samples, config.sampling)
+    labeller = make_labeller(config.labeller, label_context(config), config.judge_samples, config.sampling,
+                             config.judge)
     record = _read_loop_file(config)
     Path(config.output_dir).mkdir(parents=True, exist_ok=True)
     write_json(Path(config.output_dir) / LOOP_FILE, record)

@@ -63,7 +63,7 @@ class SelfLabeller:
         self.key = {"labeller": "self", "rubric_sha256": RUBRIC_SHA256, "judge_samples": judge_samples,
                     "sampling": sampling.__dict__, "template": context.template}
 
-    def label_samples(self, samples: list[dict]) -> list[Label]:
+    def label_samples(self, samples: list[dict], work=None) -> list[Label]:
         from dpo_eval.loop.round import derived_seed
 
         judgments = self.judge(samples, derived_seed(samples[0]["seed"], "self"))  # the round's sampling seed

@@ -18,3 +18,19 @@ def constant(prompt: str, output: str) -> float:
 
 def refuses(prompt: str, output: str) -> str:
     return "no idea"
+
+
+def longer_wins(instruction: str, output_a: str, output_b: str) -> str:
+    """A pairwise judge rule: the longer output wins (equal length: a tie)."""
+    if len(output_a) == len(output_b):
+        return "tie"
+    return "A" if len(output_a) > len(output_b) else "B"
+
+
+def first_shown(instruction: str, output_a: str, output_b: str) -> float:
+    """A position-biased judge: 0.8 for whichever output is shown first."""
+    return 0.8
+
+
+def pairwise_broken(instruction: str, output_a: str, output_b: str) -> str:
+    raise RuntimeError("verifier crashed")

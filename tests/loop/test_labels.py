@@ -44,11 +44,55 @@ def test_rule_labeller_scores_and_unscored_reasons():
         RuleLabeller("rules:missing")
 
 
-def test_unknown_and_unimplemented_labellers_are_user_errors():
+def test_unknown_labellers_are_user_errors():
     with pytest.raises(UserError, match="labeller 'judge:x' is unknown"):
         make_labeller("judge:x")
-    with pytest.raises(UserError, match="the openai labeller is not implemented yet"):
-        make_labeller("openai:gpt")
+
+
+def test_pairwise_rule_labels_are_win_rates_over_both_orders(tmp_path):
+    from dpo_eval.loop.pairwise_labels import PairwiseJudgeLabeller
+
+    context = LabelContext(reference="-")
+    labeller = make_labeller("rule:rules:longer_wins", context)
+    assert isinstance(labeller, PairwiseJudgeLabeller)
+    samples = samples_of("x", ["aa", "a", "aaaa", "bb"]) + samples_of("y", ["z"], prompt_id="q1")
+    labels = labeller.label_samples(samples, tmp_path)
+    # q0: "aa" beats "a", loses to "aaaa", ties "bb" -> (1 + 0 + .5) / 3; "a" loses all; "aaaa" wins all
+    assert [label.score for label in labels[:4]] == pytest.approx([0.5, 0.0, 1.0, 0.5])
+    assert labels[0].extra == {"n_comparisons": 3, "n_unscored_comparisons": 0}
+    # q1 has one sample: nothing to compare with
+    assert labels[4].score is None and labels[4].extra["n_comparisons"] == 0
+    # a position-biased judge: P(first) = .8 in both orders averages to a tie
+    biased = make_labeller("rule:rules:first_shown", context).label_samples(samples_of("x", ["a", "b", "c"]))
+    assert [label.score for label in biased] == pytest.approx([0.5, 0.5, 0.5])
+    broken = make_labeller("rule:rules:pairwise_broken", context).label_samples(samples_of("x", ["a", "b"]))
+    assert [(label.score, label.extra["n_unscored_comparisons"]) for label in broken] == [(None, 1), (None, 1)]
+    assert (tmp_path / "judge_cache.sqlite").exists()
+
+
+def test_pairwise_labeller_reuses_cached_verdicts(tmp_path, monkeypatch):
+    labeller = make_labeller("rule:rules:longer_wins", LabelContext(reference="-"))
+    samples = samples_of("x", ["aa", "a", "aaa"])
+    first = labeller.label_samples(samples, tmp_path)
+    monkeypatch.setattr(labeller.backend, "judge", lambda *args: pytest.fail("asked the judge again"))
+    assert labeller.label_samples(samples, tmp_path) == first
+
+
+def test_openai_and_local_labellers_are_pairwise_judges(tmp_path):
+    from dpo_eval.loop.config import JudgeSettings
+    from dpo_eval.loop.pairwise_labels import PairwiseJudgeLabeller
+
+    context = LabelContext(reference="-", cache_dir=str(tmp_path / "cache"))
+    remote = make_labeller("openai:judge-model", context, judge=JudgeSettings(base_url="http://localhost:9/v1"))
+    assert isinstance(remote, PairwiseJudgeLabeller)
+    assert remote.key["judge"]["model"] == "judge-model" and remote.key["mode"] == "verdict"
+    judge_model = save_tiny_model(tmp_path / "judge", seed=3)
+    local = make_labeller(f"local:{judge_model}", context)
+    assert local.key["judge"]["backend"] == "local" and local.key["judge"]["fingerprint"]
+    # the tiny judge's vocabulary has no "A" / "B" label token: every comparison is unscored and counted
+    labels = local.label_samples(samples_of("why ", ["good", "no", "the cat"]))
+    assert [(label.score, label.extra["n_unscored_comparisons"]) for label in labels] == [(None, 2)] * 3
+    assert labels[0].reason == "no comparison with another sample was scored by the judge"
 
 
 def naive_logp(model, prompt_ids, response_ids) -> float:
