@@ -78,3 +78,15 @@ def test_a_round_without_pairs_is_a_user_error_and_writes_nothing(tmp_path):
     with pytest.raises(UserError, match=r"round 1: no pair formed \(1 tie\(s\), 2 prompt\(s\) without a usable pair\)"):
         pair_round(config(), samples, labels, tmp_path, 1)
     assert not list(tmp_path.iterdir())
+
+
+def test_chat_prompts_give_a_chat_pairs_file_train_reads(tmp_path):
+    from dpo_eval.data.pairs import load_pairs
+
+    samples, labels = rows_of({"d": SCORES["d"]})
+    chat = [{"role": "user", "content": "hi"}]
+    samples = [{**s, "prompt": chat} for s in samples]
+    pair_round(config(), samples, labels, tmp_path, 1)
+    [pair] = load_pairs(tmp_path / "pairs.jsonl").pairs
+    assert (pair.prompt, pair.chosen, pair.rejected) == (chat, [{"role": "assistant", "content": "d-out2"}],
+                                                         [{"role": "assistant", "content": "d-out1"}])
