@@ -79,7 +79,7 @@ class LoopConfig:
     rso: RsoSettings = field(default_factory=RsoSettings)
     judge_samples: int = 3
     judge: JudgeSettings = field(default_factory=JudgeSettings)
-    online: bool = False
+    online: bool = False  # OAIF: per-step sampling and labelling (dpo_eval.loop.online)
     eval_data: str | None = None
     train: dict = field(default_factory=dict)
     show_progress: bool = True
@@ -98,8 +98,6 @@ class LoopConfig:
         if self.prompts_per_round is not None and self.prompts_per_round < 1:
             raise UserError(f"prompts_per_round must be at least 1 (or null for all), got {self.prompts_per_round}")
         self._validate_nested()
-        if self.online:
-            raise UserError("online: true (OAIF, per-step sampling) is not implemented yet; set online: false")
 
     def _validate_nested(self) -> None:
         s, rso = self.sampling, self.rso

@@ -85,7 +85,7 @@ def _prompt_pairs(config: LoopConfig, scores: list[float | None], rng: np.random
     return rso_pairs(scores, config.rso.beta, config.rso.accept, config.rso.ranking, rng)
 
 
-def _response(sample: dict) -> str | list[dict]:
+def pair_response(sample: dict) -> str | list[dict]:
     """A sample's output as the pairs file holds it: text, or an assistant message after a chat prompt."""
     if isinstance(sample["prompt"], list):
         return [{"role": "assistant", "content": sample["output"]}]
@@ -107,7 +107,7 @@ def pair_round(config: LoopConfig, samples: list[dict], labels: list[dict], work
         for k, (chosen, rejected) in enumerate(formed.pairs):
             (cs, cl), (rs, rl) = items[chosen], items[rejected]
             rows.append({"id": f"r{round_index}-{prompt_id}-{k}", "prompt_id": prompt_id, "prompt": cs["prompt"],
-                         "chosen": _response(cs), "rejected": _response(rs), "chosen_index": cs["sample_index"],
+                         "chosen": pair_response(cs), "rejected": pair_response(rs), "chosen_index": cs["sample_index"],
                          "rejected_index": rs["sample_index"], "chosen_score": cl["score"],
                          "rejected_score": rl["score"], "chosen_source": cl["source"],
                          "rejected_source": rl["source"]})

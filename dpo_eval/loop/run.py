@@ -127,6 +127,12 @@ def run_loop(config: LoopConfig) -> dict:
     record = _read_loop_file(config)
     Path(config.output_dir).mkdir(parents=True, exist_ok=True)
     write_json(Path(config.output_dir) / LOOP_FILE, record)
+    if config.online:
+        from dpo_eval.loop.online import run_online
+
+        record["rounds"] = [run_online(config, prompts, labeller)]
+        write_json(Path(config.output_dir) / LOOP_FILE, record)
+        return record
     finished = {entry["round"]: entry for entry in record["rounds"]}
     start_ref = config.ref or config.policy
     policy = config.policy

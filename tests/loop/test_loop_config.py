@@ -50,7 +50,6 @@ def test_yaml_then_set(tmp_path):
     ({"train": {"loss": "nope"}}, "loss 'nope' is unknown"),
     ({"rounds": "two"}, "setting rounds must be int"),
     ({"judge": {"model": "x"}}, "judge: unknown key(s) model"),
-    ({"online": True}, "online: true (OAIF, per-step sampling) is not implemented yet"),
 ])
 def test_bad_settings_are_one_line_user_errors(settings, message):
     with pytest.raises(UserError) as caught:

@@ -8,12 +8,11 @@ import signal
 import sys
 
 import pytest
-from loop_setup import LOOP_DIR, loop_settings, make_base, start_loop, write_loop_yaml
+from loop_setup import LOOP_DIR, make_base, start_loop, write_loop_yaml
 from safetensors.torch import load_file
 
 from dpo_eval.loop import phases
-from dpo_eval.loop.config import load_loop_config
-from dpo_eval.loop.run import LOOP_FILE, run_loop
+from dpo_eval.loop.run import LOOP_FILE
 from dpo_eval.train import checkpoint as ckpt
 
 sys.path.insert(0, str(LOOP_DIR.parent / "train"))
@@ -35,10 +34,10 @@ def kill_at(config, out, env: dict, marker) -> None:
     marker.unlink(missing_ok=True)
 
 
-def test_kill_9_at_each_phase_resumes_to_the_same_final_weights(base, tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(LOOP_DIR))
-    straight = tmp_path / "straight"
-    run_loop(load_loop_config(None, (), **loop_settings(base, straight)))
+def test_kill_9_at_each_phase_resumes_to_the_same_final_weights(base, tmp_path):
+    straight = tmp_path / "straight"  # a process like the killed ones (same threads, so the same float sums)
+    done = start_loop(write_loop_yaml(base, straight), tmp_path)
+    assert done.wait(300) == 0, done.stderr.read()[-2000:]
 
     out = tmp_path / "killed"
     config = write_loop_yaml(base, out)
