@@ -14,7 +14,7 @@ from conftest import tiny_llama, word_tokenizer
 from loop_setup import LOOP_DIR, loop_settings, make_base, start_loop, write_loop_yaml
 from safetensors.torch import load_file
 
-from dpo_eval.generate import Prompt, prompt_ids, read_prompts
+from dpo_eval.generate import prompt_ids, read_prompts
 from dpo_eval.loop.config import load_loop_config
 from dpo_eval.loop.labels import make_labeller
 from dpo_eval.loop.online import OnlineRecipe, online_train_config
@@ -116,4 +116,3 @@ def test_online_refuses_self_and_unpaired_losses(base, tmp_path):
         run_loop(load_loop_config(None, (), **{**online_settings(base, tmp_path / "a"), "labeller": "self"}))
     with pytest.raises(UserError, match="loss kto takes other data"):
         run_loop(load_loop_config(None, (), **online_settings(base, tmp_path / "b", loss="kto")))
-    assert Prompt  # imported for the hand computation's types
