@@ -7,6 +7,7 @@ import click
 from dpo_eval.cli_gate import gate_command
 from dpo_eval.cli_generate import generate_command
 from dpo_eval.cli_judge import judge_command
+from dpo_eval.cli_loop import loop_command
 from dpo_eval.cli_render import render_command
 from dpo_eval.cli_report import report_command
 from dpo_eval.cli_rerank import rerank_command
@@ -39,6 +40,7 @@ def main() -> None:
 
 main.add_command(score_command)
 main.add_command(train_command)
+main.add_command(loop_command)
 main.add_command(winrate_command)
 main.add_command(judge_command)
 main.add_command(generate_command)

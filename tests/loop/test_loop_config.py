@@ -1,0 +1,91 @@
+"""`dpo-eval loop` settings: defaults, --set (nested too), and one-line errors (exit 2) for bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from dpo_eval.cli import main
+from dpo_eval.errors import UserError
+from dpo_eval.loop.config import LoopConfig, RsoSettings, SamplingSettings, load_loop_config
+
+REQUIRED = {"policy": "p", "prompts": "prompts.jsonl", "labeller": "gold:answers.jsonl", "output_dir": "out"}
+
+
+def test_defaults_come_from_the_dataclass_and_set_overrides_nested_keys():
+    config = load_loop_config(None, (), **REQUIRED)
+    assert config == LoopConfig(**REQUIRED)
+    assert (config.reference, config.pairs, config.rounds, config.samples_per_prompt) == ("fixed", "max_min", 2, 4)
+    assert config.sampling == SamplingSettings() and config.rso == RsoSettings()
+    changed = load_loop_config(None, ("sampling.temperature=0.7", "rso.ranking=tournament", "pairs=rso",
+                                      "train.learning_rate=1e-5", "train.loss=ipo", "rounds=3"), **REQUIRED)
+    assert changed.sampling == SamplingSettings(temperature=0.7)
+    assert changed.rso == RsoSettings(ranking="tournament")
+    assert changed.train == {"learning_rate": 1e-5, "loss": "ipo"}
+    assert (changed.pairs, changed.rounds) == ("rso", 3)
+
+
+def test_yaml_then_set(tmp_path):
+    path = tmp_path / "loop.yaml"
+    path.write_text(yaml.safe_dump({**REQUIRED, "samples_per_prompt": 8, "sampling": {"seed": 5}}))
+    config = load_loop_config(path, ("samples_per_prompt=6",))
+    assert config.samples_per_prompt == 6 and config.sampling.seed == 5
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"rouds": 2}, "unknown setting(s) rouds"),
+    ({"sampling": {"temp": 1.0}}, "sampling: unknown key(s) temp"),
+    ({"rso": {"beta": 0.0}, "pairs": "rso"}, "rso.beta must be positive"),
+    ({"rso": {"accept": 9}}, "rso.accept must be between 2 and samples_per_prompt (4)"),
+    ({"rso": {"ranking": "swiss"}}, "rso.ranking 'swiss' is unknown"),
+    ({"pairs": "best"}, "pairs 'best' is unknown"),
+    ({"reference": "moving"}, "reference 'moving' is unknown"),
+    ({"samples_per_prompt": 1}, "samples_per_prompt must be at least 2"),
+    ({"prompts_per_round": 0}, "prompts_per_round must be at least 1"),
+    ({"train": {"output_dir": "x"}}, "train: output_dir is set by the loop"),
+    ({"train": {"lerning_rate": 1.0}}, "train: unknown setting(s) lerning_rate"),
+    ({"train": {"loss": "nope"}}, "loss 'nope' is unknown"),
+    ({"rounds": "two"}, "setting rounds must be int"),
+    ({"judge": {"model": "x"}}, "judge: unknown key(s) model"),
+])
+def test_bad_settings_are_one_line_user_errors(settings, message):
+    with pytest.raises(UserError) as caught:
+        load_loop_config(None, (), **{**REQUIRED, **settings})
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_missing_required_settings():
+    with pytest.raises(UserError, match="missing required setting"):
+        load_loop_config(None, (), policy="p")
+
+
+def test_cli_unknown_key_exits_2_with_one_line(tmp_path):
+    path = tmp_path / "loop.yaml"
+    path.write_text(yaml.safe_dump({**REQUIRED, "labeler": "gold:x"}))
+    result = CliRunner().invoke(main, ["loop", str(path)])
+    assert result.exit_code == 2
+    assert "unknown setting(s) labeler" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_config_is_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        LoopConfig(**REQUIRED).rounds = 3
+
+
+def test_the_example_config_loads_and_its_gold_answers_cover_its_prompts():
+    from pathlib import Path
+
+    from dpo_eval.data.prompts import prompt_text
+    from dpo_eval.generate import read_prompts
+    from dpo_eval.loop.labels import GoldLabeller
+
+    root = Path(__file__).resolve().parents[2]
+    config = load_loop_config(root / "data" / "demo" / "loop.yaml")
+    labeller = GoldLabeller(str(root / config.labeller.removeprefix("gold:")))
+    prompts = read_prompts(str(root / config.prompts))
+    assert all(prompt_text(p.text) in labeller.judge.answers for p in prompts)
+    assert config.prompts_per_round <= len(prompts)
