@@ -13,11 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from dpo_eval.errors import UserError
 from dpo_eval.metrics.loop_pairs import PAIR_RULES, RSO_RANKINGS
-from dpo_eval.train.config import TrainConfig, _apply_override, _check_scalar
+from dpo_eval.train.config import TrainConfig, _check_scalar, read_settings
 from dpo_eval.train.config import load_config as load_train_config
 
 REFERENCES = ("fixed", "previous")
@@ -170,19 +168,7 @@ def _coerce(name: str, value: Any) -> Any:
 
 def load_loop_config(path: str | Path | None, overrides: tuple[str, ...] = (), **base: Any) -> LoopConfig:
     """Read YAML (if given), apply `key=value` overrides, build and validate a LoopConfig."""
-    values: dict = dict(base)
-    if path is not None:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text()) or {}
-        except FileNotFoundError:
-            raise UserError(f"config file {path} does not exist") from None
-        except yaml.YAMLError as err:
-            raise UserError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-        if not isinstance(loaded, dict):
-            raise UserError(f"{path}: expected a mapping of settings at the top level")
-        values.update(loaded)
-    for assignment in overrides:
-        _apply_override(values, assignment)
+    values = read_settings(path, overrides, base)
     known = [f.name for f in dataclasses.fields(LoopConfig)]
     unknown = sorted(set(values) - set(known))
     if unknown:

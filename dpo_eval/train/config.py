@@ -264,8 +264,9 @@ def _apply_override(values: dict, assignment: str) -> None:
     target[leaf] = value
 
 
-def load_config(path: str | Path | None, overrides: tuple[str, ...] = (), **base: Any) -> TrainConfig:
-    """Read YAML (if given), apply `key=value` overrides, build and validate a TrainConfig."""
+def read_settings(path: str | Path | None, overrides: tuple[str, ...], base: dict) -> dict:
+    """`base`, then the YAML mapping at `path` (if given), then the `key=value` overrides (dotted keys reach
+    into nested mappings): the settings a config dataclass is built from (train's and the loop's)."""
     values: dict = dict(base)
     if path is not None:
         try:
@@ -279,6 +280,12 @@ def load_config(path: str | Path | None, overrides: tuple[str, ...] = (), **base
         values.update(loaded)
     for assignment in overrides:
         _apply_override(values, assignment)
+    return values
+
+
+def load_config(path: str | Path | None, overrides: tuple[str, ...] = (), **base: Any) -> TrainConfig:
+    """Read YAML (if given), apply `key=value` overrides, build and validate a TrainConfig."""
+    values = read_settings(path, overrides, base)
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = set(values) - known
     if unknown:
