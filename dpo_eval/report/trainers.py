@@ -1,0 +1,294 @@
+"""Which trainer wrote a run, and what it recorded: name, version, loss and beta, each with its source.
+
+Read from the files the trainers write, never by running their code (``training_args.bin`` is a pickle:
+it is read opcode by opcode with ``pickletools``, which executes nothing). Places looked in: the run dir,
+the folder above a lone ``checkpoint-N`` dir, and the run's checkpoint folders (newest first).
+
+| trainer          | told by                                            | version              | loss, beta               |
+|------------------|----------------------------------------------------|----------------------|--------------------------|
+| dpo-eval         | ``dpo_eval.json`` with kind ``dpo_eval.train``     | none recorded        | its ``loss``             |
+| LLaMA-Factory    | ``trainer_log.jsonl``, ``training_loss.png``,      | ``llamafactory_version`` | ``pref_loss``, ``pref_beta`` |
+|                  | ``llamafactory_config.yaml``, model card tag       | in the model card, if any | (YAML; defaults sigmoid, 0.1) |
+|                  | ``llama-factory``                                  |                      |                          |
+| torchtune        | ``epoch_N/`` folders beside ``torchtune_config.yaml`` | none recorded     | the YAML's ``loss``      |
+|                  | or a ``logs/log_*.txt`` DiskLogger file            |                      | ``_component_`` and ``beta`` |
+| OpenRLHF         | ``global_stepN`` / ``global_stepN_hf`` folders     | none recorded        | none recorded            |
+| TRL              | model card ``README.md`` with tag ``trl``          | ``- TRL: X`` in the card | ``loss_type``, ``beta`` |
+|                  |                                                    |                      | in ``training_args.bin`` |
+| transformers Trainer | ``trainer_state.json`` and nothing above       | ``transformers_version`` in config.json | none recorded |
+"""
+
+from __future__ import annotations
+
+import json
+import pickletools
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dpo_eval.report.discover import TRAINER_LOG, Run, meta_folder
+
+LLAMAFACTORY_FILES = (TRAINER_LOG, "training_loss.png", "llamafactory_config.yaml")
+TORCHTUNE_CONFIG = "torchtune_config.yaml"
+TRAINING_ARGS = "training_args.bin"
+PICKLED_FIELDS = ("beta", "loss_type")
+"""The DPOConfig fields read from training_args.bin's pickle opcodes."""
+CARD_VERSION = re.compile(r"^\s*-\s*(TRL|LLaMA-Factory|Transformers):\s*(\S+)\s*$", re.MULTILINE | re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A value the run's files record, and the file (relative to the run dir where it is under it)."""
+
+    value: Any
+    source: str
+
+
+@dataclass(frozen=True)
+class TrainerInfo:
+    """What a run says about how it was trained."""
+
+    name: str
+    """``dpo-eval``, ``LLaMA-Factory``, ``torchtune``, ``OpenRLHF``, ``TRL``, ``transformers Trainer``,
+    or ``unknown``."""
+    name_source: str
+    """The file(s) that told: ``"trainer_log.jsonl, training_loss.png"``, ``"README.md (tag trl)"``, ..."""
+    version: Recorded | None = None
+    loss: Recorded | None = None
+    beta: Recorded | None = None
+
+    def to_dict(self) -> dict:
+        """JSON form: each recorded value as ``{"value", "source"}`` or None."""
+        def entry(r: Recorded | None) -> dict | None:
+            return None if r is None else {"value": r.value, "source": r.source}
+
+        return {"name": self.name, "source": self.name_source, "version": entry(self.version),
+                "loss": entry(self.loss), "beta": entry(self.beta)}
+
+
+# ---------------------------------------------------------------------------------------------- files
+
+
+def _folders(run: Run) -> list[Path]:
+    """Where a run's trainer files may be: the run dir, its meta folder, then its checkpoints newest first."""
+    folders = [run.path, meta_folder(run.path)]
+    folders += [c.path for c in reversed(run.checkpoints)]
+    return list(dict.fromkeys(folders))
+
+
+def _find(run: Run, name: str) -> Path | None:
+    """The first folder's ``name`` file (see _folders), or None."""
+    return next((f / name for f in _folders(run) if (f / name).is_file()), None)
+
+
+def _shown(run: Run, path: Path) -> str:
+    """A path relative to the run dir when under it (``checkpoint-6/README.md``), else in full."""
+    try:
+        return str(path.relative_to(run.path))
+    except ValueError:
+        return str(path)
+
+
+def _read_text(path: Path | None) -> str:
+    if path is None:
+        return ""
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _yaml(path: Path | None) -> dict:
+    """A YAML file as a dict; {} when missing or not a mapping (it only labels the report)."""
+    if path is None:
+        return {}
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _card_tags(card: str) -> set[str]:
+    """The ``tags:`` list of a model card's YAML front matter, lower-cased."""
+    if not card.startswith("---"):
+        return set()
+    front = card.split("---", 2)[1] if card.count("---") >= 2 else ""
+    import yaml
+
+    try:
+        meta = yaml.safe_load(front)
+    except yaml.YAMLError:
+        return set()
+    tags = meta.get("tags") if isinstance(meta, dict) else None
+    return {str(t).lower() for t in tags} if isinstance(tags, list) else set()
+
+
+def _card_version(card: str, framework: str) -> str | None:
+    """``X`` of a model card's ``- Framework: X`` line (the "Framework versions" section)."""
+    return next((m.group(2) for m in CARD_VERSION.finditer(card) if m.group(1).lower() == framework.lower()), None)
+
+
+def pickled_fields(path: Path, names: tuple[str, ...] = PICKLED_FIELDS) -> dict[str, Any]:
+    """Plain values (number, string, list of strings) stored under ``names`` in a torch.save'd pickle.
+
+    The pickle is never loaded: its opcodes are walked with ``pickletools.genops`` (which runs nothing),
+    and a string opcode equal to a wanted name followed by a number, a string or a list of strings is
+    taken as that field. A file that is not a readable zip or pickle gives {}.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            member = next(n for n in archive.namelist() if n.endswith("data.pkl"))
+            data = archive.read(member)
+        ops = _resolved_ops(data)
+    except (OSError, zipfile.BadZipFile, StopIteration, ValueError):
+        return {}
+    found: dict[str, Any] = {}
+    for index, (name, arg) in enumerate(ops[:-1]):
+        if "UNICODE" in name and arg in names and arg not in found:
+            value = _value_at(ops, index + 1)
+            if value is not None:
+                found[arg] = value
+    return found
+
+
+def _resolved_ops(data: bytes) -> list[tuple[str, Any]]:
+    """The pickle's opcodes (name, argument) without memo stores, each memo fetch of a string replaced by
+    that string (a repeated string is pickled once and fetched after), read without executing anything."""
+    ops: list[tuple[str, Any]] = []
+    memo: dict[int, tuple[str, Any]] = {}
+    for op, arg, _ in pickletools.genops(data):
+        if op.name in {"MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"}:
+            if ops:
+                memo[len(memo) if op.name == "MEMOIZE" else int(arg)] = ops[-1]
+        elif op.name in {"GET", "BINGET", "LONG_BINGET"}:
+            ops.append(memo.get(int(arg), ("GET", arg)))
+        else:
+            ops.append((op.name, arg))
+    return ops
+
+
+def _value_at(ops: list[tuple[str, Any]], index: int) -> Any:
+    """The plain value whose opcodes start at ``ops[index]``, or None when it is not a plain value."""
+    name, arg = ops[index]
+    if name in {"BINFLOAT", "FLOAT", "BININT", "BININT1", "BININT2", "INT", "LONG1"} or "UNICODE" in name:
+        return arg
+    if name == "EMPTY_LIST":
+        items = []
+        for later_name, later_arg in ops[index + 1:]:
+            if "UNICODE" in later_name:
+                items.append(later_arg)
+            elif later_name in {"APPEND", "APPENDS"}:
+                return items
+            elif later_name != "MARK":
+                return None
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- trainers
+
+
+def _dpo_eval(run: Run) -> TrainerInfo | None:
+    manifest = run.manifest or {}
+    if manifest.get("kind") != "dpo_eval.train":
+        return None
+    source = "dpo_eval.json"
+    loss = manifest.get("loss") if isinstance(manifest.get("loss"), dict) else {}
+    return TrainerInfo("dpo-eval", source, None,
+                       Recorded(loss["name"], source) if loss.get("name") else None,
+                       Recorded(loss["beta"], source) if _is_number(loss.get("beta")) else None)
+
+
+def _llamafactory(run: Run) -> TrainerInfo | None:
+    seen = [name for name in LLAMAFACTORY_FILES if _find(run, name)]
+    card_path = _find(run, "README.md")
+    card = _read_text(card_path)
+    if "llama-factory" in _card_tags(card):
+        seen.append(f"{_shown(run, card_path)} (tag llama-factory)")
+    if not seen:
+        return None
+    config_path = _find(run, "llamafactory_config.yaml")
+    config = _yaml(config_path)
+    where = _shown(run, config_path) if config_path else ""
+    version = _card_version(card, "LLaMA-Factory")
+    loss = config.get("pref_loss", "sigmoid" if config else None)
+    beta = config.get("pref_beta", 0.1 if config else None)
+    default = " (LLaMA-Factory's default)"
+    return TrainerInfo(
+        "LLaMA-Factory", ", ".join(seen),
+        Recorded(version, _shown(run, card_path)) if version and card_path else None,
+        Recorded(loss, where + ("" if "pref_loss" in config else default)) if loss else None,
+        Recorded(beta, where + ("" if "pref_beta" in config else default)) if _is_number(beta) else None)
+
+
+def _torchtune(run: Run) -> TrainerInfo | None:
+    config_path = _find(run, TORCHTUNE_CONFIG)
+    logs = sorted((run.path / "logs").glob("log_*.txt")) if (run.path / "logs").is_dir() else []
+    has_epochs = any(c.label.startswith("epoch_") for c in run.checkpoints)
+    if not has_epochs or (config_path is None and not logs):
+        return None
+    told = [_shown(run, p) for p in ([config_path] if config_path else []) + logs[:1]]
+    config = _yaml(config_path)
+    loss = config.get("loss") if isinstance(config.get("loss"), dict) else {}
+    where = _shown(run, config_path) if config_path else ""
+    component, beta = loss.get("_component_"), loss.get("beta")
+    return TrainerInfo("torchtune", ", ".join(["epoch_N/", *told]), None,
+                       Recorded(component, where) if component else None,
+                       Recorded(beta, where) if _is_number(beta) else None)
+
+
+def _openrlhf(run: Run) -> TrainerInfo | None:
+    names = [c.path.name for c in run.checkpoints if c.path.name.startswith("global_step")]
+    return TrainerInfo("OpenRLHF", f"{names[0]}/") if names else None
+
+
+def _trl(run: Run) -> TrainerInfo | None:
+    card_path = _find(run, "README.md")
+    card = _read_text(card_path)
+    if card_path is None or "trl" not in _card_tags(card):
+        return None
+    version = _card_version(card, "TRL")
+    args_path = _find(run, TRAINING_ARGS)
+    fields = pickled_fields(args_path) if args_path else {}
+    where = f"{_shown(run, args_path)} (pickle opcodes, not loaded)" if args_path else ""
+    loss = fields.get("loss_type")
+    loss = ",".join(loss) if isinstance(loss, list) else loss
+    return TrainerInfo("TRL", f"{_shown(run, card_path)} (tag trl)",
+                       Recorded(version, _shown(run, card_path)) if version else None,
+                       Recorded(loss, where) if loss else None,
+                       Recorded(fields["beta"], where) if _is_number(fields.get("beta")) else None)
+
+
+def _hf_trainer(run: Run) -> TrainerInfo | None:
+    if run.trainer_state_path is None:
+        return None
+    config_path = _find(run, "config.json")
+    try:
+        version = json.loads(_read_text(config_path) or "{}").get("transformers_version")
+    except (ValueError, AttributeError):
+        version = None
+    return TrainerInfo("transformers Trainer", _shown(run, run.trainer_state_path),
+                       Recorded(version, f"{_shown(run, config_path)} (transformers_version)")
+                       if version and config_path else None)
+
+
+DETECTORS = (_dpo_eval, _llamafactory, _torchtune, _openrlhf, _trl, _hf_trainer)
+"""Tried in this order; the first that recognises the run names it (LLaMA-Factory and TRL runs also hold
+trainer_state.json, so the plain transformers Trainer comes last)."""
+
+
+def identify_trainer(run: Run) -> TrainerInfo:
+    """The trainer that wrote ``run`` and what it recorded; ``unknown`` when no file tells."""
+    for detect in DETECTORS:
+        info = detect(run)
+        if info is not None:
+            return info
+    return TrainerInfo("unknown", "no trainer file (dpo_eval.json, trainer_state.json, trainer_log.jsonl, ...)")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
