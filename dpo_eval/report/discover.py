@@ -17,7 +17,8 @@ What a run directory (RUN_DIR) may hold as direct children, and what each become
 A folder counts only when it holds loadable weights, judged as ``dpo_eval.models`` will load it:
 with ``adapter_config.json`` it is a PEFT adapter (kind ``"peft"``) and needs ``adapter_model*.safetensors``
 or ``adapter_model*.bin``; otherwise it needs ``config.json`` and ``*.safetensors`` or ``pytorch_model*.bin``
-(kind ``"full"``). Every other child folder is skipped with its reason (a checkpoint still being written,
+(kind ``"full"``). A folder with both a full model and an adapter whose config names no base model (torchtune's
+LoRA ``epoch_N/``: merged weights beside the adapter) is the full model. Every other child folder is skipped with its reason (a checkpoint still being written,
 DeepSpeed ZeRO shards, ``runs/`` TensorBoard logs, ...). A RUN_DIR that is itself a model folder with no
 checkpoint children is a one-checkpoint run; if it is named like ``checkpoint-N`` its step is N.
 A NeMo / NeMo-Aligner ``.nemo`` file (given, or in a dir with no checkpoint) is refused with one line
@@ -134,6 +135,8 @@ def _weights_kind(folder: Path) -> tuple[str | None, str]:
     adapter_weights = [n for n in files if n.startswith("adapter_model") and n.endswith((".safetensors", ".bin"))]
     model_weights = [n for n in files if (n.endswith(".safetensors") and not n.startswith("adapter_model"))
                      or (n.startswith("pytorch_model") and n.endswith(".bin"))]
+    if "adapter_config.json" in files and "config.json" in files and model_weights and not _names_base(folder):
+        return "full", ""  # torchtune's LoRA epoch_N/: the merged model beside an adapter that names no base
     if "adapter_config.json" in files:
         if adapter_weights:
             return "peft", ""
@@ -146,6 +149,15 @@ def _weights_kind(folder: Path) -> tuple[str | None, str]:
     if model_weights or adapter_weights:
         return None, "weight files but no config.json: not a save_pretrained folder"
     return None, "no config.json, adapter_config.json or weight files"
+
+
+def _names_base(folder: Path) -> bool:
+    """Whether the folder's adapter_config.json names a base model (PEFT's save_pretrained always does)."""
+    try:
+        config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return True  # unreadable: treated as an adapter, and reported as one where its base is looked up
+    return isinstance(config, dict) and bool(config.get("base_model_name_or_path"))
 
 
 def _numbered(name: str) -> int | None:

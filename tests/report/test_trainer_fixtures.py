@@ -1,0 +1,94 @@
+"""Runs the real trainers wrote (tests/fixtures/trainers/, made by tools/make_trainer_fixtures.sh: TRL 1.16.0,
+LLaMA-Factory 0.9.5, torchtune 0.6.1 on a 2-layer random Llama), read as they are: checkpoints, trainer,
+recorded loss and beta, and training curves held to a plain reading of the files written out here."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from dpo_eval.report.discover import curves_frame, discover_run, read_training_logs
+from dpo_eval.report.trainers import identify_trainer
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "trainers"
+SKIPPED = {"step", "epoch", "total_flos", "train_loss", "train_runtime", "train_samples_per_second",
+           "train_steps_per_second"}
+
+
+def history_points(state: Path) -> set[tuple[int, str, float]]:
+    """(step, metric, value) of every number in a trainer_state.json's log_history, summary keys left out."""
+    history = json.loads(state.read_text())["log_history"]
+    return {(r["step"], k, float(v)) for r in history for k, v in r.items()
+            if k not in SKIPPED and isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def frame_points(frame) -> set[tuple[int, str, float]]:
+    return {(int(s), m, float(v)) for s, m, v in zip(frame["step"], frame["metric"], frame["value"], strict=True)}
+
+
+def assert_one_point_each(frame) -> None:
+    keys = list(zip(frame["step"], frame["metric"], frame["split"], strict=True))
+    assert len(keys) == len(set(keys))
+
+
+def test_trl_run_as_written():
+    run = discover_run(FIXTURES / "trl" / "run")
+    assert [(c.label, c.step, c.kind) for c in run.checkpoints] == [("2", 2, "full"), ("4", 4, "full"),
+                                                                       ("final", 4, "full")]
+    info = identify_trainer(run).to_dict()
+    args = "training_args.bin (pickle opcodes, not loaded)"  # save_model wrote it at the root too
+    assert info == {"name": "TRL", "source": "README.md (tag trl)", "version": {"value": "1.16.0", "source": "README.md"},
+                    "loss": {"value": "sigmoid", "source": args}, "beta": {"value": 0.25, "source": args}}
+    frame = curves_frame(read_training_logs(run))
+    assert_one_point_each(frame)
+    assert frame_points(frame) == history_points(FIXTURES / "trl" / "run" / "trainer_state.json")
+    assert set(frame["source"]) == {"trainer_state.json"}
+    assert sorted(frame.loc[frame["metric"] == "loss", "step"]) == [1, 2, 3, 4]
+
+
+def disk_log_points(log_dir: Path) -> set[tuple[int, str, float]]:
+    """torchtune's DiskLogger lines ``Step N | name:value ...`` read plainly; log_probs/ named logps/, lr
+    learning_rate (TRL's names)."""
+    points = set()
+    for path in sorted(log_dir.glob("log_*.txt")):
+        for line in path.read_text().splitlines():
+            step, _, rest = line.partition(" | ")
+            for item in rest.split():
+                name, value = item.rsplit(":", 1)
+                name = {"lr": "learning_rate"}.get(name, name.replace("log_probs/", "logps/"))
+                points.add((int(step.removeprefix("Step ")), name, float(value)))
+    return points
+
+
+def test_torchtune_lora_dpo_run_as_written():
+    root = FIXTURES / "torchtune" / "run"
+    run = discover_run(root)
+    # each epoch_N/ holds the merged model beside an adapter whose config names no base: the merged model
+    assert [(c.label, c.step, c.kind) for c in run.checkpoints] == [("epoch_0", None, "full"), ("epoch_1", None, "full")]
+    assert not (root / "epoch_0" / "adapter_config.json").read_text().count("base_model_name_or_path")
+    info = identify_trainer(run).to_dict()
+    assert info["name"] == "torchtune" and info["version"] is None
+    assert info["loss"] == {"value": "torchtune.rlhf.loss.DPOLoss", "source": "torchtune_config.yaml"}
+    assert info["beta"] == {"value": 0.15, "source": "torchtune_config.yaml"}
+    frame = curves_frame(read_training_logs(run))
+    assert_one_point_each(frame)
+    expected = disk_log_points(root / "logs")
+    assert frame_points(frame) == expected and len(expected) == 4 * 11  # 4 steps x 11 figures
+    assert set(frame["source"]) == {"logs/log_*.txt"} and set(frame["split"]) == {"train"}
+    assert {"logps/chosen", "rewards/margins", "loss", "learning_rate"} <= set(frame["metric"])
+    assert not any(math.isnan(v) for v in frame["value"])
+
+
+@pytest.mark.parametrize("trainer", ["trl", "torchtune", "llamafactory"])
+def test_fixture_files_are_small_and_hold_no_absolute_paths(trainer):
+    folder = FIXTURES / trainer
+    if not folder.is_dir():
+        pytest.skip(f"no {trainer} fixture")
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) < 1_500_000
+    texts = [p.read_text(errors="replace") for p in files if p.suffix in {".json", ".jsonl", ".yaml", ".md", ".txt"}]
+    assert not any(re.search(r"/tmp/|/work/|/root/", t) for t in texts)
