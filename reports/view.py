@@ -221,15 +221,13 @@ FORM_NAMES = {"bon": "best-of-n", "rl": "RL"}
 def trained_with(run: dict) -> str:
     """One line for a run header: trainer, version, loss, beta and reference, each with where it came from.
 
-    E.g. ``a: LLaMA-Factory 0.9.5 (README.md; told by trainer_log.jsonl) · loss sigmoid
-    (llamafactory_config.yaml) · β 0.2 (llamafactory_config.yaml) · reference /m (--ref)``.
+    E.g. ``a: trainer LLaMA-Factory (trainer_log.jsonl) · version: not recorded · loss sigmoid (../dpo.yaml)
+    · β 0.2 (../dpo.yaml) · reference /m (--ref)``.
     """
     info = run.get("trained_with") or {}
-    name = info.get("name") or run.get("trainer") or "unknown trainer"
-    version = info.get("version") or {}
-    parts = [f"{name} {version['value']} ({version['source']}; told by {info.get('source')})" if version
-             else f"{name} (told by {info.get('source')}; no version recorded)" if info.get("source") else name]
-    for key, label in (("loss", "loss"), ("beta", "β")):
+    name = info.get("name") or run.get("trainer") or "unknown"
+    parts = [f"trainer {name} ({info['source']})" if info.get("source") else f"trainer {name}"]
+    for key, label in (("version", "version"), ("loss", "loss"), ("beta", "β")):
         entry = info.get(key)
         parts.append(f"{label} {entry['value']} ({entry['source']})" if entry else f"{label}: not recorded")
     if run.get("beta") is not None and (info.get("beta") or {}).get("value") != run.get("beta"):

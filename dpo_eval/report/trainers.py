@@ -7,9 +7,11 @@ the folder above a lone ``checkpoint-N`` dir, and the run's checkpoint folders (
 | trainer          | told by                                            | version              | loss, beta               |
 |------------------|----------------------------------------------------|----------------------|--------------------------|
 | dpo-eval         | ``dpo_eval.json`` with kind ``dpo_eval.train``     | none recorded        | its ``loss``             |
-| LLaMA-Factory    | ``trainer_log.jsonl``, ``training_loss.png``,      | ``llamafactory_version`` | ``pref_loss``, ``pref_beta`` |
-|                  | ``llamafactory_config.yaml``, model card tag       | in the model card, if any | (YAML; defaults sigmoid, 0.1) |
-|                  | ``llama-factory``                                  |                      |                          |
+| LLaMA-Factory    | ``trainer_log.jsonl``, ``training_loss.png``,      | none recorded (0.9.5) | ``pref_loss``, ``pref_beta`` |
+|                  | model card tag ``llama-factory``                   |                      | of its training YAML (in the |
+|                  |                                                    |                      | run dir or the folder above, |
+|                  |                                                    |                      | ``output_dir`` = the run; |
+|                  |                                                    |                      | defaults sigmoid, 0.1)   |
 | torchtune        | ``epoch_N/`` folders beside ``torchtune_config.yaml`` | none recorded     | the YAML's ``loss``      |
 |                  | or a ``logs/log_*.txt`` DiskLogger file            |                      | ``_component_`` and ``beta`` |
 | OpenRLHF         | ``global_stepN`` / ``global_stepN_hf`` folders     | none recorded        | none recorded            |
@@ -30,7 +32,7 @@ from typing import Any
 
 from dpo_eval.report.discover import TRAINER_LOG, Run, meta_folder
 
-LLAMAFACTORY_FILES = (TRAINER_LOG, "training_loss.png", "llamafactory_config.yaml")
+LLAMAFACTORY_FILES = (TRAINER_LOG, "training_loss.png")
 TORCHTUNE_CONFIG = "torchtune_config.yaml"
 TRAINING_ARGS = "training_args.bin"
 PICKLED_FIELDS = ("beta", "loss_type")
@@ -84,11 +86,13 @@ def _find(run: Run, name: str) -> Path | None:
 
 
 def _shown(run: Run, path: Path) -> str:
-    """A path relative to the run dir when under it (``checkpoint-6/README.md``), else in full."""
-    try:
+    """A path relative to the run dir when under it (``checkpoint-6/README.md``) or beside it (``../dpo.yaml``),
+    else in full."""
+    if path.is_relative_to(run.path):
         return str(path.relative_to(run.path))
-    except ValueError:
-        return str(path)
+    if path.parent == run.path.parent:
+        return f"../{path.name}"
+    return str(path)
 
 
 def _read_text(path: Path | None) -> str:
@@ -203,6 +207,23 @@ def _dpo_eval(run: Run) -> TrainerInfo | None:
                        Recorded(loss["beta"], source) if _is_number(loss.get("beta")) else None)
 
 
+def _training_yaml(run: Run) -> Path | None:
+    """The YAML a run was trained from: in the run dir or the folder above it (where ``llamafactory-cli train
+    X.yaml`` usually runs), with ``stage`` and an ``output_dir`` that is this run dir (as given, or relative
+    to the YAML's folder). LLaMA-Factory 0.9.5 copies no config into its output dir."""
+    for folder in dict.fromkeys([run.path, meta_folder(run.path), run.path.parent]):
+        for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
+            config = _yaml(path)
+            output_dir = config.get("output_dir")
+            if "stage" not in config or not isinstance(output_dir, str):
+                continue
+            target = Path(output_dir).expanduser()
+            target = target if target.is_absolute() else path.parent / target
+            if target.exists() and target.resolve() == run.path.resolve():
+                return path
+    return None
+
+
 def _llamafactory(run: Run) -> TrainerInfo | None:
     seen = [name for name in LLAMAFACTORY_FILES if _find(run, name)]
     card_path = _find(run, "README.md")
@@ -211,10 +232,10 @@ def _llamafactory(run: Run) -> TrainerInfo | None:
         seen.append(f"{_shown(run, card_path)} (tag llama-factory)")
     if not seen:
         return None
-    config_path = _find(run, "llamafactory_config.yaml")
+    config_path = _training_yaml(run)
     config = _yaml(config_path)
     where = _shown(run, config_path) if config_path else ""
-    version = _card_version(card, "LLaMA-Factory")
+    version = _card_version(card, "LLaMA-Factory")  # 0.9.5's card lists no LLaMA-Factory version
     loss = config.get("pref_loss", "sigmoid" if config else None)
     beta = config.get("pref_beta", 0.1 if config else None)
     default = " (LLaMA-Factory's default)"

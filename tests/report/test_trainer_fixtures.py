@@ -92,3 +92,34 @@ def test_fixture_files_are_small_and_hold_no_absolute_paths(trainer):
     assert sum(p.stat().st_size for p in files) < 1_500_000
     texts = [p.read_text(errors="replace") for p in files if p.suffix in {".json", ".jsonl", ".yaml", ".md", ".txt"}]
     assert not any(re.search(r"/tmp/|/work/|/root/", t) for t in texts)
+
+
+def test_llama_factory_full_dpo_run_as_written(tmp_path):
+    """The issue's run: log_history and trainer_log.jsonl both hold each step, the root final model has
+    checkpoint-4's weights, and the trainer is LLaMA-Factory, not "transformers Trainer"."""
+    from dpo_eval.models import identify_model
+    from dpo_eval.report.discover import fold_final_model
+
+    root = FIXTURES / "llamafactory" / "run"
+    run = discover_run(root)
+    assert [(c.label, c.step, c.kind) for c in run.checkpoints] == [("2", 2, "full"), ("4", 4, "full"),
+                                                                       ("final", 4, "full")]
+    fingerprints = {c.path: identify_model(str(c.path), cache_dir=tmp_path).fingerprint for c in run.checkpoints}
+    folded = fold_final_model(run.checkpoints, fingerprints)
+    assert [(c.label, c.path.name, c.final_path) for c in folded] == [("2", "checkpoint-2", None),
+                                                                       ("4", "checkpoint-4", root)]
+    info = identify_trainer(run).to_dict()
+    assert info == {"name": "LLaMA-Factory", "source": "trainer_log.jsonl, training_loss.png, README.md (tag llama-factory)",
+                    "version": None,  # 0.9.5 records its version nowhere in the run dir
+                    "loss": {"value": "sigmoid", "source": "../dpo.yaml"}, "beta": {"value": 0.2, "source": "../dpo.yaml"}}
+    logs = read_training_logs(run)
+    frame = curves_frame(logs)
+    assert_one_point_each(frame)
+    assert frame_points(frame) == history_points(root / "trainer_state.json")  # the jsonl adds nothing new
+    assert set(frame["source"]) == {"trainer_state.json"}
+    assert len(logs.trainer_log) == 5 and sorted(frame.loc[frame["metric"] == "loss", "step"]) == [1, 2, 3, 4]
+    # what the jsonl repeats is what log_history holds (LLaMA-Factory copies it): loss, accuracy, lr per step
+    jsonl = {(r["current_steps"], k): r[k] for r in logs.trainer_log for k in ("loss", "accuracy", "lr") if k in r}
+    points = {(s, m): v for s, m, v in frame_points(frame)}
+    names = {"loss": "loss", "accuracy": "rewards/accuracies", "lr": "learning_rate"}
+    assert all(math.isclose(points[(s, names[k])], v) for (s, k), v in jsonl.items())

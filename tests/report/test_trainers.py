@@ -65,11 +65,12 @@ def test_llama_factory_is_named_from_its_own_files_not_trainer_state(tmp_path):
     (tmp_path / "trainer_log.jsonl").write_text('{"current_steps": 1, "loss": 0.69}\n')
     info = identify_trainer(discover_run(tmp_path))
     assert (info.name, info.name_source, info.beta, info.loss) == ("LLaMA-Factory", "trainer_log.jsonl", None, None)
-    (tmp_path / "llamafactory_config.yaml").write_text("stage: dpo\npref_beta: 0.2\n")
+    (tmp_path / "other.yaml").write_text("stage: dpo\npref_beta: 0.5\noutput_dir: elsewhere\n")  # another run's
+    (tmp_path.parent / "dpo.yaml").write_text(f"stage: dpo\npref_beta: 0.2\noutput_dir: {tmp_path.name}\n")
     info = identify_trainer(discover_run(tmp_path)).to_dict()
-    assert info["source"] == "trainer_log.jsonl, llamafactory_config.yaml"
-    assert info["beta"] == {"value": 0.2, "source": "llamafactory_config.yaml"}
-    assert info["loss"] == {"value": "sigmoid", "source": "llamafactory_config.yaml (LLaMA-Factory's default)"}
+    assert info["source"] == "trainer_log.jsonl"
+    assert info["beta"] == {"value": 0.2, "source": "../dpo.yaml"}
+    assert info["loss"] == {"value": "sigmoid", "source": "../dpo.yaml (LLaMA-Factory's default)"}
 
 
 def test_torchtune_openrlhf_plain_trainer_and_unknown(tmp_path):
@@ -93,3 +94,29 @@ def test_torchtune_openrlhf_plain_trainer_and_unknown(tmp_path):
 def test_pickled_fields_follow_memo_references_to_repeated_strings(tmp_path):
     config = FakeDPOConfig(output_dir="sigmoid", loss_type=["sigmoid"])  # "sigmoid" pickled once, then fetched
     assert pickled_fields(torch_save_like(tmp_path / "a.bin", config))["loss_type"] == ["sigmoid"]
+
+
+def test_the_run_header_line_names_each_value_with_its_source():
+    from dpo_eval.reports.view import trained_with
+
+    run = {"name": "lf", "trainer": "LLaMA-Factory", "beta": 0.3,
+           "trained_with": {"name": "LLaMA-Factory", "source": "trainer_log.jsonl", "version": None,
+                            "loss": {"value": "sigmoid", "source": "../dpo.yaml"},
+                            "beta": {"value": 0.2, "source": "../dpo.yaml"}},
+           "reference": {"path": "/m", "source": "--ref"}}
+    assert trained_with(run) == ("lf: trainer LLaMA-Factory (trainer_log.jsonl) · version: not recorded · loss sigmoid "
+                                 "(../dpo.yaml) · β 0.2 (../dpo.yaml) · report used β 0.3 · reference /m (--ref)")
+    assert trained_with({"name": "x"}) == "x: trainer unknown · version: not recorded · loss: not recorded · β: not recorded"
+
+
+def test_the_report_beta_is_the_one_the_trainer_recorded_unless_beta_is_given(tmp_path):
+    from dpo_eval.report.config import DEFAULT_BETA, ReportConfig
+    from dpo_eval.report.plan import _beta
+
+    fake_model(tmp_path / "run" / "checkpoint-2")
+    (tmp_path / "run" / "trainer_log.jsonl").write_text('{"current_steps": 1}\n')
+    run = discover_run(tmp_path / "run")
+    assert _beta(ReportConfig(run_dirs=("x",)), run) == DEFAULT_BETA  # nothing recorded
+    (tmp_path / "dpo.yaml").write_text("stage: dpo\npref_beta: 0.4\noutput_dir: run\n")
+    assert _beta(ReportConfig(run_dirs=("x",)), run) == 0.4
+    assert _beta(ReportConfig(run_dirs=("x",), beta=0.05), run) == 0.05
