@@ -313,3 +313,42 @@ def identify_trainer(run: Run) -> TrainerInfo:
 
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+# ---------------------------------------------------------------------------------------------- reference
+
+
+def _relative_to_training_cwd(run: Run, config_path: Path, value: object, output_dir: object) -> Path | None:
+    """A path from a trainer config as it exists now: absolute, or relative to the training working directory
+    (worked out from the config's relative ``output_dir``, which names this run dir), else to the config's folder."""
+    if not isinstance(value, str) or not value:
+        return None
+    given = Path(value).expanduser()
+    candidates = [given] if given.is_absolute() else []
+    if isinstance(output_dir, str) and not Path(output_dir).is_absolute():
+        parts = Path(output_dir).parts
+        if parts and run.path.parts[-len(parts):] == parts:
+            candidates.append(Path(*run.path.parts[: -len(parts)]) / given)
+    candidates.append(config_path.parent / given)
+    return next((p for p in candidates if p.exists()), None)
+
+
+def recorded_reference(run: Run) -> Recorded | None:
+    """The reference model a trainer's config names, as a local path: LLaMA-Factory's ``ref_model``, else its
+    ``model_name_or_path`` (DPO's default reference is the starting model); torchtune's
+    ``checkpointer.checkpoint_dir`` (its LoRA DPO recipe's reference is the base model, adapters off).
+    None when no config names one that exists here."""
+    config_path = _training_yaml(run) if _llamafactory(run) else None
+    if config_path is not None:
+        config = _yaml(config_path)
+        key = "ref_model" if config.get("ref_model") else "model_name_or_path"
+        found = _relative_to_training_cwd(run, config_path, config.get(key), config.get("output_dir"))
+        return Recorded(str(found), f"{_shown(run, config_path)} {key}") if found else None
+    config_path = _find(run, TORCHTUNE_CONFIG)
+    if config_path is not None and _torchtune(run):
+        config = _yaml(config_path)
+        checkpointer = config.get("checkpointer") if isinstance(config.get("checkpointer"), dict) else {}
+        found = _relative_to_training_cwd(run, config_path, checkpointer.get("checkpoint_dir"),
+                                          config.get("output_dir"))
+        return Recorded(str(found), f"{_shown(run, config_path)} checkpointer.checkpoint_dir") if found else None
+    return None

@@ -123,3 +123,21 @@ def test_llama_factory_full_dpo_run_as_written(tmp_path):
     points = {(s, m): v for s, m, v in frame_points(frame)}
     names = {"loss": "loss", "accuracy": "rewards/accuracies", "lr": "learning_rate"}
     assert all(math.isclose(points[(s, names[k])], v) for (s, k), v in jsonl.items())
+
+
+@pytest.mark.parametrize(("trainer", "source"), [("llamafactory", "../dpo.yaml model_name_or_path"),
+                                                  ("torchtune", "torchtune_config.yaml checkpointer.checkpoint_dir")])
+def test_the_reference_is_the_model_the_trainer_config_names(trainer, source):
+    from dpo_eval.report.inputs import resolve_reference
+
+    reference, warnings = resolve_reference(discover_run(FIXTURES / trainer / "run"), None)
+    assert (Path(reference.path).resolve(), reference.source, warnings) == (
+        (FIXTURES / trainer / "model").resolve(), source, [])
+
+
+def test_a_trl_run_names_no_reference_so_ref_is_asked_for():
+    from dpo_eval.errors import UserError
+    from dpo_eval.report.inputs import resolve_reference
+
+    with pytest.raises(UserError, match="no reference model found.*--ref"):
+        resolve_reference(discover_run(FIXTURES / "trl" / "run"), None)
