@@ -17,6 +17,8 @@ the folder above a lone ``checkpoint-N`` dir, and the run's checkpoint folders (
 | OpenRLHF         | ``global_stepN`` / ``global_stepN_hf`` folders     | none recorded        | none recorded            |
 | TRL              | model card ``README.md`` with tag ``trl``          | ``- TRL: X`` in the card | ``loss_type``, ``beta`` |
 |                  |                                                    |                      | in ``training_args.bin`` |
+| Axolotl          | model card ``README.md`` with tag ``axolotl``      | ``axolotl version: `X` `` | none read          |
+|                  |                                                    | in the card          |                          |
 | transformers Trainer | ``trainer_state.json`` and nothing above       | ``transformers_version`` in config.json | none recorded |
 """
 
@@ -37,6 +39,7 @@ TORCHTUNE_CONFIG = "torchtune_config.yaml"
 TRAINING_ARGS = "training_args.bin"
 PICKLED_FIELDS = ("beta", "loss_type")
 """The DPOConfig fields read from training_args.bin's pickle opcodes."""
+AXOLOTL_VERSION = re.compile(r"axolotl version: `([^`]+)`")
 CARD_VERSION = re.compile(r"^\s*-\s*(TRL|LLaMA-Factory|Transformers):\s*(\S+)\s*$", re.MULTILINE | re.IGNORECASE)
 
 
@@ -284,6 +287,17 @@ def _trl(run: Run) -> TrainerInfo | None:
                        Recorded(fields["beta"], where) if _is_number(fields.get("beta")) else None)
 
 
+def _axolotl(run: Run) -> TrainerInfo | None:
+    """Axolotl's model card: tag ``axolotl`` and ``axolotl version: `X` `` in its embedded config."""
+    card_path = _find(run, "README.md")
+    card = _read_text(card_path)
+    if card_path is None or "axolotl" not in _card_tags(card):
+        return None
+    version = AXOLOTL_VERSION.search(card)
+    return TrainerInfo("Axolotl", f"{_shown(run, card_path)} (tag axolotl)",
+                       Recorded(version.group(1), _shown(run, card_path)) if version else None)
+
+
 def _hf_trainer(run: Run) -> TrainerInfo | None:
     if run.trainer_state_path is None:
         return None
@@ -297,7 +311,7 @@ def _hf_trainer(run: Run) -> TrainerInfo | None:
                        if version and config_path else None)
 
 
-DETECTORS = (_dpo_eval, _llamafactory, _torchtune, _openrlhf, _trl, _hf_trainer)
+DETECTORS = (_dpo_eval, _llamafactory, _torchtune, _openrlhf, _axolotl, _trl, _hf_trainer)
 """Tried in this order; the first that recognises the run names it (LLaMA-Factory and TRL runs also hold
 trainer_state.json, so the plain transformers Trainer comes last)."""
 

@@ -120,3 +120,16 @@ def test_the_report_beta_is_the_one_the_trainer_recorded_unless_beta_is_given(tm
     (tmp_path / "dpo.yaml").write_text("stage: dpo\npref_beta: 0.4\noutput_dir: run\n")
     assert _beta(ReportConfig(run_dirs=("x",)), run) == 0.4
     assert _beta(ReportConfig(run_dirs=("x",), beta=0.05), run) == 0.05
+
+
+def test_an_axolotl_run_is_named_from_its_model_card_before_trl(tmp_path):
+    # Axolotl's card (hand-built from its documented form, no fixture): tags axolotl (and trl for its DPO),
+    # the training config embedded with its version
+    fake_model(tmp_path / "checkpoint-2")
+    write_state(tmp_path / "checkpoint-2", 2)
+    (tmp_path / "README.md").write_text("---\ntags:\n- axolotl\n- generated_from_trainer\n- trl\n- dpo\n---\n"
+                                        "<details><summary>See axolotl config</summary>\n\naxolotl version: `0.9.2`\n"
+                                        "```yaml\nrl: dpo\n```\n</details>\n")
+    info = identify_trainer(discover_run(tmp_path)).to_dict()
+    assert info == {"name": "Axolotl", "source": "README.md (tag axolotl)",
+                    "version": {"value": "0.9.2", "source": "README.md"}, "loss": None, "beta": None}
