@@ -141,3 +141,46 @@ def test_a_trl_run_names_no_reference_so_ref_is_asked_for():
 
     with pytest.raises(UserError, match="no reference model found.*--ref"):
         resolve_reference(discover_run(FIXTURES / "trl" / "run"), None)
+
+
+def report_fixture(trainer: str, tmp_path: Path) -> dict:
+    """`dpo-eval report` (score stage) on a copy of a trainer's fixture, no --ref: its results.json."""
+    import shutil
+
+    from click.testing import CliRunner
+    from tiny_run import FAST
+
+    from dpo_eval.cli import main
+
+    shutil.copytree(FIXTURES / trainer, tmp_path / trainer)
+    pairs = tmp_path / "pairs.jsonl"  # the fixtures' pairs; a space ends each prompt (plain-text tokenization)
+    rows = json.loads((FIXTURES / "trl" / "pairs.json").read_text())
+    pairs.write_text("".join(json.dumps({**r, "prompt": r["prompt"] + " "}) + "\n" for r in rows))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["report", str(tmp_path / trainer / "run"), "--data", str(pairs), "--stages",
+                                       "score", "--out", str(out), "--cache-dir", str(tmp_path / "cache"), *FAST])
+    assert result.exit_code == 0, result.output
+    return json.loads((out / "results.json").read_text())
+
+
+def test_a_llama_factory_run_is_reported_end_to_end_without_ref(tmp_path):
+    results = report_fixture("llamafactory", tmp_path)
+    run = (tmp_path / "llamafactory" / "run").resolve()
+    assert [(c["label"], c["step"], c["final_path"]) for c in results["checkpoints"]] == [
+        ("0", 0, None), ("2", 2, None), ("4", 4, str(run))]  # the root final model is checkpoint-4's row
+    entry = results["runs"][0]
+    assert (entry["trainer"], entry["loss"], entry["beta"]) == ("LLaMA-Factory", "sigmoid", 0.2)
+    assert entry["reference"] == {"path": str((tmp_path / "llamafactory" / "model").resolve()),
+                                  "source": "../dpo.yaml model_name_or_path"}
+    points = [(p["step"], p["metric"], p["split"]) for p in results["training_curves"]["run"]]
+    assert len(points) == len(set(points))  # each point once, not once per log file
+    assert {p["source"] for p in results["training_curves"]["run"]} == {"trainer_state.json"}
+
+
+def test_a_torchtune_lora_run_is_reported_end_to_end_without_ref(tmp_path):
+    results = report_fixture("torchtune", tmp_path)
+    assert [(c["label"], c["step"]) for c in results["checkpoints"]] == [("0", 0), ("epoch_0", 1), ("epoch_1", 2)]
+    entry = results["runs"][0]
+    assert (entry["trainer"], entry["beta"]) == ("torchtune", 0.15)
+    assert entry["reference"]["source"] == "torchtune_config.yaml checkpointer.checkpoint_dir"
+    assert len(results["training_curves"]["run"]) == 4 * 11
