@@ -15,7 +15,8 @@ the folder above a lone ``checkpoint-N`` dir, and the run's checkpoint folders (
 | torchtune        | ``epoch_N/`` folders beside ``torchtune_config.yaml`` | none recorded     | the YAML's ``loss``      |
 |                  | or a ``logs/log_*.txt`` DiskLogger file            |                      | ``_component_`` and ``beta`` |
 | OpenRLHF         | ``global_stepN`` / ``global_stepN_hf`` folders     | none recorded        | none recorded            |
-| TRL              | model card ``README.md`` with tag ``trl``          | ``- TRL: X`` in the card | ``loss_type``, ``beta`` |
+| TRL              | model card ``README.md`` with tag ``trl``, or a    | ``- TRL: X`` in the card | ``loss_type``, ``beta`` |
+|                  | ``training_args.bin`` pickling a ``trl.`` class    |                      |                          |
 |                  |                                                    |                      | in ``training_args.bin`` |
 | Axolotl          | model card ``README.md`` with tag ``axolotl``      | ``axolotl version: `X` `` | none read          |
 |                  |                                                    | in the card          |                          |
@@ -179,6 +180,21 @@ def _resolved_ops(data: bytes) -> list[tuple[str, Any]]:
     return ops
 
 
+def pickled_classes(path: Path) -> set[str]:
+    """``module.Name`` of every class a torch.save'd pickle names (GLOBAL / STACK_GLOBAL opcodes), read
+    without loading it; {} for a file that is not a readable zip or pickle."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            data = archive.read(next(n for n in archive.namelist() if n.endswith("data.pkl")))
+        ops = _resolved_ops(data)
+    except (OSError, zipfile.BadZipFile, StopIteration, ValueError):
+        return set()
+    found = {str(arg).replace(" ", ".") for name, arg in ops if name == "GLOBAL"}
+    found |= {f"{ops[i - 2][1]}.{ops[i - 1][1]}" for i, (name, _) in enumerate(ops)
+              if name == "STACK_GLOBAL" and i >= 2}
+    return found
+
+
 def _value_at(ops: list[tuple[str, Any]], index: int) -> Any:
     """The plain value whose opcodes start at ``ops[index]``, or None when it is not a plain value."""
     name, arg = ops[index]
@@ -273,16 +289,20 @@ def _openrlhf(run: Run) -> TrainerInfo | None:
 def _trl(run: Run) -> TrainerInfo | None:
     card_path = _find(run, "README.md")
     card = _read_text(card_path)
-    if card_path is None or "trl" not in _card_tags(card):
+    args_path = _find(run, TRAINING_ARGS)
+    trl_class = next((c for c in (pickled_classes(args_path) if args_path else ()) if c.startswith("trl.")), None)
+    if card_path is not None and "trl" in _card_tags(card):
+        told = f"{_shown(run, card_path)} (tag trl)"
+    elif trl_class is not None:
+        told = f"{_shown(run, args_path)} (pickles {trl_class})"
+    else:
         return None
     version = _card_version(card, "TRL")
-    args_path = _find(run, TRAINING_ARGS)
     fields = pickled_fields(args_path) if args_path else {}
     where = f"{_shown(run, args_path)} (pickle opcodes, not loaded)" if args_path else ""
     loss = fields.get("loss_type")
     loss = ",".join(loss) if isinstance(loss, list) else loss
-    return TrainerInfo("TRL", f"{_shown(run, card_path)} (tag trl)",
-                       Recorded(version, _shown(run, card_path)) if version else None,
+    return TrainerInfo("TRL", told, Recorded(version, _shown(run, card_path)) if version and card_path else None,
                        Recorded(loss, where) if loss else None,
                        Recorded(fields["beta"], where) if _is_number(fields.get("beta")) else None)
 

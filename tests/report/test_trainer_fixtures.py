@@ -184,3 +184,13 @@ def test_a_torchtune_lora_run_is_reported_end_to_end_without_ref(tmp_path):
     assert (entry["trainer"], entry["beta"]) == ("torchtune", 0.15)
     assert entry["reference"]["source"] == "torchtune_config.yaml checkpointer.checkpoint_dir"
     assert len(results["training_curves"]["run"]) == 4 * 11
+
+
+def test_a_trl_checkpoint_without_the_model_card_is_named_by_the_class_its_training_args_pickle(tmp_path):
+    import shutil
+
+    shutil.copytree(FIXTURES / "trl" / "run" / "checkpoint-2", tmp_path / "run" / "checkpoint-2")
+    info = identify_trainer(discover_run(tmp_path / "run")).to_dict()
+    args = "checkpoint-2/training_args.bin"
+    assert info["name"] == "TRL" and info["source"] == f"{args} (pickles trl.trainer.dpo_config.DPOConfig)"
+    assert info["version"] is None and info["beta"] == {"value": 0.25, "source": f"{args} (pickle opcodes, not loaded)"}
