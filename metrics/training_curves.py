@@ -8,14 +8,22 @@ The caller reads the files (this module does no I/O) and passes:
   loss, eval_loss, predict_loss, reward, accuracy (= rewards/accuracies), lr, epoch, percentage,
   elapsed_time, remaining_time, and optionally throughput, total_tokens, vram_*).
 
+- the text lines of torchtune's DiskLogger files (``log_<time>.txt``: ``Step N | name:value name:value``);
+  its DPO recipes log loss, lr, rewards/*, log_probs/* (named logps/* here, as TRL does), logits/*.
+
 Tidy frame: CURVE_COLUMNS = step (int), metric (str, without the eval_ prefix), value (float; NaN kept
 when one was logged), split ("train" or "eval"); sorted by split, metric, step; a (step, metric, split)
 logged twice keeps its last value.
+
+One source per point: a run can carry the same figures twice (LLaMA-Factory copies each log_history
+entry into trainer_log.jsonl). ``merge_sources`` keeps, for each (step, metric, split), the point of the
+first source that has it, and names that source in a ``source`` column.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,6 +82,53 @@ def llamafactory_log_frame(rows: Sequence[Mapping]) -> pd.DataFrame:
             if _is_number(row.get(field)):
                 out.append((step, metric, float(row[field]), split))
     return _tidy(out)
+
+
+TORCHTUNE_LINE = re.compile(r"^Step (\d+) \| (.*)$")
+TORCHTUNE_RENAMED = {"log_probs/": "logps/", "lr": "learning_rate"}
+"""torchtune metric name (prefix) -> the name TRL and this project use."""
+
+
+def torchtune_log_frame(lines: Iterable[str]) -> pd.DataFrame:
+    """Tidy frame of torchtune DiskLogger lines ``Step N | name:value ...`` (split "train"; other lines
+    skipped); names per TORCHTUNE_RENAMED; a value that is not a number is skipped."""
+    out = []
+    for line in lines:
+        match = TORCHTUNE_LINE.match(line.strip())
+        if match is None:
+            continue
+        for item in match.group(2).split():
+            name, _, text = item.rpartition(":")
+            try:
+                value = float(text)
+            except ValueError:
+                continue
+            if name:
+                out.append((int(match.group(1)), _torchtune_name(name), value, "train"))
+    return _tidy(out)
+
+
+def _torchtune_name(name: str) -> str:
+    for old, new in TORCHTUNE_RENAMED.items():
+        if name == old or (old.endswith("/") and name.startswith(old)):
+            return new + name[len(old):] if old.endswith("/") else new
+    return name
+
+
+def merge_sources(frames: Sequence[tuple[str, pd.DataFrame]]) -> pd.DataFrame:
+    """One point per (step, metric, split) from several tidy frames, in the given order of preference.
+
+    ``frames``: (source name, tidy frame) pairs. A point is taken from the first frame that has its
+    (step, metric, split); later frames only add points the earlier ones lack. Result: CURVE_COLUMNS plus
+    ``source``, sorted by split, metric, step.
+    """
+    parts = [frame.assign(source=name) for name, frame in frames if len(frame)]
+    if not parts:
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in
+                             (("step", "int64"), ("metric", "object"), ("value", "float64"),
+                              ("split", "object"), ("source", "object"))})
+    merged = pd.concat(parts, ignore_index=True).drop_duplicates(subset=["step", "metric", "split"], keep="first")
+    return merged.sort_values(["split", "metric", "step"], kind="stable").reset_index(drop=True)
 
 
 def find_decline(steps: ArrayLike, values: ArrayLike, *, window: int = 5, threshold: float | None = None,

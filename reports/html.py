@@ -98,7 +98,8 @@ def _header(results: dict) -> str:
     runs = ", ".join(f"{r['name']} ({len(r.get('steps', []))} checkpoints)" for r in results.get("runs", []))
     meta = (f"Runs: {runs or 'none'} · generated {results.get('generated_at', '')} · schema "
             f"v{results.get('schema_version', '')}")
-    return f'<header><h1>dpo-eval report</h1><p class="meta">{esc(meta)}</p></header>'
+    trained = "".join(f'<p class="meta">{esc(view.trained_with(r))}</p>' for r in results.get("runs", []))
+    return f'<header><h1>dpo-eval report</h1><p class="meta">{esc(meta)}</p>{trained}</header>'
 
 
 def _recommended(results: dict) -> str:

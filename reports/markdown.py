@@ -26,7 +26,9 @@ def cell(value: object) -> str:
 
 def render_markdown(results: dict) -> str:
     """The whole report.md as a string."""
-    parts = ["# dpo-eval report", "", _recommended(results), "", "## Is my run broken?", ""]
+    parts = ["# dpo-eval report", ""]
+    parts += [f"- {md(view.trained_with(r))}" for r in results.get("runs", [])]
+    parts += ["", _recommended(results), "", "## Is my run broken?", ""]
     verdicts = [f"- **{md(view.checkpoint_name(results, v.run, v.step))}**: {md(v.headline)}"
                 for v in run_verdicts(results)]
     parts += verdicts or ["- no data"]

@@ -15,7 +15,9 @@ Layout (the JSON Schema below is the contract; tests validate every written file
                           (figures kl, drift.dispersion: untempered, temperature 1 and top-p 1; length,
                           winrate, quality: the report's --temperature/--top-p; separate: whether the KL
                           figures had samples of their own)
-    runs[]                name, path, trainer, loss, beta, steps[]
+    runs[]                name, path, trainer, loss, beta (the report's), steps[], trained_with (name, source,
+                          version / loss / beta: {value, source} or null, from the trainer's own files),
+                          reference {path, source}
     checkpoints[]         one per (run, label), in run then step order (a final model with other weights
                           than the checkpoint of its step comes after it, at the same step):
         run, step, label, path, fingerprint, is_reference (the step-0 row of each run, if present),
@@ -40,7 +42,7 @@ Layout (the JSON Schema below is the contract; tests validate every written file
                           reason in missing}
     recommended           {run, step, kl, quality, quality_se, reason} or null
     findings[]            every finding of every checkpoint and run, most severe first
-    training_curves       {run: [{step, metric, value, split}]}
+    training_curves       {run: [{step, metric, value, split, source}]}: one point per (step, metric, split)
     missing[]             {what, why, flag}
     files                 {name: path relative to the results dir} of the per-example tables
     timings               {phase: seconds}

@@ -216,3 +216,23 @@ def words(key: str) -> str:
 
 FORM_NAMES = {"bon": "best-of-n", "rl": "RL"}
 """Gao et al. (2022)'s two forms of quality against KL, as the page names them."""
+
+
+def trained_with(run: dict) -> str:
+    """One line for a run header: trainer, version, loss, beta and reference, each with where it came from.
+
+    E.g. ``a: trainer LLaMA-Factory (trainer_log.jsonl) · version: not recorded · loss sigmoid (../dpo.yaml)
+    · β 0.2 (../dpo.yaml) · reference /m (--ref)``.
+    """
+    info = run.get("trained_with") or {}
+    name = info.get("name") or run.get("trainer") or "unknown"
+    parts = [f"trainer {name} ({info['source']})" if info.get("source") else f"trainer {name}"]
+    for key, label in (("version", "version"), ("loss", "loss"), ("beta", "β")):
+        entry = info.get(key)
+        parts.append(f"{label} {entry['value']} ({entry['source']})" if entry else f"{label}: not recorded")
+    if run.get("beta") is not None and (info.get("beta") or {}).get("value") != run.get("beta"):
+        parts.append(f"report used β {run['beta']}")
+    reference = run.get("reference") or {}
+    if reference:
+        parts.append(f"reference {reference.get('path')} ({reference.get('source')})")
+    return f"{run.get('name', '')}: " + " · ".join(parts)

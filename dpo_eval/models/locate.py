@@ -169,7 +169,7 @@ def locate(path: str, cache_dir: Path) -> Located:
             f"model path {path} is a file: pass a model folder (with config.json) or a .gguf file"
         )
     folder = folder.resolve()
-    if (folder / "adapter_config.json").is_file():
+    if (folder / "adapter_config.json").is_file() and not _is_merged_beside_adapter(folder):
         return _locate_adapter(path, folder, cache_dir)
     return _locate_folder(path, folder)
 
@@ -185,6 +185,14 @@ def _locate_hub(path: str, cache_dir: Path) -> Located:
         )
     located = _locate_adapter(path, hub.folder, cache_dir) if is_adapter else _locate_folder(path, hub.folder)
     return replace(located, hub=hub)
+
+
+def _is_merged_beside_adapter(folder: Path) -> bool:
+    """torchtune's LoRA ``epoch_N/``: the merged model (config.json + weights) beside an adapter whose config
+    names no base model; that folder is the merged model (as ``dpo_eval.report.discover`` counts it)."""
+    if not (folder / "config.json").is_file() or not _find_weights(folder, is_adapter=False)[0]:
+        return False
+    return not read_adapter_config(folder).get("base_model_name_or_path")
 
 
 def refuse_pickle(located: Located, allow_pickle: bool) -> None:

@@ -29,9 +29,10 @@ import numpy as np
 import pandas as pd
 
 from dpo_eval.jsonio import atomic_path, finite_or_null, write_json
-from dpo_eval.metrics import drift, findings, kl, length, overoptimization, rewards, training_curves, winrate
+from dpo_eval.metrics import drift, findings, kl, length, overoptimization, rewards, winrate
 from dpo_eval.metrics.quality import quality_from_preferences
-from dpo_eval.report import frames
+from dpo_eval.report import frames, trainers
+from dpo_eval.report.discover import curves_frame
 from dpo_eval.report.plan import Plan, Row, RunPlan
 from dpo_eval.report.steps import KL_SAMPLES
 from dpo_eval.reports.schema import RESULTS_SCHEMA_VERSION, schema_errors
@@ -482,10 +483,7 @@ def _curves(plan: Plan) -> dict:
     curves = {}
     for rp in plan.runs:
         logs = plan.logs[rp.run.name]
-        parts = [training_curves.hf_log_history_frame(logs.log_history),
-                 training_curves.llamafactory_log_frame(logs.trainer_log)]
-        frame = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else None
-        curves[rp.run.name] = [] if frame is None else plain(frame.to_dict("records"))
+        curves[rp.run.name] = plain(curves_frame(logs).to_dict("records"))
     return curves
 
 
@@ -524,13 +522,13 @@ def _provenance(plan: Plan) -> dict:
 
 
 def _run_entry(rp: RunPlan) -> dict:
-    manifest = rp.run.manifest or {}
-    loss = manifest.get("loss") if isinstance(manifest.get("loss"), dict) else {}
-    trainer = ("dpo-eval" if manifest.get("kind") == "dpo_eval.train" else
-               "transformers Trainer" if rp.run.trainer_state_path else
-               "LLaMA-Factory" if rp.run.trainer_log_path else "unknown")
-    return {"name": rp.run.name, "path": str(rp.run.path), "trainer": trainer, "loss": loss.get("name"),
-            "beta": rp.beta, "steps": [row.step for row in rp.rows]}
+    """A run: its trainer as its files tell it (name, version, loss, beta, each with its source), the beta
+    the report used, and the reference it resolved (path and how it was chosen)."""
+    info = trainers.identify_trainer(rp.run)
+    return {"name": rp.run.name, "path": str(rp.run.path), "trainer": info.name,
+            "loss": info.loss.value if info.loss else None, "beta": rp.beta, "steps": [row.step for row in rp.rows],
+            "trained_with": info.to_dict(),
+            "reference": {"path": rp.reference.path, "source": rp.reference.source}}
 
 
 def assemble(plan: Plan, paths, ref_label: str) -> tuple[dict, dict[str, pd.DataFrame]]:

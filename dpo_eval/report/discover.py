@@ -7,7 +7,8 @@ What a run directory (RUN_DIR) may hold as direct children, and what each become
 | ``checkpoint-N/``                  | dpo-eval train, HF Trainer, TRL, Axolotl,      | N              | ``"N"``   |
 |                                    | LLaMA-Factory                                  |                |           |
 | ``step_N/``                        | open-instruct, torchtune                       | N              | ``"N"``   |
-| ``global_stepN/``, ``..._hf/``     | OpenRLHF exports                               | N              | ``"N"``   |
+| ``global_stepN_hf/``               | OpenRLHF's Hugging Face export (``--save_hf_ckpt``) | N         | ``"N"``   |
+|                                    | (its DeepSpeed ``global_stepN/`` is skipped)   |                |           |
 | ``epoch_N/``                       | torchtune, open-instruct                       | None           | ``"epoch_N"`` |
 | weights in RUN_DIR itself          | ``save_model`` / ``save_pretrained`` at the end | root           | ``"final"`` |
 |                                    |                                                | trainer_state's |           |
@@ -16,9 +17,12 @@ What a run directory (RUN_DIR) may hold as direct children, and what each become
 A folder counts only when it holds loadable weights, judged as ``dpo_eval.models`` will load it:
 with ``adapter_config.json`` it is a PEFT adapter (kind ``"peft"``) and needs ``adapter_model*.safetensors``
 or ``adapter_model*.bin``; otherwise it needs ``config.json`` and ``*.safetensors`` or ``pytorch_model*.bin``
-(kind ``"full"``). Every other child folder is skipped with its reason (a checkpoint still being written,
+(kind ``"full"``). A folder with both a full model and an adapter whose config names no base model (torchtune's
+LoRA ``epoch_N/``: merged weights beside the adapter) is the full model. Every other child folder is skipped with its reason (a checkpoint still being written,
 DeepSpeed ZeRO shards, ``runs/`` TensorBoard logs, ...). A RUN_DIR that is itself a model folder with no
 checkpoint children is a one-checkpoint run; if it is named like ``checkpoint-N`` its step is N.
+A NeMo / NeMo-Aligner ``.nemo`` file (given, or in a dir with no checkpoint) is refused with one line
+naming NeMo's Hugging Face export script.
 
 Order: numbered checkpoints by step (numerically: 9 before 10), then ``epoch_N`` by N, and the final
 model last, or at its step when ``trainer_state.json`` gives one (after a checkpoint of the same step).
@@ -44,7 +48,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from dpo_eval.errors import UserError
+from dpo_eval.metrics import training_curves
 
 MANIFEST = "dpo_eval.json"
 """dpo-eval train's run manifest at the run root (same name as ``dpo_eval.train.checkpoint.MANIFEST``)."""
@@ -61,6 +68,14 @@ LOOKED_FOR = (
     "checkpoint-N/, step_N/, global_stepN/ or epoch_N/ folders, or a model saved in the folder itself, "
     "each with config.json + *.safetensors (or pytorch_model*.bin), or adapter_config.json + adapter_model.*"
 )
+NEMO_SUFFIX = ".nemo"
+NEMO_EXPORT = ("export it to a Hugging Face folder with NeMo's scripts/checkpoint_converters/"
+               "convert_<model>_nemo_to_hf.py (e.g. convert_llama_nemo_to_hf.py --input_name_or_path X.nemo "
+               "--output_path OUT)")
+NEMO_CONFIG = "model_config.yaml"
+"""What an unpacked .nemo checkpoint folder holds (beside model_weights/)."""
+TORCHTUNE_LOGS = "logs"
+"""torchtune's DiskLogger folder in a run dir (its default ``log_dir: ${output_dir}/logs``): ``log_*.txt``."""
 STEP_TOKEN = re.compile(r"^(\d+|final|epoch_\d+)$")
 
 
@@ -120,6 +135,8 @@ def _weights_kind(folder: Path) -> tuple[str | None, str]:
     adapter_weights = [n for n in files if n.startswith("adapter_model") and n.endswith((".safetensors", ".bin"))]
     model_weights = [n for n in files if (n.endswith(".safetensors") and not n.startswith("adapter_model"))
                      or (n.startswith("pytorch_model") and n.endswith(".bin"))]
+    if "adapter_config.json" in files and "config.json" in files and model_weights and not _names_base(folder):
+        return "full", ""  # torchtune's LoRA epoch_N/: the merged model beside an adapter that names no base
     if "adapter_config.json" in files:
         if adapter_weights:
             return "peft", ""
@@ -132,6 +149,15 @@ def _weights_kind(folder: Path) -> tuple[str | None, str]:
     if model_weights or adapter_weights:
         return None, "weight files but no config.json: not a save_pretrained folder"
     return None, "no config.json, adapter_config.json or weight files"
+
+
+def _names_base(folder: Path) -> bool:
+    """Whether the folder's adapter_config.json names a base model (PEFT's save_pretrained always does)."""
+    try:
+        config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return True  # unreadable: treated as an adapter, and reported as one where its base is looked up
+    return isinstance(config, dict) and bool(config.get("base_model_name_or_path"))
 
 
 def _numbered(name: str) -> int | None:
@@ -199,7 +225,7 @@ def _global_step(trainer_state: Path) -> int | None:
 # ---------------------------------------------------------------------------------------------- one run
 
 
-def _meta_folder(path: Path) -> Path:
+def meta_folder(path: Path) -> Path:
     """Where a run's manifest and logs may also be: the parent of a lone checkpoint-N dir, else the dir."""
     return path.parent if _numbered(path.name) is not None else path
 
@@ -245,18 +271,39 @@ def _existing_dir(run_dir: str | Path) -> Path:
     return given.resolve()
 
 
+def _refuse_nemo(run_dir: str | Path, path: Path) -> None:
+    """A NeMo / NeMo-Aligner ``.nemo`` file (given, or the only thing in the dir) is a one-line UserError."""
+    nemo = ([path] if path.suffix == NEMO_SUFFIX else
+            sorted([*path.glob(f"*{NEMO_SUFFIX}"), *path.glob(NEMO_CONFIG), *path.glob(f"*/{NEMO_CONFIG}")])
+            if path.is_dir() else [])
+    if nemo:
+        raise UserError(f"{nemo[0] if path.is_dir() else run_dir} is a NeMo checkpoint, which dpo-eval does not "
+                        f"read: {NEMO_EXPORT}, and pass that folder")
+
+
+def _twin_skip(found: list[Checkpoint | Skipped]) -> list[Checkpoint | Skipped]:
+    """OpenRLHF: a ``global_stepN`` DeepSpeed folder beside its ``global_stepN_hf`` export says so."""
+    exported = {c.path.name.removesuffix("_hf") for c in found if isinstance(c, Checkpoint)
+                and c.path.name.startswith("global_step") and c.path.name.endswith("_hf")}
+    return [Skipped(s.path, f"DeepSpeed checkpoint (its Hugging Face export {s.path.name}_hf is read)")
+            if isinstance(s, Skipped) and s.path.name in exported else s for s in found]
+
+
 def discover_run(run_dir: str | Path, name: str | None = None) -> Run:
     """The checkpoints (step order), manifest and log files of one run dir; see the module docstring."""
+    if Path(run_dir).suffix == NEMO_SUFFIX and Path(run_dir).is_file():
+        _refuse_nemo(run_dir, Path(run_dir))
     path = _existing_dir(run_dir)
     name = name or path.name
-    found = [_child_checkpoint(name, child) for child in sorted(path.iterdir()) if child.is_dir()]
+    found = _twin_skip([_child_checkpoint(name, child) for child in sorted(path.iterdir()) if child.is_dir()])
     checkpoints = [c for c in found if isinstance(c, Checkpoint)]
     root = _root_checkpoint(name, path, has_children=bool(checkpoints))
     checkpoints = sorted(checkpoints + ([root] if root else []), key=_order_key)
     if not checkpoints:
+        _refuse_nemo(run_dir, path)
         raise UserError(f"no checkpoints found in run dir {run_dir}: looked for {LOOKED_FOR}")
     _check_unique_steps(path, checkpoints)
-    meta = _meta_folder(path)
+    meta = meta_folder(path)
     trainer_log = next((f / TRAINER_LOG for f in (path, meta) if (f / TRAINER_LOG).is_file()), None)
     return Run(name=name, path=path, checkpoints=tuple(checkpoints),
                manifest=_read_manifest(path) or (_read_manifest(meta) if meta != path else None),
@@ -368,7 +415,7 @@ def select_steps(runs: list[Run], steps: tuple[str, ...] | None) -> tuple[list[R
 
 @dataclass(frozen=True)
 class TrainingLogs:
-    """What the trainers logged: HF/TRL/dpo-eval ``log_history`` and LLaMA-Factory's jsonl rows."""
+    """What the trainers logged: HF/TRL/dpo-eval ``log_history``, LLaMA-Factory's jsonl rows, torchtune's lines."""
 
     log_history: list[dict]
     """``trainer_state.json``'s ``log_history`` (one dict per logging or eval step); [] without the file."""
@@ -376,6 +423,9 @@ class TrainingLogs:
     """``trainer_log.jsonl`` rows (``current_steps``, ``loss``, ``lr``, ...); [] without the file."""
     warnings: tuple[str, ...] = ()
     """E.g. a cut-off last line of trainer_log.jsonl (a run killed mid-write), which is left out."""
+    disk_log: list[str] = field(default_factory=list)
+    """torchtune's DiskLogger lines (``logs/log_*.txt``, files in name order: a resumed run's after the
+    first); [] without them."""
 
 
 def _read_trainer_log(path: Path) -> tuple[list[dict], list[str]]:
@@ -401,7 +451,8 @@ def _read_trainer_log(path: Path) -> tuple[list[dict], list[str]]:
 
 
 def read_training_logs(run: Run) -> TrainingLogs:
-    """Read the run's ``trainer_state.json`` log_history and ``trainer_log.jsonl`` rows (either may be absent)."""
+    """Read the run's ``trainer_state.json`` log_history, ``trainer_log.jsonl`` rows and torchtune's
+    ``logs/log_*.txt`` lines (any may be absent)."""
     history: list[dict] = []
     if run.trainer_state_path is not None:
         state = read_json_file(run.trainer_state_path, "trainer state", "restore or delete it")
@@ -410,4 +461,32 @@ def read_training_logs(run: Run) -> TrainingLogs:
             raise UserError(f"trainer state {run.trainer_state_path}: log_history is not a list of objects; "
                             "restore or delete the file")
     rows, warnings = _read_trainer_log(run.trainer_log_path) if run.trainer_log_path else ([], [])
-    return TrainingLogs(log_history=history, trainer_log=rows, warnings=tuple(warnings))
+    return TrainingLogs(log_history=history, trainer_log=rows, warnings=tuple(warnings),
+                        disk_log=_read_disk_log(run.path / TORCHTUNE_LOGS))
+
+
+def _read_disk_log(folder: Path) -> list[str]:
+    """The lines of torchtune's ``log_*.txt`` files in ``folder``, files in name order; [] without any."""
+    if not folder.is_dir():
+        return []
+    lines: list[str] = []
+    for path in sorted(folder.glob("log_*.txt")):
+        try:
+            lines += path.read_text(encoding="utf-8").splitlines()
+        except OSError as error:
+            raise UserError(f"cannot read training log {path} ({error}): check its permissions") from error
+    return lines
+
+
+CURVE_SOURCES = ("trainer_state.json", TRAINER_LOG, f"{TORCHTUNE_LOGS}/log_*.txt")
+"""The curve sources in order of preference: log_history has every figure the trainer logged, and
+LLaMA-Factory's trainer_log.jsonl repeats some of them (loss, accuracy, lr), so its points only fill
+steps or metrics log_history lacks (a run whose trainer_state.json is from an earlier checkpoint)."""
+
+
+def curves_frame(logs: TrainingLogs) -> pd.DataFrame:
+    """The run's training curves, one point per (step, metric, split), with the source file of each."""
+    return training_curves.merge_sources(list(zip(CURVE_SOURCES, (
+        training_curves.hf_log_history_frame(logs.log_history),
+        training_curves.llamafactory_log_frame(logs.trainer_log),
+        training_curves.torchtune_log_frame(logs.disk_log)), strict=True)))

@@ -5,7 +5,10 @@ Where each input comes from, first that works (an explicit flag always wins):
 | input          | 1. flag        | 2. run manifest ``dpo_eval.json``         | 3. otherwise                          |
 |----------------|----------------|-------------------------------------------|---------------------------------------|
 | reference      | ``--ref``      | ``reference`` (``resolved``, then path);  | PEFT checkpoints: adapter_config.json's |
-| (per run)      |                | reference-free losses: ``policy_init``    | ``base_model_name_or_path``            |
+| (per run)      |                | reference-free losses: ``policy_init``    | ``base_model_name_or_path``; then the  |
+|                |                |                                           | trainer's config (LLaMA-Factory's YAML |
+|                |                |                                           | ``ref_model`` / ``model_name_or_path``, |
+|                |                |                                           | torchtune's ``checkpoint_dir``)        |
 | held-out pairs | ``--data``     | ``data.eval_path`` (``eval_data`` in the  | error                                  |
 |                |                | train config); all runs must agree        |                                        |
 | prompts        | ``--prompts``  | (dpo-eval train records none)             | the held-out pairs' prompts, once each |
@@ -32,6 +35,7 @@ from dpo_eval.errors import UserError
 from dpo_eval.models.hub import is_hub_id
 from dpo_eval.models.locate import hub_base_id
 from dpo_eval.report.discover import Run, discover_runs, parse_steps, read_json_file, select_steps
+from dpo_eval.report.trainers import recorded_reference
 
 if TYPE_CHECKING:
     from dpo_eval.data.pairs import PreferencePair
@@ -50,7 +54,9 @@ class Reference:
     path: str
     """A local path (or a model alias) to pass to ``dpo_eval.models.identify_model`` / ``load_model``."""
     source: str
-    """``"--ref"``, ``"manifest"``, ``"manifest policy_init"`` (reference-free loss) or ``"adapter_config"``."""
+    """``"--ref"``, ``"manifest"``, ``"manifest policy_init"`` (reference-free loss), ``"adapter_config"``, or
+    the trainer config and key (``"../dpo.yaml model_name_or_path"``, ``"torchtune_config.yaml
+    checkpointer.checkpoint_dir"``)."""
     fingerprint: str | None = None
     """The reference's fingerprint recorded at training time (manifest only): see ``check_reference_identity``."""
 
@@ -203,8 +209,11 @@ def resolve_reference(run: Run, ref: str | None) -> tuple[Reference, list[str]]:
     from_adapter, why_not_adapter = _adapter_reference(run)
     if from_adapter is not None:
         return from_adapter, []
-    raise UserError(f"run {run.name}: no reference model found ({why_not_manifest}; {why_not_adapter}; no --ref): "
-                    f"{REF_WAYS}")
+    from_trainer = recorded_reference(run)
+    if from_trainer is not None:
+        return Reference(from_trainer.value, from_trainer.source), []
+    raise UserError(f"run {run.name}: no reference model found ({why_not_manifest}; {why_not_adapter}; no trainer "
+                    f"config naming a local model; no --ref): {REF_WAYS}")
 
 
 def check_reference_identity(reference: Reference, identity: ModelIdentity) -> str | None:

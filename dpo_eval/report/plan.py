@@ -37,6 +37,7 @@ from dpo_eval.report.inputs import (
     resolve_inputs,
 )
 from dpo_eval.report.store import RunStore, path_sha256
+from dpo_eval.report.trainers import identify_trainer
 from dpo_eval.tokenization import TokenizerSettings
 
 REFERENCE_LABEL = "0"
@@ -178,11 +179,12 @@ def default_out(config: ReportConfig) -> Path:
 
 
 def _beta(config: ReportConfig, run: Run) -> float:
-    """--beta, else the manifest's loss beta, else DEFAULT_BETA."""
+    """--beta, else the beta the run's trainer recorded (dpo_eval.json, LLaMA-Factory's YAML, torchtune's
+    YAML, TRL's training_args.bin: ``trainers.identify_trainer``), else DEFAULT_BETA."""
     if config.beta is not None:
         return config.beta
-    loss = (run.manifest or {}).get("loss")
-    beta = loss.get("beta") if isinstance(loss, dict) else None
+    recorded = identify_trainer(run).beta
+    beta = recorded.value if recorded is not None else None
     return float(beta) if isinstance(beta, int | float) and not isinstance(beta, bool) and beta > 0 else DEFAULT_BETA
 
 

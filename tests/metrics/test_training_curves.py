@@ -14,7 +14,9 @@ from dpo_eval.metrics.training_curves import (
     find_decline,
     hf_log_history_frame,
     llamafactory_log_frame,
+    merge_sources,
     noise_sd,
+    torchtune_log_frame,
 )
 
 NAN = float("nan")
@@ -158,3 +160,35 @@ def test_find_chosen_logp_decline_on_a_tidy_frame():
     assert (d.peak_step, d.confirmed_step) == (60, 70)
     assert find_chosen_logp_decline(frame, split="eval", window=1, threshold=1.0) is None  # -values rise
     assert isinstance(frame, pd.DataFrame)
+
+
+def test_torchtune_disk_log_lines_by_hand():
+    lines = ["Step 1 | loss:0.6931 lr:0.001 rewards/chosen:0.0 log_probs/chosen:-30.5 logits/chosen:-0.1 ",
+             "some other line", "Step 2 | loss:0.5 lr:0.001 tokens_per_second_per_gpu:nan note:abc ",
+             "Step 2 | loss:0.4"]
+    frame = torchtune_log_frame(lines)
+    got = sorted(zip(frame["step"], frame["metric"], frame["value"], frame["split"]))
+    nan_rows = [g for g in got if math.isnan(g[2])]
+    assert nan_rows == [(2, "tokens_per_second_per_gpu", nan_rows[0][2], "train")]
+    assert [g for g in got if not math.isnan(g[2])] == sorted([
+        (1, "loss", 0.6931, "train"), (1, "learning_rate", 0.001, "train"), (1, "rewards/chosen", 0.0, "train"),
+        (1, "logps/chosen", -30.5, "train"), (1, "logits/chosen", -0.1, "train"),
+        (2, "loss", 0.4, "train"), (2, "learning_rate", 0.001, "train")])  # a repeated step keeps its last
+    assert torchtune_log_frame([]).empty
+
+
+def test_merge_sources_keeps_the_first_source_of_each_point_and_names_it():
+    history = hf_log_history_frame([{"loss": 0.69, "rewards/accuracies": 0.5, "step": 1},
+                                    {"loss": 0.6, "step": 2}])
+    jsonl = llamafactory_log_frame([{"current_steps": 1, "loss": 0.69, "accuracy": 0.5, "lr": 1e-3},
+                                    {"current_steps": 2, "loss": 0.6}, {"current_steps": 3, "loss": 0.5}])
+    merged = merge_sources([("trainer_state.json", history), ("trainer_log.jsonl", jsonl)])
+    got = sorted(zip(merged["step"], merged["metric"], merged["value"], merged["source"]))
+    assert got == sorted([(1, "loss", 0.69, "trainer_state.json"), (1, "rewards/accuracies", 0.5, "trainer_state.json"),
+                          (2, "loss", 0.6, "trainer_state.json"), (1, "learning_rate", 1e-3, "trainer_log.jsonl"),
+                          (3, "loss", 0.5, "trainer_log.jsonl")])
+    assert len(merged) == len(merged.drop_duplicates(["step", "metric", "split"]))
+    swapped = merge_sources([("trainer_log.jsonl", jsonl), ("trainer_state.json", history)])
+    assert set(swapped.loc[swapped["step"] < 3, "source"]) == {"trainer_log.jsonl"}
+    empty = merge_sources([("a", hf_log_history_frame([]))])
+    assert empty.empty and list(empty.columns) == ["step", "metric", "value", "split", "source"]

@@ -11,6 +11,7 @@ from conftest import save_tiny_model
 from dpo_eval.errors import UserError
 from dpo_eval.report.discover import (
     available_steps,
+    curves_frame,
     discover_run,
     discover_runs,
     fold_final_model,
@@ -404,3 +405,61 @@ def test_run_written_by_trl_dpo_trainer(tmp_path):
     assert [r["step"] for r in history if "loss" in r] == [1, 2, 3, 4]
     assert all(isinstance(r["loss"], float) for r in history if "loss" in r)
     assert any("train_runtime" in r for r in history)  # the end-of-training summary only the root state has
+
+
+def test_openrlhf_global_step_hf_exports_are_read_and_their_deepspeed_folders_skipped(tmp_path):
+    # OpenRLHF's DPO trainer with --save_hf_ckpt: ckpt_path/global_stepN/ (DeepSpeed) + global_stepN_hf/ (HF)
+    for step in (2, 4):
+        shards = tmp_path / f"global_step{step}"
+        shards.mkdir()
+        (shards / "mp_rank_00_model_states.pt").write_bytes(b"not read")
+        fake_model(tmp_path / f"global_step{step}_hf")
+    (tmp_path / "latest").write_text("global_step4")
+    run = discover_run(tmp_path)
+    assert [(c.label, c.path.name) for c in run.checkpoints] == [("2", "global_step2_hf"), ("4", "global_step4_hf")]
+    assert {s.path.name: s.reason for s in run.skipped} == {
+        "global_step2": "DeepSpeed checkpoint (its Hugging Face export global_step2_hf is read)",
+        "global_step4": "DeepSpeed checkpoint (its Hugging Face export global_step4_hf is read)"}
+
+
+def test_a_nemo_checkpoint_is_refused_with_the_export_to_use(tmp_path):
+    nemo = tmp_path / "megatron_gpt.nemo"
+    nemo.write_bytes(b"tar")
+    for given in (nemo, tmp_path):
+        with pytest.raises(UserError) as error:
+            discover_run(given)
+        message = str(error.value)
+        assert "\n" not in message and "NeMo checkpoint" in message and "convert_llama_nemo_to_hf.py" in message
+    unpacked = tmp_path / "unpacked"
+    (unpacked / "model_weights").mkdir(parents=True)
+    (unpacked / "model_config.yaml").write_text("precision: bf16\n")
+    nemo.unlink()
+    with pytest.raises(UserError, match="NeMo checkpoint"):
+        discover_run(tmp_path)
+
+
+def test_torchtune_disk_logs_are_read_in_file_order(tmp_path):
+    fake_model(tmp_path / "epoch_0")
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "log_1700000002.txt").write_text("Step 3 | loss:0.4 \n")
+    (tmp_path / "logs" / "log_1700000001.txt").write_text("Step 1 | loss:0.6 \nStep 2 | loss:0.5 \n")
+    logs = read_training_logs(discover_run(tmp_path))
+    assert logs.disk_log == ["Step 1 | loss:0.6 ", "Step 2 | loss:0.5 ", "Step 3 | loss:0.4 "]
+    frame = curves_frame(logs)
+    assert list(zip(frame["step"], frame["value"], frame["source"])) == [
+        (1, 0.6, "logs/log_*.txt"), (2, 0.5, "logs/log_*.txt"), (3, 0.4, "logs/log_*.txt")]
+
+
+def test_curves_keep_one_point_per_step_when_llama_factory_repeats_log_history(tmp_path):
+    fake_model(tmp_path / "checkpoint-2")
+    write_state(tmp_path, 3, [{"loss": 0.69, "rewards/accuracies": 0.5, "learning_rate": 1e-3, "step": 1},
+                              {"loss": 0.6, "rewards/accuracies": 1.0, "learning_rate": 1e-3, "step": 2}])
+    rows = [{"current_steps": 1, "loss": 0.69, "accuracy": 0.5, "lr": 1e-3},
+            {"current_steps": 2, "loss": 0.6, "accuracy": 1.0, "lr": 1e-3},
+            {"current_steps": 3, "loss": 0.5, "accuracy": 1.0, "lr": 1e-3}]
+    (tmp_path / "trainer_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    frame = curves_frame(read_training_logs(discover_run(tmp_path)))
+    points = sorted(zip(frame["step"], frame["metric"], frame["source"]))
+    assert len(points) == len(set((s, m) for s, m, _ in points)) == 9  # 3 steps x 3 metrics, each once
+    assert {src for s, _, src in points if s < 3} == {"trainer_state.json"}  # log_history wins
+    assert {src for s, _, src in points if s == 3} == {"trainer_log.jsonl"}  # jsonl only fills what it lacks

@@ -114,13 +114,15 @@ def test_no_reference_is_one_line_naming_the_three_ways(tmp_path):
         resolve_reference(discover_run(tmp_path / "plain"), None)
     message = str(error.value)
     assert "\n" not in message and message.startswith("run plain: no reference model found (no dpo_eval.json; "
-                                                      "no PEFT checkpoint; no --ref)")
+                                                      "no PEFT checkpoint; no trainer config naming a local model; "
+                                                      "no --ref)")
     for way in ("--ref PATH", "dpo_eval.json", "adapter_config.json"):
         assert way in message
     write_manifest(tmp_path / "gone", reference=ref_record("gone/sft", "/gone/sft"))
     fake_adapter(tmp_path / "gone" / "checkpoint-1", base="/gone/base")
     with pytest.raises(UserError, match=r"names reference 'gone/sft', which does not exist here; .*names base model "
-                                        r"'/gone/base', which is neither a local path nor a Hub id; no --ref\)"):
+                                        r"'/gone/base', which is neither a local path nor a Hub id; no trainer config "
+                                        r"naming a local model; no --ref\)"):
         resolve_reference(discover_run(tmp_path / "gone"), None)
 
 

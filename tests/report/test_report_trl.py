@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from tiny_run import FAST, JUDGE_DIR, RULE_JUDGE, trained_once
 
 from dpo_eval.cli import main
+from dpo_eval.reports.markdown import render_markdown
 from dpo_eval.reports.schema import schema_errors
 
 
@@ -79,7 +80,15 @@ def test_a_trl_dpo_run_is_reported_with_ref_steps_in_order_and_its_training_curv
     assert [(c["label"], c["step"], c["path"], c["final_path"]) for c in results["checkpoints"]] == [
         ("0", 0, trl["ref"], None), ("2", 2, str(run / "checkpoint-2"), None),
         ("4", 4, str(run / "checkpoint-4"), str(run))]
-    assert results["runs"][0]["trainer"] == "transformers Trainer" and results["runs"][0]["steps"] == [0, 2, 4]
+    entry = results["runs"][0]
+    assert entry["trainer"] == "TRL" and entry["steps"] == [0, 2, 4]  # named by its model card, not trainer_state
+    args_bin = "checkpoint-4/training_args.bin (pickle opcodes, not loaded)"  # save_model wrote none at the root
+    assert entry["trained_with"]["beta"] in ({"value": 0.1, "source": "training_args.bin (pickle opcodes, not loaded)"},
+                                             {"value": 0.1, "source": args_bin})  # DPOConfig's default beta
+    assert entry["beta"] == 0.1 and entry["reference"] == {"path": trl["ref"], "source": "--ref"}
+    header = render_markdown(results).splitlines()[2]
+    assert header.startswith("- trl_out: trainer TRL (README.md (tag trl)) · version ")
+    assert header.endswith(f"· β 0.1 (training_args.bin (pickle opcodes, not loaded)) · reference {trl['ref']} (--ref)")
     assert results["provenance"]["reference"]["source"] == "--ref"
     history = json.loads((trl["run"] / "trainer_state.json").read_text())["log_history"]
     assert curve_points(results, "trl_out") == logged(history)
@@ -88,6 +97,7 @@ def test_a_trl_dpo_run_is_reported_with_ref_steps_in_order_and_its_training_curv
     assert {m for _, m, _ in curve_points(results, "trl_out")} >= {"rewards/chosen", "rewards/margins", "logps/chosen"}
     page = (out / "report.html").read_text()
     assert 'id="plot-training"' in page and "Training curves" in page
+    assert "trl_out: trainer TRL (README.md (tag trl)) · version 1.16" in page
 
 
 def test_a_judged_trl_run_with_its_final_model_at_the_root_gets_its_fits(trl_report):
