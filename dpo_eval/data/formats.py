@@ -2,7 +2,7 @@
 
 Every reader returns a list of dicts (one per row) and turns user-fixable problems (missing file,
 unknown extension, malformed JSON, unknown split) into a one-line `UserError`. A path that names no local
-file or folder and is shaped like ``org/name[@revision]`` is a Hub dataset (``dpo_eval.data.hub_data``).
+file or folder and is shaped like ``org/name[@revision][/subset][:split]`` is a Hub dataset (``dpo_eval.data.hub_data``).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def read_source(path: str | Path, split: str | None = None, subset: str | None =
     if not p.is_file():
         raise UserError(
             f"{source}: no such file or directory; give a path to {SUPPORTED_FORMATS} "
-            "or a Hub dataset id (org/name, with --split)"
+            "or a Hub dataset id (org/name, or org/name:split)"
         )
     if split is not None:
         raise UserError(f"{source}: --split {split!r} was given but a single file has no splits; drop --split")

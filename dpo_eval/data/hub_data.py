@@ -1,7 +1,9 @@
-"""Datasets named by their Hub id (``org/name`` or ``org/name@revision``), read with ``datasets.load_dataset``.
+"""Datasets named by their Hub id, read with ``datasets.load_dataset``: ``org/name[@revision]``, or with the split
+(and subset) inline, ``org/name[@revision][/subset]:split`` (``parse_hub_dataset``; e.g.
+``HuggingFaceH4/ultrafeedback_binarized:test_prefs``), so every data argument can name its split.
 
-A split is chosen as for a saved ``DatasetDict`` (``--split``, else "test", else the only one); ``subset`` is the
-dataset's config name (``load_dataset(repo, subset)``). The rows come back with the name they are known by
+A split is the inline one or ``--split`` (both: they must agree), else "test", else the only one, as for a saved
+``DatasetDict``; ``subset`` is the dataset's config name (``load_dataset(repo, subset)``), inline or ``--subset``. The rows come back with the name they are known by
 everywhere downstream, ``org/name@<commit>[/subset]:split`` (``hub_source_name``): it names the repo, the
 commit the revision resolved to (the version folder datasets caches it under), the subset and the split,
 so results and keys that record the source name change when any of them does.
@@ -13,6 +15,7 @@ repo without a token, unknown revision, offline with nothing cached, unknown spl
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +23,43 @@ from dpo_eval.errors import UserError
 from dpo_eval.models.hub import hub_error, hub_settings, parse_hub_id
 
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
+INLINE = re.compile(r"^(?P<repo>[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*)(?:@(?P<revision>[^@/:\s]+))?"
+                    r"(?:/(?P<subset>[^@/:\s]+))?:(?P<split>[^@/:\s]+)$")
+
+
+@dataclass(frozen=True)
+class HubDataset:
+    """A Hub dataset argument taken apart: ``org/name[@revision][/subset][:split]``."""
+
+    repo: str
+    revision: str | None = None
+    subset: str | None = None
+    split: str | None = None
+
+
+def parse_hub_dataset(path: str) -> HubDataset | None:
+    """``org/name[@revision]`` or ``org/name[@revision][/subset]:split`` taken apart; None for anything else.
+
+    The inline form is the source name this module writes (``hub_source_name``), so a recorded source reads back as
+    the same commit, subset and split. A revision in the inline form cannot hold "/" (use a tag or commit)."""
+    match = INLINE.match(path)
+    if match is not None and parse_hub_id(match["repo"]) is not None:  # not a file name such as data/pairs.jsonl
+        return HubDataset(match["repo"], match["revision"], match["subset"], match["split"])
+    plain = parse_hub_id(path)
+    return HubDataset(*plain) if plain is not None else None
 
 
 def is_hub_dataset(path: str) -> bool:
-    """Whether ``path`` is shaped like a Hub id and names no local file or folder."""
-    return parse_hub_id(path) is not None and not Path(path).expanduser().exists()
+    """Whether ``path`` is shaped like a Hub dataset argument and names no local file or folder."""
+    return parse_hub_dataset(path) is not None and not Path(path).expanduser().exists()
+
+
+def _merged(path: str, what: str, inline: str | None, flag: str | None) -> str | None:
+    """The inline split/subset or the --flag's; both given and different is a UserError."""
+    if inline is not None and flag is not None and inline != flag:
+        raise UserError(f"{path} names {what} {inline!r} but --{what} {flag!r} was given: drop --{what}, or name the "
+                        f"{what} once")
+    return inline if inline is not None else flag
 
 
 def _resolved_commit(loaded: Any, repo: str, revision: str | None) -> str:
@@ -96,11 +131,21 @@ def _subset_error(repo: str, subset: str | None, error: ValueError) -> UserError
     return UserError(f"Hub dataset {repo} {what}: pass one with --subset (available: {available})")
 
 
+def _split_error(repo: str, split: str, available: list[str], is_inline: bool) -> UserError:
+    """An unknown split, with the ones the dataset has and how to name one (inline or --split)."""
+    how = f"name one as {repo}:SPLIT" if is_inline else "pass one with --split"
+    return UserError(f"Hub dataset {repo}: no split {split!r}; available splits: {', '.join(available)}; {how}")
+
+
 def read_hub_dataset(path: str, split: str | None, subset: str | None) -> tuple[list[dict[str, Any]], str]:
-    """The rows of one split of Hub dataset ``path`` and its source name (see the module docstring)."""
+    """The rows of one split of Hub dataset ``path`` and its source name (see the module docstring); ``split`` and
+    ``subset`` are the --split / --subset flags (None: not given)."""
     from dpo_eval.data.formats import pick_split
 
-    repo, revision = parse_hub_id(path) or (path, None)
+    named = parse_hub_dataset(path) or HubDataset(path)
+    repo, revision = named.repo, named.revision
+    subset = _merged(path, "subset", named.subset, subset)
+    split = _merged(path, "split", named.split, split)
     if split is None:
         split = pick_split(_split_names(repo, revision, subset), None, f"Hub dataset {repo}")
     import datasets
@@ -109,9 +154,8 @@ def read_hub_dataset(path: str, split: str | None, subset: str | None) -> tuple[
         loaded = datasets.load_dataset(repo, subset, split=split, revision=revision)
     except ValueError as error:
         if "split" in str(error).lower():
-            available = ", ".join(_split_names(repo, revision, subset))
-            raise UserError(f"Hub dataset {repo}: no split {split!r}; available splits: {available}; pass one with "
-                            "--split") from error
+            available = _split_names(repo, revision, subset)
+            raise _split_error(repo, split, available, named.split is not None) from error
         raise _subset_error(repo, subset, error) from error
     except _failures() as error:
         raise _dataset_error(repo, revision, error) from error

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dpo_eval.data.hub_data import is_hub_dataset
 from dpo_eval.errors import UserError
 from dpo_eval.models.hub import is_hub_id
 from dpo_eval.models.locate import hub_base_id
@@ -238,25 +239,34 @@ def check_reference_identity(reference: Reference, identity: ModelIdentity) -> s
 def _existing(flag: str, value: str) -> str:
     """A data path given by a flag, or a Hub dataset id (read by ``dpo_eval.report.plan``); a missing path is a
     UserError."""
-    if not Path(value).expanduser().exists() and not is_hub_id(value):
+    if not Path(value).expanduser().exists() and not is_hub_dataset(value):
         raise UserError(f"{flag} {value} does not exist: pass a .jsonl/.json/.parquet/.csv file, a saved dataset "
-                        "folder or a Hub dataset (org/name[@revision])")
+                        "folder or a Hub dataset (org/name[@revision][/subset][:split])")
     return value
 
 
+def _recorded_eval_data(section: object) -> object:
+    """A manifest's eval data: ``eval_source`` where it is a Hub dataset (pinned to the commit training read,
+    ``org/name@<commit>[/subset]:split``), else ``eval_path`` as the config gave it."""
+    if not isinstance(section, dict):
+        return None
+    pinned = section.get("eval_source")
+    return pinned if isinstance(pinned, str) and is_hub_dataset(pinned) else section.get("eval_path")
+
+
 def resolve_pairs(runs: Sequence[Run], data: str | None) -> tuple[DataSource, list[str]]:
-    """Held-out pairs: ``--data``, else the runs' manifest ``data.eval_path`` (one for all runs)."""
+    """Held-out pairs: ``--data``, else the runs' manifest ``data.eval_path`` (``eval_source`` for a Hub dataset; one
+    for all runs)."""
     if data is not None:
         return DataSource(_existing("--data", data), "--data"), []
     found: dict[str, list[str]] = {}
     problems: list[str] = []
     for run in runs:
-        section = (run.manifest or {}).get("data")
-        recorded = section.get("eval_path") if isinstance(section, dict) else None
+        recorded = _recorded_eval_data((run.manifest or {}).get("data"))
         if recorded is None:
             continue
         path = _manifest_path(run, recorded)
-        if path is None and isinstance(recorded, str) and is_hub_id(recorded):
+        if path is None and isinstance(recorded, str) and is_hub_dataset(recorded):
             found.setdefault(recorded, []).append(run.name)  # a Hub dataset, read by dpo_eval.report.plan
         elif path is None:
             problems.append(f"run {run.name}'s dpo_eval.json names eval data {recorded!r}, which does not exist here")

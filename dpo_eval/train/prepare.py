@@ -49,6 +49,7 @@ class PreparedData:
     ref_rows: dict[str, CachedRow] = field(default_factory=dict)  # content key -> reference log-probs
     ref_model: torch.nn.Module | None = None  # only with keep_ref_live
     n_skipped_special: dict[str, int] = field(default_factory=dict)  # {"train": n, "eval": n}, skip_invalid
+    sources: dict[str, str] = field(default_factory=dict)  # {"train"/"eval": source name}: a Hub split's commit
     ranked: list[RankedGroup] | None = None  # listwise: prompts with K ranked responses (train is empty)
 
     @property
@@ -67,8 +68,12 @@ class PreparedData:
         return values[:, 0], values[:, 1]
 
 
-def _tokenized(path: str, config: TrainConfig, tokenizer, settings: TokenizerSettings, limit: int | None):
+def _tokenized(path: str, config: TrainConfig, tokenizer, settings: TokenizerSettings, limit: int | None,
+               sources: dict[str, str], role: str):
+    """The tokenized pairs of ``path``; its source name (a Hub dataset's ``org/name@<commit>:split``) goes into
+    ``sources[role]``."""
     loaded = load_pairs(path, data_format=config.data_format, skip_invalid=config.skip_invalid, limit=limit)
+    sources[role] = loaded.source
     return tokenize_pairs(loaded.pairs, tokenizer, settings)
 
 
@@ -110,7 +115,7 @@ def prepare_data(config: TrainConfig) -> PreparedData:
     settings = TokenizerSettings(template=config.template, max_length=config.max_length,
                                  truncation=config.truncation)
     special = frozenset(tokenizer.all_special_ids) if config.mask_special_tokens else frozenset()
-    skip, skipped = config.skip_invalid, {}
+    skip, skipped, sources = config.skip_invalid, {}, {"train": config.data}
     train, examples, mode, n_truncated, ranked = [], None, "plain", 0, None
     if config.loss == "listwise":
         ranked, mode = load_ranked(config.data, tokenizer, settings, limit=config.limit)
@@ -124,10 +129,11 @@ def prepare_data(config: TrainConfig) -> PreparedData:
 
             examples = npo_examples(examples, config.loss_params, config.data)
     else:
-        tokenized = _tokenized(config.data, config, tokenizer, settings, config.limit)
+        tokenized = _tokenized(config.data, config, tokenizer, settings, config.limit, sources, "train")
         train, mode, n_truncated = tokenized.pairs, tokenized.mode, tokenized.n_truncated
         train, skipped["train"] = _drop_special_pairs(train, special, config.data, skip)
-    evaluation = _tokenized(config.eval_data, config, tokenizer, settings, None).pairs if config.eval_data else []
+    evaluation = (_tokenized(config.eval_data, config, tokenizer, settings, None, sources, "eval").pairs
+                  if config.eval_data else [])
     evaluation, skipped["eval"] = _drop_special_pairs(evaluation, special, str(config.eval_data), skip)
     pad_id = padding_id(tokenizer)
     exclude = torch.tensor(sorted(special)) if config.mask_special_tokens else None
@@ -135,7 +141,7 @@ def prepare_data(config: TrainConfig) -> PreparedData:
                         {"template": config.template, "mode": mode, "max_length": config.max_length,
                          "truncation": config.truncation, "n_truncated": n_truncated,
                          "mask_special_tokens": config.mask_special_tokens},
-                        kto_examples=examples, n_skipped_special=skipped, ranked=ranked)
+                        kto_examples=examples, n_skipped_special=skipped, ranked=ranked, sources=sources)
 
 
 def attach_reference(data: PreparedData, config: TrainConfig, sequences: Sequence[TokenizedPair],

@@ -196,7 +196,9 @@ class DPORecipe:
             # every hyperparameter the loss ran with, defaults filled in; beta_source: set in the config or not
             "loss": {"name": cfg.loss, **cfg.loss_settings(), "beta_source": "config" if cfg.beta is not None
                      else "loss default", "nll_coef": cfg.nll_coef},
+            # source / eval_source: what was read, a Hub dataset pinned to its commit (org/name@<commit>:split)
             "data": {"path": self.config.data, "n_pairs": len(self.data.train), "eval_path": self.config.eval_data,
+                     "source": self.data.sources.get("train"), "eval_source": self.data.sources.get("eval"),
                      "n_skipped_only_special_tokens": self.data.n_skipped_special},
             "tokenization": self.data.tokenization,
         }
