@@ -22,7 +22,7 @@ import json
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -36,6 +36,7 @@ from dpo_eval.engine.runner import score_with_cache
 from dpo_eval.errors import UserError
 from dpo_eval.generate_settings import check_or_record_settings, sampling_settings
 from dpo_eval.jsonio import write_json, write_jsonl, write_text_atomic
+from dpo_eval.logprob_settings import LogprobSettings
 from dpo_eval.models import identify_model, load_model, load_tokenizer, resolve_device, resolve_dtype
 from dpo_eval.openai_client import ChatClient, RequestFailed
 from dpo_eval.sampling import sample_seed, sample_sequences
@@ -72,6 +73,7 @@ class GenerateConfig:
     vllm_args: tuple[str, ...] = ()
     trust_remote_code: bool = False  # allow model code from the model dir
     allow_pickle: bool = False  # allow pickled .bin weights
+    logprobs: LogprobSettings = field(default_factory=LogprobSettings)  # the samples' log-probs: engine or vLLM
 
     @property
     def model_flags(self) -> dict:
@@ -198,8 +200,16 @@ def _append(path: Path, rows: list[dict]) -> None:
 
 
 def _sequence_logps(identity, load, rows: list[dict], device, dtype, cache_root: Path, desc: str,
-                    show_progress: bool = True) -> list[float]:
-    """Σ log-prob of each sample's tokens under one model (cached; load() only if something is missing)."""
+                    show_progress: bool = True, logprobs: LogprobSettings = LogprobSettings()) -> list[float]:
+    """Σ log-prob of each sample's tokens under one model (cached; load() only if something is missing);
+    under --logprob-backend vllm, from a vLLM server for the model (``engine.vllm_backend``)."""
+    if logprobs.is_vllm:
+        from dpo_eval.engine.vllm_backend import vllm_stats
+
+        sequences = [(tuple(r["_prompt_ids"]), tuple(r["_sample_ids"]) or (0,)) for r in rows]
+        role = "reference" if desc.startswith("reference") else "policy"
+        stats = vllm_stats(identity, sequences, cache_root, logprobs, role, show_progress)
+        return [float(v) if r["_sample_ids"] else 0.0 for v, r in zip(stats.logp_sum, rows)]
     pairs = [TokenizedPair(str(i), "", tuple(r["_prompt_ids"]), tuple(r["_sample_ids"]) or (0,), ())
              for i, r in enumerate(rows)]
     cache = LogpCache(cache_root, identity.fingerprint, numerics_tag(device, dtype))
@@ -332,12 +342,12 @@ def generate(config: GenerateConfig) -> list[dict]:
     rows = [json.loads(line) for line in partial.read_text().splitlines() if line.strip()]
     rows = sorted((r for r in rows if r["prompt_id"] in order), key=lambda r: (order[r["prompt_id"]], r["sample_index"]))
     policy = _sequence_logps(policy_id, load_policy, rows, device, dtype, cache_root, "policy log-probs",
-                             config.show_progress)
+                             config.show_progress, config.logprobs)
     load_policy.cache_clear()
     ref = None if ref_id is None else _sequence_logps(
         ref_id, lambda: load_model(config.ref, device=device, dtype=dtype, cache_dir=cache_root,
                                    **config.model_flags).model,
-        rows, device, dtype, cache_root, "reference log-probs", config.show_progress)
+        rows, device, dtype, cache_root, "reference log-probs", config.show_progress, config.logprobs)
     samples = []
     for i, row in enumerate(rows):
         clean = {k: v for k, v in row.items() if not k.startswith("_")}

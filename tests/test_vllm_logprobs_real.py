@@ -116,12 +116,13 @@ def lone_checkpoint(model: str, root: Path) -> Path:
 
 
 def store_keys(out: Path, kind: str) -> list[dict]:
-    return [json.loads(key.read_text()) for key in (out / "store" / kind).glob("*/key.json")]
+    return [json.loads(key.read_text())["parts"] for key in (out / "store" / kind).glob("*/key.json")]
 
 
 def test_report_samples_with_real_vllm_and_scores_through_it(setup, tmp_path):
-    """report --vllm (sampling by a real vLLM server) --logprob-backend vllm (score stage through vLLM):
-    the samples, their engine log-probs, the store keys, and kl/entropy left null with a `missing` entry."""
+    """report --vllm (sampling by a real vLLM server) --logprob-backend vllm (score, the samples' log-probs and
+    unseen through vLLM): the samples, their log-probs equal to the engine's, the store keys, and kl/entropy
+    left null with a `missing` entry."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from dpo_eval.generate import Prompt, prompt_ids
@@ -140,15 +141,16 @@ def test_report_samples_with_real_vllm_and_scores_through_it(setup, tmp_path):
     assert samples_dirs, list((out / "store").iterdir())
     samples = [json.loads(line) for line in samples_dirs[0].read_text().splitlines()]
     assert len(samples) == 4 and any(s["token_ids"] for s in samples)
-    # each sample's policy_logp is the engine's (float32, in-process), recomputed here one sequence at a time
+    # each sample's policy_logp (through vLLM) is the engine's, recomputed here one sequence at a time
     tokenizer = AutoTokenizer.from_pretrained(setup["model"])
     model = AutoModelForCausalLM.from_pretrained(setup["model"], torch_dtype="float32").eval()
     for s in (s for s in samples if s["token_ids"]):
         context = prompt_ids(tokenizer, Prompt(s["prompt_id"], s["prompt"]), "auto")
         assert s["policy_logp"] == pytest.approx(sequence_logp_float64(model, context, s["token_ids"]), abs=TOLERANCE)
     assert all(k["sampling"]["backend"] == "vllm" for k in store_keys(out, "samples"))
-    numerics = {k["numerics"] for kind in ("samples", "score") for k in store_keys(out, kind)}
+    numerics = {k["numerics"] for kind in ("samples", "score", "unseen") for k in store_keys(out, kind)}
     assert len(numerics) == 1 and next(iter(numerics)).startswith("vllm0.")
+    assert not (out / "store" / "kl").exists() and not (out / "store" / "entropy").exists()
     results = json.loads((out / "results.json").read_text())
     whys = {m["what"]: m["why"] for m in results["missing"]}
     for what in ("analytic KL (k1/k2/k3 come from the samples)", "prompt entropy change"):
