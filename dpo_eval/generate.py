@@ -300,18 +300,23 @@ def _sample_all(config: GenerateConfig, todo: list, tokenizer, load, partial: Pa
     bar.close()
 
 
-def _sample_missing(config: GenerateConfig, prompts: list[Prompt], tokenizer, load, policy_dir: str,
-                    partial: Path) -> None:
-    """Sample the prompts not finished in the partial file (with --vllm: on a server started for them)."""
+def _sample_missing(config: GenerateConfig, prompts: list[Prompt], tokenizer, load, policy, partial: Path) -> None:
+    """Sample the prompts not finished in the partial file (with --vllm: on a server started for them;
+    under --logprob-backend vllm that server is kept for the samples' log-probs, ``vllm_server.SERVERS``)."""
     expected = {p.id: prompt_ids(tokenizer, p, config.template) for p in prompts}
     done = _done_prompts(partial, config.n, expected)
     todo = [(p, expected[p.id]) for p in prompts if p.id not in done]
     if not todo:
         return
-    if config.vllm:
+    if config.vllm and config.logprobs.is_vllm:
+        from dpo_eval.vllm_server import SERVED_NAME, SERVERS
+
+        url = SERVERS.url_for(policy.fingerprint, policy.resolved, config.vllm_python, config.vllm_args)
+        _sample_all(dataclasses.replace(config, base_url=url, served_model=SERVED_NAME), todo, tokenizer, load, partial)
+    elif config.vllm:
         from dpo_eval.vllm_server import vllm_server
 
-        with vllm_server(policy_dir, "policy", config.vllm_python, config.vllm_args) as url:
+        with vllm_server(policy.resolved, "policy", config.vllm_python, config.vllm_args) as url:
             _sample_all(dataclasses.replace(config, base_url=url, served_model="policy"), todo, tokenizer, load, partial)
     else:
         _sample_all(config, todo, tokenizer, load, partial)
@@ -337,7 +342,7 @@ def generate(config: GenerateConfig) -> list[dict]:
     def load_policy() -> torch.nn.Module:  # loaded once, for sampling and for scoring its samples
         return load_model(config.model, device=device, dtype=dtype, cache_dir=cache_root, **config.model_flags).model
 
-    _sample_missing(config, prompts, tokenizer, load_policy, policy_id.resolved, partial)
+    _sample_missing(config, prompts, tokenizer, load_policy, policy_id, partial)
     order = {p.id: i for i, p in enumerate(prompts)}
     rows = [json.loads(line) for line in partial.read_text().splitlines() if line.strip()]
     rows = sorted((r for r in rows if r["prompt_id"] in order), key=lambda r: (order[r["prompt_id"]], r["sample_index"]))

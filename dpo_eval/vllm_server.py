@@ -103,6 +103,10 @@ def installed_version(python: str | None) -> str:
     return done.stdout.strip()
 
 
+SERVED_NAME = "model"
+"""The name a server of ``SERVERS`` serves its model under."""
+
+
 class VllmServers:
     """One vLLM server per model, started on first need and reused by every later stage of the process.
 
@@ -123,7 +127,7 @@ class VllmServers:
         key = json.dumps([fingerprint, python, list(args)])
         if key != self._model:
             self.close()
-            self._url = self._stack.enter_context(vllm_server(model_dir, "model", python, args))
+            self._url = self._stack.enter_context(vllm_server(model_dir, SERVED_NAME, python, args))
             self._model = key
             self.n_started += 1
         return self._url

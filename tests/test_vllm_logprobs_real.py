@@ -126,6 +126,7 @@ def test_report_samples_with_real_vllm_and_scores_through_it(setup, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from dpo_eval.generate import Prompt, prompt_ids
+    from dpo_eval.vllm_server import SERVERS
 
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt_id": f"q{i}", "prompt": f"Name a colour, number {i}."}) + "\n"
@@ -135,8 +136,11 @@ def test_report_samples_with_real_vllm_and_scores_through_it(setup, tmp_path):
             "--prompts", str(prompts), "--out", str(out), "--cache-dir", str(setup["root"] / "cache"), "--dtype",
             "float32", "--n-samples", "2", "--max-new-tokens", "6", "--bootstrap-resamples", "50", "--lc-resamples",
             "0", "--no-render", "--no-progress", "--vllm", *vllm_flags()]
+    started = SERVERS.n_started
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
+    # checkpoint-1 and the reference share weights: one server samples, scores the samples and the pairs
+    assert SERVERS.n_started <= started + 1
     samples_dirs = list((out / "store" / "samples").glob("*/samples.jsonl"))
     assert samples_dirs, list((out / "store").iterdir())
     samples = [json.loads(line) for line in samples_dirs[0].read_text().splitlines()]

@@ -153,7 +153,7 @@ def score_sequences_vllm(server, sequences: Sequence[tuple[tuple, tuple]], cache
 def vllm_stats(identity, sequences: Sequence[tuple[tuple, tuple]], cache_root, settings: LogprobSettings, role: str,
                show_progress: bool = True) -> SequenceStats:
     """Sequence statistics of one model (role "policy" or "reference") through vLLM, cached under its version."""
-    from dpo_eval.vllm_server import SERVERS, installed_version, served_model, served_version
+    from dpo_eval.vllm_server import SERVED_NAME, SERVERS, installed_version, served_model, served_version
 
     url = settings.vllm_ref_url if role == "reference" else settings.vllm_url
     if identity.kind == "peft" and not url:
@@ -166,7 +166,7 @@ def vllm_stats(identity, sequences: Sequence[tuple[tuple, tuple]], cache_root, s
     def server() -> tuple[str, str]:
         if url:
             return url, served_model(url)
-        return SERVERS.url_for(identity.fingerprint, identity.resolved, settings.vllm_python, settings.vllm_args), "model"
+        return SERVERS.url_for(identity.fingerprint, identity.resolved, settings.vllm_python, settings.vllm_args), SERVED_NAME
 
     return score_sequences_vllm(server, sequences, cache, desc=f"{role} log-probs (vLLM)", show_progress=show_progress)
 
