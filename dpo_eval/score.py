@@ -117,7 +117,7 @@ def _vllm_pair_logps(identity: ModelIdentity, pairs: TokenizedPairs, config: Sco
     from dpo_eval.engine.vllm_backend import vllm_stats
 
     sequences = [(p.prompt_ids, r) for p in pairs.pairs for r in (p.chosen_ids, p.rejected_ids)]
-    stats = vllm_stats(identity, sequences, cache_root, config.logprobs, role, config.show_progress)
+    stats = vllm_stats(identity, sequences, cache_root, config.logprobs, role, config.show_progress, per_item=2)
     return ScoredPairs(stats.logp_sum[0::2], stats.logp_sum[1::2], stats.tokens[0::2], stats.tokens[1::2],
                        n_computed=stats.n_computed)
 

@@ -129,11 +129,12 @@ def compute_vllm_rows(url: str, served: str, sequences: Sequence[tuple[tuple, tu
 
 
 def score_sequences_vllm(server, sequences: Sequence[tuple[tuple, tuple]], cache: LogpCache | None, *,
-                         desc: str = "vLLM log-probs", show_progress: bool = True) -> SequenceStats:
+                         desc: str = "vLLM log-probs", show_progress: bool = True, per_item: int = 1) -> SequenceStats:
     """``engine.multi.score_sequences`` through vLLM: only what the cache lacks is asked for.
 
     server() returns (base URL, served model name); it is called only when something is missing, so a
-    fully cached model never starts a server.
+    fully cached model never starts a server. n_computed counts distinct items (runs of per_item
+    consecutive sequences: 2 for a pair) with a sequence computed by this call.
     """
     stored = cache.load() if cache else {}
     keys = [sequence_key(p, r) for p, r in sequences]
@@ -147,12 +148,15 @@ def score_sequences_vllm(server, sequences: Sequence[tuple[tuple, tuple]], cache
                                  on_rows=cache.append if cache else None)
         stored.update(zip(missing, rows))
     values = np.array([stored[k] for k in keys], dtype=np.float64).reshape(-1, 4)
-    return SequenceStats(values[:, 0], values[:, 1], values[:, 2].astype(np.int64), n_computed=len(missing))
+    items = [tuple(keys[i: i + per_item]) for i in range(0, len(keys), per_item)]
+    n_computed = len({item for item in items if any(key in missing for key in item)})
+    return SequenceStats(values[:, 0], values[:, 1], values[:, 2].astype(np.int64), n_computed=n_computed)
 
 
 def vllm_stats(identity, sequences: Sequence[tuple[tuple, tuple]], cache_root, settings: LogprobSettings, role: str,
-               show_progress: bool = True) -> SequenceStats:
-    """Sequence statistics of one model (role "policy" or "reference") through vLLM, cached under its version."""
+               show_progress: bool = True, per_item: int = 1) -> SequenceStats:
+    """Sequence statistics of one model (role "policy" or "reference") through vLLM, cached under its version
+    (per_item: as ``score_sequences_vllm``)."""
     from dpo_eval.vllm_server import SERVED_NAME, SERVERS, installed_version, served_model, served_version
 
     url = settings.vllm_ref_url if role == "reference" else settings.vllm_url
@@ -168,7 +172,8 @@ def vllm_stats(identity, sequences: Sequence[tuple[tuple, tuple]], cache_root, s
             return url, served_model(url)
         return SERVERS.url_for(identity.fingerprint, identity.resolved, settings.vllm_python, settings.vllm_args), SERVED_NAME
 
-    return score_sequences_vllm(server, sequences, cache, desc=f"{role} log-probs (vLLM)", show_progress=show_progress)
+    return score_sequences_vllm(server, sequences, cache, desc=f"{role} log-probs (vLLM)", show_progress=show_progress,
+                                per_item=per_item)
 
 
 def numerics_summary(settings: LogprobSettings, role: str) -> dict:

@@ -59,6 +59,7 @@ def test_vllm_backend_equals_the_engine_and_keys_its_cache(setup, tmp_path):
         assert b[column].to_numpy() == pytest.approx(a[column].to_numpy(), abs=1e-4), column
     assert (b[["chosen_tokens", "rejected_tokens"]] == a[["chosen_tokens", "rejected_tokens"]]).all().all()
     summary = json.loads((vllm / "summary.json").read_text())
+    assert summary["pairs_computed"] == json.loads((engine / "summary.json").read_text())["pairs_computed"]
     assert summary["rewards"]["accuracy"] == json.loads((engine / "summary.json").read_text())["rewards"]["accuracy"]
     assert summary["numerics"]["backend"] == "vllm" and summary["numerics"]["vllm_version"] == "0.32.0"
     # the request asked for exactly the engine's token ids: prompt + response, prompt log-probs, one new token
@@ -69,6 +70,8 @@ def test_vllm_backend_equals_the_engine_and_keys_its_cache(setup, tmp_path):
     asked = len(setup["policy_server"].requests)
     assert score(setup, tmp_path / "again", *vllm_flags(setup)).exit_code == 0
     assert len(setup["policy_server"].requests) == asked
+    assert json.loads((tmp_path / "again" / "summary.json").read_text())["pairs_computed"] == {"policy": 0,
+                                                                                             "reference": 0}
     setup["policy_server"].version = "0.33.0"
     try:
         assert score(setup, tmp_path / "newer", *vllm_flags(setup)).exit_code == 0
