@@ -106,6 +106,22 @@ def test_rewardbench_sections_and_rerank_orders_equal_the_engine(setup, tmp_path
     assert SERVERS.n_started <= started + 1  # one server for the model, reused by every command after it
 
 
+def test_a_server_already_running_is_used_through_vllm_url(setup, tmp_path):
+    from dpo_eval.models import identify_model
+    from dpo_eval.vllm_server import SERVERS, installed_version
+
+    identity = identify_model(setup["model"], cache_dir=setup["root"] / "cache")
+    url = SERVERS.url_for(identity.fingerprint, setup["model"], VLLM_PYTHON, VLLM_ARGS)  # the session's server
+    started = SERVERS.n_started
+    engine = pd.read_parquet(run(setup, "score", tmp_path / "engine") / "pairs.parquet")
+    out = run(setup, "score", tmp_path / "url", "--logprob-backend", "vllm", "--vllm-url", url)
+    vllm = pd.read_parquet(out / "pairs.parquet")
+    assert (vllm["policy_chosen_logp"] - engine["policy_chosen_logp"]).abs().max() <= TOLERANCE
+    numerics = json.loads((out / "summary.json").read_text())["numerics"]
+    assert numerics["vllm_url"] == url and numerics["vllm_version"] == installed_version(VLLM_PYTHON)
+    assert SERVERS.n_started == started  # nothing started: the given server answered
+
+
 def lone_checkpoint(model: str, root: Path) -> Path:
     """A one-checkpoint run: checkpoint-1/ holding SmolLM2's files (links; same weights as the reference)."""
     folder = root / "run" / "checkpoint-1"
