@@ -32,3 +32,31 @@ def engine_options(command: F) -> F:
     for option in reversed(_ENGINE_OPTIONS):  # click lists the decorator nearest the function first
         command = option(command)
     return command
+
+
+_LOGPROB_OPTIONS = (
+    click.option("--logprob-backend", type=click.Choice(["engine", "vllm"]), default="engine", show_default=True,
+                 help="Sequence log-probs from the engine, or from vLLM (tensor/pipeline parallel; needs "
+                      "`make vllm-env`; no entropy or analytic KL)."),
+    click.option("--vllm-python", default=None, help="Python of the vLLM environment [default: .venv-vllm/bin/python]."),
+    click.option("--vllm-arg", "vllm_args", multiple=True,
+                 help="Passed to vLLM unchanged, e.g. --vllm-arg=--tensor-parallel-size=8 (repeatable)."),
+    click.option("--vllm-url", default=None, help="A vLLM server already serving the policy (http://host:port/v1)."),
+    click.option("--vllm-ref-url", default=None, help="A vLLM server already serving the reference."),
+)
+LOGPROB_FIELDS = ("logprob_backend", "vllm_python", "vllm_args", "vllm_url", "vllm_ref_url")
+
+
+def logprob_options(command: F) -> F:
+    """Add --logprob-backend, --vllm-python, --vllm-arg, --vllm-url and --vllm-ref-url (fields of
+    ``dpo_eval.logprob_settings.LogprobSettings``; ``pop_logprob_settings`` collects them)."""
+    for option in reversed(_LOGPROB_OPTIONS):
+        command = option(command)
+    return command
+
+
+def pop_logprob_settings(options: dict):
+    """Take the logprob options out of a command's keyword arguments, as a LogprobSettings."""
+    from dpo_eval.logprob_settings import LogprobSettings
+
+    return LogprobSettings(**{name: options.pop(name) for name in LOGPROB_FIELDS})

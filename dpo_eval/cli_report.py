@@ -97,6 +97,8 @@ def _option(flag: str, help_text: str, **kwargs):
 @_option("--vllm-python", "Python of the vLLM environment [default: .venv-vllm/bin/python].")
 @click.option("--vllm-arg", "vllm_args", multiple=True,
               help="Passed to vLLM unchanged, e.g. --vllm-arg=--tensor-parallel-size=2 (repeatable).")
+@_option("--logprob-backend", "Log-probs of the score stage from the engine or from vLLM (a server per model, "
+         "--vllm-python/--vllm-arg; the kl and entropy stages do not run).", type=click.Choice(["engine", "vllm"]))
 @click.option("--no-progress", is_flag=True, help="Hide the progress bars.")
 def report_command(run_dirs, no_progress, vllm_args, **options) -> None:
     """Evaluate every checkpoint of RUN_DIR(s): rewards, KL, drift, lengths, win rates -> results.json.

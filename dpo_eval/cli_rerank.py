@@ -6,7 +6,7 @@ import json
 
 import click
 
-from dpo_eval.cli_options import engine_options
+from dpo_eval.cli_options import engine_options, logprob_options, pop_logprob_settings
 from dpo_eval.tokenization import TEMPLATES
 
 EXAMPLES = """
@@ -33,6 +33,7 @@ Examples:
               help="Render prompts with the chat template (auto: when the tokenizer has one), as generate does.")
 @click.option("--limit", type=int, default=None, help="Rerank only the first N prompts.")
 @engine_options
+@logprob_options
 def rerank_command(no_progress, **options) -> None:
     """Best-of-n: rank each prompt's candidates by implicit reward beta * log(pi/pi_ref).
 
@@ -42,7 +43,7 @@ def rerank_command(no_progress, **options) -> None:
     """
     from dpo_eval.rerank import RerankConfig, run_rerank
 
-    result = run_rerank(RerankConfig(show_progress=not no_progress, **options))
+    result = run_rerank(RerankConfig(logprobs=pop_logprob_settings(options), show_progress=not no_progress, **options))
     if not result.is_main_process:  # torchrun: rank 0 reports
         return
     keys = ("n_prompts", "n_candidates", "reward_best_mean", "reward_candidates_mean", "best_of_n_gain")

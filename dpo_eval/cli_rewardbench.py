@@ -6,7 +6,7 @@ import json
 
 import click
 
-from dpo_eval.cli_options import engine_options
+from dpo_eval.cli_options import engine_options, logprob_options, pop_logprob_settings
 from dpo_eval.tokenization import TEMPLATES, TRUNCATIONS, TokenizerSettings
 
 EXAMPLES = """
@@ -41,6 +41,7 @@ Examples:
 @click.option("--max-length", type=int, default=None, help="Default conventions: cap prompt+response tokens.")
 @click.option("--truncation", type=click.Choice(TRUNCATIONS), default="keep_end", show_default=True)
 @engine_options
+@logprob_options
 def rewardbench_command(template, max_length, truncation, no_progress, **options) -> None:
     """A DPO policy and its reference as a reward model, scored as RewardBench v1.
 
@@ -51,7 +52,7 @@ def rewardbench_command(template, max_length, truncation, no_progress, **options
     from dpo_eval.rewardbench import RewardBenchConfig, rewardbench
 
     settings = TokenizerSettings(template=template, max_length=max_length, truncation=truncation)
-    result = rewardbench(RewardBenchConfig(tokenization=settings, show_progress=not no_progress, **options))
+    result = rewardbench(RewardBenchConfig(tokenization=settings, logprobs=pop_logprob_settings(options), show_progress=not no_progress, **options))
     if not result.is_main_process:  # torchrun: rank 0 reports
         return
     summary = result.summary

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from dpo_eval.cli_options import engine_options
+from dpo_eval.cli_options import engine_options, logprob_options, pop_logprob_settings
 from dpo_eval.tokenization import TEMPLATES, TRUNCATIONS, TokenizerSettings
 
 EXAMPLES = """
@@ -49,6 +49,7 @@ Examples:
 @click.option("--max-length", type=int, default=None, help="Cap prompt+response tokens per sequence.")
 @click.option("--truncation", type=click.Choice(TRUNCATIONS), default="keep_end", show_default=True)
 @engine_options
+@logprob_options
 def score_command(template, max_length, truncation, no_progress, **options) -> None:
     """Implicit rewards r = beta * log(pi/pi_ref) of a policy on preference pairs.
 
@@ -59,7 +60,7 @@ def score_command(template, max_length, truncation, no_progress, **options) -> N
     from dpo_eval.score import ScoreConfig, score
 
     settings = TokenizerSettings(template=template, max_length=max_length, truncation=truncation)
-    result = score(ScoreConfig(tokenization=settings, show_progress=not no_progress, **options))
+    result = score(ScoreConfig(tokenization=settings, logprobs=pop_logprob_settings(options), show_progress=not no_progress, **options))
     if not result.is_main_process:
         return
     rewards = result.summary["rewards"]

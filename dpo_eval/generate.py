@@ -22,7 +22,7 @@ import json
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -36,6 +36,7 @@ from dpo_eval.engine.runner import score_with_cache
 from dpo_eval.errors import UserError
 from dpo_eval.generate_settings import check_or_record_settings, sampling_settings
 from dpo_eval.jsonio import write_json, write_jsonl, write_text_atomic
+from dpo_eval.logprob_settings import LogprobSettings
 from dpo_eval.models import identify_model, load_model, load_tokenizer, resolve_device, resolve_dtype
 from dpo_eval.openai_client import ChatClient, RequestFailed
 from dpo_eval.sampling import sample_seed, sample_sequences
@@ -74,6 +75,7 @@ class GenerateConfig:
     vllm_args: tuple[str, ...] = ()
     trust_remote_code: bool = False  # allow model code from the model dir
     allow_pickle: bool = False  # allow pickled .bin weights
+    logprobs: LogprobSettings = field(default_factory=LogprobSettings)  # the samples' log-probs: engine or vLLM
 
     @property
     def model_flags(self) -> dict:
@@ -202,8 +204,16 @@ def _append(path: Path, rows: list[dict]) -> None:
 
 
 def _sequence_logps(identity, load, rows: list[dict], device, dtype, cache_root: Path, desc: str,
-                    show_progress: bool = True) -> list[float]:
-    """Σ log-prob of each sample's tokens under one model (cached; load() only if something is missing)."""
+                    show_progress: bool = True, logprobs: LogprobSettings = LogprobSettings()) -> list[float]:
+    """Σ log-prob of each sample's tokens under one model (cached; load() only if something is missing);
+    under --logprob-backend vllm, from a vLLM server for the model (``engine.vllm_backend``)."""
+    if logprobs.is_vllm:
+        from dpo_eval.engine.vllm_backend import vllm_stats
+
+        sequences = [(tuple(r["_prompt_ids"]), tuple(r["_sample_ids"]) or (0,)) for r in rows]
+        role = "reference" if desc.startswith("reference") else "policy"
+        stats = vllm_stats(identity, sequences, cache_root, logprobs, role, show_progress)
+        return [float(v) if r["_sample_ids"] else 0.0 for v, r in zip(stats.logp_sum, rows)]
     pairs = [TokenizedPair(str(i), "", tuple(r["_prompt_ids"]), tuple(r["_sample_ids"]) or (0,), ())
              for i, r in enumerate(rows)]
     cache = LogpCache(cache_root, identity.fingerprint, numerics_tag(device, dtype))
@@ -294,18 +304,23 @@ def _sample_all(config: GenerateConfig, todo: list, tokenizer, load, partial: Pa
     bar.close()
 
 
-def _sample_missing(config: GenerateConfig, prompts: list[Prompt], tokenizer, load, policy_dir: str,
-                    partial: Path) -> None:
-    """Sample the prompts not finished in the partial file (with --vllm: on a server started for them)."""
+def _sample_missing(config: GenerateConfig, prompts: list[Prompt], tokenizer, load, policy, partial: Path) -> None:
+    """Sample the prompts not finished in the partial file (with --vllm: on a server started for them;
+    under --logprob-backend vllm that server is kept for the samples' log-probs, ``vllm_server.SERVERS``)."""
     expected = {p.id: prompt_ids(tokenizer, p, config.template) for p in prompts}
     done = _done_prompts(partial, config.n, expected)
     todo = [(p, expected[p.id]) for p in prompts if p.id not in done]
     if not todo:
         return
-    if config.vllm:
+    if config.vllm and config.logprobs.is_vllm:
+        from dpo_eval.vllm_server import SERVED_NAME, SERVERS
+
+        url = SERVERS.url_for(policy.fingerprint, policy.resolved, config.vllm_python, config.vllm_args)
+        _sample_all(dataclasses.replace(config, base_url=url, served_model=SERVED_NAME), todo, tokenizer, load, partial)
+    elif config.vllm:
         from dpo_eval.vllm_server import vllm_server
 
-        with vllm_server(policy_dir, "policy", config.vllm_python, config.vllm_args) as url:
+        with vllm_server(policy.resolved, "policy", config.vllm_python, config.vllm_args) as url:
             _sample_all(dataclasses.replace(config, base_url=url, served_model="policy"), todo, tokenizer, load, partial)
     else:
         _sample_all(config, todo, tokenizer, load, partial)
@@ -331,17 +346,17 @@ def generate(config: GenerateConfig) -> list[dict]:
     def load_policy() -> torch.nn.Module:  # loaded once, for sampling and for scoring its samples
         return load_model(config.model, device=device, dtype=dtype, cache_dir=cache_root, **config.model_flags).model
 
-    _sample_missing(config, prompts, tokenizer, load_policy, policy_id.resolved, partial)
+    _sample_missing(config, prompts, tokenizer, load_policy, policy_id, partial)
     order = {p.id: i for i, p in enumerate(prompts)}
     rows = [json.loads(line) for line in partial.read_text().splitlines() if line.strip()]
     rows = sorted((r for r in rows if r["prompt_id"] in order), key=lambda r: (order[r["prompt_id"]], r["sample_index"]))
     policy = _sequence_logps(policy_id, load_policy, rows, device, dtype, cache_root, "policy log-probs",
-                             config.show_progress)
+                             config.show_progress, config.logprobs)
     load_policy.cache_clear()
     ref = None if ref_id is None else _sequence_logps(
         ref_id, lambda: load_model(config.ref, device=device, dtype=dtype, cache_dir=cache_root,
                                    **config.model_flags).model,
-        rows, device, dtype, cache_root, "reference log-probs", config.show_progress)
+        rows, device, dtype, cache_root, "reference log-probs", config.show_progress, config.logprobs)
     samples = []
     for i, row in enumerate(rows):
         clean = {k: v for k, v in row.items() if not k.startswith("_")}

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,7 @@ from dpo_eval.engine.distributed import DistContext, device_for_rank, init_distr
 from dpo_eval.engine.multi import SequenceStats, score_sequences, sequence_cache
 from dpo_eval.errors import UserError
 from dpo_eval.jsonio import write_json, write_jsonl
+from dpo_eval.logprob_settings import LogprobSettings, check_one_process
 from dpo_eval.metrics.rewardbench import sequence_values
 from dpo_eval.models import (
     check_same_vocabulary,
@@ -209,6 +210,7 @@ class RerankConfig:
     trust_remote_code: bool = False
     allow_pickle: bool = False
     show_progress: bool = True
+    logprobs: LogprobSettings = field(default_factory=LogprobSettings)  # engine, or vLLM (--logprob-backend)
 
     @property
     def is_reference_free(self) -> bool:
@@ -222,6 +224,7 @@ class RerankConfig:
             raise UserError(f"--limit must be at least 1, got {self.limit}; leave it out for every prompt")
         if self.token_budget is not None and self.token_budget < 1:
             raise UserError(f"--token-budget must be positive, got {self.token_budget}")
+        self.logprobs.validate()
 
 
 @dataclass(frozen=True)
@@ -234,6 +237,10 @@ class RerankResult:
 def _stats(identity, sequences, config: RerankConfig, ctx: DistContext, device, dtype, pad_id: int,
            role: str) -> SequenceStats:
     root = resolve_cache_dir(config.cache_dir)
+    if config.logprobs.is_vllm:
+        from dpo_eval.engine.vllm_backend import vllm_stats
+
+        return vllm_stats(identity, sequences, root, config.logprobs, role, config.show_progress)
 
     def load() -> torch.nn.Module:
         return load_model(identity.path, device=device, dtype=dtype, cache_dir=root,
@@ -272,6 +279,7 @@ def _summary(config: RerankConfig, ranked: list[RankedPrompt], policy_id, ref_id
         "beta": config.beta, "norm": config.norm, "reference_free": ref_id is None,
         "policy": policy_id.to_dict(), "reference": ref_id.to_dict() if ref_id else None,
         "candidates": str(config.candidates), "template": config.template, "sequences_computed": computed,
+        "logprob_backend": config.logprobs.logprob_backend,
     }
 
 
@@ -282,6 +290,7 @@ def run_rerank(config: RerankConfig) -> RerankResult:
     config.validate()
     was_joined = torch.distributed.is_available() and torch.distributed.is_initialized()
     ctx = init_distributed()
+    check_one_process(config.logprobs, ctx)
     root = resolve_cache_dir(config.cache_dir)
     flags = {"allow_pickle": config.allow_pickle, "trust_remote_code": config.trust_remote_code}
     policy_id = identify_model(config.policy, cache_dir=root, **flags)

@@ -31,6 +31,7 @@ from dpo_eval.engine.distributed import DistContext, device_for_rank, init_distr
 from dpo_eval.engine.multi import SequenceStats, score_sequences, sequence_cache
 from dpo_eval.errors import UserError
 from dpo_eval.jsonio import atomic_path, write_json
+from dpo_eval.logprob_settings import LogprobSettings, check_one_process, numerics
 from dpo_eval.metrics.rewardbench import sequence_values, summarize_rewardbench
 from dpo_eval.models import (
     ModelIdentity,
@@ -73,6 +74,7 @@ class RewardBenchConfig:
     trust_remote_code: bool = False
     allow_pickle: bool = False
     show_progress: bool = True
+    logprobs: LogprobSettings = field(default_factory=LogprobSettings)  # engine, or vLLM (--logprob-backend)
 
     @property
     def is_reference_free(self) -> bool:
@@ -87,6 +89,7 @@ class RewardBenchConfig:
                             "drop --norm, or use --compat none")
         if self.token_budget is not None and self.token_budget < 1:
             raise UserError(f"--token-budget must be positive, got {self.token_budget}")
+        self.logprobs.validate()
         if self.limit is not None and self.limit < 1:
             raise UserError(f"--limit must be at least 1, got {self.limit}; leave it out for every pair")
 
@@ -149,6 +152,10 @@ def _tokenize_compat(pairs: list[PreferencePair], tokenizer, config: RewardBench
 def _model_stats(identity: ModelIdentity, sequences, config, ctx: DistContext, device, dtype, pad_id,
                  role: str) -> SequenceStats:
     cache_root = resolve_cache_dir(config.cache_dir)
+    if config.logprobs.is_vllm:
+        from dpo_eval.engine.vllm_backend import vllm_stats
+
+        return vllm_stats(identity, sequences, cache_root, config.logprobs, role, config.show_progress)
 
     def load() -> torch.nn.Module:
         return load_model(identity.path, device=device, dtype=dtype, cache_dir=cache_root,
@@ -207,7 +214,7 @@ def _summary(config, frame, tok, policy_id, ref_id, device, dtype, loaded) -> di
                  "skip_reasons": list(loaded.skip_reasons + tok.skip_reasons)[:20]},
         "tokenization": {**(asdict(config.tokenization) if config.compat == "none" else compat),
                          "n_truncated": int(frame["is_truncated"].sum())},
-        "numerics": {"device": device.type, "dtype": str(dtype).removeprefix("torch.")},
+        "numerics": numerics(config.logprobs, device, dtype),
     }
 
 
@@ -218,6 +225,7 @@ def rewardbench(config: RewardBenchConfig) -> RewardBenchResult:
     config.validate()
     was_joined = torch.distributed.is_available() and torch.distributed.is_initialized()
     ctx = init_distributed()
+    check_one_process(config.logprobs, ctx)
     cache_root = resolve_cache_dir(config.cache_dir)
     flags = {"allow_pickle": config.allow_pickle, "trust_remote_code": config.trust_remote_code}
     policy_id = identify_model(config.policy, cache_dir=cache_root, **flags)

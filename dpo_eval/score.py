@@ -17,6 +17,7 @@ from dpo_eval.engine.distributed import DistContext, device_for_rank, init_distr
 from dpo_eval.engine.runner import ScoredPairs, score_with_cache
 from dpo_eval.errors import UserError
 from dpo_eval.jsonio import atomic_path, write_json
+from dpo_eval.logprob_settings import LogprobSettings, check_one_process, numerics
 from dpo_eval.metrics.rewards import implicit_rewards, summarize_rewards
 from dpo_eval.models import (
     ModelIdentity,
@@ -64,6 +65,7 @@ class ScoreConfig:
     show_progress: bool = True
     divergence: str = "reverse_kl"  # f-DPO: reward beta * f'(pi/pi_ref) (dpo_eval.train.losses_family.f_prime)
     divergence_alpha: float = 0.5  # the alpha of divergence "alpha_divergence"
+    logprobs: LogprobSettings = field(default_factory=LogprobSettings)  # engine, or vLLM (--logprob-backend)
 
     def validate(self) -> None:
         from dpo_eval.train.losses_family import DIVERGENCES
@@ -78,6 +80,7 @@ class ScoreConfig:
             raise UserError(f"--divergence-alpha must lie in (0, 1), got {self.divergence_alpha}")
         if self.token_budget is not None and self.token_budget < 1:
             raise UserError(f"--token-budget must be positive, got {self.token_budget}")
+        self.logprobs.validate()
 
     @property
     def is_reference_free(self) -> bool:
@@ -94,6 +97,8 @@ class ScoreResult:
 def _model_logps(identity: ModelIdentity, pairs: TokenizedPairs, config: ScoreConfig, ctx: DistContext,
                  device: torch.device, dtype: torch.dtype, pad_id: int, role: str) -> ScoredPairs:
     cache_root = resolve_cache_dir(config.cache_dir)
+    if config.logprobs.is_vllm:
+        return _vllm_pair_logps(identity, pairs, config, cache_root, role)
     cache = LogpCache(cache_root, identity.fingerprint, numerics_tag(device, dtype), writer_tag=str(ctx.rank))
 
     def load() -> torch.nn.Module:
@@ -105,6 +110,17 @@ def _model_logps(identity: ModelIdentity, pairs: TokenizedPairs, config: ScoreCo
                               desc=f"{role} log-probs", show_progress=config.show_progress)
     gc.collect()
     return result
+
+
+def _vllm_pair_logps(identity: ModelIdentity, pairs: TokenizedPairs, config: ScoreConfig, cache_root: Path,
+                     role: str) -> ScoredPairs:
+    """The pair log-probs through vLLM: each pair as its two sequences (prompt, chosen), (prompt, rejected)."""
+    from dpo_eval.engine.vllm_backend import vllm_stats
+
+    sequences = [(p.prompt_ids, r) for p in pairs.pairs for r in (p.chosen_ids, p.rejected_ids)]
+    stats = vllm_stats(identity, sequences, cache_root, config.logprobs, role, config.show_progress, per_item=2)
+    return ScoredPairs(stats.logp_sum[0::2], stats.logp_sum[1::2], stats.tokens[0::2], stats.tokens[1::2],
+                       n_computed=stats.n_computed)
 
 
 def _pairs_frame(tokenized: TokenizedPairs, policy: ScoredPairs, ref: ScoredPairs | None,
@@ -158,6 +174,7 @@ def score(config: ScoreConfig) -> ScoreResult:
     config.validate()
     was_joined = torch.distributed.is_available() and torch.distributed.is_initialized()
     ctx = init_distributed()
+    check_one_process(config.logprobs, ctx)
     cache_root = resolve_cache_dir(config.cache_dir)
     flags = {"allow_pickle": config.allow_pickle, "trust_remote_code": config.trust_remote_code}
     policy_id = identify_model(config.policy, cache_dir=cache_root, **flags)
@@ -193,7 +210,7 @@ def _summary(config, frame, loaded, tokenized, policy_id, ref_id, device, dtype,
                  "skip_reasons": list(loaded.skip_reasons + tokenized.skip_reasons)[:20]},
         "tokenization": {**asdict(config.tokenization), "mode": tokenized.mode,
                          "n_truncated": tokenized.n_truncated},
-        "numerics": {"device": device.type, "dtype": str(dtype).removeprefix("torch.")},
+        "numerics": numerics(config.logprobs, device, dtype),
         "pairs_computed": computed,
     }
 

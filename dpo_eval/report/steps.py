@@ -107,7 +107,17 @@ def run_score(plan: Plan, run_plan: RunPlan, row: Row, work: Path) -> None:
     score(ScoreConfig(policy=row.path, data=plan.inputs.pairs.path, ref=run_plan.reference.path, beta=run_plan.beta,
                       out=str(work), tokenization=run_plan.tokenization, token_budget=c.token_budget,
                       device=c.device, dtype=c.dtype, cache_dir=str(plan.cache_root), show_progress=c.show_progress,
-                      **c.model_flags))
+                      logprobs=_logprob_settings(plan), **c.model_flags))
+
+
+def _logprob_settings(plan: Plan):
+    """The report's backend as the scoring commands take it (its vLLM servers: --vllm-python, --vllm-arg)."""
+    from dpo_eval.logprob_settings import LogprobSettings
+
+    c = plan.config
+    if c.logprob_backend == "engine":
+        return LogprobSettings()
+    return LogprobSettings(c.logprob_backend, c.vllm_python, tuple(c.vllm_args))
 
 
 def run_samples(plan: Plan, run_plan: RunPlan, model_path: str, work: Path, sampling: dict) -> None:
@@ -125,7 +135,8 @@ def run_samples(plan: Plan, run_plan: RunPlan, model_path: str, work: Path, samp
                             max_new_tokens=c.max_new_tokens, seed=c.seed, template=c.template,
                             batch_size=c.batch_size, limit=c.max_prompts, device=c.device, dtype=c.dtype,
                             cache_dir=str(plan.cache_root), show_progress=c.show_progress, vllm=c.vllm,
-                            vllm_python=c.vllm_python, vllm_args=vllm_args, **c.model_flags))
+                            vllm_python=c.vllm_python, vllm_args=vllm_args, logprobs=_logprob_settings(plan),
+                            **c.model_flags))
 
 
 def _load(plan: Plan, path: str):
@@ -222,12 +233,20 @@ def unseen_sequences(ref_rows: list[dict], context) -> pd.DataFrame:
         "response_ids": [list(r["token_ids"]) for _, _, r in records]})
 
 
-def _logps(plan: Plan, model_path: str, fingerprint: str, frame: pd.DataFrame, pad_id: int, desc: str) -> list[float]:
-    """Σ log-probs of each (prompt ids, response ids) under one model, through the engine's cache."""
+def _logps(plan: Plan, model_path: str, identity, frame: pd.DataFrame, pad_id: int, desc: str) -> list[float]:
+    """Σ log-probs of each (prompt ids, response ids) under one model, through the engine's cache (or vLLM's)."""
     from dpo_eval.engine.cache import LogpCache, numerics_tag
     from dpo_eval.engine.runner import score_with_cache
     from dpo_eval.tokenization import TokenizedPair
 
+    if plan.config.logprob_backend == "vllm":
+        from dpo_eval.engine.vllm_backend import vllm_stats
+
+        sequences = [(tuple(p), tuple(r)) for p, r in zip(frame["prompt_ids"], frame["response_ids"])]
+        stats = vllm_stats(identity, sequences, plan.cache_root, _logprob_settings(plan), "policy",
+                           plan.config.show_progress)
+        return [float(v) for v in stats.logp_sum]
+    fingerprint = identity.fingerprint
     device, dtype = _device(plan)
     pairs = [TokenizedPair(str(i), "", tuple(p), tuple(r), ())
              for i, (p, r) in enumerate(zip(frame["prompt_ids"], frame["response_ids"]))]
@@ -244,9 +263,9 @@ def run_unseen(plan: Plan, run_plan: RunPlan, row: Row, ref_samples_dir: Path, w
     tokenizer = _tokenizer(plan, run_plan.reference.path)
     frame = unseen_sequences(read_samples(ref_samples_dir), _contexts(plan, tokenizer))
     pad = padding_id(tokenizer)
-    frame["policy_logp"] = _logps(plan, row.path, row.identity.fingerprint, frame, pad, "unseen: policy")
+    frame["policy_logp"] = _logps(plan, row.path, row.identity, frame, pad, "unseen: policy")
     ref = run_plan.reference.path
-    frame["ref_logp"] = _logps(plan, ref, run_plan.ref_identity.fingerprint, frame, pad, "unseen: reference")
+    frame["ref_logp"] = _logps(plan, ref, run_plan.ref_identity, frame, pad, "unseen: reference")
     if plan.ctx.is_main:
         frame.drop(columns=["prompt_ids", "response_ids"]).to_parquet(work / "unseen.parquet", index=False)
 
