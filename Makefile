@@ -21,7 +21,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 install: $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/ruff check dpo_eval metrics reports tests benchmarks
+	$(BIN)/ruff check dpo_eval metrics reports tests benchmarks tools
 	$(BIN)/python -m pytest -q --durations=15 tests
 
 # The demo: DPO on SmolLM2-135M-Instruct (data/demo, a task a rule can check), a report on its

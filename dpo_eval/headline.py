@@ -1,5 +1,6 @@
 """Print a report's headline from its saved results.json: where the page is, the recommended
-checkpoint, a line per checkpoint and the findings, most severe first (used by `make demo`).
+checkpoint in the page's one sentence, a line per checkpoint (named and rounded as the page does) and the
+findings, most severe first (used by `make demo`).
 
     python -m dpo_eval.headline demo_out/report
 """
@@ -10,40 +11,41 @@ import json
 import sys
 from pathlib import Path
 
-SEVERITY_ORDER = {"high": 0, "warning": 1, "info": 2}
+from dpo_eval.reports import view
+from dpo_eval.reports.verdict import recommendation
 
 
 def _fmt(value, spec: str = ".3f") -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-def _kl(checkpoint: dict):
-    kl = checkpoint.get("kl") or {}
-    for name in ("analytic", "k1"):
-        if kl.get(name):
-            return kl[name]["mean"]
-    return None
+def _kl(checkpoint: dict, estimator: str) -> str:
+    """The KL estimate the page uses, "mean ± SE" to the SE's precision."""
+    kl = view.dig(checkpoint, "kl", estimator) or {}
+    return view.fmt_pm(kl.get("mean"), kl.get("se"))
 
 
-def checkpoint_line(c: dict) -> str:
+def checkpoint_line(doc: dict, c: dict) -> str:
+    """One checkpoint as the page names it, its figures to the precision their SEs support."""
     rewards, quality, length = c.get("rewards") or {}, c.get("quality") or {}, c.get("length") or {}
     pairs = (c.get("drift") or {}).get("pairs") or {}
-    return (f"  {c['run']} step {c['step']:>4}: reward acc {_fmt(rewards.get('accuracy'), '.2f')}, "
-            f"margin {_fmt(rewards.get('mean_margin'), '.2f')}, KL {_fmt(_kl(c), '.2f')} nats, "
+    source = quality.get("source", "no judge").replace(" - ", " − ")
+    return (f"  {view.checkpoint_name(doc, c['run'], c['step'])}: reward acc {_fmt(rewards.get('accuracy'), '.2f')}, "
+            f"margin {_fmt(rewards.get('mean_margin'), '.2f')}, KL {_kl(c, view.kl_estimator(doc))} nats, "
             f"length x{_fmt(length.get('mean_tokens_ratio'), '.2f')}, "
             f"chosen fell on {_fmt(pairs.get('displacement_share'), '.0%')} of pairs, "
-            f"quality {_fmt(quality.get('value'), '+.3f')} ({quality.get('source', 'no judge')})")
+            f"quality {view.fmt_pm(quality.get('value'), quality.get('se'), signed=True)} ({source})")
 
 
 def headline(results_dir: str | Path) -> str:
     results_dir = Path(results_dir)
     doc = json.loads((results_dir / "results.json").read_text())
     lines = [f"report: {(results_dir / 'report.html').resolve()}"]
-    recommended = doc.get("recommended")
-    lines.append(f"recommended: {recommended['reason']}" if recommended else "recommended: none (no quality axis)")
+    sentence = recommendation(doc)
+    lines.append(f"recommended: {sentence}" if sentence else "recommended: none (no quality axis)")
     lines.append("checkpoints:")
-    lines += [checkpoint_line(c) for c in doc["checkpoints"] if not c.get("is_reference")]
-    findings = sorted(doc.get("findings", []), key=lambda f: SEVERITY_ORDER.get(f["severity"], 3))
+    lines += [checkpoint_line(doc, c) for c in doc["checkpoints"] if not c.get("is_reference")]
+    findings = view.sorted_findings(doc.get("findings", []))
     lines.append(f"findings ({len(findings)}):")
     lines += [f"  [{f['severity']}] {f['title']}"
               f"{' (step ' + str(f['step']) + ')' if f.get('step') is not None else ''}: {f['message']}"

@@ -164,6 +164,9 @@ class Recommendation:
     quality_se: float | None
     reason: str
     """One sentence with the numbers and the rule applied."""
+    rule: str = "best_quality"
+    """Which rule picked it: "best_quality" (the best observed quality) or "fitted_peak" (nearest the fitted
+    quality-vs-KL peak among the checkpoints tied with the best)."""
 
 
 def quality_curve(form: str, alpha: float, beta: float, kl: ArrayLike) -> np.ndarray:
@@ -279,7 +282,7 @@ def recommend_checkpoint(frame: pd.DataFrame, kl_budget: float | None = None,
     reason = (f"nearest the fitted {fit.best} peak at KL {form_fit.peak_kl:.4g} (inside the fitted KL range "
               f"{fit.min_kl:.4g} to {fit.max_kl:.4g}) among the {len(near)} checkpoints{budget_text} {tied} the best "
               f"observed quality {best['quality']:.4g} (run {best['run']} step {best['step']})")
-    return _recommendation(pick, reason)
+    return _recommendation(pick, reason, rule="fitted_peak")
 
 
 def _unused_fit(fit: KLQualityFit | None) -> str:
@@ -298,12 +301,12 @@ def _row_se(row: pd.Series) -> float | None:
     return se if np.isfinite(se) else None
 
 
-def _recommendation(row: pd.Series, reason: str) -> Recommendation:
+def _recommendation(row: pd.Series, reason: str, rule: str = "best_quality") -> Recommendation:
     se = _row_se(row)
     se_text = "" if se is None else f" +- {se:.4g}"
     head = f"run {row['run']} step {row['step']} (KL {row['kl']:.4g}, quality {row['quality']:.4g}{se_text}): "
     return Recommendation(run=str(row["run"]), step=int(row["step"]), kl=float(row["kl"]),
-                          quality=float(row["quality"]), quality_se=se, reason=head + reason)
+                          quality=float(row["quality"]), quality_se=se, reason=head + reason, rule=rule)
 
 
 def _past_peak(run: str, rows: pd.DataFrame, k: float, tolerance: float,

@@ -40,7 +40,7 @@ Layout (the JSON Schema below is the contract; tests validate every written file
                           is_peak_extrapolated says its peak lies outside it
     past_peak             {run: PastPeak as a dict (drop_se paired over prompts: se_method), or null with its
                           reason in missing}
-    recommended           {run, step, kl, quality, quality_se, reason} or null
+    recommended           {run, step, kl, quality, quality_se, reason, rule: best_quality | fitted_peak} or null
     findings[]            every finding of every checkpoint and run, most severe first
     training_curves       {run: [{step, metric, value, split, source}]}: one point per (step, metric, split)
     missing[]             {what, why, flag}
@@ -187,7 +187,8 @@ RESULTS_SCHEMA = {
         "recommended": {
             "type": ["object", "null"],
             "required": ["run", "step", "reason"],
-            "properties": {"run": {"type": "string"}, "step": {"type": "integer"}, "reason": {"type": "string"}},
+            "properties": {"run": {"type": "string"}, "step": {"type": "integer"}, "reason": {"type": "string"},
+                           "rule": {"enum": ["best_quality", "fitted_peak"]}},
         },
         "findings": {"type": "array", "items": FINDING},
         "training_curves": {"type": "object"},

@@ -169,9 +169,9 @@ def _past_peak_fact(past: dict) -> str:
 def recommendation(results: dict) -> str | None:
     """The recommended checkpoint in one sentence: which, why, and its figures; None when none is saved.
 
-    "Why" follows metrics.overoptimization.recommend_checkpoint: nearest the fitted quality-vs-KL peak among
-    the checkpoints tied with the best quality (when its reason names the peak), else the best measured
-    quality."""
+    "Why" follows metrics.overoptimization.recommend_checkpoint's rule: nearest the fitted quality-vs-KL peak
+    among the checkpoints tied with the best quality (rule "fitted_peak"), else the best measured quality
+    (an extrapolated peak is never used, though the reason mentions it)."""
     rec = results.get("recommended")
     if not rec:
         return None
@@ -196,9 +196,8 @@ def _why(results: dict, rec: dict) -> str:
     fit = view.dig(results, "fits", "kl_quality") or {}
     best = fit.get("best")
     peak = view.number(view.dig(fit, best, "peak_kl")) if isinstance(best, str) else None
-    if peak is not None and "peak" in str(rec.get("reason", "")):
+    if peak is not None and rec.get("rule") == "fitted_peak":
         form = view.FORM_NAMES.get(best, str(best))
-        outside = ", outside the measured KL range" if view.dig(fit, best, "is_peak_extrapolated") is True else ""
         return (f"of the checkpoints whose quality is within one SE of the best, its KL is nearest the peak of "
-                f"the fitted {form} curve of quality against KL (KL {fmt(peak, '.2g')}{outside})")
+                f"the fitted {form} curve of quality against KL (KL {fmt(peak, '.2g')})")
     return "it has the best measured quality of the evaluated checkpoints"

@@ -356,3 +356,19 @@ def test_bad_input_rejected():
 
 def test_cites_the_papers():
     assert "2210.10760" in overopt.__doc__ and "2406.02900" in overopt.__doc__
+
+
+def test_the_recommendation_records_the_rule_that_picked_it():
+    """The page words its "why" from this field: an extrapolated peak named in the reason is not the rule."""
+    frame = pd.DataFrame({"run": "r", "step": [1, 2, 3, 4], "kl": [1.0, 2.0, 3.0, 4.0],
+                          "quality": [0.10, 0.12, 0.11, 0.05], "quality_se": 0.01})
+    assert recommend_checkpoint(frame).rule == "best_quality"
+    fit = fit_kl_quality(frame)
+    assert fit.best_fit.shape == "peak" and not fit.best_fit.is_peak_extrapolated  # bon peak at KL 1.42
+    picked = recommend_checkpoint(frame, fit=fit)  # steps 2 and 3 tie within 1 SE; step 2's KL is nearest
+    assert (picked.step, picked.rule) == (2, "fitted_peak")
+    shifted = frame.assign(kl=frame["kl"] + 10.0)  # the same curve far from KL 0: its peak is extrapolated
+    fit = fit_kl_quality(shifted)
+    if fit.best_fit.shape == "peak":
+        assert fit.best_fit.is_peak_extrapolated
+    assert recommend_checkpoint(shifted, fit=fit).rule == "best_quality"

@@ -7,6 +7,9 @@ import json
 from real_results import copy_results
 
 from dpo_eval.headline import headline, main
+from dpo_eval.reports import view
+from dpo_eval.reports.verdict import recommendation
+from dpo_eval.reports.view import fmt_pm
 
 
 def test_headline_shows_the_page_recommendation_checkpoints_and_findings(real_results, tmp_path):
@@ -14,10 +17,13 @@ def test_headline_shows_the_page_recommendation_checkpoints_and_findings(real_re
     doc = json.loads((results_dir / "results.json").read_text())
     text = headline(results_dir)
     assert f"report: {(results_dir / 'report.html').resolve()}" in text
-    assert doc["recommended"]["reason"] in text
+    assert f"recommended: {recommendation(doc)}" in text  # the page's sentence, not metrics' reason
     trained = [c for c in doc["checkpoints"] if not c.get("is_reference")]
     for c in trained:
-        assert f"{c['run']} step {c['step']:>4}: reward acc {c['rewards']['accuracy']:.2f}" in text
+        kl = c["kl"][view.kl_estimator(doc)]
+        assert (f"  {c['run']} at step {c['step']}: reward acc {c['rewards']['accuracy']:.2f}, margin "
+                f"{c['rewards']['mean_margin']:.2f}, KL {fmt_pm(kl['mean'], kl['se'])} nats") in text
+    assert " run run" not in text and "bon " not in text  # no internal names
     severities = [line.split("]")[0].strip(" [") for line in text.splitlines() if line.startswith("  [")]
     assert "high" in severities and severities == sorted(severities, key=["high", "warning", "info"].index)
 

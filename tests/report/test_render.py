@@ -387,7 +387,7 @@ def test_a_rate_is_shown_to_the_precision_its_ci_supports():
     assert fmt_rate({"w": None, "w_ci": [0.1, 0.2]}, "w") == "n/a"
 
 
-def test_a_recommendation_at_the_fitted_peak_names_the_curve_in_words_and_an_extrapolated_peak():
+def test_a_recommendation_says_the_rule_that_picked_it_never_an_unused_peak():
     from dpo_eval.reports.verdict import recommendation
 
     document = minimal_results()
@@ -395,14 +395,19 @@ def test_a_recommendation_at_the_fitted_peak_names_the_curve_in_words_and_an_ext
         "win_rate": 0.61234, "win_rate_ci": [0.55, 0.67], "lc_win_rate": None, "lc_win_rate_ci": None},
         quality={"source": "judge win rate - 0.5", "value": 0.11234, "se": 0.0304})
     document["recommended"] = {"run": "r", "step": 10, "kl": 1.23456, "quality": 0.11234, "quality_se": 0.0304,
-                               "reason": "run r step 10 (...): nearest the fitted rl peak at KL 1.6 among ..."}
-    document["fits"] = {"kl_quality": {"best": "rl", "rl": {"peak_kl": 1.6049, "is_peak_extrapolated": True}},
+                               "reason": "run r step 10 (...): nearest the fitted rl peak at KL 1.6 among ...",
+                               "rule": "fitted_peak"}
+    document["fits"] = {"kl_quality": {"best": "rl", "rl": {"peak_kl": 1.6049, "is_peak_extrapolated": False}},
                         "reason": ""}
     assert recommendation(document) == (
         "Use step 10: of the checkpoints whose quality is within one SE of the best, its KL is nearest the peak "
-        "of the fitted RL curve of quality against KL (KL 1.6, outside the measured KL range) (KL 1.235 ± 0.046 "
+        "of the fitted RL curve of quality against KL (KL 1.6) (KL 1.235 ± 0.046 "
         "nats; win rate against the reference 61.2% [55.0%, 67.0%]; quality (judge win rate − 0.5) +0.112 ± 0.030).")
-    document["recommended"]["reason"] = "run r step 10 (...): the best observed quality among 1 checkpoints"
+    # the demo's case: the best quality picked it and its reason names the extrapolated peak it did not use
+    document["fits"]["kl_quality"]["rl"]["is_peak_extrapolated"] = True
+    document["recommended"].update(rule="best_quality", reason=(
+        "run r step 10 (...): the best observed quality among 4 checkpoints; the rl fit's peak at KL 1.6 is "
+        "extrapolated (outside the fitted KL range 5.1 to 8.9), so it is not used"))
     assert ": it has the best measured quality of the evaluated checkpoints (" in recommendation(document)
 
 
