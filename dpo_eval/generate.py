@@ -222,10 +222,21 @@ def _sequence_logps(identity, load, rows: list[dict], device, dtype, cache_root:
     return [float(v) if r["_sample_ids"] else 0.0 for v, r in zip(result.chosen_logp, rows)]
 
 
+VLLM_PLAIN_SAMPLER = {"top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0, "presence_penalty": 0.0,
+                      "frequency_penalty": 0.0}
+"""Sent with every request to a vLLM server dpo-eval starts: a request's own values win over the server's
+defaults, which vLLM (0.8 on) takes from the model's generation_config.json (top-k, min-p, repetition
+penalty). So its samples are drawn from temperature and top-p alone, as the in-process sampler's are, on
+one server whatever the sampling (no restart with other options)."""
+
+
 def _server_request(config: GenerateConfig, prompt: Prompt, ids: list[int], is_chat: bool) -> dict:
-    """A chat request with the prompt's messages, or a completions request with its exact token ids."""
+    """A chat request with the prompt's messages, or a completions request with its exact token ids; to a
+    vLLM server dpo-eval started, with VLLM_PLAIN_SAMPLER."""
     body = {"model": config.served_model or config.model, "n": config.n, "temperature": config.temperature,
             "top_p": config.top_p, "max_tokens": config.max_new_tokens, "seed": _prompt_seed(config.seed, prompt.id)}
+    if config.vllm:
+        body.update(VLLM_PLAIN_SAMPLER)
     if is_chat:
         messages = prompt.text if isinstance(prompt.text, list) else [{"role": "user", "content": prompt.text}]
         body.update(messages=messages, logprobs=True)

@@ -55,22 +55,6 @@ other prompts' responses (dispersion). user (--temperature/--top-p: Plan.samplin
 (win rate, LC win rate, quality, gold accuracy) and the length figures set beside it. Prompt entropy and the
 pair figures use no samples."""
 
-UNTEMPERED_VLLM_CONFIG = "vllm"
-"""vLLM's ``--generation-config`` for untempered samples: vLLM's own sampling defaults (no top-k, min-p or
-repetition penalty), not those of the model's generation_config.json (vLLM's default from 0.8 on)."""
-
-
-def vllm_generation_config(args: tuple[str, ...]) -> str | None:
-    """The value of the last ``--generation-config`` among vLLM options (``=VALUE`` or next item); None without."""
-    value = None
-    for i, arg in enumerate(args):
-        if arg.startswith("--generation-config="):
-            value = arg.partition("=")[2]
-        elif arg == "--generation-config" and i + 1 < len(args):
-            value = args[i + 1]
-    return value
-
-
 @dataclass(frozen=True)
 class Row:
     """One row of results.json's checkpoints: a checkpoint of a run, or the run's reference at step 0."""
@@ -134,27 +118,25 @@ class Plan:
     @property
     def sampling(self) -> dict:
         """The settings a sample depends on (besides the model and the prompts): the user's --temperature and
-        --top-p. The judge and the length figures read these samples (what the judge sees). With --vllm, also
-        the server's --generation-config (None: vLLM's default, from 0.8 on the model's generation_config.json
-        top-k, min-p and repetition penalty)."""
+        --top-p. The judge and the length figures read these samples (what the judge sees). With --vllm, the
+        requests pin every other sampling parameter (dpo_eval.generate.VLLM_PLAIN_SAMPLER: no top-k, min-p or
+        penalty from the model's generation_config.json), as the in-process sampler applies none; recorded
+        as "sampler" so that samples made before that (server defaults) are not reused."""
         c = self.config
         settings = {"n": c.n_samples, "temperature": float(c.temperature), "top_p": float(c.top_p),
                     "max_new_tokens": c.max_new_tokens, "seed": c.seed, "template": c.template,
                     "max_prompts": c.max_prompts, "backend": "vllm" if c.vllm else "transformers"}
         if c.vllm:
-            settings["generation_config"] = vllm_generation_config(c.vllm_args)
+            settings["sampler"] = "temperature and top-p only"
         return settings
 
     @property
     def untempered_sampling(self) -> dict:
         """``sampling`` at temperature 1 and top-p 1: samples of π itself, the samples every expectation under
-        π is taken over (KL, dispersion). The in-process sampler applies no top-k and no penalty; a vLLM
-        server is told the same (``--generation-config vllm``: no defaults from the model's files). Equal to
-        ``sampling`` when the user's sampling is already untempered: then one set of samples serves all."""
-        untempered = {**self.sampling, "temperature": 1.0, "top_p": 1.0}
-        if self.config.vllm:
-            untempered["generation_config"] = UNTEMPERED_VLLM_CONFIG
-        return untempered
+        π is taken over (KL, dispersion). Neither the in-process sampler nor a vLLM server dpo-eval starts applies
+        top-k or a penalty (``sampling``). Equal to ``sampling`` when the user's sampling is already
+        untempered: then one set of samples serves all."""
+        return {**self.sampling, "temperature": 1.0, "top_p": 1.0}
 
     @property
     def has_separate_kl_samples(self) -> bool:

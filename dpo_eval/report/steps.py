@@ -34,7 +34,7 @@ from pathlib import Path
 import pandas as pd
 
 from dpo_eval.report.parallel import compute_sharded
-from dpo_eval.report.plan import Plan, Row, RunPlan, vllm_generation_config
+from dpo_eval.report.plan import Plan, Row, RunPlan
 
 SAMPLES_FILE = "samples.jsonl"
 KL_SAMPLES = "kl_samples"
@@ -121,14 +121,12 @@ def _logprob_settings(plan: Plan):
 
 
 def run_samples(plan: Plan, run_plan: RunPlan, model_path: str, work: Path, sampling: dict) -> None:
-    """The model's samples at ``sampling``'s temperature and top-p (and, with --vllm, its generation config,
-    passed last so that it wins over one in --vllm-arg); the rest is the report's config."""
+    """The model's samples at ``sampling``'s temperature and top-p; the rest is the report's config (with
+    --vllm, one server for every sampling: its requests carry their sampling parameters)."""
     from dpo_eval.generate import GenerateConfig, generate
 
     c = plan.config
     vllm_args = tuple(c.vllm_args)
-    if c.vllm and sampling.get("generation_config") != vllm_generation_config(vllm_args):
-        vllm_args += (f"--generation-config={sampling['generation_config']}",)
     generate(GenerateConfig(model=model_path, prompts=plan.prompts_path, out=str(work), n=c.n_samples,
                             ref=run_plan.reference.path, temperature=sampling["temperature"],
                             top_p=sampling["top_p"],

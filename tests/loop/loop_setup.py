@@ -23,7 +23,7 @@ def make_base(root: Path) -> dict:
 
 
 def loop_settings(base: dict, out: Path, **overrides) -> dict:
-    settings = {"policy": base["model"], "prompts": base["prompts"], "labeller": "rule:rules:good_minus_bad",
+    settings = {"policy": base["model"], "prompts": base["prompts"], "labeller": "rule:loop_rules:good_minus_bad",
                 "output_dir": str(out), "rounds": 2, "prompts_per_round": 3, "samples_per_prompt": 4,
                 "sampling": {"max_new_tokens": 6, "seed": 3}, "show_progress": False,
                 "train": {"max_steps": 2, "batch_size": 1, "learning_rate": 1e-2, "lr_schedule": "constant",

@@ -36,12 +36,12 @@ def test_gold_labeller_scores_one_for_the_answer_as_whole_tokens(tmp_path):
 
 
 def test_rule_labeller_scores_and_unscored_reasons():
-    labels = RuleLabeller("rules:good_minus_bad").label_samples(samples_of("x", ["good yes bad", "no no", ""]))
+    labels = RuleLabeller("loop_rules:good_minus_bad").label_samples(samples_of("x", ["good yes bad", "no no", ""]))
     assert [label.score for label in labels] == [1.0, -2.0, 0.0]
-    refused = RuleLabeller("rules:refuses").label("x", "y")
+    refused = RuleLabeller("loop_rules:refuses").label("x", "y")
     assert refused.score is None and "must return a finite number, got 'no idea'" in refused.reason
-    with pytest.raises(UserError, match="cannot import 'rules:missing'"):
-        RuleLabeller("rules:missing")
+    with pytest.raises(UserError, match="cannot import 'loop_rules:missing'"):
+        RuleLabeller("loop_rules:missing")
 
 
 def test_unknown_labellers_are_user_errors():
@@ -53,7 +53,7 @@ def test_pairwise_rule_labels_are_win_rates_over_both_orders(tmp_path):
     from dpo_eval.loop.pairwise_labels import PairwiseJudgeLabeller
 
     context = LabelContext(reference="-")
-    labeller = make_labeller("rule:rules:longer_wins", context)
+    labeller = make_labeller("rule:loop_rules:longer_wins", context)
     assert isinstance(labeller, PairwiseJudgeLabeller)
     samples = samples_of("x", ["aa", "a", "aaaa", "bb"]) + samples_of("y", ["z"], prompt_id="q1")
     labels = labeller.label_samples(samples, tmp_path)
@@ -63,15 +63,15 @@ def test_pairwise_rule_labels_are_win_rates_over_both_orders(tmp_path):
     # q1 has one sample: nothing to compare with
     assert labels[4].score is None and labels[4].extra["n_comparisons"] == 0
     # a position-biased judge: P(first) = .8 in both orders averages to a tie
-    biased = make_labeller("rule:rules:first_shown", context).label_samples(samples_of("x", ["a", "b", "c"]))
+    biased = make_labeller("rule:loop_rules:first_shown", context).label_samples(samples_of("x", ["a", "b", "c"]))
     assert [label.score for label in biased] == pytest.approx([0.5, 0.5, 0.5])
-    broken = make_labeller("rule:rules:pairwise_broken", context).label_samples(samples_of("x", ["a", "b"]))
+    broken = make_labeller("rule:loop_rules:pairwise_broken", context).label_samples(samples_of("x", ["a", "b"]))
     assert [(label.score, label.extra["n_unscored_comparisons"]) for label in broken] == [(None, 1), (None, 1)]
     assert (tmp_path / "judge_cache.sqlite").exists()
 
 
 def test_pairwise_labeller_reuses_cached_verdicts(tmp_path, monkeypatch):
-    labeller = make_labeller("rule:rules:longer_wins", LabelContext(reference="-"))
+    labeller = make_labeller("rule:loop_rules:longer_wins", LabelContext(reference="-"))
     samples = samples_of("x", ["aa", "a", "aaa"])
     first = labeller.label_samples(samples, tmp_path)
     monkeypatch.setattr(labeller.backend, "judge", lambda *args: pytest.fail("asked the judge again"))

@@ -71,7 +71,7 @@ def test_each_round_samples_the_previous_rounds_policy_and_trains_from_it(straig
 
 
 def test_counts_and_pairs_recomputed_from_the_written_files(straight):
-    import rules
+    import loop_rules as rules
 
     record = json.loads((straight / LOOP_FILE).read_text())
     for entry in record["rounds"]:
@@ -92,7 +92,7 @@ def test_counts_and_pairs_recomputed_from_the_written_files(straight):
         assert [(p["prompt_id"], p["chosen_index"], p["rejected_index"]) for p in pairs] == expected_pairs
         by_key = {(s["prompt_id"], s["sample_index"]): s["output"] for s in samples}
         assert all(p["chosen"] == by_key[p["prompt_id"], p["chosen_index"]] for p in pairs)
-        assert all(p["chosen_source"] == "rule:rules:good_minus_bad" for p in pairs)
+        assert all(p["chosen_source"] == "rule:loop_rules:good_minus_bad" for p in pairs)
         chosen = [max(scores[p]) for p, _, _ in expected_pairs]
         rejected = [min(scores[p]) for p, _, _ in expected_pairs]
         assert entry["counts"] == {"prompts": 3, "samples": 12, "unscored": 0, "ties": ties, "unparseable_judgments": 0,
@@ -131,10 +131,10 @@ def test_reference_previous_is_the_last_rounds_policy(base, tmp_path):
 def test_a_labeller_that_scores_nothing_is_exit_2_and_commits_nothing(base, tmp_path):
     out = tmp_path / "refuses"
     path = tmp_path / "refuses.yaml"
-    path.write_text(yaml.safe_dump(loop_settings(base, out, labeller="rule:rules:refuses")))
+    path.write_text(yaml.safe_dump(loop_settings(base, out, labeller="rule:loop_rules:refuses")))
     result = CliRunner().invoke(main, ["loop", str(path)])
     assert result.exit_code == 2, result.output
-    assert "round 1: labeller rule:rules:refuses scored none of the 12 samples" in result.output
+    assert "round 1: labeller rule:loop_rules:refuses scored none of the 12 samples" in result.output
     assert "Traceback" not in result.output
     assert not (out / "round-1" / "labels").exists() and not (out / "round-1" / "labels.partial").exists()
     assert not list((out / "round-1").glob("checkpoint-*"))
@@ -143,7 +143,7 @@ def test_a_labeller_that_scores_nothing_is_exit_2_and_commits_nothing(base, tmp_
 def test_a_round_with_zero_pairs_is_exit_2_and_counts_the_ties(base, tmp_path):
     out = tmp_path / "constant"
     path = tmp_path / "constant.yaml"
-    path.write_text(yaml.safe_dump(loop_settings(base, out, labeller="rule:rules:constant")))
+    path.write_text(yaml.safe_dump(loop_settings(base, out, labeller="rule:loop_rules:constant")))
     result = CliRunner().invoke(main, ["loop", str(path)])
     assert result.exit_code == 2, result.output
     assert "round 1: no pair formed (3 tie(s), 3 prompt(s) without a usable pair)" in result.output

@@ -44,7 +44,7 @@ def online_settings(base, out, **train):
 
 
 def test_a_steps_pairs_are_the_current_policys_samples_labelled(base, tmp_path):
-    import rules
+    import loop_rules as rules
 
     config = load_loop_config(None, (), **online_settings(base, tmp_path / "out"))
     prompts = read_prompts(config.prompts)
@@ -75,7 +75,7 @@ def test_a_steps_pairs_are_the_current_policys_samples_labelled(base, tmp_path):
 
 def test_all_ties_add_no_gradient_and_are_counted(base, tmp_path):
     out = tmp_path / "ties"
-    record = run_loop(load_loop_config(None, (), **{**online_settings(base, out), "labeller": "rule:rules:constant"}))
+    record = run_loop(load_loop_config(None, (), **{**online_settings(base, out), "labeller": "rule:loop_rules:constant"}))
     assert record["rounds"][0]["counts"] == {"prompts": 6, "pairs": 0, "ties": 6, "unscored": 0}
     init = load_file(base["model"] + "/model.safetensors")
     final = load_file(out / "online" / "checkpoint-3" / "model.safetensors")

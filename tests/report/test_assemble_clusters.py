@@ -49,7 +49,7 @@ def test_report_offpolicy_and_pair_drift_are_clustered_by_prompt(tmp_path):
     row = Row(run="r", label="step 5", step=5, path="m", identity=SimpleNamespace(fingerprint="f"),
               is_reference=False)
     data = {"pairs": frame, "samples": None, "unseen": None, "entropy": None, "ref_samples": None,
-            "ref_entropy": None, "has_analytic": False, "thresholds": Thresholds()}
+            "ref_entropy": None, "has_analytic": False, "thresholds": Thresholds(), "kl_samples": None}
     result, state = assemble.checkpoint_result(row, data, None, None)
     # off-policy chosen log-ratios 1, -1 | 1, 1 | -2, -3: prompt means 0, 1, -2.5; mean -0.5
     # se = SD(0, 1, -2.5) / sqrt(3): deviations 0.5, 1.5, -2: var = (0.25 + 2.25 + 4) / 2 = 3.25

@@ -250,26 +250,41 @@ def plan_of(config: ReportConfig):
 
 @pytest.mark.parametrize(("settings", "is_separate"), [
     ({}, False), ({"temperature": 0.7}, True), ({"top_p": 0.95}, True), ({"temperature": 0.0}, True),
-    ({"vllm": True}, True), ({"vllm": True, "vllm_args": ("--generation-config", "auto")}, True),
-    ({"vllm": True, "vllm_args": ("--generation-config=vllm",)}, False),
+    ({"vllm": True}, False), ({"vllm": True, "temperature": 0.7}, True),
 ])
 def test_untempered_samples_are_the_users_only_for_untempered_settings(settings, is_separate):
-    """With --vllm the user's samples are untempered only where the server was told to use no model defaults
-    (vLLM 0.8 on applies generation_config.json's top-k, min-p and repetition penalty otherwise)."""
+    """vLLM's requests pin top-k, min-p and the penalties (generate.VLLM_PLAIN_SAMPLER), so its samples at
+    temperature 1 and top-p 1 are untempered too; its settings say so ("sampler")."""
     plan = plan_of(ReportConfig(run_dirs=("r",), **settings))
     assert plan.has_separate_kl_samples is is_separate
     assert (plan.untempered_sampling["temperature"], plan.untempered_sampling["top_p"]) == (1.0, 1.0)
-    assert plan.untempered_sampling.get("generation_config") == ("vllm" if settings.get("vllm") else None)
-    assert {k: v for k, v in plan.untempered_sampling.items() if k not in ("temperature", "top_p",
-                                                                           "generation_config")} == \
-        {k: v for k, v in plan.sampling.items() if k not in ("temperature", "top_p", "generation_config")}
+    assert plan.untempered_sampling.get("sampler") == ("temperature and top-p only" if settings.get("vllm") else None)
+    assert {k: v for k, v in plan.untempered_sampling.items() if k not in ("temperature", "top_p")} == \
+        {k: v for k, v in plan.sampling.items() if k not in ("temperature", "top_p")}
+
+
+def test_vllm_requests_pin_every_sampling_parameter_but_temperature_and_top_p():
+    """vLLM 0.8 on fills a request's missing top_k, min_p and penalties from the model's generation_config.json:
+    a request to a server dpo-eval started carries them, so its samples follow temperature and top-p alone."""
+    from dpo_eval.generate import VLLM_PLAIN_SAMPLER, GenerateConfig, Prompt, _server_request
+
+    prompt = Prompt(id="p", text="hi")
+    started = _server_request(GenerateConfig(model="m", prompts="p", out="o", vllm=True, temperature=0.7), prompt,
+                              [1, 2], is_chat=False)
+    assert {k: started[k] for k in ("top_k", "min_p", "repetition_penalty", "presence_penalty",
+                                    "frequency_penalty")} == {"top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0,
+                                                              "presence_penalty": 0.0, "frequency_penalty": 0.0}
+    assert VLLM_PLAIN_SAMPLER.keys() <= started.keys() and started["temperature"] == 0.7
+    other = _server_request(GenerateConfig(model="m", prompts="p", out="o", base_url="http://h"), prompt, [1, 2],
+                            is_chat=False)  # any OpenAI-compatible server: only the OpenAI parameters
+    assert not VLLM_PLAIN_SAMPLER.keys() & other.keys()
 
 
 class Sampled(Exception):
     """Raised by the stand-in generate() at its second call: the test needs only the configs it was given."""
 
 
-def test_vllm_untempered_samples_tell_the_server_to_use_no_model_defaults(tiny, tmp_path, monkeypatch):
+def test_vllm_untempered_samples_use_the_same_server_options(tiny, tmp_path, monkeypatch):
     import dpo_eval.generate
 
     seen = []
@@ -288,4 +303,4 @@ def test_vllm_untempered_samples_tell_the_server_to_use_no_model_defaults(tiny, 
     users, untempered = seen  # the reference's samples at the user's settings, then untempered
     assert (users.temperature, users.top_p, users.vllm_args) == (0.7, 0.9, ("--tensor-parallel-size=2",))
     assert (untempered.temperature, untempered.top_p) == (1.0, 1.0)
-    assert untempered.vllm_args == ("--tensor-parallel-size=2", "--generation-config=vllm")
+    assert untempered.vllm_args == users.vllm_args  # one server for both: the requests carry the sampling

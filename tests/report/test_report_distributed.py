@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import random_pairs, tiny_llama
-from tiny_run import FAST, JUDGE_DIR, RULE_JUDGE, trained_once
+from tiny_run import FAST, JUDGE_DIR, RULE_JUDGE, threads_as_subprocesses, trained_once
 
 from dpo_eval.engine.distributed import DistContext
 from dpo_eval.engine.kl import analytic_kl
@@ -72,7 +72,7 @@ def test_two_gloo_processes_write_the_results_of_one(tiny, tmp_path):
 
     from dpo_eval.cli import main
 
-    with pytest.MonkeyPatch.context() as patch:
+    with pytest.MonkeyPatch.context() as patch, threads_as_subprocesses():
         patch.syspath_prepend(str(JUDGE_DIR))
         one = CliRunner().invoke(main, [*args, "--cache-dir", str(fresh_cache(tiny, tmp_path / "c1"))],
                                  catch_exceptions=False)

@@ -18,7 +18,15 @@ import time
 from pathlib import Path
 
 import pytest
-from tiny_run import FAST, JUDGE_DIR, RULE_JUDGE, add_checkpoint, copy_run, trained_once
+from tiny_run import (
+    FAST,
+    JUDGE_DIR,
+    RULE_JUDGE,
+    add_checkpoint,
+    copy_run,
+    threads_as_subprocesses,
+    trained_once,
+)
 
 from dpo_eval.report.store import KEY_FILE, LEDGER_FILE, PAUSE_ENV
 
@@ -49,7 +57,8 @@ def run_to_the_end(cmd: list[str], monkeypatch) -> None:
 
     monkeypatch.syspath_prepend(str(JUDGE_DIR))
     monkeypatch.delenv(PAUSE_ENV, raising=False)
-    result = CliRunner().invoke(main, cmd[cmd.index("report"):], catch_exceptions=False)
+    with threads_as_subprocesses():
+        result = CliRunner().invoke(main, cmd[cmd.index("report"):], catch_exceptions=False)
     assert result.exit_code == 0, result.output[-3000:]
 
 

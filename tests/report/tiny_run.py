@@ -7,6 +7,8 @@ held-out pairs (eval_data), so `dpo-eval report RUN_DIR` needs no --ref or --dat
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 from pathlib import Path
 
@@ -68,3 +70,22 @@ def add_checkpoint(run_dir: Path, step: int, source_step: int = 4, scale: float 
     moved = {name: (w + scale * torch.randn(w.shape, generator=generator)).contiguous() for name, w in weights.items()}
     save_file(moved, target / "model.safetensors", metadata={"format": "pt"})
     return target
+
+
+@contextlib.contextmanager
+def threads_as_subprocesses():
+    """This process computes with the one CPU thread the test subprocesses get (OMP_NUM_THREADS=1), fixed for
+    the engine (DPO_EVAL_THREADS=fixed): float32 sums differ in their last bits with the thread count, and
+    the engine picks its count from the idle cores, so an in-process run compared bit for bit with a
+    subprocess's must use the same count."""
+    before, env = torch.get_num_threads(), os.environ.get("DPO_EVAL_THREADS")
+    torch.set_num_threads(1)
+    os.environ["DPO_EVAL_THREADS"] = "fixed"
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+        if env is None:
+            os.environ.pop("DPO_EVAL_THREADS", None)
+        else:
+            os.environ["DPO_EVAL_THREADS"] = env

@@ -1,4 +1,4 @@
-"""Pointwise rules for the loop tests (importable as `rules:NAME` with tests/loop on sys.path)."""
+"""Pointwise rules for the loop tests (importable as `loop_rules:NAME` with tests/loop on sys.path)."""
 
 from __future__ import annotations
 
