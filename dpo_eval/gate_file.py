@@ -33,9 +33,7 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from dpo_eval.errors import UserError
+from dpo_eval.errors import UserError, read_yaml_file
 from dpo_eval.metrics.findings import SEVERITIES, Thresholds
 from dpo_eval.metrics.gate import (
     CHECKPOINT_FIGURES,
@@ -231,13 +229,7 @@ def _report_overrides(where: str, mapping: object) -> dict:
 def load_gate_file(path: str | Path) -> GateFile:
     """Read and check gate.yaml: every check parsed, every figure and operator known (one-line UserError)."""
     where = str(path)
-    try:
-        document = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"--config {where} does not exist: pass a gate.yaml (see data/gate.yaml)") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise UserError(f"--config {where} is not readable YAML ({first}): fix the file") from None
+    document = read_yaml_file(where, "--config", "pass a gate.yaml (see data/gate.yaml)")
     if not isinstance(document, dict):
         raise UserError(f"{where}: expected a mapping with checks: (a list), got {type(document).__name__}")
     unknown = [k for k in document if k not in FILE_KEYS]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from dpo_eval.errors import UserError
+from dpo_eval.errors import UserError, read_yaml_file
 from dpo_eval.metrics.findings import Thresholds
 
 DEFAULT_BETA = 0.1
@@ -48,15 +48,7 @@ def thresholds_from_mapping(mapping: object, where: str) -> Thresholds:
 
 def load_thresholds(path: str | Path) -> Thresholds:
     """`--thresholds FILE`: a YAML or JSON mapping of metrics.findings.Thresholds fields (others default)."""
-    import yaml
-
-    try:
-        mapping = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"--thresholds {path} does not exist: pass a YAML or JSON file such as kl_budget: 5") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise UserError(f"--thresholds {path} is not readable YAML or JSON ({first}): fix the file") from None
+    mapping = read_yaml_file(path, "--thresholds", "pass a YAML or JSON file such as kl_budget: 5", "YAML or JSON")
     return thresholds_from_mapping({} if mapping is None else mapping, f"--thresholds {path}")
 
 
