@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from dpo_eval.data.formats import read_records
+from dpo_eval.data.formats import read_source
 from dpo_eval.data.pairs import PreferencePair, load_pairs
 from dpo_eval.engine.distributed import DistContext
 from dpo_eval.errors import UserError
@@ -58,19 +58,25 @@ def _unpaired_row(row: dict, index: int, source: str) -> tuple[PreferencePair, b
 
 
 def load_unpaired(path: str, tokenizer, settings: TokenizerSettings, *, limit: int | None = None,
-                  data_format: str = "auto", skip_invalid: bool = False) -> list[UnpairedExample]:
-    """Unpaired rows (prompt, completion, label), or preference pairs split in two (chosen good, rejected bad)."""
-    records = read_records(path)
+                  data_format: str = "auto", skip_invalid: bool = False,
+                  sources: dict[str, str] | None = None) -> list[UnpairedExample]:
+    """Unpaired rows (prompt, completion, label), or preference pairs split in two (chosen good, rejected bad).
+
+    ``sources["train"]`` gets the source's name: the path as given, a Hub dataset pinned to its commit."""
+    records, source = read_source(path)
     if records and all(k in records[0] for k in ("completion", "label")):
         rows = [_unpaired_row(r, i, str(path)) for i, r in enumerate(records[:limit] if limit else records)]
         tokenized = tokenize_pairs([pair for pair, _ in rows], tokenizer, settings).pairs
-        return [UnpairedExample(t.id, t.prompt_ids, t.chosen_ids, label, row)
-                for row, (t, (_, label)) in enumerate(zip(tokenized, rows))]
-    pairs = load_pairs(Path(path), data_format=data_format, skip_invalid=skip_invalid, limit=limit).pairs
-    examples = []
-    for row, t in enumerate(tokenize_pairs(pairs, tokenizer, settings).pairs):  # row exact unless rows were skipped
-        examples.append(UnpairedExample(f"{t.id}/chosen", t.prompt_ids, t.chosen_ids, True, row))
-        examples.append(UnpairedExample(f"{t.id}/rejected", t.prompt_ids, t.rejected_ids, False, row))
+        examples = [UnpairedExample(t.id, t.prompt_ids, t.chosen_ids, label, row)
+                    for row, (t, (_, label)) in enumerate(zip(tokenized, rows))]
+    else:
+        loaded = load_pairs(Path(path), data_format=data_format, skip_invalid=skip_invalid, limit=limit)
+        source, examples = loaded.source, []
+        for row, t in enumerate(tokenize_pairs(loaded.pairs, tokenizer, settings).pairs):  # row exact unless skipped
+            examples.append(UnpairedExample(f"{t.id}/chosen", t.prompt_ids, t.chosen_ids, True, row))
+            examples.append(UnpairedExample(f"{t.id}/rejected", t.prompt_ids, t.rejected_ids, False, row))
+    if sources is not None:
+        sources["train"] = source
     return examples
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from dpo_eval.data.formats import read_records
+from dpo_eval.data.formats import read_source
 from dpo_eval.data.pairs import PreferencePair
 from dpo_eval.engine.multi import ResponseGroup
 from dpo_eval.errors import UserError
@@ -99,9 +99,10 @@ def _ordered(row: dict, where: str) -> tuple[list, int]:
                     f"found fields {sorted(row)}")
 
 
-def _read_rows(path: str, limit: int | None) -> list[_RankedRow]:
-    rows = []
-    for index, row in enumerate(read_records(path)[:limit] if limit else read_records(path)):
+def _read_rows(path: str, limit: int | None) -> tuple[list[_RankedRow], str]:
+    """The ranked rows of ``path`` and its source's name (a Hub dataset pinned to its commit)."""
+    rows, (records, source) = [], read_source(path)
+    for index, row in enumerate(records[:limit] if limit else records):
         where = f"{path}: row {index + 1}"
         if not isinstance(row.get("prompt"), str | list):
             raise UserError(f"{where}: field 'prompt' must be a string or a list of chat messages; add it")
@@ -109,7 +110,7 @@ def _read_rows(path: str, limit: int | None) -> list[_RankedRow]:
         rows.append(_RankedRow(str(row.get("id", index)), row["prompt"], responses, n_ranked, where))
     if not rows:
         raise UserError(f"{path}: no rows; a listwise file needs at least one ranked group")
-    return rows
+    return rows, source
 
 
 def _is_chat(row: _RankedRow) -> bool:
@@ -154,10 +155,14 @@ def _tokenize(tokenizer, row: _RankedRow, mode: str, settings: TokenizerSettings
     return RankedGroup(row.id, tuple(prompt), tuple(tuple(r) for r in responses), row.n_ranked, index)
 
 
-def load_ranked(path: str, tokenizer, settings: TokenizerSettings, *, limit: int | None = None
-                ) -> tuple[list[RankedGroup], str]:
-    """Read and tokenize a listwise file; returns (groups, mode) with mode "chat" or "plain"."""
-    rows = _read_rows(path, limit)
+def load_ranked(path: str, tokenizer, settings: TokenizerSettings, *, limit: int | None = None,
+                sources: dict[str, str] | None = None) -> tuple[list[RankedGroup], str]:
+    """Read and tokenize a listwise file; returns (groups, mode) with mode "chat" or "plain".
+
+    ``sources["train"]`` gets the source's name: the path as given, a Hub dataset pinned to its commit."""
+    rows, source = _read_rows(path, limit)
+    if sources is not None:
+        sources["train"] = source
     probe = rows[0]
     as_chat = _is_chat(probe)
     turn = [{"role": "assistant", "content": "."}]  # only the form matters to choose_mode

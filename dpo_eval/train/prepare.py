@@ -118,10 +118,10 @@ def prepare_data(config: TrainConfig) -> PreparedData:
     skip, skipped, sources = config.skip_invalid, {}, {"train": config.data}
     train, examples, mode, n_truncated, ranked = [], None, "plain", 0, None
     if config.loss == "listwise":
-        ranked, mode = load_ranked(config.data, tokenizer, settings, limit=config.limit)
+        ranked, mode = load_ranked(config.data, tokenizer, settings, limit=config.limit, sources=sources)
     elif config.loss in ("kto", "npo"):  # unpaired items; NPO keeps its negatives (dpo_eval.train.family_inputs)
         examples = load_unpaired(config.data, tokenizer, settings, limit=config.limit,
-                                 data_format=config.data_format, skip_invalid=skip)
+                                 data_format=config.data_format, skip_invalid=skip, sources=sources)
         examples, skipped["train"] = drop_special_only(
             examples, lambda e: {"completion": e.completion_ids}, lambda _, e: e.row + 1, special, config.data, skip)
         if config.loss == "npo":

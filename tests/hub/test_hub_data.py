@@ -54,17 +54,19 @@ def test_hub_datasets_read_in_their_published_layouts(hub: FakeHub) -> None:
           for i in range(2)]
     hub.add_commit("org/hh", {"data/test-00000-of-00001.parquet": parquet(hh)}, kind="datasets")
     bench = [{"prompt": "p", "chosen": "c", "rejected": "r", "subset": "chat", "id": 7}]
-    hub.add_commit("org/bench", {"data/filtered-00000-of-00001.parquet": parquet(bench)}, kind="datasets")
+    bench_commit = hub.add_commit("org/bench", {"data/filtered-00000-of-00001.parquet": parquet(bench)}, kind="datasets")
     alpaca = [{"instruction": "Name a colour.", "dataset": "x"}]
     arena = [{"question_id": "q1", "category": "arena", "turns": [{"content": "Write a poem."}]}]
     hub.add_commit("org/alpaca", {"eval.jsonl": json.dumps(alpaca[0]).encode() + b"\n"}, kind="datasets")
     hub.add_commit("org/arena", {"question.jsonl": json.dumps(arena[0]).encode() + b"\n"}, kind="datasets")
     hub.add_commit("org/odd", {"data.jsonl": b'{"question": "q", "answer": "a"}\n'}, kind="datasets")
-    uf, pinned, by_commit, no_split, bad_split, hh_out, bench_out, alpaca_out, arena_out, odd, missing = read([
+    (uf, pinned, by_commit, no_split, bad_split, hh_out, bench_out, alpaca_out, arena_out, odd, missing, unpaired,
+     ranked) = read([
         {"pairs": "org/uf", "split": "test_prefs"}, {"pairs": "org/uf@v1", "split": "test_prefs"},
         {"pairs": f"org/uf@{v1}", "split": "test_prefs"}, {"pairs": "org/uf"}, {"pairs": "org/uf", "split": "dev"},
         {"pairs": "org/hh"}, {"pairs": "org/bench", "split": "filtered"}, {"prompts": "org/alpaca"},
-        {"prompts": "org/arena"}, {"pairs": "org/odd"}, {"pairs": "org/missing"}])
+        {"prompts": "org/arena"}, {"pairs": "org/odd"}, {"pairs": "org/missing"}, {"unpaired": "org/uf@v1:test_prefs"},
+        {"ranked": "org/bench:filtered"}])
     assert (uf["source"], uf["format"]) == (f"org/uf@{main}:test_prefs", "chat")
     assert [p["chosen"] for p in uf["pairs"]] == [[{"role": "assistant", "content": f"good b{i}"}] for i in range(4)]
     assert uf["pairs"][0]["prompt"] == [{"role": "user", "content": USER}]
@@ -78,6 +80,9 @@ def test_hub_datasets_read_in_their_published_layouts(hub: FakeHub) -> None:
     assert odd["error"].startswith("org/odd@") and "columns question, answer match no preference-pair layout" in odd[
         "error"]
     assert missing["error"].startswith("Hub dataset org/missing not found")
+    # KTO/NPO and listwise training data: the manifest's source is pinned to the commit read, as for pairs
+    assert unpaired == {"source": f"org/uf@{v1}:test_prefs", "n": 6}  # 3 pairs: each chosen and rejected
+    assert ranked == {"source": f"org/bench@{bench_commit}:filtered", "n": 1}
     for result in (no_split, bad_split, odd, missing):
         assert "\n" not in result["error"]
 
