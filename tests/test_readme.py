@@ -145,6 +145,10 @@ def test_relative_links_resolve(page):
             assert anchor in heading_anchors(file.read_text(encoding="utf-8")), f"{page}: link to {target}: no such heading"
 
 
+def test_every_command_has_its_docs_page():
+    assert {f"docs/{name}.md" for name in command_flags()} <= set(PAGES)
+
+
 def test_readme_is_short_and_links_every_docs_page():
     assert len(README.splitlines()) <= 300
     linked = set(re.findall(r"\]\((docs/[\w-]+\.md)", README))
