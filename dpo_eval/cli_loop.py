@@ -22,7 +22,7 @@ def loop_command(config: str, overrides: tuple[str, ...]) -> None:
     """Iterative DPO: sample from the current policy, label, form pairs, train a round; repeat.
 
     Writes OUTPUT_DIR/round-R/ (a run dir plus the round's samples, labels and pairs) and
-    OUTPUT_DIR/loop.json (per-round counts). Settings and defaults: see the README's loop section.
+    OUTPUT_DIR/loop.json (per-round counts). Settings and defaults: see docs/loop.md.
     """
     from dpo_eval.loop.config import load_loop_config
     from dpo_eval.loop.run import run_loop

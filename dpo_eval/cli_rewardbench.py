@@ -31,7 +31,7 @@ Examples:
 @click.option("--norm", type=click.Choice(["sum", "avg", "norm"]), default="sum", show_default=True,
               help="Summed log-probs, their mean, or (reference-free only) -||per-token log-probs||_2.")
 @click.option("--compat", type=click.Choice(["none", "rewardbench"]), default="none", show_default=True,
-              help="rewardbench: RewardBench's DPO tokenization and unscaled scores (see README).")
+              help="rewardbench: RewardBench's DPO tokenization and unscaled scores (see docs/rewardbench.md).")
 @click.option("--out", default="rewardbench_out", show_default=True,
               help="Output dir for rewardbench.json and pairs.parquet.")
 @click.option("--limit", type=int, default=None, help="Score only the first N pairs.")

@@ -24,7 +24,7 @@ def train_command(config: str | None, overrides: tuple[str, ...]) -> None:
     """Train a policy with DPO or a variant; writes checkpoint-N/ dirs and a run manifest.
 
     Losses: dpo (label_smoothing -> cDPO), ipo, hinge, rdpo, simpo, orpo, cpo, dpop; nll_coef adds
-    an NLL term on chosen responses. Settings and defaults: see the README's training section.
+    an NLL term on chosen responses. Settings and defaults: see docs/train.md.
     """
     from dpo_eval.train.config import load_config
     from dpo_eval.train.recipe import train

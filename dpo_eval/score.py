@@ -33,7 +33,7 @@ from dpo_eval.tokenization import TokenizedPairs, TokenizerSettings, padding_id,
 
 SCHEMA_VERSION = 1
 REFERENCE_FREE = "none"
-# The documented pairs.parquet layout, in this order (README "Outputs"; ../shared/DESIGN.md's list, then two extras).
+# The documented pairs.parquet layout, in this order (docs/score.md "Outputs"; ../shared/DESIGN.md's list, then two extras).
 PAIRS_COLUMNS = ("id", "subset", "policy_chosen_logp", "policy_rejected_logp", "ref_chosen_logp", "ref_rejected_logp",
                  "chosen_tokens", "rejected_tokens", "reward_chosen", "reward_rejected", "margin",
                  "prompt_tokens", "is_truncated")

@@ -17,7 +17,7 @@ from dpo_eval.cli import main
 sys.path.insert(0, str(Path(__file__).parent / "engine"))
 from oracle import sequence_logp  # noqa: E402
 
-# The documented layout, written out here (README "pairs.parquet"; the shared design's list, then two extras).
+# The documented layout, written out here (docs/score.md "Outputs"; the shared design's list, then two extras).
 COLUMNS = ["id", "subset", "policy_chosen_logp", "policy_rejected_logp", "ref_chosen_logp", "ref_rejected_logp",
            "chosen_tokens", "rejected_tokens", "reward_chosen", "reward_rejected", "margin",
            "prompt_tokens", "is_truncated"]

@@ -145,7 +145,7 @@ def _loss_function(loss: str) -> Callable:
 def loss_defaults(loss: str) -> dict[str, Any]:
     """The defaults of loss `loss`, beta included: its function's keyword defaults, which are the
     paper's settings (SimPO: beta 2.0, gamma 1.0, i.e. gamma / beta 0.5 as the authors' recipes) or,
-    where the paper gives none, TRL's beta 0.1. The README's loss-defaults table lists them."""
+    where the paper gives none, TRL's beta 0.1. docs/train.md's loss-defaults table lists them."""
     return {name: p.default for name, p in inspect.signature(_loss_function(loss)).parameters.items()
             if p.default is not inspect.Parameter.empty}
 
