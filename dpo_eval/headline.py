@@ -30,8 +30,8 @@ def checkpoint_line(doc: dict, c: dict) -> str:
     rewards, quality, length = c.get("rewards") or {}, c.get("quality") or {}, c.get("length") or {}
     pairs = (c.get("drift") or {}).get("pairs") or {}
     source = quality.get("source", "no judge").replace(" - ", " − ")
-    return (f"  {view.checkpoint_name(doc, c['run'], c['step'])}: reward acc {_fmt(rewards.get('accuracy'), '.2f')}, "
-            f"margin {_fmt(rewards.get('mean_margin'), '.2f')}, KL {_kl(c, view.kl_estimator(doc))} nats, "
+    return (f"  {view.checkpoint_name(doc, c['run'], c['step'])}: reward acc {view.reward_accuracy_text(rewards)}, "
+            f"margin {view.margin_text(rewards)}, KL {_kl(c, view.kl_estimator(doc))} nats, "
             f"length x{_fmt(length.get('mean_tokens_ratio'), '.2f')}, "
             f"chosen fell on {_fmt(pairs.get('displacement_share'), '.0%')} of pairs, "
             f"quality {view.fmt_pm(quality.get('value'), quality.get('se'), signed=True)} ({source})")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -195,10 +196,16 @@ def score(config: ScoreConfig) -> ScoreResult:
     return ScoreResult(frame, summary, ctx.is_main)
 
 
+def _prompt_keys(tokenized: TokenizedPairs) -> list[str]:
+    """Each pair's prompt identity (its prompt's token ids): pairs sharing a prompt are one cluster of the
+    reward accuracy's CI and the margin's SE (dpo_eval.metrics.rewards)."""
+    return [hashlib.sha256(repr(pair.prompt_ids).encode()).hexdigest()[:16] for pair in tokenized.pairs]
+
+
 def _summary(config, frame, loaded, tokenized, policy_id, ref_id, device, dtype, computed) -> dict:
     return {
         "schema_version": SCHEMA_VERSION,
-        "rewards": summarize_rewards(frame, config.tie_tolerance),
+        "rewards": summarize_rewards(frame.assign(prompt_key=_prompt_keys(tokenized)), config.tie_tolerance),
         "beta": config.beta,
         "norm": config.norm,
         "divergence": {"name": config.divergence, "alpha": config.divergence_alpha},

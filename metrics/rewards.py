@@ -4,6 +4,11 @@ r(x, y) = beta * (log pi(y|x) - log pi_ref(y|x))            (Rafailov et al., 20
 Reference-free: r(x, y) = beta * log pi(y|x)
 "avg" normalisation divides each log-prob by the response's token count
 (SimPO, Meng et al., 2024: r = beta / |y| * log pi(y|x)).
+
+Uncertainty follows the sampling design: held-out pairs that share a prompt are one cluster. The
+accuracy's 95% interval is `drift.cluster_wilson_interval` of the wins (Wilson's at the design-effect
+sample size; exactly Wilson's when every pair has its own prompt); the margin's SE is the
+cluster-robust SE of the pair mean, sqrt(P/(P-1) sum_g (T_g - m n_g)^2) / n (`kl.cluster_ratio`).
 """
 
 from __future__ import annotations
@@ -12,6 +17,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
+
+from dpo_eval.metrics.drift import cluster_wilson_interval, prompt_codes
+from dpo_eval.metrics.kl import cluster_ratio
 
 NORMS = ("sum", "avg")
 
@@ -39,7 +48,8 @@ class RewardAccuracy:
     """How often the chosen response out-rewards the rejected one.
 
     accuracy: wins / n (a tie is not a win); accuracy_ties_half: (wins + ties / 2) / n;
-    n_ties: pairs whose |margin| <= tie_tolerance.
+    n_ties: pairs whose |margin| <= tie_tolerance; accuracy_ci_low/high: the accuracy's 95% interval and
+    margin_se the mean margin's SE, both clustered by prompt over n_prompts prompts (module docstring).
     """
 
     n: int
@@ -49,20 +59,29 @@ class RewardAccuracy:
     mean_margin: float
     mean_reward_chosen: float
     mean_reward_rejected: float
+    n_prompts: int
+    accuracy_ci_low: float
+    accuracy_ci_high: float
+    margin_se: float
 
 
 def reward_accuracy(reward_chosen: np.ndarray, reward_rejected: np.ndarray,
-                    tie_tolerance: float = 0.0) -> RewardAccuracy:
-    """Accuracy and means of rewards for n pairs; NaN figures when n is 0."""
+                    tie_tolerance: float = 0.0, prompt_id: ArrayLike | None = None) -> RewardAccuracy:
+    """Accuracy and means of rewards for n pairs; NaN figures when n is 0.
+
+    prompt_id: (n,) each pair's prompt (pairs sharing one are a cluster); None: each pair its own prompt.
+    """
     chosen = np.asarray(reward_chosen, dtype=np.float64)
     rejected = np.asarray(reward_rejected, dtype=np.float64)
     n = len(chosen)
     if n == 0:
         nan = float("nan")
-        return RewardAccuracy(0, nan, nan, 0, nan, nan, nan)
+        return RewardAccuracy(0, nan, nan, 0, nan, nan, nan, 0, nan, nan, nan)
     margin = chosen - rejected
     ties = np.abs(margin) <= tie_tolerance
     wins = (margin > 0) & ~ties
+    codes, n_prompts = prompt_codes(prompt_id, n)
+    ci_low, ci_high = cluster_wilson_interval(wins, codes)
     return RewardAccuracy(
         n=n,
         accuracy=float(wins.mean()),
@@ -71,14 +90,20 @@ def reward_accuracy(reward_chosen: np.ndarray, reward_rejected: np.ndarray,
         mean_margin=float(margin.mean()),
         mean_reward_chosen=float(chosen.mean()),
         mean_reward_rejected=float(rejected.mean()),
+        n_prompts=n_prompts,
+        accuracy_ci_low=ci_low,
+        accuracy_ci_high=ci_high,
+        margin_se=cluster_ratio(margin, np.ones(n), codes, n_prompts)[1],
     )
 
 
 def summarize_rewards(pairs: pd.DataFrame, tie_tolerance: float = 0.0) -> dict:
-    """Overall and per-subset reward accuracy of a frame with reward_chosen, reward_rejected, subset."""
-    overall = reward_accuracy(pairs["reward_chosen"], pairs["reward_rejected"], tie_tolerance)
-    per_subset = {
-        str(name): asdict(reward_accuracy(group["reward_chosen"], group["reward_rejected"], tie_tolerance))
-        for name, group in pairs.groupby("subset", sort=True)
-    }
+    """Overall and per-subset reward accuracy of a frame with reward_chosen, reward_rejected, subset, and
+    optionally prompt_key (pairs sharing one are a cluster; without it each pair is its own prompt)."""
+    def accuracy(frame: pd.DataFrame) -> RewardAccuracy:
+        prompts = frame["prompt_key"] if "prompt_key" in frame.columns else None
+        return reward_accuracy(frame["reward_chosen"], frame["reward_rejected"], tie_tolerance, prompts)
+
+    overall = accuracy(pairs)
+    per_subset = {str(name): asdict(accuracy(group)) for name, group in pairs.groupby("subset", sort=True)}
     return {**asdict(overall), "tie_tolerance": tie_tolerance, "per_subset": per_subset}

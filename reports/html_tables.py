@@ -58,16 +58,16 @@ def key_figures_table(results: dict) -> str:
     uncertainty where results.json saves one (view.fmt_pm, view.fmt_rate)."""
     estimator = view.kl_estimator(results)
     gold = _quality_column(results)
-    headers = ["run", "step", "reward accuracy", "margin", f"KL ({estimator}, nats) ± SE",
+    headers = ["run", "step", "reward accuracy [95% CI]", "margin ± SE", f"KL ({estimator}, nats) ± SE",
                "mean length vs reference", "win rate [95% CI]", "LC win rate [95% CI]"]
     headers += ["gold accuracy − reference's ± SE"] if gold else []
     rows = []
     for ckpt in results.get("checkpoints", []):
         rewards, rate, quality = ckpt.get("rewards") or {}, ckpt.get("winrate") or {}, ckpt.get("quality") or {}
         kl = view.dig(ckpt, "kl", estimator) or {}
-        accuracy = view.percent(rewards.get("accuracy"), 0)
+        accuracy = view.reward_accuracy_text(rewards)
         accuracy = accuracy if accuracy == view.NOT_AVAILABLE else f"{accuracy} of {rewards.get('n')}"
-        margin = fmt(rewards.get("mean_margin"), "+.3g")
+        margin = view.margin_text(rewards)
         if view.is_reference(ckpt):  # its margins are 0 by definition: every pair a tie, not a 0% accuracy
             accuracy, margin = REFERENCE_CELL, REFERENCE_CELL
         row = [ckpt["run"], _step_label(results, ckpt), accuracy, margin, fmt_pm(kl.get("mean"), kl.get("se")),
@@ -79,13 +79,13 @@ def key_figures_table(results: dict) -> str:
 
 def rewards_table(results: dict) -> str:
     """Rewards and Δ log π on held-out pairs, one row per checkpoint."""
-    headers = ["run", "step", "pairs", "accuracy", "margin", "r chosen", "r rejected",
+    headers = ["run", "step", "pairs", "accuracy [95% CI]", "margin ± SE", "r chosen", "r rejected",
                "Δ/token chosen ± SE", "Δ/token rejected ± SE", "chosen fell on"]
     rows = []
     for ckpt in results.get("checkpoints", []):
         rewards, drift = ckpt.get("rewards") or {}, view.pair_drift(ckpt) or {}
         rows.append([ckpt["run"], _step_label(results, ckpt), str(rewards.get("n", view.NOT_AVAILABLE)),
-                     view.percent(rewards.get("accuracy"), 0), fmt(rewards.get("mean_margin"), "+.3g"),
+                     view.reward_accuracy_text(rewards), view.margin_text(rewards),
                      fmt(rewards.get("mean_reward_chosen"), "+.3g"),
                      fmt(rewards.get("mean_reward_rejected"), "+.3g"),
                      fmt_pm(*view.delta(ckpt, "chosen"), signed=True),

@@ -65,7 +65,7 @@ def _findings(results: dict) -> list[str]:
 def checkpoint_rows(results: dict) -> list[str]:
     """The per-checkpoint Markdown table: header, separator, one row per checkpoint."""
     estimator = view.kl_estimator(results)
-    headers = ["run", "step", "accuracy", "margin", "chosen fell on", f"KL ({estimator}) ± SE", "length ratio",
+    headers = ["run", "step", "accuracy [95% CI]", "margin ± SE", "chosen fell on", f"KL ({estimator}) ± SE", "length ratio",
                "win rate [95% CI]", "LC win rate [95% CI]"]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for c in results.get("checkpoints", []):
@@ -73,7 +73,7 @@ def checkpoint_rows(results: dict) -> list[str]:
         drift = view.pair_drift(c) or {}
         values = [c["run"], f"{c['step']}{' (reference)' if view.is_reference(c) else ''}",
                   *(["—", "—"] if view.is_reference(c) else  # rewards against itself: 0 by definition
-                    [view.percent(rewards.get("accuracy"), 0), fmt(rewards.get("mean_margin"), "+.3g")]),
+                    [view.reward_accuracy_text(rewards), view.margin_text(rewards)]),
                   fmt(drift.get("displacement_share"), ".0%"),
                   fmt_pm(view.dig(c, "kl", estimator, "mean"), view.dig(c, "kl", estimator, "se")),
                   fmt(view.length_figure(c, "mean_tokens_ratio"), ".2f"),

@@ -145,8 +145,12 @@ CHECKPOINT = {
         "rewards": {
             "type": ["object", "null"],
             "required": ["n", "accuracy", "mean_margin", "per_subset"],
+            # accuracy_ci_low/high (95%) and margin_se are clustered by prompt over n_prompts prompts; optional
+            # so results.json files written before them still validate (the verdict then says it has no CI)
             "properties": {"n": {"type": "integer"}, "accuracy": _NUMBER_OR_NULL,
-                           "mean_margin": _NUMBER_OR_NULL, "per_subset": {"type": "object"}},
+                           "mean_margin": _NUMBER_OR_NULL, "per_subset": {"type": "object"},
+                           "n_prompts": {"type": "integer"}, "accuracy_ci_low": _NUMBER_OR_NULL,
+                           "accuracy_ci_high": _NUMBER_OR_NULL, "margin_se": _NUMBER_OR_NULL},
         },
         "winrate": WINRATE,
         "quality": {

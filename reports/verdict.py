@@ -4,17 +4,19 @@ DPO's loss depends only on the margin r_chosen - r_rejected. Both log-probabilit
 the margin grows (likelihood displacement, Razin et al. 2024; the 3D properties of Yan et al. 2024), so a
 negative, falling rewards/chosen is by itself no sign of a broken run. What decides it here:
 
-    learning      the margin is > 0 and reward accuracy > 0.5 at the run's last checkpoint
+    learning      at the run's last checkpoint, reward accuracy's 95% CI above 0.5 and the margin's
+                  (mean ± 1.96 SE) above 0, both clustered by prompt; not learning when either CI lies at or
+                  below its line (accuracy <= 0.5 or margin <= 0); undetermined when a CI straddles it
     quality       the win rate against the reference's samples, length-controlled when saved (else raw): its
                   CI above 0.5 (better), below (worse), or straddling 0.5 (not distinguishable); unknown
                   without a judge
     past its peak the saved past_peak flag of the run
 
     broken   not learning, or quality worse than the reference
-    look     learning, but quality unknown, not distinguishable, or past its peak
+    look     learning undetermined, or learning but quality unknown, not distinguishable, or past its peak
     ok       learning and quality better than the reference, not past its peak
 
-Only saved numbers are compared (with 0, 0.5 and each other); nothing is computed.
+Only saved numbers are compared (with 0, 0.5 and each other); nothing is computed but mean ± 1.96 SE.
 """
 
 from __future__ import annotations
@@ -29,7 +31,13 @@ HEADLINES = {
     "look": "Probably not broken, but look closer:",
     "broken": "Likely broken:",
 }
-NOT_LEARNING = "the model does not prefer the chosen responses (margin <= 0 or accuracy <= 50%)"
+NOT_LEARNING = ("the model does not prefer the chosen responses (reward accuracy's 95% CI at or below 50%, "
+                "or the margin's at or below 0)")
+UNDETERMINED = ("the held-out pairs cannot tell whether the model prefers the chosen responses (reward "
+                "accuracy's 95% CI includes 50% or the margin's includes 0)")
+NO_CI = ("reward accuracy has no saved CI (results.json of an older dpo-eval): rerun `dpo-eval report` to tell "
+         "whether the model prefers the chosen responses")
+Z95 = 1.959963984540054
 BACKGROUND = ("DPO's loss only sees the margin between chosen and rejected rewards. Both log-probabilities "
               "usually fall during training (likelihood displacement, Razin et al. 2024; Yan et al. 2024), "
               "so a negative, falling rewards/chosen is common in healthy runs. What matters is whether the "
@@ -73,16 +81,17 @@ def _verdict(results: dict, run: str, first: dict, last: dict) -> RunVerdict:
     if high:
         titles = ", ".join(dict.fromkeys(f.get("title", f.get("code", "")) for f in high))
         facts.append(f"{len(high)} high-severity finding(s) for this run (see Findings): {titles}.")
-    learning = _is_learning(last)
-    if not learning or quality_state == "worse":
+    learning = _learning_state(last)
+    if learning == "not learning" or quality_state == "worse":
         verdict = "broken"
-        why = [] if learning else [NOT_LEARNING]
+        why = [NOT_LEARNING] if learning == "not learning" else []
         why += ["its samples lose to the reference's"] if quality_state == "worse" else []
-    elif quality_state == "better" and not is_past:
+    elif learning == "learning" and quality_state == "better" and not is_past:
         verdict, why = "ok", []
     else:
         verdict = "look"
-        why = {"unknown": ["no judge measured whether the samples got better"],
+        why = {"undetermined": [UNDETERMINED], "no CI": [NO_CI], "learning": []}[learning]
+        why += {"unknown": ["no judge measured whether the samples got better"],
                "tied": ["the samples are not distinguishable from the reference's"],
                "better": []}[quality_state]
         why += ["quality fell after its peak: pick an earlier checkpoint"] if is_past else []
@@ -90,10 +99,17 @@ def _verdict(results: dict, run: str, first: dict, last: dict) -> RunVerdict:
     return RunVerdict(run=run, step=last["step"], verdict=verdict, headline=headline, facts=facts)
 
 
-def _is_learning(ckpt: dict) -> bool:
-    margin = view.number(view.dig(ckpt, "rewards", "mean_margin"))
-    accuracy = view.number(view.dig(ckpt, "rewards", "accuracy"))
-    return margin is not None and accuracy is not None and margin > 0 and accuracy > 0.5
+def _learning_state(ckpt: dict) -> str:
+    """"learning", "not learning", "undetermined" or "no CI" (module docstring), from the saved CIs."""
+    rewards = ckpt.get("rewards") or {}
+    low, high = (view.number(rewards.get(k)) for k in ("accuracy_ci_low", "accuracy_ci_high"))
+    margin, se = view.number(rewards.get("mean_margin")), view.number(rewards.get("margin_se"))
+    if low is None or high is None or margin is None or se is None:
+        return "no CI"
+    margin_low, margin_high = margin - Z95 * se, margin + Z95 * se
+    if high <= 0.5 or margin_high <= 0:
+        return "not learning"
+    return "learning" if low > 0.5 and margin_low > 0 else "undetermined"
 
 
 def _chosen_fact(first: dict, last: dict) -> str:
@@ -111,9 +127,9 @@ def _chosen_fact(first: dict, last: dict) -> str:
 
 def _margin_fact(ckpt: dict) -> str:
     rewards = ckpt.get("rewards") or {}
-    return (f"The margin r_chosen - r_rejected is {fmt(rewards.get('mean_margin'), '+.3f')} and the chosen "
-            f"response out-rewards the rejected one on {fmt(rewards.get('accuracy'), '.0%')} of "
-            f"{rewards.get('n', 0)} held-out pairs.")
+    return (f"The margin r_chosen - r_rejected is {view.margin_text(rewards)} (± SE) and the chosen "
+            f"response out-rewards the rejected one on {view.reward_accuracy_text(rewards)} of "
+            f"{rewards.get('n', 0)} held-out pairs (95% CI in brackets, clustered by prompt).")
 
 
 def _displacement_fact(ckpt: dict) -> str | None:

@@ -111,6 +111,17 @@ def fmt_rate(rate: dict, name: str) -> str:
     return f"{value} [{percent(ci[0], places)}, {percent(ci[1], places)}]"
 
 
+def reward_accuracy_text(rewards: dict) -> str:
+    """A checkpoint's reward accuracy with its 95% CI (clustered by prompt): "77% [65%, 86%]"."""
+    ci = [rewards.get("accuracy_ci_low"), rewards.get("accuracy_ci_high")]
+    return fmt_rate({"accuracy": rewards.get("accuracy"), "accuracy_ci": ci}, "accuracy")
+
+
+def margin_text(rewards: dict) -> str:
+    """The mean margin r_chosen - r_rejected ± its SE (clustered by prompt)."""
+    return fmt_pm(rewards.get("mean_margin"), rewards.get("margin_se"), signed=True)
+
+
 def severity_rank(finding: dict) -> int:
     severity = finding.get("severity")
     return SEVERITY_ORDER.index(severity) if severity in SEVERITY_ORDER else len(SEVERITY_ORDER)

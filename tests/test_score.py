@@ -72,6 +72,13 @@ def test_score_matches_oracle_and_reward_formula(setup, tmp_path):
     margin = expected_chosen - expected_rejected
     assert summary["rewards"]["accuracy"] == pytest.approx(np.mean(margin > 0))
     assert summary["rewards"]["mean_margin"] == pytest.approx(margin.mean(), abs=1e-4)
+    # pairs sharing a prompt are one cluster of the margin's SE: sqrt(P/(P-1) sum_g (T_g - m n_g)^2) / n
+    prompts = pd.Series([json.loads(line)["prompt"] for line in Path(setup["data"]).read_text().splitlines()])
+    totals, sizes = pd.Series(margin).groupby(prompts).sum(), prompts.value_counts()
+    sizes = sizes.reindex(totals.index)
+    n_prompts = len(totals)
+    se = np.sqrt(n_prompts / (n_prompts - 1) * np.sum((totals - margin.mean() * sizes) ** 2)) / len(margin)
+    assert summary["rewards"]["n_prompts"] == n_prompts and summary["rewards"]["margin_se"] == pytest.approx(se, rel=1e-3)
     for subset in ("a", "b"):
         in_subset = frame["subset"] == subset
         assert summary["rewards"]["per_subset"][subset]["accuracy"] == pytest.approx(np.mean(margin[in_subset] > 0))

@@ -38,6 +38,38 @@ def test_accuracy_with_ties_reported_apart():
     assert acc.mean_reward_rejected == pytest.approx(-0.1 / 4)
 
 
+def test_accuracy_ci_is_wilson_and_margin_se_the_pair_sd_when_each_pair_has_its_own_prompt():
+    # margins 1, -1, 2, 3: 3 wins of 4; Wilson at z = 1.959964: p = .75, n = 4
+    acc = reward_accuracy(np.array([1.0, -1.0, 2.0, 3.0]), np.zeros(4))
+    z, p, n = 1.959963984540054, 0.75, 4
+    center = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    assert (acc.accuracy_ci_low, acc.accuracy_ci_high) == pytest.approx((center - half, center + half))
+    margins = np.array([1.0, -1.0, 2.0, 3.0])
+    assert acc.margin_se == pytest.approx(margins.std(ddof=1) / 2) and acc.n_prompts == 4
+
+
+def test_pairs_sharing_a_prompt_are_one_cluster():
+    # prompts a, a, b, b, c, c; margins 1, 3 | -1, -3 | 2, 2 -> mean 4/6; cluster totals T = 4, -4, 4, sizes 2
+    margins = np.array([1.0, 3.0, -1.0, -3.0, 2.0, 2.0])
+    acc = reward_accuracy(margins, np.zeros(6), prompt_id=["a", "a", "b", "b", "c", "c"])
+    m, totals = 4 / 6, np.array([4.0, -4.0, 4.0])
+    se = math.sqrt(3 / 2 * np.sum((totals - m * 2) ** 2)) / 6
+    assert acc.n_prompts == 3 and acc.margin_se == pytest.approx(se)
+    alone = reward_accuracy(margins, np.zeros(6))
+    # wins agree within each prompt: the clustered interval is wider than the one-pair-per-prompt one
+    assert acc.accuracy == alone.accuracy == pytest.approx(4 / 6)
+    assert acc.accuracy_ci_high - acc.accuracy_ci_low > alone.accuracy_ci_high - alone.accuracy_ci_low
+
+
+def test_summary_clusters_by_prompt_key_when_the_frame_has_one():
+    frame = pd.DataFrame({"subset": ["x"] * 4, "reward_chosen": [1.0, 2.0, -1.0, -2.0],
+                          "reward_rejected": [0.0] * 4, "prompt_key": ["a", "a", "b", "b"]})
+    summary = summarize_rewards(frame)
+    assert summary["n_prompts"] == 2 and summary["per_subset"]["x"]["n_prompts"] == 2
+    assert summarize_rewards(frame.drop(columns="prompt_key"))["n_prompts"] == 4
+
+
 def test_tie_tolerance_widens_ties():
     acc = reward_accuracy(np.array([0.001, 1.0]), np.array([0.0, 0.0]), tie_tolerance=0.01)
     assert acc.n_ties == 1 and acc.accuracy == pytest.approx(0.5) and acc.accuracy_ties_half == pytest.approx(0.75)

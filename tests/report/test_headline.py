@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from expected_text import expected_pm, expected_rate
 from real_results import copy_results
 
 from dpo_eval.headline import headline, main
@@ -21,8 +22,11 @@ def test_headline_shows_the_page_recommendation_checkpoints_and_findings(real_re
     trained = [c for c in doc["checkpoints"] if not c.get("is_reference")]
     for c in trained:
         kl = c["kl"][view.kl_estimator(doc)]
-        assert (f"  {c['run']} at step {c['step']}: reward acc {c['rewards']['accuracy']:.2f}, margin "
-                f"{c['rewards']['mean_margin']:.2f}, KL {fmt_pm(kl['mean'], kl['se'])} nats") in text
+        rewards = c["rewards"]
+        accuracy = expected_rate(rewards["accuracy"], [rewards["accuracy_ci_low"], rewards["accuracy_ci_high"]])
+        margin = expected_pm(rewards["mean_margin"], rewards["margin_se"], signed=True)
+        assert (f"  {c['run']} at step {c['step']}: reward acc {accuracy}, margin {margin}, "
+                f"KL {fmt_pm(kl['mean'], kl['se'])} nats") in text
     assert " run run" not in text and "bon " not in text  # no internal names
     severities = [line.split("]")[0].strip(" [") for line in text.splitlines() if line.startswith("  [")]
     assert "high" in severities and severities == sorted(severities, key=["high", "warning", "info"].index)

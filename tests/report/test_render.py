@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from expected_text import expected_pm, expected_rate
 from real_results import HOSTILE_IMG, HOSTILE_SCRIPT, copy_results
 
 from dpo_eval.cli import main
@@ -77,25 +78,6 @@ def copy_with(folder: Path, tmp_path: Path, change) -> Path:
     return target
 
 
-def places(uncertainty: float) -> int:
-    """Decimal places of `uncertainty` at 2 significant figures, read off Python's own "#.2g" rounding."""
-    text = format(uncertainty, "#.2g")
-    assert "e" not in text, text
-    return len(text.partition(".")[2])
-
-
-def expected_pm(value: float, se: float) -> str:
-    """The rule written out: the SE to 2 significant figures, the value to the same decimal place."""
-    p = places(se)
-    return f"{value:.{p}f} ± {se:.{p}f}"
-
-
-def expected_rate(rate: float, ci: list[float]) -> str:
-    """A rate and its CI in %, to the places of the CI's half-width (percentage points) at 2 significant figures."""
-    p = places((ci[1] - ci[0]) / 2 * 100)
-    return f"{rate * 100:.{p}f}% [{ci[0] * 100:.{p}f}%, {ci[1] * 100:.{p}f}%]"
-
-
 @pytest.fixture(scope="module")
 def example_dir(real_results, tmp_path_factory) -> Path:
     """A copy of the judged results dir of the real report."""
@@ -133,12 +115,14 @@ def test_html_has_a_table_row_for_every_checkpoint_with_its_saved_numbers(report
         assert len(mine) == 3, (ckpt["run"], ckpt["step"])  # key figures, pairs and samples tables
         key_row, pairs_row, samples_row = mine
         assert pairs_row[2] == str(ckpt["rewards"]["n"])
-        assert pairs_row[3] == f"{ckpt['rewards']['accuracy']:.0%}"
-        assert pairs_row[4] == f"{ckpt['rewards']['mean_margin']:+.3g}"
-        reference = ckpt["is_reference"]  # rewards against itself: margin 0 on every pair, not "0% accuracy"
-        assert key_row[2] == ("— (reference)" if reference else
-                              f"{ckpt['rewards']['accuracy']:.0%} of {ckpt['rewards']['n']}")
-        assert key_row[3] == ("— (reference)" if reference else f"{ckpt['rewards']['mean_margin']:+.3g}")
+        rewards, reference = ckpt["rewards"], ckpt["is_reference"]
+        accuracy = expected_rate(rewards["accuracy"], [rewards["accuracy_ci_low"], rewards["accuracy_ci_high"]])
+        margin = (f"{rewards['mean_margin']:+.3g}" if not rewards["margin_se"] else  # the reference: all 0, SE 0
+                  expected_pm(rewards["mean_margin"], rewards["margin_se"], signed=True))
+        assert pairs_row[3] == accuracy and pairs_row[4] == margin
+        # rewards against itself: margin 0 on every pair, not "0% accuracy"
+        assert key_row[2] == ("— (reference)" if reference else f"{accuracy} of {rewards['n']}")
+        assert key_row[3] == ("— (reference)" if reference else margin)
         kl = ckpt["kl"]["analytic"]
         assert key_row[4] == samples_row[2] == (expected_pm(kl["mean"], kl["se"]) if kl["se"] else f"{kl['mean']:.3g}")
         rate = ckpt["winrate"]
@@ -249,7 +233,9 @@ def test_markdown_has_one_table_row_per_checkpoint(report):
         cells = [c.strip() for c in line.strip("| ").split(" | ")]
         assert len(cells) == n_cells
         assert cells[0] == ckpt["run"] and cells[1].split(" ")[0] == str(ckpt["step"])
-        assert cells[2] == ("—" if ckpt["is_reference"] else f"{ckpt['rewards']['accuracy']:.0%}")
+        rewards = ckpt["rewards"]
+        assert cells[2] == ("—" if ckpt["is_reference"] else expected_rate(
+            rewards["accuracy"], [rewards["accuracy_ci_low"], rewards["accuracy_ci_high"]]))
         rate = ckpt["winrate"]
         assert cells[7] == ("n/a" if rate is None else expected_rate(rate["win_rate"], rate["win_rate_ci"]))
 
@@ -267,11 +253,14 @@ def test_worst_examples_show_the_rows_picked_by_saved_columns(example_dir, repor
 
 
 def test_verdict_follows_margin_quality_and_peak():
-    """ok: margin > 0, accuracy > 50%, LC CI above 0.5, not past peak; broken: margin <= 0 or CI below 0.5."""
-    def doc(margin, accuracy, lc_ci, past):
+    """ok: the accuracy CI above 50% and the margin's (± 1.96 SE) above 0, LC CI above 0.5, not past peak;
+    broken: a margin or accuracy CI at or below its line, or the LC CI below 0.5; look when a CI straddles."""
+    def doc(margin, accuracy, lc_ci, past, accuracy_ci=None, margin_se=0.1):
+        low, high = accuracy_ci or (accuracy - 0.05, accuracy + 0.05)
         ckpts = [{"run": "r", "step": s, "label": str(s), "is_reference": s == 0,
                   "rewards": {"n": 10, "accuracy": accuracy, "mean_margin": margin if s else 0.0,
-                              "mean_reward_chosen": -0.1 * s},
+                              "mean_reward_chosen": -0.1 * s, "accuracy_ci_low": low, "accuracy_ci_high": high,
+                              "margin_se": margin_se},
                   "winrate": None if lc_ci is None else {
                       "win_rate": 0.6, "win_rate_ci": [0.55, 0.65], "lc_win_rate": sum(lc_ci) / 2,
                       "lc_win_rate_ci": lc_ci}}
@@ -284,8 +273,19 @@ def test_verdict_follows_margin_quality_and_peak():
     assert run_verdicts(doc(0.5, 0.9, [0.45, 0.6], False))[0].verdict == "look"  # LC straddles 0.5
     assert run_verdicts(doc(0.5, 0.9, None, False))[0].verdict == "look"  # no judge
     assert run_verdicts(doc(0.5, 0.9, [0.3, 0.45], False))[0].verdict == "broken"
-    assert run_verdicts(doc(-0.1, 0.9, [0.52, 0.6], False))[0].verdict == "broken"
-    assert run_verdicts(doc(0.5, 0.5, [0.52, 0.6], False))[0].verdict == "broken"
+    assert run_verdicts(doc(-0.1, 0.9, [0.52, 0.6], False, margin_se=0.01))[0].verdict == "broken"
+    assert run_verdicts(doc(-0.1, 0.9, [0.52, 0.6], False, margin_se=0.1))[0].verdict == "look"  # CI includes 0
+    assert run_verdicts(doc(0.5, 0.5, [0.52, 0.6], False))[0].verdict == "look"  # CI [45%, 55%]: straddles
+    assert run_verdicts(doc(0.5, 0.45, [0.52, 0.6], False))[0].verdict == "broken"  # CI [40%, 50%]: <= 50%
+    # point estimates past their lines but CIs straddling them: not a verdict of learning, nor of broken
+    straddles = run_verdicts(doc(0.5, 0.7, [0.52, 0.6], False, accuracy_ci=(0.45, 0.88)))[0]
+    assert straddles.verdict == "look" and "cannot tell whether the model prefers" in straddles.headline
+    assert run_verdicts(doc(0.15, 0.9, [0.52, 0.6], False, margin_se=0.1))[0].verdict == "look"  # 0.15 - 0.196 < 0
+    assert run_verdicts(doc(0.2, 0.9, [0.52, 0.6], False, margin_se=0.1))[0].verdict == "ok"  # 0.2 - 0.196 > 0
+    old = doc(0.5, 0.9, [0.52, 0.6], False)
+    for ckpt in old["checkpoints"]:  # results.json written before the CIs were saved
+        del ckpt["rewards"]["accuracy_ci_low"]
+    assert "no saved CI" in run_verdicts(old)[0].headline and run_verdicts(old)[0].verdict == "look"
     facts = " ".join(run_verdicts(doc(0.5, 0.9, [0.52, 0.6], False))[0].facts)
     assert "-0.200 (negative, falling from -0.100 at step 1)" in facts
 
