@@ -82,3 +82,90 @@ def test_the_vllm_version_and_options_are_in_every_store_key(tmp_path):
     assert tag(old).startswith("vllm0.32.0-") and tag(new).startswith("vllm0.33.1-")
     assert tag(old) != tag(old, "--tensor-parallel-size=2")
     assert _numerics(ReportConfig(run_dirs=("r",))).startswith("cpu-float32-engine")
+
+
+@pytest.fixture(scope="module")
+def served(tiny):
+    """A vLLM-shaped stand-in (tests/engine/fake_vllm.py) for the reference and each checkpoint of the tiny run."""
+    import sys
+    from pathlib import Path
+
+    from transformers import AutoModelForCausalLM
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "engine"))
+    from fake_vllm import FakeVllm
+
+    folders = {"ref": tiny["init"], **{f"checkpoint-{s}": str(tiny["run"] / f"checkpoint-{s}") for s in (2, 4)}}
+    servers = {name: FakeVllm(AutoModelForCausalLM.from_pretrained(path).eval(), root=path)
+               for name, path in folders.items()}
+    yield servers
+    for server in servers.values():
+        server.close()
+
+
+def _served_report(tiny, out, python, *flags):
+    args = ["report", str(tiny["run"]), "--out", str(out), "--cache-dir", str(tiny["cache"]), *FAST, "--stages",
+            "score,unseen", "--no-render", *flags]
+    if flags:
+        args += ["--logprob-backend", "vllm", "--vllm-python", python]
+    return CliRunner().invoke(main, args)
+
+
+def _frames(out, kind: str) -> dict:
+    """policy fingerprint -> (key parts, table) of each stored artifact of kind (score or unseen)."""
+    import json
+
+    import pandas as pd
+
+    keys = [(json.loads((d / "key.json").read_text())["parts"], d) for d in (out / "store" / kind).iterdir()]
+    return {parts["policy"]: (parts, pd.read_parquet(next(d.glob("*.parquet")))) for parts, d in keys}
+
+
+def test_report_asks_the_servers_the_user_runs_and_equals_the_engine(tiny, served, tmp_path):
+    urls = ["--vllm-ref-url", served["ref"].url, "--vllm-url", f"checkpoint-2={served['checkpoint-2'].url}",
+            "--vllm-url", f"run/4={served['checkpoint-4'].url}"]  # folder name; RUN/STEP
+    python = fake_vllm_python(tmp_path)  # none is started: every model has its server
+    engine = _served_report(tiny, tmp_path / "engine", python)
+    assert engine.exit_code == 0, engine.output
+    result = _served_report(tiny, tmp_path / "vllm", python, *urls)
+    assert result.exit_code == 0, result.output
+    assert all(server.requests for server in served.values())
+    columns = {"score": ("policy_chosen_logp", "policy_rejected_logp", "ref_chosen_logp", "ref_rejected_logp"),
+               "unseen": ("policy_logp", "ref_logp")}  # unseen: the reference's samples (the same seed in both)
+    for kind, names in columns.items():
+        engine_frames, vllm_frames = _frames(tmp_path / "engine", kind), _frames(tmp_path / "vllm", kind)
+        assert engine_frames.keys() == vllm_frames.keys() and len(vllm_frames) == 3  # the reference, 2 checkpoints
+        for fingerprint, (parts, frame) in vllm_frames.items():
+            expected = engine_frames[fingerprint][1]
+            assert len(frame) == len(expected) > 0
+            for column in names:
+                assert frame[column].to_numpy() == pytest.approx(expected[column].to_numpy(), abs=1e-4), column
+            # the user's servers (URL and the version each reports) are in the key; the engine's keys have none
+            assert set(parts["vllm_servers"].values()) <= {f"vllm0.32.0 at {s.url}" for s in served.values()}
+            assert "vllm_servers" not in engine_frames[fingerprint][0]
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (("--vllm-url", "checkpoint-9=http://127.0.0.1:9/v1"), "no checkpoint 'checkpoint-9' in this report; name one "
+                                                             "of run/checkpoint-2, run/checkpoint-4"),
+    (("--vllm-url", "checkpoint-2"), "give each checkpoint once as CHECKPOINT=URL"),
+])
+def test_a_vllm_url_naming_no_checkpoint_is_one_line_exit_2(tiny, tmp_path, flags, message):
+    result = _served_report(tiny, tmp_path / "o", fake_vllm_python(tmp_path), *flags)
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    assert message in result.output
+
+
+def test_a_server_of_another_model_is_refused_before_any_work(tiny, served, tmp_path):
+    result = _served_report(tiny, tmp_path / "o", fake_vllm_python(tmp_path), "--vllm-url",
+                            f"checkpoint-2={served['checkpoint-4'].url}")
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    assert f"--vllm-url {served['checkpoint-4'].url} serves model (from {tiny['run'] / 'checkpoint-4'}), not " \
+        in result.output
+    assert not (tmp_path / "o" / "store" / "score").exists()
+
+
+def test_report_server_urls_need_the_vllm_backend(tiny, tmp_path):
+    args = ["report", str(tiny["run"]), "--out", str(tmp_path / "o"), *FAST, "--vllm-ref-url", "http://h:1/v1"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and "--vllm-url/--vllm-ref-url apply to --logprob-backend vllm" in result.output
