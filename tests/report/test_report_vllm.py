@@ -103,8 +103,8 @@ def served(tiny):
         server.close()
 
 
-def _served_report(tiny, out, python, *flags):
-    args = ["report", str(tiny["run"]), "--out", str(out), "--cache-dir", str(tiny["cache"]), *FAST, "--stages",
+def _served_report(tiny, out, python, *flags, cache=None):
+    args = ["report", str(tiny["run"]), "--out", str(out), "--cache-dir", str(cache or tiny["cache"]), *FAST, "--stages",
             "score,unseen", "--no-render", *flags]
     if flags:
         args += ["--logprob-backend", "vllm", "--vllm-python", python]
@@ -169,3 +169,31 @@ def test_report_server_urls_need_the_vllm_backend(tiny, tmp_path):
     args = ["report", str(tiny["run"]), "--out", str(tmp_path / "o"), *FAST, "--vllm-ref-url", "http://h:1/v1"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2 and "--vllm-url/--vllm-ref-url apply to --logprob-backend vllm" in result.output
+
+
+@pytest.mark.parametrize("fault", ["dies", "other_token"])
+def test_a_user_server_that_fails_mid_report_is_refused_never_replaced(tiny, served, tmp_path, monkeypatch, fault):
+    """A checkpoint's server that dies (retried, then refused) or answers for other tokens (asked again, then
+    refused): one line, exit 2, and no score of that checkpoint stored (nothing from another backend)."""
+    import json
+
+    import dpo_eval.engine.vllm_backend as backend
+    from dpo_eval.models import identify_model
+
+    monkeypatch.setattr(backend, "BACKOFF_SECONDS", 0.01)
+    fake = served["checkpoint-2"]
+    if fault == "dies":
+        fake.fail_after = len(fake.requests)
+    else:
+        fake.wrong_replies = 10**6
+    try:
+        result = _served_report(tiny, tmp_path / "o", fake_vllm_python(tmp_path), "--vllm-ref-url",
+                                served["ref"].url, "--vllm-url", f"checkpoint-2={fake.url}", "--vllm-url",
+                                f"checkpoint-4={served['checkpoint-4'].url}", cache=tmp_path / "cache")
+    finally:
+        fake.fail_after, fake.wrong_replies = None, 0
+    assert result.exit_code == 2, result.output
+    line = result.output.strip().splitlines()[-1]
+    assert ("failed mid-run" if fault == "dies" else "other tokens than asked") in line and fake.url in line
+    stored = [json.loads(key.read_text())["parts"]["policy"] for key in (tmp_path / "o").glob("store/score/*/key.json")]
+    assert identify_model(fake.root, cache_dir=tmp_path / "cache").fingerprint not in stored
