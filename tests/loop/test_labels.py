@@ -163,6 +163,23 @@ def test_implicit_labeller_through_vllm_equals_the_engine_and_keys_its_labels(tm
             server.close()
 
 
+def test_implicit_labeller_whose_vllm_cannot_start_is_one_line(tmp_path):
+    from dpo_eval.logprob_settings import LogprobSettings
+
+    policy = save_tiny_model(tmp_path / "policy", seed=1)
+    context = lambda python: LabelContext(reference=policy, cache_dir=str(tmp_path / "cache"),  # noqa: E731
+                                          logprobs=LogprobSettings("vllm", vllm_python=str(python)))
+    with pytest.raises(UserError, match="no vLLM python at"):  # before any round: the key needs its version
+        make_labeller(f"implicit:{policy}", context(tmp_path / "nowhere"))
+    python = tmp_path / "python"  # reports a vLLM version, then exits at once when asked to serve
+    python.write_text("#!/bin/sh\nif [ \"$1\" = -c ]; then echo 0.32.0; exit 0; fi\necho boom >&2; exit 3\n")
+    python.chmod(0o755)
+    labeller = make_labeller(f"implicit:{policy}", context(python))
+    with pytest.raises(UserError, match="vLLM exited with code 3 before serving") as caught:
+        labeller.label_samples(samples_of("why ", ["yes"]))
+    assert "\n" not in str(caught.value)
+
+
 def test_reward_model_labeller_batches_as_scoring_each_alone(tmp_path):
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
