@@ -21,7 +21,7 @@ def _names_row(name: str, run: str, row) -> bool:
     folder."""
     if name in {short for label in (row.label, Path(row.path).name) for short in (label, f"{run}/{label}")}:
         return True
-    return Path(name).exists() and Path(name).resolve() in {Path(p).resolve() for p in (row.path, row.final_path) if p}
+    return Path(name).resolve() in {Path(p).resolve() for p in (row.path, row.final_path) if p}
 
 
 def _checkpoint_fingerprint(entry: str, runs) -> str:
@@ -35,7 +35,7 @@ def _checkpoint_fingerprint(entry: str, runs) -> str:
         raise UserError(f"--vllm-url {entry}: no checkpoint {name!r} in this report; name one of {labels} "
                         "(the folder's name, its step, either as RUN/NAME, or its path)")
     if len(found) > 1:
-        raise UserError(f"--vllm-url {entry}: {name!r} names checkpoints of several runs; write it as RUN/LABEL")
+        raise UserError(f"--vllm-url {entry}: {name!r} names checkpoints of several runs; write it as RUN/NAME")
     return found.pop()
 
 

@@ -197,3 +197,25 @@ def test_a_user_server_that_fails_mid_report_is_refused_never_replaced(tiny, ser
     assert ("failed mid-run" if fault == "dies" else "other tokens than asked") in line and fake.url in line
     stored = [json.loads(key.read_text())["parts"]["policy"] for key in (tmp_path / "o").glob("store/score/*/key.json")]
     assert identify_model(fake.root, cache_dir=tmp_path / "cache").fingerprint not in stored
+
+
+def test_a_checkpoint_name_of_several_runs_must_name_its_run():
+    from types import SimpleNamespace as NS
+
+    from dpo_eval.errors import UserError
+    from dpo_eval.report.vllm_urls import _checkpoint_fingerprint
+
+    def run(name, fingerprint):
+        ref = NS(path=f"/sft-{name}")
+        rows = (NS(label="0", path=ref.path, final_path=None, is_reference=True, identity=NS(fingerprint="ref")),
+                NS(label="200", path=f"/runs/{name}/checkpoint-200", final_path=None, is_reference=False,
+                   identity=NS(fingerprint=fingerprint)))
+        return NS(run=NS(name=name), reference=ref, rows=rows)
+
+    runs = [run("a", "fa"), run("b", "fb")]
+    for name, fingerprint in (("a/checkpoint-200", "fa"), ("b/200", "fb"), ("/runs/b/checkpoint-200", "fb")):
+        assert _checkpoint_fingerprint(f"{name}=http://h/v1", runs) == fingerprint
+    with pytest.raises(UserError, match="'checkpoint-200' names checkpoints of several runs; write it as RUN/NAME"):
+        _checkpoint_fingerprint("checkpoint-200=http://h/v1", runs)
+    with pytest.raises(UserError, match="no checkpoint '0'"):  # the reference's row: --vllm-ref-url
+        _checkpoint_fingerprint("0=http://h/v1", runs)
