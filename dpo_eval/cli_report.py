@@ -99,8 +99,12 @@ def _option(flag: str, help_text: str, **kwargs):
               help="Passed to vLLM unchanged, e.g. --vllm-arg=--tensor-parallel-size=2 (repeatable).")
 @_option("--logprob-backend", "Log-probs of the score stage from the engine or from vLLM (a server per model, "
          "--vllm-python/--vllm-arg; the kl and entropy stages do not run).", type=click.Choice(["engine", "vllm"]))
+@click.option("--vllm-url", "vllm_urls", multiple=True, metavar="CHECKPOINT=URL",
+              help="With --logprob-backend vllm: a vLLM server you run for a checkpoint (folder name or step, "
+                   "RUN/NAME, or path), e.g. --vllm-url checkpoint-200=http://host:8000/v1 (repeatable; the others are started).")
+@_option("--vllm-ref-url", "With --logprob-backend vllm: a vLLM server you run for the reference.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bars.")
-def report_command(run_dirs, no_progress, vllm_args, **options) -> None:
+def report_command(run_dirs, no_progress, vllm_args, vllm_urls, **options) -> None:
     """Evaluate every checkpoint of RUN_DIR(s): rewards, KL, drift, lengths, win rates -> results.json.
 
     Costly steps are stored under OUT/store by content (models, data, settings): a rerun computes only
@@ -109,7 +113,7 @@ def report_command(run_dirs, no_progress, vllm_args, **options) -> None:
     from dpo_eval.report.pipeline import report
 
     result = report(ReportConfig(run_dirs=tuple(run_dirs), show_progress=not no_progress,
-                                 vllm_args=tuple(vllm_args), **options))
+                                 vllm_args=tuple(vllm_args), vllm_urls=tuple(vllm_urls), **options))
     if not result.is_main_process:  # torchrun: rank 0 reports
         return
     for note in result.notes:

@@ -7,11 +7,15 @@ the report reads ``logprob_backend`` and its own vLLM flags. Light on purpose: t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from dpo_eval.errors import UserError
 
 BACKENDS = ("engine", "vllm")
+CLI_FLAGS = {"logprob_backend": "--logprob-backend", "vllm_python": "--vllm-python", "vllm_args": "--vllm-arg",
+             "vllm_url": "--vllm-url", "vllm_ref_url": "--vllm-ref-url"}
+"""Each field's flag on score, rewardbench and rerank (dpo_eval.cli_options)."""
 
 
 @dataclass(frozen=True)
@@ -31,13 +35,16 @@ class LogprobSettings:
     def is_vllm(self) -> bool:
         return self.logprob_backend == "vllm"
 
-    def validate(self) -> None:
+    def validate(self, name: Callable[[str], str] = lambda field: CLI_FLAGS[field]) -> None:
+        """One line for an unknown backend or vLLM settings without it; name(field) spells a field as the
+        user wrote it (a CLI flag by default; the loop: ``logprobs.vllm_url``)."""
         if self.logprob_backend not in BACKENDS:
-            raise UserError(f"--logprob-backend must be one of {', '.join(BACKENDS)}, got {self.logprob_backend!r}")
-        has_vllm_flags = self.vllm_python or self.vllm_args or self.vllm_url or self.vllm_ref_url
-        if has_vllm_flags and not self.is_vllm:
-            raise UserError("--vllm-python/--vllm-arg/--vllm-url/--vllm-ref-url apply to --logprob-backend vllm: "
-                            "add --logprob-backend vllm or drop them")
+            raise UserError(f"{name('logprob_backend')} must be one of {', '.join(BACKENDS)}, "
+                            f"got {self.logprob_backend!r}")
+        vllm_only = [f for f in CLI_FLAGS if f != "logprob_backend" and getattr(self, f)]
+        if vllm_only and not self.is_vllm:
+            raise UserError(f"{'/'.join(name(f) for f in vllm_only)} apply to {name('logprob_backend')} vllm: "
+                            f"set {name('logprob_backend')} vllm or drop them")
 
     def refuse(self, flag: str) -> None:
         """One line for a figure that needs whole next-token distributions, which vLLM does not return."""

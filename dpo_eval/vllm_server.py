@@ -80,12 +80,43 @@ def served_version(url: str) -> str:
         raise UserError(f"no vLLM version from {root}/version ({error}): is {url} a vLLM server?") from None
 
 
-def served_model(url: str) -> str:
-    """The first model name a running server lists at /v1/models."""
+def served_models(url: str) -> list[dict]:
+    """The models a running server lists at /v1/models: vLLM gives each its ``id`` (the served name) and
+    ``root`` (the --model it was started with)."""
     try:
-        return str(json.loads(urllib.request.urlopen(url.rstrip("/") + "/models", timeout=10).read())["data"][0]["id"])
-    except (OSError, ValueError, KeyError, IndexError, TypeError) as error:
+        listed = json.loads(urllib.request.urlopen(url.rstrip("/") + "/models", timeout=10).read())["data"]
+        return [{"id": str(m["id"]), "root": m.get("root")} for m in listed]
+    except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as error:
         raise UserError(f"no model listed at {url}/models ({error}): is {url} an OpenAI-compatible vLLM server?") from None
+
+
+def _names_model(name: str | None, identity, cache_dir: Path) -> bool:
+    """Whether a served model's id or root is the model of identity: its path as given, its local folder, or
+    a local folder of the same fingerprint (the same weights under another path)."""
+    if not name:
+        return False
+    if name in (identity.path, identity.resolved) or Path(name).resolve() == Path(identity.resolved).resolve():
+        return True
+    if not Path(name).is_dir():
+        return False
+    from dpo_eval.models import identify_model
+
+    try:
+        return identify_model(name, cache_dir=cache_dir).fingerprint == identity.fingerprint
+    except (UserError, OSError, ValueError):
+        return False
+
+
+def served_model_for(url: str, identity, cache_dir: Path, flag: str = "--vllm-url") -> str:
+    """The name under which the server at url serves the model of identity; refused (one line) when none of
+    the models it lists is that model, by id or root (see ``_names_model``)."""
+    listed = served_models(url)
+    for model in listed:
+        if _names_model(model["root"], identity, cache_dir) or _names_model(model["id"], identity, cache_dir):
+            return model["id"]
+    names = ", ".join(f"{m['id']} (from {m['root']})" if m["root"] else m["id"] for m in listed) or "nothing"
+    raise UserError(f"{flag} {url} serves {names}, not {identity.path}: point {flag} at the server of "
+                    f"{identity.path}, or start that server with --served-model-name {identity.path}")
 
 
 @functools.cache

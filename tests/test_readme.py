@@ -18,7 +18,7 @@ INLINE = re.compile(r"`([^`\n]+)`")
 FLAG = re.compile(r"(?<![\w=-])--([a-z][a-z0-9-]*)")
 COMMAND = re.compile(r"(?:^|\s)(?:dpo-eval|-m dpo_eval\.cli) ([a-z]+)\b")
 # Flags of other programs that the docs name in prose, and the program (None: vLLM's server, via --vllm-arg).
-FOREIGN_FLAGS = {"gpu-memory-utilization": None, "tiny": "benchmarks/gpu_check.py",
+FOREIGN_FLAGS = {"gpu-memory-utilization": None, "served-model-name": None, "tiny": "benchmarks/gpu_check.py",
                  "masked": "benchmarks/rerank_bench.py"}
 
 

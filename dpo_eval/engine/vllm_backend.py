@@ -156,10 +156,12 @@ def score_sequences_vllm(server, sequences: Sequence[tuple[tuple, tuple]], cache
 def vllm_stats(identity, sequences: Sequence[tuple[tuple, tuple]], cache_root, settings: LogprobSettings, role: str,
                show_progress: bool = True, per_item: int = 1) -> SequenceStats:
     """Sequence statistics of one model (role "policy" or "reference") through vLLM, cached under its version
-    (per_item: as ``score_sequences_vllm``)."""
-    from dpo_eval.vllm_server import SERVED_NAME, SERVERS, installed_version, served_model, served_version
+    (per_item: as ``score_sequences_vllm``). A server already running (--vllm-url, --vllm-ref-url) must list
+    this model (``vllm_server.served_model_for``)."""
+    from dpo_eval.vllm_server import SERVED_NAME, SERVERS, installed_version, served_model_for, served_version
 
     url = settings.vllm_ref_url if role == "reference" else settings.vllm_url
+    flag = "--vllm-ref-url" if role == "reference" else "--vllm-url"
     if identity.kind == "peft" and not url:
         raise UserError(f"--logprob-backend vllm serves full models; the {role} {identity.path} is a PEFT adapter: "
                         "merge it (merge_and_unload, save_pretrained) or serve it yourself and pass its --vllm-url")
@@ -169,7 +171,7 @@ def vllm_stats(identity, sequences: Sequence[tuple[tuple, tuple]], cache_root, s
 
     def server() -> tuple[str, str]:
         if url:
-            return url, served_model(url)
+            return url, served_model_for(url, identity, cache_root, flag)
         return SERVERS.url_for(identity.fingerprint, identity.resolved, settings.vllm_python, settings.vllm_args), SERVED_NAME
 
     return score_sequences_vllm(server, sequences, cache, desc=f"{role} log-probs (vLLM)", show_progress=show_progress,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dpo_eval.errors import UserError
+from dpo_eval.logprob_settings import LogprobSettings
 from dpo_eval.metrics.loop_pairs import PAIR_RULES, RSO_RANKINGS
 from dpo_eval.train.config import TrainConfig, _check_scalar, read_settings
 from dpo_eval.train.config import load_config as load_train_config
@@ -78,6 +79,9 @@ class LoopConfig:
     judge_samples: int = 3
     judge: JudgeSettings = field(default_factory=JudgeSettings)
     online: bool = False  # OAIF: per-step sampling and labelling (dpo_eval.loop.online)
+    logprobs: LogprobSettings = field(default_factory=LogprobSettings)
+    """The `implicit:` labeller's sequence log-probs: `logprob_backend: vllm` (with `vllm_python`, `vllm_args`,
+    `vllm_url`, `vllm_ref_url`) scores through vLLM as `dpo-eval rerank --logprob-backend vllm` does."""
     eval_data: str | None = None
     train: dict = field(default_factory=dict)
     show_progress: bool = True
@@ -99,6 +103,10 @@ class LoopConfig:
 
     def _validate_nested(self) -> None:
         s, rso = self.sampling, self.rso
+        self.logprobs.validate(lambda name: f"logprobs.{name}")
+        if self.logprobs.is_vllm and not self.labeller.startswith("implicit:"):
+            raise UserError(f"logprobs.logprob_backend vllm applies to the implicit: labeller only (labeller is "
+                            f"{self.labeller!r}): drop logprobs or use an implicit:POLICY[,REF] labeller")
         if s.temperature < 0 or not 0 < s.top_p <= 1 or s.max_new_tokens < 1:
             raise UserError("sampling: temperature must be >= 0, top_p in (0, 1], max_new_tokens at least 1")
         if rso.ranking not in RSO_RANKINGS:
@@ -131,7 +139,16 @@ def _nested(cls: type, name: str, value: Any) -> Any:
     if unknown:
         raise UserError(f"{name}: unknown key(s) {', '.join(sorted(unknown))}; valid: {', '.join(hints)}")
     types = {"float": float, "int": int, "str": str, "str | None": str | None}
-    return cls(**{k: _check_scalar(f"{name}.{k}", v, types[hints[k]]) for k, v in value.items()})
+    return cls(**{k: _check_list(f"{name}.{k}", v) if hints[k] == "tuple[str, ...]" else
+                  _check_scalar(f"{name}.{k}", v, types[hints[k]]) for k, v in value.items()})
+
+
+def _check_list(name: str, value: Any) -> tuple[str, ...]:
+    """A YAML list of strings (one string: a list of one) as a tuple."""
+    values = [value] if isinstance(value, str) else value
+    if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) for v in values):
+        raise UserError(f"setting {name} must be a list of strings, got {value!r}")
+    return tuple(values)
 
 
 def check_train_settings(train: Any) -> dict:
@@ -158,6 +175,8 @@ def _coerce(name: str, value: Any) -> Any:
         return _nested(RsoSettings, name, value)
     if name == "judge":
         return _nested(JudgeSettings, name, value)
+    if name == "logprobs":
+        return _nested(LogprobSettings, name, value)
     if name == "train":
         return check_train_settings(value)
     hint = {f.name: f.type for f in dataclasses.fields(LoopConfig)}[name]

@@ -4,7 +4,9 @@
 |-------------------------|-----------------------------------------------------------------------------|
 | `implicit:POLICY[,REF]` | r = beta * (log pi(y|x) - log pi_ref(y|x)) (Rafailov et al. 2023), exactly   |
 |                         | as `dpo-eval rerank` scores candidates (beta: rerank's default); REF        |
-|                         | defaults to the loop's reference (`ref`, else the starting policy)           |
+|                         | defaults to the loop's reference (`ref`, else the starting policy); with     |
+|                         | `logprobs: {logprob_backend: vllm}` the log-probs come from vLLM servers     |
+|                         | (`rerank --logprob-backend vllm`), stopped after each round's labels         |
 | `rm:PATH`               | the first logit of AutoModelForSequenceClassification on the conversation    |
 |                         | rendered with the reward model's own tokenizer and chat template (plain      |
 |                         | `prompt + output` without one), in batches (as RLHFlow and OpenRLHF label)    |
@@ -18,6 +20,7 @@ from pathlib import Path
 import torch
 
 from dpo_eval.data.prompts import prompt_text
+from dpo_eval.logprob_settings import LogprobSettings
 from dpo_eval.loop.labels import Label
 from dpo_eval.report.store import path_sha256
 
@@ -34,6 +37,8 @@ class LabelContext:
     trust_remote_code: bool = False
     allow_pickle: bool = False
     batch_size: int = 8
+    logprobs: LogprobSettings = LogprobSettings()
+    """The implicit labeller's log-prob backend (the loop's `logprobs:`)."""
 
     def torch_device_dtype(self) -> tuple[torch.device, torch.dtype]:
         from dpo_eval.models import resolve_device, resolve_dtype
@@ -53,7 +58,7 @@ def _rerank_beta() -> float:
 
 
 class ImplicitLabeller:
-    """A DPO model's implicit reward as the label (dpo_eval.rerank's scoring)."""
+    """A DPO model's implicit reward as the label (dpo_eval.rerank's scoring), by the engine or vLLM."""
 
     def __init__(self, spec: str, context: LabelContext):
         from dpo_eval.engine.cache import resolve_cache_dir
@@ -63,28 +68,61 @@ class ImplicitLabeller:
         self.policy, self.ref, self.context = policy.strip(), (ref.strip() or context.reference), context
         self.beta = _rerank_beta()
         self.cache_root = resolve_cache_dir(context.cache_dir)
-        fingerprints = [identify_model(p, cache_dir=self.cache_root, **context.flags).fingerprint
-                        for p in (self.policy, self.ref)]
-        self.key = {"labeller": "implicit", "policy": fingerprints[0], "ref": fingerprints[1], "beta": self.beta,
-                    "norm": "sum", "template": context.template}
+        self.identities = [identify_model(p, cache_dir=self.cache_root, **context.flags) for p in (self.policy, self.ref)]
+        self.key = {"labeller": "implicit", "policy": self.identities[0].fingerprint,
+                    "ref": self.identities[1].fingerprint, "beta": self.beta, "norm": "sum",
+                    "template": context.template}
+        if context.logprobs.is_vllm:  # the engine's key is as before the backend existed
+            self.key["logprobs"] = {role: vllm_numerics_tag(context.logprobs, role) for role in ("policy", "reference")}
         self.source = f"implicit:{self.policy},{self.ref}"
 
     def label_samples(self, samples: list[dict], work: Path | None = None) -> list[Label]:
-        from dpo_eval.models import load_model, load_tokenizer
-        from dpo_eval.rerank import Candidate, CandidateSet, rerank
+        from dpo_eval.models import load_tokenizer
+        from dpo_eval.rerank import Candidate, CandidateSet
 
-        device, dtype = self.context.torch_device_dtype()
         groups: dict[str, tuple[object, list[Candidate]]] = {}
         for s in samples:
             groups.setdefault(s["prompt_id"], (s["prompt"], []))[1].append(Candidate(s["output"], s["sample_index"]))
         sets = [CandidateSet(pid, prompt, tuple(cands)) for pid, (prompt, cands) in groups.items()]
-        load = lambda path: load_model(path, device=device, dtype=dtype, cache_dir=self.cache_root,  # noqa: E731
-                                       **self.context.flags).model
         tokenizer = load_tokenizer(self.policy, self.ref, cache_dir=self.cache_root, **self.context.flags)
-        ranked = rerank(load(self.policy), load(self.ref), tokenizer, sets, beta=self.beta,
-                        template=self.context.template)
+        ranked = self._rank_vllm(sets, tokenizer) if self.context.logprobs.is_vllm else self._rank_engine(sets, tokenizer)
         reward = {(r.prompt_id, c.sample_index): c.reward for r in ranked for c in r.ranked}
         return [Label(reward[s["prompt_id"], s["sample_index"]], self.source) for s in samples]
+
+    def _rank_engine(self, sets: list, tokenizer) -> list:
+        from dpo_eval.models import load_model
+        from dpo_eval.rerank import rerank
+
+        device, dtype = self.context.torch_device_dtype()
+        load = lambda path: load_model(path, device=device, dtype=dtype, cache_dir=self.cache_root,  # noqa: E731
+                                       **self.context.flags).model
+        return rerank(load(self.policy), load(self.ref), tokenizer, sets, beta=self.beta,
+                      template=self.context.template)
+
+    def _rank_vllm(self, sets: list, tokenizer) -> list:
+        """rerank's ranking on vLLM's sequence log-probs (cached per model); the servers dpo-eval started are
+        stopped afterwards, so the round's training gets the GPUs back."""
+        from dpo_eval.engine.vllm_backend import vllm_stats
+        from dpo_eval.rerank import rank_sets, tokenize_candidates
+        from dpo_eval.vllm_server import SERVERS
+
+        sequences = tokenize_candidates(sets, tokenizer, self.context.template)
+        stats = lambda identity, role: vllm_stats(identity, sequences, self.cache_root,  # noqa: E731
+                                                  self.context.logprobs, role, show_progress=False)
+        try:
+            ref = stats(self.identities[1], "reference")
+            return rank_sets(sets, stats(self.identities[0], "policy"), ref, self.beta, "sum")
+        finally:
+            SERVERS.close()
+
+
+def vllm_numerics_tag(settings: LogprobSettings, role: str) -> str:
+    """What the labels of one model depend on besides its weights under vLLM: its version and options."""
+    from dpo_eval.engine.vllm_backend import VllmOptions, numerics_summary
+
+    summary = numerics_summary(settings, role)
+    url = summary["vllm_url"]
+    return f"vllm{summary['vllm_version']}-{VllmOptions(settings.vllm_python, settings.vllm_args, url).digest()}"
 
 
 def render_for_reward_model(tokenizer, prompt: str | list, output: str) -> str:

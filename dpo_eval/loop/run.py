@@ -18,6 +18,7 @@ refused (loop.json's config, each phase's key, the trainer's manifest check).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -25,6 +26,7 @@ from pathlib import Path
 from dpo_eval.errors import UserError
 from dpo_eval.generate import read_prompts
 from dpo_eval.jsonio import write_json
+from dpo_eval.logprob_settings import LogprobSettings
 from dpo_eval.loop.config import LoopConfig
 from dpo_eval.loop.labels import make_labeller
 from dpo_eval.loop.model_labels import LabelContext
@@ -58,7 +60,8 @@ def _read_loop_file(config: LoopConfig) -> dict:
     if not path.exists():
         return fresh
     stored = json.loads(path.read_text())
-    old = {k: v for k, v in stored.get("config", {}).items() if k in config.resume_key()}
+    defaults = {"logprobs": json.loads(json.dumps(dataclasses.asdict(LogprobSettings())))}  # loops made before it
+    old = {k: v for k, v in {**defaults, **stored.get("config", {})}.items() if k in config.resume_key()}
     changed = sorted(k for k in set(old) | set(config.resume_key()) if old.get(k) != config.resume_key().get(k))
     if changed:
         raise UserError(f"{config.output_dir} holds a loop with other settings ({', '.join(changed)}); "
@@ -78,7 +81,8 @@ def label_context(config: LoopConfig) -> LabelContext:
     t = config.train
     return LabelContext(reference=config.ref or config.policy, cache_dir=config.cache_dir,
                         device=t.get("device", "auto"), dtype=t.get("dtype", "auto"), template=t.get("template", "auto"),
-                        trust_remote_code=t.get("trust_remote_code", False), allow_pickle=t.get("allow_pickle", False))
+                        trust_remote_code=t.get("trust_remote_code", False), allow_pickle=t.get("allow_pickle", False),
+                        logprobs=config.logprobs)
 
 
 def run_round(config: LoopConfig, round_index: int, policy: str, ref: str, prompts: list, labeller) -> dict:

@@ -114,6 +114,11 @@ class ReportConfig:
     logprob_backend: str = "engine"
     """Sequence log-probs (score stage) from the engine or from vLLM (a server per model, vllm_python and
     vllm_args); with vllm the kl and entropy stages, which need whole distributions, do not run."""
+    vllm_urls: tuple[str, ...] = ()
+    """CHECKPOINT=URL: a vLLM server the user runs for that checkpoint (folder name or step, RUN/NAME, or path);
+    the checkpoints without one are served by a server dpo-eval starts (vllm_python, vllm_args)."""
+    vllm_ref_url: str | None = None
+    """A vLLM server the user runs for the reference."""
     thresholds: Thresholds = Thresholds()
     """When each finding fires (metrics.findings.Thresholds); recorded in results.json's provenance."""
     store: str | None = None
@@ -164,3 +169,10 @@ class ReportConfig:
         for stage in VLLM_CANNOT:
             if stage in (self.stages or ()):
                 refuse_with_vllm(f"--stages {stage}", self.logprob_backend)
+        if (self.vllm_urls or self.vllm_ref_url) and self.logprob_backend != "vllm":
+            raise UserError("--vllm-url/--vllm-ref-url apply to --logprob-backend vllm: add it or drop them")
+        names = [entry.partition("=")[0] for entry in self.vllm_urls]
+        for entry, name in zip(self.vllm_urls, names):
+            if not name or not entry.partition("=")[2] or names.count(name) > 1:
+                raise UserError(f"--vllm-url {entry!r}: give each checkpoint once as CHECKPOINT=URL "
+                                "(e.g. checkpoint-200=http://host:8000/v1)")

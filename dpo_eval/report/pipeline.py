@@ -112,7 +112,8 @@ def _samples_jobs(plan: Plan, store: RunStore, paths: Paths) -> list[Job]:
     job (merged by _unique) when the two settings are equal."""
     return [Job(store.artifact("samples", steps.samples_parts(plan, rp, fingerprint, tokenizer, sampling)),
                 ((slot, rp.run.name, label),),
-                lambda work, rp=rp, path=path, sampling=sampling: steps.run_samples(plan, rp, path, work, sampling))
+                lambda work, rp=rp, path=path, sampling=sampling, fingerprint=fingerprint:
+                steps.run_samples(plan, rp, path, work, sampling, fingerprint))
             for rp in plan.runs for label, path, fingerprint, tokenizer in _models(rp)
             for slot, sampling in (("samples", plan.sampling), (KL_SAMPLES, plan.untempered_sampling))]
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import inspect
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from dpo_eval.data.pairs import PreferencePair, load_pairs
@@ -38,6 +38,7 @@ from dpo_eval.report.inputs import (
 )
 from dpo_eval.report.store import RunStore, path_sha256
 from dpo_eval.report.trainers import identify_trainer
+from dpo_eval.report.vllm_urls import resolve_vllm_urls
 from dpo_eval.tokenization import TokenizerSettings
 
 REFERENCE_LABEL = "0"
@@ -109,6 +110,8 @@ class Plan:
     """This process's place in a torchrun job (rank 0 of 1 without one)."""
     stages: tuple[str, ...] = STAGES
     """The stages this report runs (``config.run_stages``: --stages and what they need)."""
+    vllm_servers: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """fingerprint -> (URL, vLLM version) of the models the user serves (``report.vllm_urls``)."""
 
     @property
     def is_judged(self) -> bool:
@@ -340,6 +343,7 @@ def build_plan(config: ReportConfig, store: RunStore) -> Plan:
         run_plan, more = _run_plan(config, inputs, run, cache_root)
         runs.append(run_plan)
         warnings += more
+    servers = resolve_vllm_urls(config, runs, cache_root) if config.logprob_backend == "vllm" else {}
     prompts_path = _prompts(store, inputs.prompts, loaded.pairs, pairs_sha)
     from dpo_eval.generate import read_prompts
 
@@ -347,5 +351,6 @@ def build_plan(config: ReportConfig, store: RunStore) -> Plan:
     return Plan(config=config, inputs=inputs, runs=tuple(runs), out=default_out(config), cache_root=cache_root, numerics=numerics,
                 pairs=tuple(loaded.pairs), pairs_sha256=pairs_sha, prompts_path=str(prompts_path),
                 prompts_sha256=path_sha256(prompts_path), n_prompts=n_prompts, judge=judge,
-                logs=logs, warnings=tuple(warnings), ctx=store.ctx, stages=config.run_stages)
+                logs=logs, warnings=tuple(warnings), ctx=store.ctx, stages=config.run_stages,
+                vllm_servers=servers)
 

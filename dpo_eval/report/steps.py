@@ -35,6 +35,7 @@ import pandas as pd
 
 from dpo_eval.report.parallel import compute_sharded
 from dpo_eval.report.plan import Plan, Row, RunPlan
+from dpo_eval.report.vllm_urls import served_parts
 
 SAMPLES_FILE = "samples.jsonl"
 KL_SAMPLES = "kl_samples"
@@ -66,13 +67,15 @@ def score_parts(plan: Plan, run_plan: RunPlan, row: Row) -> dict:
     return {"policy": row.identity.fingerprint, "reference": run_plan.ref_identity.fingerprint,
             "pairs_sha256": plan.pairs_sha256, "tokenization": asdict(run_plan.tokenization),
             "tokenizer_sha256": row.tokenizer_sha256, "beta": run_plan.beta, "norm": "sum",
-            "numerics": plan.numerics}
+            "numerics": plan.numerics,
+            **served_parts(plan.vllm_servers, row.identity.fingerprint, run_plan.ref_identity.fingerprint)}
 
 
 def samples_parts(plan: Plan, run_plan: RunPlan, fingerprint: str, tokenizer: str, sampling: dict) -> dict:
     """Key parts of a model's samples made with ``sampling`` (Plan.sampling or Plan.untempered_sampling)."""
     return {"model": fingerprint, "reference": run_plan.ref_identity.fingerprint, "tokenizer_sha256": tokenizer,
-            "prompts_sha256": plan.prompts_sha256, "sampling": sampling, "numerics": plan.numerics}
+            "prompts_sha256": plan.prompts_sha256, "sampling": sampling, "numerics": plan.numerics,
+            **served_parts(plan.vllm_servers, fingerprint, run_plan.ref_identity.fingerprint)}
 
 
 def kl_parts(plan: Plan, run_plan: RunPlan, row: Row, samples_key: str) -> dict:
@@ -90,7 +93,8 @@ def entropy_parts(plan: Plan, fingerprint: str, tokenizer: str) -> dict:
 def unseen_parts(plan: Plan, run_plan: RunPlan, row: Row, ref_samples_key: str) -> dict:
     return {"reference_samples": ref_samples_key, "policy": row.identity.fingerprint,
             "reference": run_plan.ref_identity.fingerprint, "template": plan.config.template,
-            "tokenizer_sha256": run_plan.ref_tokenizer_sha256, "numerics": plan.numerics}
+            "tokenizer_sha256": run_plan.ref_tokenizer_sha256, "numerics": plan.numerics,
+            **served_parts(plan.vllm_servers, row.identity.fingerprint, run_plan.ref_identity.fingerprint)}
 
 
 def judge_parts(plan: Plan, samples_key: str, ref_samples_key: str) -> dict:
@@ -107,20 +111,24 @@ def run_score(plan: Plan, run_plan: RunPlan, row: Row, work: Path) -> None:
     score(ScoreConfig(policy=row.path, data=plan.inputs.pairs.path, ref=run_plan.reference.path, beta=run_plan.beta,
                       out=str(work), tokenization=run_plan.tokenization, token_budget=c.token_budget,
                       device=c.device, dtype=c.dtype, cache_dir=str(plan.cache_root), show_progress=c.show_progress,
-                      logprobs=_logprob_settings(plan), **c.model_flags))
+                      logprobs=_logprob_settings(plan, row.identity.fingerprint, run_plan.ref_identity.fingerprint),
+                      **c.model_flags))
 
 
-def _logprob_settings(plan: Plan):
-    """The report's backend as the scoring commands take it (its vLLM servers: --vllm-python, --vllm-arg)."""
+def _logprob_settings(plan: Plan, model: str | None = None, ref: str | None = None):
+    """The report's backend as the scoring commands take it, for the model and reference of these
+    fingerprints: the servers the user runs for them (--vllm-url, --vllm-ref-url), else started ones."""
     from dpo_eval.logprob_settings import LogprobSettings
 
     c = plan.config
     if c.logprob_backend == "engine":
         return LogprobSettings()
-    return LogprobSettings(c.logprob_backend, c.vllm_python, tuple(c.vllm_args))
+    model_url, ref_url = (plan.vllm_servers.get(fingerprint, (None,))[0] for fingerprint in (model, ref))
+    return LogprobSettings(c.logprob_backend, c.vllm_python, tuple(c.vllm_args), model_url, ref_url)
 
 
-def run_samples(plan: Plan, run_plan: RunPlan, model_path: str, work: Path, sampling: dict) -> None:
+def run_samples(plan: Plan, run_plan: RunPlan, model_path: str, work: Path, sampling: dict,
+                fingerprint: str | None = None) -> None:
     """The model's samples at ``sampling``'s temperature and top-p; the rest is the report's config (with
     --vllm, one server for every sampling: its requests carry their sampling parameters)."""
     from dpo_eval.generate import GenerateConfig, generate
@@ -133,7 +141,8 @@ def run_samples(plan: Plan, run_plan: RunPlan, model_path: str, work: Path, samp
                             max_new_tokens=c.max_new_tokens, seed=c.seed, template=c.template,
                             batch_size=c.batch_size, limit=c.max_prompts, device=c.device, dtype=c.dtype,
                             cache_dir=str(plan.cache_root), show_progress=c.show_progress, vllm=c.vllm,
-                            vllm_python=c.vllm_python, vllm_args=vllm_args, logprobs=_logprob_settings(plan),
+                            vllm_python=c.vllm_python, vllm_args=vllm_args,
+                            logprobs=_logprob_settings(plan, fingerprint, run_plan.ref_identity.fingerprint),
                             **c.model_flags))
 
 
@@ -241,8 +250,8 @@ def _logps(plan: Plan, model_path: str, identity, frame: pd.DataFrame, pad_id: i
         from dpo_eval.engine.vllm_backend import vllm_stats
 
         sequences = [(tuple(p), tuple(r)) for p, r in zip(frame["prompt_ids"], frame["response_ids"])]
-        stats = vllm_stats(identity, sequences, plan.cache_root, _logprob_settings(plan), "policy",
-                           plan.config.show_progress)
+        settings = _logprob_settings(plan, identity.fingerprint)  # role "policy": the URL of this model
+        stats = vllm_stats(identity, sequences, plan.cache_root, settings, "policy", plan.config.show_progress)
         return [float(v) for v in stats.logp_sum]
     fingerprint = identity.fingerprint
     device, dtype = _device(plan)

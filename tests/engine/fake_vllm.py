@@ -1,6 +1,6 @@
 """A stand-in for vLLM's OpenAI-compatible server, in vLLM's reply shape, computed by a transformers model.
 
-Answers GET /version, GET /v1/models and POST /v1/completions with ``prompt_logprobs`` as vLLM does
+Answers GET /version, GET /v1/models (id: the served name, root: the folder it serves) and POST /v1/completions with ``prompt_logprobs`` as vLLM does
 (entry t: {str(token id): {"logprob", "rank", "decoded_token"}}, entry 0 null). Faults on demand:
 ``wrong_replies`` replies name token id + 1 in place of the one asked; ``fail_after`` requests, then
 every request is answered 500 (a server that died behind its port).
@@ -23,10 +23,11 @@ def prompt_logprobs(model, ids: list[int]) -> list:
 
 
 class FakeVllm:
-    def __init__(self, model, version: str = "0.32.0", name: str = "model"):
-        self.model, self.version, self.name = model, version, name
+    def __init__(self, model, version: str = "0.32.0", name: str = "model", root: str | None = None):
+        self.model, self.version, self.name, self.root = model, version, name, root
         self.wrong_replies = 0
         self.fail_after: int | None = None
+        self.fail_after_seen = 0  # a test's note of fail_after (it is reset to None after the run)
         self.requests: list[dict] = []
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -63,7 +64,7 @@ class FakeVllm:
                 if self.path == "/version":
                     self._send(200, {"version": fake.version})
                 else:
-                    self._send(200, {"data": [{"id": fake.name}]})
+                    self._send(200, {"data": [{"id": fake.name, "root": fake.root}]})
 
             def do_POST(self):  # noqa: N802
                 self._send(*fake.complete(json.loads(self.rfile.read(int(self.headers["Content-Length"])))))

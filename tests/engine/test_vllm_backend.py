@@ -13,7 +13,12 @@ from conftest import save_tiny_model, write_text_pairs
 from fake_vllm import FakeVllm
 
 from dpo_eval.cli import main
-from dpo_eval.engine.vllm_backend import MISMATCH_ATTEMPTS, TokenMismatch, row_from_prompt_logprobs
+from dpo_eval.engine.vllm_backend import (
+    MISMATCH_ATTEMPTS,
+    TRANSPORT_RETRIES,
+    TokenMismatch,
+    row_from_prompt_logprobs,
+)
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +27,7 @@ def setup(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("vllm_backend")
     policy, ref = save_tiny_model(root / "pol", seed=1), save_tiny_model(root / "ref", seed=2)
-    servers = {f"{name}_server": FakeVllm(AutoModelForCausalLM.from_pretrained(path).eval())
+    servers = {f"{name}_server": FakeVllm(AutoModelForCausalLM.from_pretrained(path).eval(), root=path)
                for name, path in (("policy", policy), ("ref", ref))}
     yield {"policy": policy, "ref": ref, "data": write_text_pairs(root / "pairs.jsonl", n=12), "root": root, **servers}
     for server in servers.values():
@@ -101,12 +106,14 @@ def test_a_server_dying_mid_run_is_refused_not_replaced(setup, tmp_path, monkeyp
     monkeypatch.setattr(backend, "SEQUENCES_PER_REQUEST", 2)
     monkeypatch.setattr(backend, "BACKOFF_SECONDS", 0.01)
     fake = setup["policy_server"]
-    fake.fail_after = len(fake.requests) + 1
+    fake.fail_after = fake.fail_after_seen = len(fake.requests) + 1
     try:
         result = score(setup, tmp_path / "dead", *vllm_flags(setup), cache="c_dead")
     finally:
         fake.fail_after = None
     assert result.exit_code == 2 and "failed mid-run" in result.output.strip().splitlines()[-1]
+    assert f"failed after {TRANSPORT_RETRIES + 1} attempts" in result.output.strip().splitlines()[-1]
+    assert len(fake.requests) - fake.fail_after_seen >= TRANSPORT_RETRIES + 1  # the failed request was asked again
     assert not (tmp_path / "dead" / "pairs.parquet").exists()
 
 
@@ -122,3 +129,39 @@ def test_vllm_that_fails_to_start_is_one_line_exit_2(setup, tmp_path):
 def test_vllm_flags_without_the_vllm_backend_are_refused(setup, tmp_path):
     result = score(setup, tmp_path / "o", "--vllm-url", "http://x/v1")
     assert result.exit_code == 2 and "--logprob-backend vllm" in result.output
+
+
+def test_a_vllm_url_that_is_not_a_server_is_one_line_exit_2(setup, tmp_path):
+    from dpo_eval.vllm_server import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    result = score(setup, tmp_path / "o", "--logprob-backend", "vllm", "--vllm-url", url, "--vllm-ref-url",
+                   setup["ref_server"].url, cache="c_nothing")
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    assert f"is {url} a vLLM server?" in result.output
+
+
+def test_a_server_serving_another_model_is_refused(setup, tmp_path):
+    swapped = ["--logprob-backend", "vllm", "--vllm-url", setup["ref_server"].url, "--vllm-ref-url",
+               setup["policy_server"].url]
+    asked = len(setup["ref_server"].requests)
+    result = score(setup, tmp_path / "swapped", *swapped, cache="c_swapped")
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    # the reference is scored first: its server is the first found wrong
+    assert f"--vllm-ref-url {setup['policy_server'].url} serves model (from {setup['policy']}), not {setup['ref']}" \
+        in result.output
+    assert len(setup["ref_server"].requests) == asked and not (tmp_path / "swapped" / "pairs.parquet").exists()
+
+
+def test_a_server_is_recognised_by_its_served_name_or_the_same_weights_elsewhere(setup, tmp_path):
+    import shutil
+
+    fake, copy = setup["policy_server"], shutil.copytree(setup["policy"], tmp_path / "copy")
+    try:
+        for cache, name, root in (("c_name", setup["policy"], None), ("c_copy", "model", str(copy))):
+            fake.name, fake.root = name, root
+            result = score(setup, tmp_path / cache, *vllm_flags(setup), cache=cache)
+            assert result.exit_code == 0, result.output
+            assert fake.requests[-1]["model"] == name
+    finally:
+        fake.name, fake.root = "model", setup["policy"]

@@ -123,6 +123,63 @@ def test_implicit_labeller_is_beta_times_the_log_ratio(tmp_path):
     assert [label.score for label in explicit.label_samples(samples)] == pytest.approx([0.0] * 4, abs=1e-6)
 
 
+def test_implicit_labeller_through_vllm_equals_the_engine_and_keys_its_labels(tmp_path, monkeypatch):
+    """logprobs: {logprob_backend: vllm} against vLLM-shaped stand-ins (tests/engine/fake_vllm.py) serving the
+    same tiny models: the labels are the engine labeller's; the backend and vLLM version are in the key."""
+    import dataclasses
+    from pathlib import Path
+
+    from transformers import AutoModelForCausalLM
+
+    from dpo_eval.logprob_settings import LogprobSettings
+    from dpo_eval.vllm_server import SERVERS
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "engine"))
+    from fake_vllm import FakeVllm
+
+    policy, ref = save_tiny_model(tmp_path / "policy", seed=1), save_tiny_model(tmp_path / "ref", seed=2)
+    servers = [FakeVllm(AutoModelForCausalLM.from_pretrained(p).eval(), root=p) for p in (policy, ref)]
+    closed = []
+    monkeypatch.setattr(SERVERS, "close", lambda: closed.append(True))
+    try:
+        engine_context = LabelContext(reference=ref, cache_dir=str(tmp_path / "cache"), device="cpu", dtype="float32")
+        context = dataclasses.replace(engine_context, logprobs=LogprobSettings(
+            "vllm", vllm_url=servers[0].url, vllm_ref_url=servers[1].url))
+        samples = samples_of("tell me about the cat ", ["good dog", "no", "the mat is bad"]) + \
+            samples_of("why ", ["yes"], prompt_id="q1")
+        engine, vllm = make_labeller(f"implicit:{policy}", engine_context), make_labeller(f"implicit:{policy}", context)
+        expected = [label.score for label in engine.label_samples(samples)]
+        labels = vllm.label_samples(samples)
+        assert [label.score for label in labels] == pytest.approx(expected, abs=1e-5)
+        assert len(set(expected)) == len(expected) and all(label.source == f"implicit:{policy},{ref}" for label in labels)
+        assert servers[0].requests and servers[1].requests and closed  # asked vLLM; servers it started stopped
+        assert "logprobs" not in engine.key and {k: v for k, v in vllm.key.items() if k != "logprobs"} == engine.key
+        assert vllm.key["logprobs"]["policy"].startswith("vllm0.32.0-")
+        assert vllm.key["logprobs"]["policy"] != vllm.key["logprobs"]["reference"]  # each server's URL in its tag
+        servers[1].version = "0.33.0"
+        assert make_labeller(f"implicit:{policy}", context).key["logprobs"]["reference"].startswith("vllm0.33.0-")
+    finally:
+        for server in servers:
+            server.close()
+
+
+def test_implicit_labeller_whose_vllm_cannot_start_is_one_line(tmp_path):
+    from dpo_eval.logprob_settings import LogprobSettings
+
+    policy = save_tiny_model(tmp_path / "policy", seed=1)
+    context = lambda python: LabelContext(reference=policy, cache_dir=str(tmp_path / "cache"),  # noqa: E731
+                                          logprobs=LogprobSettings("vllm", vllm_python=str(python)))
+    with pytest.raises(UserError, match="no vLLM python at"):  # before any round: the key needs its version
+        make_labeller(f"implicit:{policy}", context(tmp_path / "nowhere"))
+    python = tmp_path / "python"  # reports a vLLM version, then exits at once when asked to serve
+    python.write_text("#!/bin/sh\nif [ \"$1\" = -c ]; then echo 0.32.0; exit 0; fi\necho boom >&2; exit 3\n")
+    python.chmod(0o755)
+    labeller = make_labeller(f"implicit:{policy}", context(python))
+    with pytest.raises(UserError, match="vLLM exited with code 3 before serving") as caught:
+        labeller.label_samples(samples_of("why ", ["yes"]))
+    assert "\n" not in str(caught.value)
+
+
 def test_reward_model_labeller_batches_as_scoring_each_alone(tmp_path):
     from transformers import LlamaConfig, LlamaForSequenceClassification
 

@@ -50,11 +50,26 @@ def test_yaml_then_set(tmp_path):
     ({"train": {"loss": "nope"}}, "loss 'nope' is unknown"),
     ({"rounds": "two"}, "setting rounds must be int"),
     ({"judge": {"model": "x"}}, "judge: unknown key(s) model"),
+    ({"logprobs": {"backend": "vllm"}}, "logprobs: unknown key(s) backend"),
+    ({"logprobs": {"logprob_backend": "sglang"}}, "logprobs.logprob_backend must be one of engine, vllm, got 'sglang'"),
+    ({"logprobs": {"vllm_url": "http://h/v1"}}, "logprobs.vllm_url apply to logprobs.logprob_backend vllm"),
+    ({"logprobs": {"logprob_backend": "vllm", "vllm_args": 8}}, "logprobs.vllm_args must be a list of strings"),
+    ({"logprobs": {"logprob_backend": "vllm"}}, "logprobs.logprob_backend vllm applies to the implicit: labeller only"),
 ])
 def test_bad_settings_are_one_line_user_errors(settings, message):
     with pytest.raises(UserError) as caught:
         load_loop_config(None, (), **{**REQUIRED, **settings})
     assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_logprobs_settings_mirror_the_cli_flags():
+    from dpo_eval.logprob_settings import LogprobSettings
+
+    assert load_loop_config(None, (), **REQUIRED).logprobs == LogprobSettings()
+    config = load_loop_config(None, ("logprobs.logprob_backend=vllm", "logprobs.vllm_url=http://h:1/v1"),
+                              **{**REQUIRED, "labeller": "implicit:dpo_model",
+                                 "logprobs": {"vllm_args": ["--tensor-parallel-size=8"]}})
+    assert config.logprobs == LogprobSettings("vllm", vllm_args=("--tensor-parallel-size=8",), vllm_url="http://h:1/v1")
 
 
 def test_missing_required_settings():
@@ -89,3 +104,17 @@ def test_the_example_config_loads_and_its_gold_answers_cover_its_prompts():
     prompts = read_prompts(str(root / config.prompts))
     assert all(prompt_text(p.text) in labeller.judge.answers for p in prompts)
     assert config.prompts_per_round <= len(prompts)
+
+
+def test_a_loop_made_before_logprobs_resumes_and_another_backend_is_refused(tmp_path):
+    import json
+
+    from dpo_eval.logprob_settings import LogprobSettings
+    from dpo_eval.loop.run import LOOP_FILE, _read_loop_file
+
+    config = load_loop_config(None, (), **{**REQUIRED, "labeller": "implicit:m", "output_dir": str(tmp_path)})
+    before = {k: v for k, v in config.to_dict().items() if k != "logprobs"}  # loop.json of an older dpo-eval
+    (tmp_path / LOOP_FILE).write_text(json.dumps({"schema_version": 1, "config": before, "rounds": []}))
+    assert _read_loop_file(config)["config"] == config.to_dict()
+    with pytest.raises(UserError, match=r"other settings \(logprobs\)"):
+        _read_loop_file(dataclasses.replace(config, logprobs=LogprobSettings("vllm")))
