@@ -14,7 +14,9 @@ agreeing and D_p the decisive pairs of prompt p, over the P prompts with a decis
 
     se = sqrt(P / (P - 1) * sum_p (A_p - agreement * D_p)^2) / D
 
-and the 95% CI is agreement ± 1.96 se, clipped to [0, 1] (NaN with fewer than two such prompts).
+and the 95% CI is agreement ± 1.96 se, clipped to [0, 1]. The SE is NaN with fewer than two such prompts;
+with an SE of 0 (every decisive pair agrees, or none does) the CI is NaN too: a Wald interval of zero
+width would claim a certainty a handful of pairs cannot give.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ class LabelAgreement:
     se: float
     """Clustered by prompt; NaN with fewer than two prompts."""
     ci: tuple[float, float]
-    """agreement ± z se, clipped to [0, 1]; (NaN, NaN) without an SE."""
+    """agreement ± z se, clipped to [0, 1]; (NaN, NaN) without a positive SE."""
 
 
 def label_agreement(preference: ArrayLike, prompt_id: ArrayLike, level: float = 0.95) -> LabelAgreement:
@@ -65,7 +67,7 @@ def label_agreement(preference: ArrayLike, prompt_id: ArrayLike, level: float = 
     codes, uniques = pd.factorize(pd.Series(prompts[decisive]).astype(str), sort=True)
     rate, se = cluster_ratio(agree[decisive].astype(np.float64), np.ones(int(decisive.sum())), codes, len(uniques))
     z = float(norm.ppf((1 + level) / 2))
-    ci = (max(0.0, rate - z * se), min(1.0, rate + z * se)) if np.isfinite(se) else (NAN, NAN)
+    ci = (max(0.0, rate - z * se), min(1.0, rate + z * se)) if np.isfinite(se) and se > 0 else (NAN, NAN)
     return LabelAgreement(n_pairs=int(values.size), n_agree=int(agree.sum()), n_disagree=int(disagree.sum()),
                           n_ties=int((scored & (values == 0.5)).sum()), n_unscored=int((~scored).sum()),
                           n_prompts=len(uniques), agreement=rate, se=se, ci=ci)

@@ -9,6 +9,9 @@ figures) and, when those are tempered or truncated, also untempered (T = 1, top-
 that are expectations under π: the KL estimates (k1/k2/k3 and the kl pass) and the dispersion to unseen
 responses (``Paths`` slot ``kl_samples``). With untempered user settings both slots hold the same artifact.
 
+The judge phase also judges each round's training pairs of a `dpo-eval loop` run (chosen against rejected,
+store kind ``agreement``: dpo_eval.report.loop_rounds), for the labeller's agreement with the judge.
+
 Every step checks the store before it loads anything, so a rerun with nothing new loads no model, and
 a checkpoint added to a run computes only its own artifacts (the reference's are reused). Each phase
 has a progress bar over its artifacts (stderr) and its wall time in ``timings``.

@@ -41,9 +41,12 @@ def test_one_pair_per_prompt_gives_the_plain_binomial_se():
     assert found.se == pytest.approx(np.std(agree, ddof=1) / math.sqrt(agree.size))
 
 
-def test_the_ci_is_clipped_to_zero_one_and_undefined_for_one_prompt():
-    everyone = label_agreement([1.0, 1.0, 0.9], ["a", "b", "c"])
-    assert everyone.agreement == 1.0 and everyone.se == 0.0 and everyone.ci == (1.0, 1.0)
+def test_the_ci_is_clipped_to_zero_one_and_undefined_without_a_positive_se():
+    high = label_agreement([1.0] * 9 + [0.0], [f"p{i}" for i in range(10)])
+    se = math.sqrt(10 / 9 * (9 * 0.1**2 + 0.9**2)) / 10
+    assert high.se == pytest.approx(se) and high.ci == pytest.approx((0.9 - Z * se, 1.0))
+    everyone = label_agreement([1.0, 1.0, 0.9], ["a", "b", "c"])  # a zero-width Wald CI would claim certainty
+    assert everyone.agreement == 1.0 and everyone.se == 0.0 and all(math.isnan(v) for v in everyone.ci)
     one = label_agreement([1.0, 0.0], ["a", "a"])
     assert one.agreement == 0.5 and math.isnan(one.se) and all(math.isnan(v) for v in one.ci)
     none = label_agreement([0.5, NAN], ["a", "b"])

@@ -101,7 +101,12 @@ def test_agreement_is_the_judges_preference_for_the_loops_chosen_response(report
             per_prompt.setdefault(prompt, []).append(int(ok))
         rate, n, k = agree / len(decisive), len(decisive), len(per_prompt)
         se = math.sqrt(k / (k - 1) * sum((sum(v) - rate * len(v)) ** 2 for v in per_prompt.values())) / n
-        assert found["se"] == pytest.approx(se) if se > 0 else found["se"] in (0.0, None)
+        if se > 0:
+            assert found["se"] == pytest.approx(se)
+            assert found["ci"] == pytest.approx([max(0.0, rate - 1.959963984540054 * se),
+                                                 min(1.0, rate + 1.959963984540054 * se)])
+        else:  # every decisive pair agrees (or none): no zero-width CI
+            assert found["se"] == 0.0 and found["ci"] == [None, None]
         assert found["n_prompts"] == k and entry["agreement_reason"] == ""
 
 
@@ -116,7 +121,7 @@ def test_a_rerun_judges_no_pair_again(reported, tmp_path):
         again = report(replace(config, out=str(tmp_path / "again"), store=str(folder / "store")))
     assert again.ledger.n_computed() == 0
     assert len(again.ledger.reused["agreement"]) == 2
-    rounds = {r["name"]: r for r in again.document["runs"]}["loop"]["loop"]["rounds"]
+    rounds = {r["name"]: r for r in results_of(tmp_path / "again")["runs"]}["loop"]["loop"]["rounds"]
     assert [r["agreement"] for r in rounds] == [
         r["agreement"] for r in {r["name"]: r for r in results_of(folder)["runs"]}["loop"]["loop"]["rounds"]]
 
