@@ -100,7 +100,7 @@ def _loop_rounds(results: dict) -> str:
     runs = view.loop_runs(results)
     if not runs:
         return ""
-    body = f"<p>{esc(rounds.INTRO)}</p>" + "".join(
+    body = f"<p>{esc(rounds.intro(results))}</p>" + "".join(
         f'<p class="meta">{esc(rounds.run_caption(run))}</p>' + table(rounds.HEADERS, rounds.round_rows(run), "numbers")
         for run in runs)
     return _section("Loop rounds", body, "loop-rounds")

@@ -91,7 +91,7 @@ def _loop_rounds(results: dict) -> list[str]:
     runs = view.loop_runs(results)
     if not runs:
         return []
-    lines = ["", "## Loop rounds", "", md(rounds.INTRO)]
+    lines = ["", "## Loop rounds", "", md(rounds.intro(results))]
     for run in runs:
         lines += ["", f"{md(rounds.run_caption(run))}", "", "| " + " | ".join(rounds.HEADERS) + " |",
                   "|" + "---|" * len(rounds.HEADERS)]

@@ -16,8 +16,14 @@ HEADERS = ["round", "steps", "prompts", "samples", "unscored", "ties", "prompts 
            "mean label chosen", "mean label rejected", "label source", "judge agreement [95% CI]",
            "agree / disagree / tie / unscored"]
 INTRO = ("Per round of the loop: what it sampled and labelled, the pairs it trained on, and how often the "
-         "report's judge prefers each pair's chosen response (both orders, as every judgment of this report; "
-         "ties and unscored pairs counted apart; CI clustered by prompt).")
+         "report's judge{judge} prefers each pair's chosen response (judged as every judgment of this report: "
+         "both orders in verdict mode; ties and unscored pairs counted apart; CI clustered by prompt).")
+
+
+def intro(results: dict) -> str:
+    """The section's first line, naming the report's judge when there is one."""
+    spec = view.dig(results, "provenance", "judge", "spec")
+    return INTRO.format(judge=f" ({spec})" if spec else "")
 
 
 def _count(counts: dict, key: str) -> str:

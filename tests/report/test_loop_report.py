@@ -16,7 +16,14 @@ import numpy as np
 import pytest
 from tiny_run import JUDGE_DIR, RULE_JUDGE, copy_run, trained_once
 
-from dpo_eval.report.loop_rounds import SAME_JUDGE, agreement_skip_reason, checkpoint_round, round_ends
+from dpo_eval.judge.outputs import read_outputs
+from dpo_eval.report.loop_rounds import (
+    SAME_JUDGE,
+    agreement_skip_reason,
+    checkpoint_round,
+    round_ends,
+    write_pair_sides,
+)
 from dpo_eval.reports.html import render_html
 from dpo_eval.reports.markdown import render_markdown
 from dpo_eval.reports.plots import kl_quality_figure, training_curves_figure
@@ -173,6 +180,7 @@ def test_tables_show_both_runs_with_a_round_column_and_the_loop_its_rounds(repor
                     ["loop", "0 (reference)", "—"], ["loop", "1", "1"], ["loop", "2", "1"], ["loop", "3", "2"],
                     ["loop", "4", "2"]]
     section = markdown.split("## Loop rounds")[1]
+    assert f"report's judge ({RULE_JUDGE})" in section
     counts = {r["name"]: r for r in results["runs"]}["loop"]["loop"]["rounds"]
     for entry in counts:
         assert f"| {entry['round']} | {entry['first_step']}–{entry['last_step']} | {entry['counts']['prompts']} |" in section
@@ -189,3 +197,17 @@ def test_a_report_without_a_loop_keeps_its_columns(reported):
     assert "| run | step | accuracy" in render_markdown(offline) and "## Loop rounds" not in render_markdown(offline)
     page = render_html(offline, Tables(), [], [])
     assert "<th>round</th>" not in page and "loop-rounds" not in page
+
+
+def test_chat_pairs_are_judged_as_text_under_their_pair_ids(tmp_path):
+    chat = [{"role": "user", "content": "hi?"}]
+    pairs = [{"id": f"r1-q0-{k}", "prompt_id": "q0", "prompt": chat,
+              "chosen": [{"role": "assistant", "content": f"yes {k}"}],
+              "rejected": [{"role": "assistant", "content": f"no {k}"}]} for k in (0, 1)]
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    chosen, rejected = write_pair_sides(tmp_path / "pairs.jsonl", tmp_path / "work")
+    for folder, word in ((chosen, "yes"), (rejected, "no")):
+        _, outputs = read_outputs(str(folder / "samples.jsonl"))
+        assert {k: v.text for k, v in outputs.items()} == {"r1-q0-0": f"{word} 0", "r1-q0-1": f"{word} 1"}
+    assert jsonl(tmp_path / "work" / "pair_prompts.jsonl") == [{"pair_id": "r1-q0-0", "prompt_id": "q0"},
+                                                                {"pair_id": "r1-q0-1", "prompt_id": "q0"}]
