@@ -31,9 +31,10 @@ import pandas as pd
 from numpy.typing import ArrayLike
 
 CURVE_COLUMNS = ("step", "metric", "value", "split")
-HF_SKIPPED = frozenset({"step", "epoch", "total_flos", "train_loss", "train_runtime",
+HF_SKIPPED = frozenset({"step", "epoch", "round", "total_flos", "train_loss", "train_runtime",
                         "train_samples_per_second", "train_steps_per_second"})
-"""Coordinates and the end-of-run summary that HF's Trainer appends: not per-step metrics."""
+"""Coordinates (`round`: the record's round in a `dpo-eval loop` OUTPUT_DIR's merged log) and the end-of-run
+summary that HF's Trainer appends: not per-step metrics."""
 TIMING_SUFFIXES = ("_runtime", "_samples_per_second", "_steps_per_second")
 """Evaluation timing keys (eval_runtime, ...): skipped."""
 LLAMAFACTORY_FIELDS = {"loss": ("loss", "train"), "eval_loss": ("loss", "eval"),

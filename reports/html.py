@@ -2,7 +2,8 @@
 
 Order: the recommended checkpoint and why (one sentence with its figures); the key figures of every
 checkpoint; findings by severity; "is my run broken?" per run; plots;
-per-checkpoint tables; worst examples with their text; what is missing and the flag that adds it;
+per-checkpoint tables (a round column when a `dpo-eval loop` run is in the report); each loop run's rounds;
+worst examples with their text; what is missing and the flag that adds it;
 provenance. Every string from the results or the tables is escaped with html.escape(quote=True).
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import base64
 import json
 
-from dpo_eval.reports import view
+from dpo_eval.reports import rounds, view
 from dpo_eval.reports.html_tables import (
     esc,
     key_figures_table,
@@ -80,7 +81,7 @@ def render_html(results: dict, tables: Tables, plots: list[Plot], skipped_plots:
         _section("Checkpoints", "<h3>Held-out pairs</h3>" + rewards_table(results)
                  + "<h3>Samples</h3>" + samples_table(results)
                  + f"<p class=\"meta\">{esc(LEGEND)}</p>"),
-        _section("Worst examples", worst_examples(results, tables)),
+        _loop_rounds(results), _section("Worst examples", worst_examples(results, tables)),
         _missing(results, tables, skipped_plots), _provenance(results),
     ]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -92,6 +93,17 @@ def render_html(results: dict, tables: Tables, plots: list[Plot], skipped_plots:
 def _section(title: str, body: str, anchor: str | None = None) -> str:
     anchor = anchor or title.lower().replace(" ", "-").replace("?", "").replace(":", "")
     return f'<section id="{esc(anchor)}"><h2>{esc(title)}</h2>{body}</section>'
+
+
+def _loop_rounds(results: dict) -> str:
+    """The per-round section of each `dpo-eval loop` run (reports.rounds); nothing without one."""
+    runs = view.loop_runs(results)
+    if not runs:
+        return ""
+    body = f"<p>{esc(rounds.intro(results))}</p>" + "".join(
+        f'<p class="meta">{esc(rounds.run_caption(run))}</p>' + table(rounds.HEADERS, rounds.round_rows(run), "numbers")
+        for run in runs)
+    return _section("Loop rounds", body, "loop-rounds")
 
 
 def _header(results: dict) -> str:

@@ -38,6 +38,15 @@ def _step_label(results: dict, ckpt: dict) -> str:
     return f"{ckpt['step']}{ref}{star}"
 
 
+def _with_round(results: dict, headers: list[str], rows: list[list[str]]) -> str:
+    """A numbers table of one row per checkpoint (run, step first), with a round column after the step when a
+    `dpo-eval loop` run is in the report (view.has_rounds); reports of other runs keep their columns."""
+    if view.has_rounds(results):
+        headers = [*headers[:2], "round", *headers[2:]]
+        rows = [[*row[:2], view.round_cell(c), *row[2:]] for row, c in zip(rows, results.get("checkpoints", []))]
+    return table(headers, rows, "numbers")
+
+
 def _quality_column(results: dict) -> bool:
     """Whether the key figures need a quality column: only for gold answers (a judge's quality is its win
     rate - 0.5, already shown as the win rate)."""
@@ -74,7 +83,7 @@ def key_figures_table(results: dict) -> str:
                _length_vs_reference(ckpt), fmt_rate(rate, "win_rate"), fmt_rate(rate, "lc_win_rate")]
         row += [fmt_pm(quality.get("value"), quality.get("se"), signed=True)] if gold else []
         rows.append(row)
-    return table(headers, rows, "numbers")
+    return _with_round(results, headers, rows)
 
 
 def rewards_table(results: dict) -> str:
@@ -91,7 +100,7 @@ def rewards_table(results: dict) -> str:
                      fmt_pm(*view.delta(ckpt, "chosen"), signed=True),
                      fmt_pm(*view.delta(ckpt, "rejected"), signed=True),
                      fmt(drift.get("displacement_share"), ".0%")])
-    return table(headers, rows, "numbers")
+    return _with_round(results, headers, rows)
 
 
 def samples_table(results: dict) -> str:
@@ -109,7 +118,7 @@ def samples_table(results: dict) -> str:
                      fmt_rate(rate, "win_rate"), fmt_rate(rate, "lc_win_rate"),
                      fmt_pm(quality.get("value"), quality.get("se"), signed=True),
                      str(len(ckpt.get("findings", [])))])
-    return table(headers, rows, "numbers")
+    return _with_round(results, headers, rows)
 
 
 def _text(value: object) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import html
 
-from dpo_eval.reports import view
+from dpo_eval.reports import rounds, view
 from dpo_eval.reports.verdict import recommendation, run_verdicts
 from dpo_eval.reports.view import fmt, fmt_pm, fmt_rate
 
@@ -34,6 +34,7 @@ def render_markdown(results: dict) -> str:
     parts += verdicts or ["- no data"]
     parts += ["", "## Findings", ""] + _findings(results)
     parts += ["", "## Checkpoints", ""] + checkpoint_rows(results)
+    parts += _loop_rounds(results)
     missing = results.get("missing", [])
     if missing:
         parts += ["", "## Missing", ""]
@@ -67,6 +68,8 @@ def checkpoint_rows(results: dict) -> list[str]:
     estimator = view.kl_estimator(results)
     headers = ["run", "step", "accuracy [95% CI]", "margin ± SE", "chosen fell on", f"KL ({estimator}) ± SE", "length ratio",
                "win rate [95% CI]", "LC win rate [95% CI]"]
+    has_rounds = view.has_rounds(results)  # a loop run is in the report: a round column after the step
+    headers = [*headers[:2], "round", *headers[2:]] if has_rounds else headers
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for c in results.get("checkpoints", []):
         rewards, rate = c.get("rewards") or {}, c.get("winrate") or {}
@@ -78,5 +81,19 @@ def checkpoint_rows(results: dict) -> list[str]:
                   fmt_pm(view.dig(c, "kl", estimator, "mean"), view.dig(c, "kl", estimator, "se")),
                   fmt(view.length_figure(c, "mean_tokens_ratio"), ".2f"),
                   fmt_rate(rate, "win_rate"), fmt_rate(rate, "lc_win_rate")]
+        values = [*values[:2], view.round_cell(c), *values[2:]] if has_rounds else values
         lines.append("| " + " | ".join(cell(v) for v in values) + " |")
+    return lines
+
+
+def _loop_rounds(results: dict) -> list[str]:
+    """The per-round section of each `dpo-eval loop` run (reports.rounds); nothing without one."""
+    runs = view.loop_runs(results)
+    if not runs:
+        return []
+    lines = ["", "## Loop rounds", "", md(rounds.intro(results))]
+    for run in runs:
+        lines += ["", f"{md(rounds.run_caption(run))}", "", "| " + " | ".join(rounds.HEADERS) + " |",
+                  "|" + "---|" * len(rounds.HEADERS)]
+        lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rounds.round_rows(run)]
     return lines

@@ -126,6 +126,13 @@ def plot_drift(results: dict, tables: Tables | None = None) -> bytes | None:
 
 def plot_kl_quality(results: dict, tables: Tables | None = None) -> bytes | None:
     """Quality against √KL for every checkpoint with both, the two saved fits, and their peaks."""
+    fig = kl_quality_figure(results)
+    return None if fig is None else to_png(fig)
+
+
+def kl_quality_figure(results: dict) -> Figure | None:
+    """plot_kl_quality's figure: every run's points (one error-bar series per run, labelled "run NAME") on one
+    axes; None when no checkpoint has both figures."""
     estimator = view.kl_estimator(results)
     fig, axes = new_figure(1, height=4.6)
     ax = axes[0]
@@ -150,7 +157,7 @@ def plot_kl_quality(results: dict, tables: Tables | None = None) -> bytes | None
     ax.set_xlabel(f"√KL(π ‖ π_ref) ({estimator} estimate; √nats per sequence)")
     ax.set_ylabel(f"quality relative to the reference ({source})")
     ax.legend(fontsize="small")
-    return to_png(fig)
+    return fig
 
 
 def _draw_fits(ax, fit: dict | None, largest: float) -> None:
@@ -284,7 +291,14 @@ TRAINING_METRICS = (("loss", "loss (nats)"), ("rewards/margins", "reward margin 
 
 
 def plot_training_curves(results: dict, tables: Tables | None = None) -> bytes | None:
-    """The trainer's logged curves (train solid, eval dashed), a panel per metric, a colour per run."""
+    """The trainer's logged curves (train solid, eval dashed), a panel per metric, a colour per run, and a dotted
+    vertical line where each round of a `dpo-eval loop` run ends."""
+    fig = training_curves_figure(results)
+    return None if fig is None else to_png(fig)
+
+
+def training_curves_figure(results: dict) -> Figure | None:
+    """plot_training_curves' figure; None when no metric of TRAINING_METRICS was logged."""
     curves = {run: rows for run, rows in (results.get("training_curves") or {}).items() if rows}
     logged = {r.get("metric") for rows in curves.values() for r in rows}
     present = [(m, label) for m, label in TRAINING_METRICS if m in logged]
@@ -300,12 +314,22 @@ def plot_training_curves(results: dict, tables: Tables | None = None) -> bytes |
                                 and r.get("split") == split and view.number(r.get("value")) is not None)
                 if points:
                     ax.plot(*zip(*points), ls=ls, color=OKABE_ITO[i % len(OKABE_ITO)], label=f"{run} {split}")
+            _mark_rounds(ax, results, run, OKABE_ITO[i % len(OKABE_ITO)])
         ax.set_xlabel("training step")
         ax.set_ylabel(label, fontsize="small")
     for ax in axes[len(present):]:
         ax.set_visible(False)
     axes[0].legend(fontsize="x-small")
-    return to_png(fig)
+    return fig
+
+
+def _mark_rounds(ax, results: dict, run: str, color: str) -> None:
+    """A dotted vertical line at the global step where each round of a loop run ends, labelled "round R" (the
+    round that ends there) at the top of the panel; nothing for another run."""
+    for round_index, step in view.round_ends(results, run):
+        ax.axvline(step, color=color, lw=1, ls=":", gid=f"round-end {run} {round_index}")
+        ax.text(step, 1.0, f"round {round_index}", transform=ax.get_xaxis_transform(), ha="right", va="top",
+                rotation=90, fontsize="x-small", color=color)
 
 
 PLOTS: tuple[tuple[str, str, str, Callable], ...] = (
@@ -321,7 +345,8 @@ PLOTS: tuple[tuple[str, str, str, Callable], ...] = (
      "(grey).", plot_lengths),
     ("reward_length", "Implicit reward against length", "Held-out pairs at each run's last checkpoint: does "
      "the implicit reward track length?", plot_reward_length),
-    ("training", "Training curves", "As logged by the trainer (train solid, eval dashed).",
+    ("training", "Training curves", "As logged by the trainer (train solid, eval dashed); for a `dpo-eval loop` "
+     "run, global steps continue across rounds and a dotted line marks where each round ends.",
      plot_training_curves),
 )
 

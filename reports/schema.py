@@ -17,10 +17,18 @@ Layout (the JSON Schema below is the contract; tests validate every written file
                           figures had samples of their own)
     runs[]                name, path, trainer, loss, beta (the report's), steps[], trained_with (name, source,
                           version / loss / beta: {value, source} or null, from the trainer's own files),
-                          reference {path, source}
+                          reference {path, source}; a `dpo-eval loop` OUTPUT_DIR also has
+        loop              {labeller, pairs, reference (the loop's settings), round_ends[] (the global step at
+                          which each round ends, in order), rounds[]: {round, first_step, last_step, counts
+                          (loop.json's: prompts, samples, unscored, ties, skipped_prompts, pairs,
+                          mean_chosen_label, mean_rejected_label, ...), label_sources[], agreement (the
+                          report's judge on the round's training pairs, metrics.label_agreement: n_pairs,
+                          n_agree, n_disagree, n_ties, n_unscored, n_prompts, agreement, se, ci; or null),
+                          agreement_reason (why null: no judge, the labeller is the judge, ...)}}
     checkpoints[]         one per (run, label), in run then step order (a final model with other weights
                           than the checkpoint of its step comes after it, at the same step):
         run, step, label, path, fingerprint, is_reference (the step-0 row of each run, if present),
+        round             only in a loop run: the round whose global steps hold the step (null at step 0)
         final_path        the run's final model folder when it holds this checkpoint's weights (same
                           fingerprint: one row for both folders), else null
         rewards           `metrics.rewards.summarize_rewards` of its held-out pairs, or null
@@ -130,6 +138,31 @@ SAMPLES_PROVENANCE = {
 """provenance.samples: which samples each sample-based figure was computed from (written by every report
 since untempered KL samples; optional so older results.json files still validate)."""
 
+AGREEMENT = {
+    "type": ["object", "null"],
+    "required": ["n_pairs", "n_agree", "n_disagree", "n_ties", "n_unscored", "n_prompts", "agreement", "se", "ci"],
+    "properties": {**{k: {"type": "integer"} for k in ("n_pairs", "n_agree", "n_disagree", "n_ties", "n_unscored",
+                                                        "n_prompts")},
+                   "agreement": _NUMBER_OR_NULL, "se": _NUMBER_OR_NULL, "ci": _CI},
+}
+LOOP = {
+    "type": "object",
+    "required": ["labeller", "round_ends", "rounds"],
+    "properties": {
+        "labeller": {"type": ["string", "null"]},
+        "round_ends": {"type": "array", "items": {"type": "integer"}},
+        "rounds": {"type": "array", "items": {
+            "type": "object",
+            "required": ["round", "first_step", "last_step", "counts", "label_sources", "agreement",
+                         "agreement_reason"],
+            "properties": {"round": {"type": "integer"}, "first_step": {"type": "integer"},
+                           "last_step": {"type": "integer"}, "counts": {"type": "object"},
+                           "label_sources": {"type": "array", "items": {"type": "string"}},
+                           "agreement": AGREEMENT, "agreement_reason": {"type": "string"}}}},
+    },
+}
+"""runs[].loop: a `dpo-eval loop` OUTPUT_DIR's rounds (added in version 2; absent for other runs)."""
+
 CHECKPOINT = {
     "type": "object",
     "required": ["run", "step", "label", "path", "fingerprint", "rewards", "winrate", "quality", "kl",
@@ -142,6 +175,7 @@ CHECKPOINT = {
         "final_path": {"type": ["string", "null"]},
         "fingerprint": {"type": "string"},
         "is_reference": {"type": "boolean"},
+        "round": {"type": ["integer", "null"]},
         "rewards": {
             "type": ["object", "null"],
             "required": ["n", "accuracy", "mean_margin", "per_subset"],
@@ -181,7 +215,7 @@ RESULTS_SCHEMA = {
             "type": "array",
             "items": {"type": "object", "required": ["name", "path", "steps"],
                       "properties": {"name": {"type": "string"}, "path": {"type": "string"},
-                                     "steps": {"type": "array", "items": {"type": "integer"}}}},
+                                     "steps": {"type": "array", "items": {"type": "integer"}}, "loop": LOOP}},
         },
         "checkpoints": {"type": "array", "items": CHECKPOINT},
         "fits": {"type": "object", "required": ["kl_quality", "reason"],

@@ -247,3 +247,34 @@ def trained_with(run: dict) -> str:
     if reference:
         parts.append(f"reference {reference.get('path')} ({reference.get('source')})")
     return f"{run.get('name', '')}: " + " · ".join(parts)
+
+
+def has_rounds(results: dict) -> bool:
+    """Whether any checkpoint carries a loop round (a `dpo-eval loop` run is in the report): the checkpoint
+    tables then get a round column."""
+    return any("round" in c for c in results.get("checkpoints", []))
+
+
+def round_cell(checkpoint: dict) -> str:
+    """A checkpoint's loop round as a table cell: the number, "—" for a row with none (reference, offline)."""
+    value = checkpoint.get("round")
+    return "—" if value is None else str(value)
+
+
+def loop_runs(results: dict) -> list[dict]:
+    """The runs that are `dpo-eval loop` OUTPUT_DIRs (they carry `loop`), in saved order."""
+    return [r for r in results.get("runs", []) if isinstance(r.get("loop"), dict)]
+
+
+def round_ends(results: dict, run: str) -> list[tuple[int, int]]:
+    """(round, the global step it ends at) of a loop run; [] for any other run."""
+    loop = next((r["loop"] for r in loop_runs(results) if r.get("name") == run), None)
+    ends = (loop or {}).get("round_ends") or []
+    return [(i, int(step)) for i, step in enumerate(ends, start=1) if number(step) is not None]
+
+
+def fmt_agreement(agreement: dict | None) -> str:
+    """"83% [70%, 95%]" of a saved label agreement (the CI's places, as fmt_rate), or NOT_AVAILABLE."""
+    if not isinstance(agreement, dict):
+        return NOT_AVAILABLE
+    return fmt_rate({"rate": agreement.get("agreement"), "rate_ci": agreement.get("ci")}, "rate")

@@ -31,7 +31,7 @@ import pandas as pd
 from dpo_eval.jsonio import atomic_path, finite_or_null, write_json
 from dpo_eval.metrics import drift, findings, kl, length, overoptimization, rewards, winrate
 from dpo_eval.metrics.quality import quality_from_preferences
-from dpo_eval.report import frames, trainers
+from dpo_eval.report import frames, loop_rounds, trainers
 from dpo_eval.report.config import VLLM_CANNOT
 from dpo_eval.report.discover import curves_frame
 from dpo_eval.report.plan import Plan, Row, RunPlan
@@ -550,9 +550,13 @@ def assemble(plan: Plan, paths, ref_label: str) -> tuple[dict, dict[str, pd.Data
                                           plan.config.thresholds)
     all_findings = sorted((f for c in checkpoints for f in c["findings"]),
                           key=lambda f: (-findings.SEVERITIES.index(f["severity"]), f["run"], f["step"] or 0))
+    runs = [_run_entry(rp) for rp in plan.runs]
+    loops = {rp.run.name: (rp.run, record) for rp in plan.runs if (record := loop_rounds.read_loop(rp.run))}
+    loop_rounds.add_loop_figures(runs, checkpoints, loops, plan.judge, lambda run, r: paths.get(
+        loop_rounds.AGREEMENT, run, loop_rounds.round_label(r)))
     return {
         "schema_version": RESULTS_SCHEMA_VERSION, "generated_at": "", "provenance": _provenance(plan),
-        "runs": [_run_entry(rp) for rp in plan.runs], "checkpoints": checkpoints, "fits": fits,
+        "runs": runs, "checkpoints": checkpoints, "fits": fits,
         "past_peak": past, "recommended": recommended, "findings": all_findings,
         "training_curves": _curves(plan), "missing": missing, "files": {}, "timings": {},
     }, tables

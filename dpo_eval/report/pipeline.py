@@ -9,6 +9,9 @@ figures) and, when those are tempered or truncated, also untempered (T = 1, top-
 that are expectations under π: the KL estimates (k1/k2/k3 and the kl pass) and the dispersion to unseen
 responses (``Paths`` slot ``kl_samples``). With untempered user settings both slots hold the same artifact.
 
+The judge phase also judges each round's training pairs of a `dpo-eval loop` run (chosen against rejected,
+store kind ``agreement``: dpo_eval.report.loop_rounds), for the labeller's agreement with the judge.
+
 Every step checks the store before it loads anything, so a rerun with nothing new loads no model, and
 a checkpoint added to a run computes only its own artifacts (the reference's are reused). Each phase
 has a progress bar over its artifacts (stderr) and its wall time in ``timings``.
@@ -33,7 +36,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from dpo_eval.engine.distributed import DistContext, init_distributed, shutdown
-from dpo_eval.report import steps
+from dpo_eval.report import loop_rounds, steps
 from dpo_eval.report.config import STAGES, ReportConfig
 from dpo_eval.report.plan import Plan, Row, RunPlan, build_plan, default_out
 from dpo_eval.report.steps import KL_SAMPLES
@@ -170,7 +173,30 @@ def _judge_jobs(plan: Plan, store: RunStore, paths: Paths) -> list[Job]:
             parts = steps.judge_parts(plan, samples.name, ref_samples.name)
             jobs.append(Job(store.artifact("judge", parts), (("judge", rp.run.name, row.label),),
                             lambda work, samples=samples, ref=ref_samples: steps.run_judge(plan, samples, ref, work)))
+    return jobs + _agreement_jobs(plan, store)
+
+
+def _agreement_jobs(plan: Plan, store: RunStore) -> list[Job]:
+    """Per loop run and round: the report's judge on the round's training pairs (dpo_eval.report.loop_rounds)."""
+    jobs = []
+    for rp in plan.runs:
+        record = loop_rounds.read_loop(rp.run)
+        if record is None or loop_rounds.agreement_skip_reason(record, plan.judge) is not None:
+            continue
+        for entry in record["rounds"]:
+            pairs = loop_rounds.pairs_path(rp.run, entry)
+            if pairs is None:
+                continue
+            label = loop_rounds.round_label(entry["round"])
+            jobs.append(Job(store.artifact(loop_rounds.AGREEMENT, loop_rounds.agreement_parts(pairs, plan.judge)),
+                            ((loop_rounds.AGREEMENT, rp.run.name, label),),
+                            lambda work, pairs=pairs: _judge_pairs(plan, pairs, work)))
     return jobs
+
+
+def _judge_pairs(plan: Plan, pairs: Path, work: Path) -> None:
+    chosen, rejected = loop_rounds.write_pair_sides(pairs, work)
+    steps.run_judge(plan, chosen, rejected, work)
 
 
 JOBS = {"score": _score_jobs, "samples": _samples_jobs, "kl": _kl_jobs, "entropy": _entropy_jobs,

@@ -52,6 +52,12 @@ def test_hf_log_history_frame_by_hand():
     assert keys == sorted(keys)
 
 
+def test_a_loops_round_tag_is_a_coordinate_not_a_curve():
+    """dpo-eval loop's merged log_history tags each record with its round: no "round" curve is drawn."""
+    frame = hf_log_history_frame([{"loss": 0.7, "step": 1, "round": 1}, {"loss": 0.6, "step": 3, "round": 2}])
+    assert frame["metric"].tolist() == ["loss", "loss"] and frame["step"].tolist() == [1, 3]
+
+
 def test_a_repeated_step_keeps_its_last_value_and_bad_records_are_named():
     frame = hf_log_history_frame([{"loss": 1.0, "step": 5}, {"loss": 0.5, "step": 5}])
     assert frame["value"].tolist() == [0.5]
