@@ -14,9 +14,10 @@ agreeing and D_p the decisive pairs of prompt p, over the P prompts with a decis
 
     se = sqrt(P / (P - 1) * sum_p (A_p - agreement * D_p)^2) / D
 
-and the 95% CI is agreement ± 1.96 se, clipped to [0, 1]. The SE is NaN with fewer than two such prompts;
-with an SE of 0 (every decisive pair agrees, or none does) the CI is NaN too: a Wald interval of zero
-width would claim a certainty a handful of pairs cannot give.
+and the 95% CI is `drift.cluster_wilson_interval` of the decisive pairs' agreement: Wilson's interval
+at the design-effect sample size D / max(1, se^2 / (agreement (1 - agreement) / (D - 1))) (each prompt
+counted once when every decisive pair agrees, or none does), as the report's other clustered shares. The
+SE is NaN with fewer than two such prompts.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
-from scipy.stats import norm
 
+from dpo_eval.metrics.drift import cluster_wilson_interval
 from dpo_eval.metrics.kl import cluster_ratio
 
 NAN = float("nan")
@@ -49,7 +50,7 @@ class LabelAgreement:
     se: float
     """Clustered by prompt; NaN with fewer than two prompts."""
     ci: tuple[float, float]
-    """agreement ± z se, clipped to [0, 1]; (NaN, NaN) without a positive SE."""
+    """Wilson's interval at the clustered effective size (module docstring); (NaN, NaN) without a decisive pair."""
 
 
 def label_agreement(preference: ArrayLike, prompt_id: ArrayLike, level: float = 0.95) -> LabelAgreement:
@@ -66,8 +67,7 @@ def label_agreement(preference: ArrayLike, prompt_id: ArrayLike, level: float = 
     decisive = agree | disagree
     codes, uniques = pd.factorize(pd.Series(prompts[decisive]).astype(str), sort=True)
     rate, se = cluster_ratio(agree[decisive].astype(np.float64), np.ones(int(decisive.sum())), codes, len(uniques))
-    z = float(norm.ppf((1 + level) / 2))
-    ci = (max(0.0, rate - z * se), min(1.0, rate + z * se)) if np.isfinite(se) and se > 0 else (NAN, NAN)
+    ci = cluster_wilson_interval(agree[decisive], codes, level)
     return LabelAgreement(n_pairs=int(values.size), n_agree=int(agree.sum()), n_disagree=int(disagree.sum()),
                           n_ties=int((scored & (values == 0.5)).sum()), n_unscored=int((~scored).sum()),
                           n_prompts=len(uniques), agreement=rate, se=se, ci=ci)

@@ -13,6 +13,13 @@ NAN = float("nan")
 Z = 1.959963984540054
 
 
+def wilson(p: float, n: float) -> tuple[float, float]:
+    """Wilson's 95% score interval of a share p out of n, written out."""
+    center = (p + Z * Z / (2 * n)) / (1 + Z * Z / n)
+    half = Z / (1 + Z * Z / n) * math.sqrt(p * (1 - p) / n + Z * Z / (4 * n * n))
+    return center - half, center + half
+
+
 def test_agreement_counts_ties_and_unscored_apart_with_the_se_clustered_by_prompt():
     preference = [1.0, 1.0, 0.0, 0.5, NAN, 1.0, 0.0, 0.8, 0.5]
     prompts = ["a", "a", "a", "b", "b", "b", "c", "c", "d"]
@@ -24,7 +31,9 @@ def test_agreement_counts_ties_and_unscored_apart_with_the_se_clustered_by_promp
     # A_p - r D_p = 2 - 2/3*3 = 0, 1 - 2/3 = 1/3, 1 - 2/3*2 = -1/3; P/(P-1) * sum of squares = 3/2 * 2/9 = 1/3
     se = math.sqrt(1 / 3) / 6
     assert found.se == pytest.approx(se)
-    assert found.ci == pytest.approx((4 / 6 - Z * se, 4 / 6 + Z * se))
+    # Wilson at the design-effect size: deff = se^2 / (p (1 - p) / (D - 1)), n_eff = D / max(1, deff)
+    deff = max(1.0, se ** 2 / ((4 / 6) * (2 / 6) / 5))
+    assert found.ci == pytest.approx(wilson(4 / 6, 6 / deff))
 
 
 def test_ties_and_unscored_pairs_never_lower_the_agreement():
@@ -41,16 +50,17 @@ def test_one_pair_per_prompt_gives_the_plain_binomial_se():
     assert found.se == pytest.approx(np.std(agree, ddof=1) / math.sqrt(agree.size))
 
 
-def test_the_ci_is_clipped_to_zero_one_and_undefined_without_a_positive_se():
+def test_the_ci_stays_in_zero_one_and_counts_each_prompt_once_when_every_pair_agrees():
     high = label_agreement([1.0] * 9 + [0.0], [f"p{i}" for i in range(10)])
     se = math.sqrt(10 / 9 * (9 * 0.1**2 + 0.9**2)) / 10
-    assert high.se == pytest.approx(se) and high.ci == pytest.approx((0.9 - Z * se, 1.0))
-    everyone = label_agreement([1.0, 1.0, 0.9], ["a", "b", "c"])  # a zero-width Wald CI would claim certainty
-    assert everyone.agreement == 1.0 and everyone.se == 0.0 and all(math.isnan(v) for v in everyone.ci)
+    assert high.se == pytest.approx(se) and high.ci == pytest.approx(wilson(0.9, 10))  # one pair per prompt
+    assert 0.0 <= high.ci[0] < high.ci[1] <= 1.0
+    everyone = label_agreement([1.0, 1.0, 0.9, 1.0], ["a", "b", "c", "c"])  # not a zero-width [100%, 100%]
+    assert everyone.agreement == 1.0 and everyone.se == 0.0 and everyone.ci == pytest.approx(wilson(1.0, 3))
     one = label_agreement([1.0, 0.0], ["a", "a"])
-    assert one.agreement == 0.5 and math.isnan(one.se) and all(math.isnan(v) for v in one.ci)
+    assert one.agreement == 0.5 and math.isnan(one.se) and one.ci == pytest.approx(wilson(0.5, 1))
     none = label_agreement([0.5, NAN], ["a", "b"])
-    assert math.isnan(none.agreement) and none.n_prompts == 0
+    assert math.isnan(none.agreement) and none.n_prompts == 0 and all(math.isnan(v) for v in none.ci)
 
 
 def test_bad_input_is_refused_and_inputs_are_left_unchanged():

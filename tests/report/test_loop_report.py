@@ -89,6 +89,13 @@ def test_the_rounds_counts_are_loop_json_s_and_the_sources_the_pairs(reported):
     assert all(r["label_sources"] == ["rule:loop_rules:good_minus_bad"] for r in rounds)
 
 
+def wilson(p: float, n: float, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson's 95% score interval of a share p out of n, written out."""
+    center = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return center - half, center + half
+
+
 def test_agreement_is_the_judges_preference_for_the_loops_chosen_response(reported):
     """The rule judge prefers the longer output in both orders: its preference is 1, 0 or 1/2 (equal length)."""
     folder, out, _ = reported
@@ -108,12 +115,10 @@ def test_agreement_is_the_judges_preference_for_the_loops_chosen_response(report
             per_prompt.setdefault(prompt, []).append(int(ok))
         rate, n, k = agree / len(decisive), len(decisive), len(per_prompt)
         se = math.sqrt(k / (k - 1) * sum((sum(v) - rate * len(v)) ** 2 for v in per_prompt.values())) / n
-        if se > 0:
-            assert found["se"] == pytest.approx(se)
-            assert found["ci"] == pytest.approx([max(0.0, rate - 1.959963984540054 * se),
-                                                 min(1.0, rate + 1.959963984540054 * se)])
-        else:  # every decisive pair agrees (or none): no zero-width CI
-            assert found["se"] == 0.0 and found["ci"] == [None, None]
+        # Wilson's interval at the design-effect size n / max(1, se^2 / (p (1 - p) / (n - 1))); each prompt once
+        # when every decisive pair agrees (or none)
+        n_eff = n / max(1.0, se ** 2 / (rate * (1 - rate) / (n - 1))) if 0 < rate < 1 else k
+        assert found["se"] == pytest.approx(se) and found["ci"] == pytest.approx(wilson(rate, n_eff))
         assert found["n_prompts"] == k and entry["agreement_reason"] == ""
 
 
