@@ -397,13 +397,41 @@ def fit_results(checkpoints: list[dict], has_judge: bool, no_judge_reason: str =
     notes += _rows_without_se(frame)
     fit = _fail_soft(notes, FIT_WHAT, lambda: overoptimization.fit_kl_quality(frame))
     fits = {"kl_quality": plain(fit), "reason": "" if fit else notes[-1]["why"], "kl_estimator": estimator}
+    by_step = _one_row_per_step(checkpoints, estimator, notes)  # the past-peak test and the recommendation
+    step_frame = quality_frame(by_step, estimator)
     prompts = None if tables is None else _fail_soft(notes, "per-prompt qualities (past-peak fit test)",
-                                                     lambda: prompt_quality_frame(checkpoints, tables))
+                                                     lambda: prompt_quality_frame(by_step, tables))
     past = {str(run): plain(_run_past_peak(notes, str(run), rows, prompts, thresholds))
-            for run, rows in frame.groupby("run", sort=True)}
-    recommended = _fail_soft(notes, RECOMMENDED_WHAT, lambda: overoptimization.recommend_checkpoint(frame, fit=fit))
-    _place_over_optimisation(checkpoints, past, thresholds)
+            for run, rows in step_frame.groupby("run", sort=True)}
+    recommended = _fail_soft(notes, RECOMMENDED_WHAT,
+                             lambda: overoptimization.recommend_checkpoint(step_frame, fit=fit))
+    _place_over_optimisation(by_step, past, thresholds)
     return fits, past, plain(recommended)
+
+
+def _one_row_per_step(checkpoints: list[dict], estimator: str, notes: list[dict]) -> list[dict]:
+    """The checkpoints the step-keyed statistics (past-peak test, recommendation) use: where a run has one step
+    twice with a quality and KL (a final model saved at a checkpoint's step with other weights), the later
+    row, the final model, and a `missing` entry naming the row left out of those two (the fit keeps both)."""
+    last = {(c["run"], c["step"]): c for c in checkpoints if _has_fit_inputs(c, estimator)}
+    kept = []
+    for c in checkpoints:
+        standing = last.get((c["run"], c["step"]))
+        if standing is not None and standing is not c and _has_fit_inputs(c, estimator):
+            notes.append({"what": f"checkpoint {c['label']} of run {c['run']} in the past-peak test and the "
+                                  "recommendation",
+                          "why": f"step {c['step']} is also the step of {standing['label']} (other weights): the "
+                                 f"later row, {standing['label']}, stands for the step there; both are in the "
+                                 "fit and the tables",
+                          "flag": "none: the two rows are different weights at one training step"})
+            continue
+        kept.append(c)
+    return kept
+
+
+def _has_fit_inputs(checkpoint: dict, estimator: str) -> bool:
+    return ((checkpoint["quality"] or {}).get("value") is not None
+            and ((checkpoint["kl"] or {}).get(estimator) or {}).get("mean") is not None)
 
 
 def _run_past_peak(notes: list[dict], run: str, rows: pd.DataFrame, prompts: pd.DataFrame | None,

@@ -47,18 +47,26 @@ def prompt_tables(checkpoints: list[dict], per_prompt: dict[tuple[str, int], np.
 # ---------------------------------------------------------------------------------------------- item 1
 
 
-def test_a_duplicate_step_gives_nulls_and_reasons_not_an_exception():
-    """Before: detect_past_peak / recommend_checkpoint ran outside the try and raised "has step 4 twice"."""
-    checkpoints = rise_and_fall() + [checkpoint("r", 4, 0.15, 0.01, 4.2, label="final")]  # a root final model
+def test_a_final_model_at_a_checkpoints_step_stands_for_that_step_in_the_past_peak_test_and_recommendation():
+    """Before: both rows went to detect_past_peak / recommend_checkpoint, which refused "step 6 twice": a run
+    whose final model (other weights) was saved at its last checkpoint's step had no past-peak test and no
+    recommendation. Now the later row (the final model) stands for the step there; the fit keeps both."""
+    final = checkpoint("r", 6, 0.04, 0.01, 6.3, label="final")  # a root final model at the last step
+    checkpoints = rise_and_fall() + [final]
     missing: list[dict] = []
     fits, past, recommended = fit_results(checkpoints, has_judge=True, missing=missing)
     assert fits["kl_quality"]["bon"]["n"] == 7  # a regression over points: the fit needs no unique steps
-    assert past == {"r": None} and recommended is None
-    reasons = {m["what"]: m["why"] for m in missing}
-    assert set(reasons) == {"the past-peak check of run r (fit results)",
-                            "the recommended checkpoint (quality-vs-KL fit)"}
-    assert all("step 4 twice" in why for why in reasons.values())
-    assert all(m["flag"] for m in missing) and not any(c["findings"] for c in checkpoints)
+    assert past["r"]["last_step"] == 6 and past["r"]["last_quality"] == pytest.approx(0.04)  # the final row's
+    assert past["r"]["peak_step"] == 3 and recommended["step"] == 3
+    assert [m["what"] for m in missing] == ["checkpoint 6 of run r in the past-peak test and the recommendation"]
+    assert "also the step of final" in missing[0]["why"]
+    if past["r"]["is_past_peak"]:  # the finding lands on the row that stands for the step
+        assert final["findings"] and not checkpoints[5]["findings"]
+    # a final row without a quality (not judged) leaves the checkpoint in place, with no note
+    unjudged = {**checkpoint("r", 6, 0.0, 0.01, 6.3, label="final"), "quality": None}
+    missing = []
+    _, past, _ = fit_results(rise_and_fall() + [unjudged], has_judge=True, missing=missing)
+    assert past["r"]["last_quality"] == pytest.approx(0.05) and missing == []
 
 
 def test_each_statistic_fails_on_its_own():
