@@ -7,7 +7,7 @@
 
 Exit codes (EXIT_*, as pytest's): 0 every check passed, 1 a check failed, 2 bad input (one line: a
 UserError or a usage error), 3 internal error (one line naming the error and the file its traceback was
-written to; cli_gate).
+written to; dpo_eval.cli.gate).
 
 For a RUN_DIR or CHECKPOINT the report runs through its run store (a rerun computes nothing it has), with
 the gate's --ref/--data/--prompts/--judge/--out/--cache-dir and the file's `report:` and `thresholds:`

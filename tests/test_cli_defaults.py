@@ -122,8 +122,8 @@ def _described(param: click.Parameter) -> tuple:
 
 
 def test_scoring_commands_take_the_shared_engine_options_in_order():
-    """score, rerank and rewardbench list dpo_eval.cli_options.engine_options, as written there, in its order."""
-    from dpo_eval.cli_options import engine_options
+    """score, rerank and rewardbench list dpo_eval.cli.options.engine_options, as written there, in its order."""
+    from dpo_eval.cli.options import engine_options
 
     probe = click.command("probe")(engine_options(lambda **_: None))
     shared = [_described(p) for p in probe.params]

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from dpo_eval.cli_options import engine_options, logprob_options, pop_logprob_settings
+from dpo_eval.cli.options import engine_options, logprob_options, pop_logprob_settings
 from dpo_eval.tokenization import TEMPLATES
 
 EXAMPLES = """
