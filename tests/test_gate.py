@@ -17,9 +17,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "report"))
 from real_results import NOISY_STEP, RUNS, load_results  # noqa: E402
 
 from dpo_eval.errors import UserError  # noqa: E402
+from dpo_eval.evaluation.assemble import JUDGE_MISSING  # noqa: E402
 from dpo_eval.gate_file import load_gate_file, parse_check  # noqa: E402
 from dpo_eval.metrics import gate as g  # noqa: E402
-from dpo_eval.report.assemble import JUDGE_MISSING  # noqa: E402
 from dpo_eval.reports.gate_summary import format_markdown, format_table  # noqa: E402
 
 IDENTITY = {"run", "step", "label", "path", "final_path", "fingerprint", "is_reference", "findings"}
@@ -372,7 +372,7 @@ def test_the_example_gate_yaml_holds_the_issue_examples():
 def test_a_figure_of_a_stage_not_run_says_which_stage(results, stage, nulled, figure):
     """`report --stages` leaves a stage's figures null and names the stage in `missing` (assemble's words):
     the gate's reason names that stage and its flag, never "its `missing` list gives no reason"."""
-    from dpo_eval.report.assemble import STAGE_FIGURES
+    from dpo_eval.evaluation.assemble import STAGE_FIGURES
 
     edited = copy.deepcopy(results)
     *parents, last = nulled.split(".")

@@ -17,8 +17,8 @@ from tiny_run import FAST, JUDGE_DIR, RULE_JUDGE, trained_once
 
 from dpo_eval.cli import main
 from dpo_eval.errors import UserError
+from dpo_eval.evaluation.config import STAGES, ReportConfig, resolve_stages
 from dpo_eval.gate import FIT_STAGES, figure_stages
-from dpo_eval.report.config import STAGES, ReportConfig, resolve_stages
 from dpo_eval.reports.render import render
 from dpo_eval.reports.schema import schema_errors
 

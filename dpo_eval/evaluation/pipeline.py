@@ -19,7 +19,7 @@ figures of the phases not run are null in results.json (``missing`` says why).
 
 Under torchrun the model passes of score, kl, entropy and unseen are shared across the ranks, sampling
 and judging run on rank 0, and rank 0 alone writes the store, results.json and the report
-(``dpo_eval.report.parallel``); a process-group that the caller set up is left to the caller.
+(``dpo_eval.evaluation.parallel``); a process-group that the caller set up is left to the caller.
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from dpo_eval.engine.distributed import DistContext, init_distributed, shutdown
-from dpo_eval.report import steps
-from dpo_eval.report.config import STAGES, ReportConfig
-from dpo_eval.report.plan import Plan, Row, RunPlan, build_plan, default_out
-from dpo_eval.report.steps import KL_SAMPLES
-from dpo_eval.report.store import Artifact, Ledger, RunStore
+from dpo_eval.evaluation import steps
+from dpo_eval.evaluation.config import STAGES, ReportConfig
+from dpo_eval.evaluation.plan import Plan, Row, RunPlan, build_plan, default_out
+from dpo_eval.evaluation.steps import KL_SAMPLES
+from dpo_eval.evaluation.store import Artifact, Ledger, RunStore
 
 PHASES = STAGES
 REFERENCE = "@reference"
@@ -241,7 +241,7 @@ def report(config: ReportConfig) -> ReportResult:
 
 
 def _report(config: ReportConfig, ctx: DistContext) -> ReportResult:
-    from dpo_eval.report.assemble import assemble, write_results
+    from dpo_eval.evaluation.assemble import assemble, write_results
 
     timings: dict[str, float] = {}
     started = time.monotonic()

@@ -33,8 +33,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from dpo_eval.report.parallel import compute_sharded
-from dpo_eval.report.plan import Plan, Row, RunPlan
+from dpo_eval.evaluation.parallel import compute_sharded
+from dpo_eval.evaluation.plan import Plan, Row, RunPlan
 
 SAMPLES_FILE = "samples.jsonl"
 KL_SAMPLES = "kl_samples"
