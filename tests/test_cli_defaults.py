@@ -40,12 +40,12 @@ def signature_defaults(function) -> dict:
 
 def config_defaults(command_name: str) -> dict:
     from dpo_eval.evaluation.config import ReportConfig
-    from dpo_eval.gate_config import GateConfig
+    from dpo_eval.gate.config import GateConfig
     from dpo_eval.generate import GenerateConfig
     from dpo_eval.judge.run import JudgeConfig
     from dpo_eval.judge.winrate import winrate
     from dpo_eval.rerank import RerankConfig
-    from dpo_eval.rewardbench import RewardBenchConfig
+    from dpo_eval.rewardbench.run import RewardBenchConfig
     from dpo_eval.score import ScoreConfig
 
     return {"score": lambda: dataclass_defaults(ScoreConfig),

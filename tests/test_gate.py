@@ -18,7 +18,7 @@ from real_results import NOISY_STEP, RUNS, load_results  # noqa: E402
 
 from dpo_eval.errors import UserError  # noqa: E402
 from dpo_eval.evaluation.assemble import JUDGE_MISSING  # noqa: E402
-from dpo_eval.gate_file import load_gate_file, parse_check  # noqa: E402
+from dpo_eval.gate.file import load_gate_file, parse_check  # noqa: E402
 from dpo_eval.metrics import gate as g  # noqa: E402
 from dpo_eval.reports.gate_summary import format_markdown, format_table  # noqa: E402
 
@@ -320,7 +320,7 @@ def test_table_and_markdown_show_every_row(unjudged):
 
 
 def test_needed_steps_asks_the_report_only_for_what_the_checks_select():
-    from dpo_eval.gate import needed_steps
+    from dpo_eval.gate.run import needed_steps
 
     def steps(*entries):
         return needed_steps(tuple(parse_check(e) for e in entries))
@@ -335,7 +335,7 @@ def test_needed_steps_asks_the_report_only_for_what_the_checks_select():
 
 
 def test_report_config_takes_the_file_settings_and_the_flags_win(tmp_path):
-    from dpo_eval.gate import GateConfig, report_config
+    from dpo_eval.gate.run import GateConfig, report_config
 
     config_file = tmp_path / "gate.yaml"
     config_file.write_text("checks:\n  - checkpoints[final].rewards.accuracy >= 0.6\n"

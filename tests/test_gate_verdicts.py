@@ -23,8 +23,8 @@ from dpo_eval.cli import main  # noqa: E402
 from dpo_eval.errors import UserError  # noqa: E402
 from dpo_eval.evaluation.assemble import JUDGE_MISSING  # noqa: E402
 from dpo_eval.evaluation.config import ReportConfig, load_thresholds  # noqa: E402
-from dpo_eval.gate import GateConfig, needed_steps, report_config  # noqa: E402
-from dpo_eval.gate_file import load_gate_file, parse_check  # noqa: E402
+from dpo_eval.gate.file import load_gate_file, parse_check  # noqa: E402
+from dpo_eval.gate.run import GateConfig, needed_steps, report_config  # noqa: E402
 from dpo_eval.metrics import findings  # noqa: E402
 from dpo_eval.metrics import gate as g  # noqa: E402
 from dpo_eval.metrics.gate_baseline import incomparable_fields  # noqa: E402
@@ -59,7 +59,7 @@ def write_config(folder: Path, *entries: str, extra: str = "", name: str = "gate
 
 
 CLI = "import sys; from dpo_eval.cli import main; main(sys.argv[1:], prog_name='dpo-eval')"
-BROKEN_CLI = ("import sys; import dpo_eval.gate as gate\n"
+BROKEN_CLI = ("import sys; import dpo_eval.gate.run as gate\n"
               "def boom(*args, **kwargs):\n    raise RuntimeError('boom: a bug')\n"
               "gate.evaluate_checks = boom\n" + CLI)
 """The CLI with a bug planted where the checks are evaluated."""

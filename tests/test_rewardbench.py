@@ -18,8 +18,8 @@ from conftest import WORDS, save_tiny_model, word_tokenizer
 from dpo_eval.cli import main
 from dpo_eval.data.pairs import PreferencePair
 from dpo_eval.metrics.rewardbench import summarize_rewardbench
-from dpo_eval.rewardbench import RewardBenchConfig, rewardbench
-from dpo_eval.rewardbench_compat import split_answer, tokenize_rewardbench
+from dpo_eval.rewardbench.compat import split_answer, tokenize_rewardbench
+from dpo_eval.rewardbench.run import RewardBenchConfig, rewardbench
 
 TOL = 1e-4
 SUBSETS = ("alpacaeval-easy", "llmbar-natural", "donotanswer", "hep-python", "anthropic_helpful")

@@ -8,7 +8,7 @@ import pytest
 
 from dpo_eval.errors import UserError
 from dpo_eval.rerank import RerankConfig
-from dpo_eval.rewardbench import RewardBenchConfig
+from dpo_eval.rewardbench.run import RewardBenchConfig
 from dpo_eval.score import ScoreConfig
 from dpo_eval.scoring_checks import PAIR_NORMS, SEQUENCE_NORMS, check_scoring
 

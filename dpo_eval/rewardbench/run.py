@@ -11,7 +11,7 @@ Under torchrun each rank computes its share of the batches and rank 0 writes (as
 Conventions: by default, the prompt is a user turn rendered with the chat template and a
 generation prompt, the response is what follows (the assistant header is context, not scored),
 and rewards are beta * log-ratio, as ``dpo-eval score`` does. ``--compat rewardbench`` uses
-RewardBench's own (``dpo_eval.rewardbench_compat``) so a score can be compared with its leaderboard.
+RewardBench's own (``dpo_eval.rewardbench.compat``) so a score can be compared with its leaderboard.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from dpo_eval.models import (
     resolve_device,
     resolve_dtype,
 )
-from dpo_eval.rewardbench_compat import MAX_LENGTH, MAX_PROMPT_LENGTH, tokenize_rewardbench
+from dpo_eval.rewardbench.compat import MAX_LENGTH, MAX_PROMPT_LENGTH, tokenize_rewardbench
 from dpo_eval.scoring_checks import check_scoring
 from dpo_eval.tokenization import InvalidPairError, TokenizerSettings, padding_id, tokenize_pairs
 

@@ -31,8 +31,8 @@ from pathlib import Path
 
 from dpo_eval.errors import UserError
 from dpo_eval.evaluation.config import STAGES, ReportConfig, resolve_stages
-from dpo_eval.gate_config import EXIT_FAILED, EXIT_PASSED, GateConfig
-from dpo_eval.gate_file import GateFile, load_gate_file
+from dpo_eval.gate.config import EXIT_FAILED, EXIT_PASSED, GateConfig
+from dpo_eval.gate.file import GateFile, load_gate_file
 from dpo_eval.jsonio import write_text_atomic
 from dpo_eval.metrics.gate import Check, CheckResult, FindingsCheck, Key, RegressionCheck, evaluate_checks
 from dpo_eval.metrics.gate_baseline import incomparable_fields
