@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import typing
 
 import click
 import pytest
@@ -20,7 +21,8 @@ RENAMED = {"no_progress": ("show_progress", lambda flag_default: not flag_defaul
 
 
 def dataclass_defaults(cls) -> dict:
-    """Field name -> default, nested dataclass fields (default_factory) flattened by their own names."""
+    """Field name -> default, nested dataclass fields (default_factory, or required as ModelSettings)
+    flattened by their own names."""
     out = {}
     for f in dataclasses.fields(cls):
         if f.default is not dataclasses.MISSING:
@@ -28,6 +30,8 @@ def dataclass_defaults(cls) -> dict:
         elif f.default_factory is not dataclasses.MISSING:
             value = f.default_factory()
             out.update(dataclass_defaults(type(value)) if dataclasses.is_dataclass(value) else {f.name: value})
+        elif dataclasses.is_dataclass(nested := typing.get_type_hints(cls)[f.name]):
+            out.update(dataclass_defaults(nested))
         else:
             out[f.name] = NO_DEFAULT
     return out

@@ -101,13 +101,15 @@ def judge_parts(plan: Plan, samples_key: str, ref_samples_key: str) -> dict:
 
 
 def run_score(plan: Plan, run_plan: RunPlan, row: Row, work: Path) -> None:
+    from dpo_eval.model_settings import ModelSettings
     from dpo_eval.score import ScoreConfig, score
 
     c = plan.config
-    score(ScoreConfig(policy=row.path, data=plan.inputs.pairs.path, ref=run_plan.reference.path, beta=run_plan.beta,
-                      out=str(work), tokenization=run_plan.tokenization, token_budget=c.token_budget,
-                      device=c.device, dtype=c.dtype, cache_dir=str(plan.cache_root), show_progress=c.show_progress,
-                      logprobs=_logprob_settings(plan), **c.model_flags))
+    models = ModelSettings(ref=run_plan.reference.path, token_budget=c.token_budget, device=c.device, dtype=c.dtype,
+                           cache_dir=str(plan.cache_root), **c.model_flags)
+    score(ScoreConfig(policy=row.path, data=plan.inputs.pairs.path, models=models, beta=run_plan.beta,
+                      out=str(work), tokenization=run_plan.tokenization, show_progress=c.show_progress,
+                      logprobs=_logprob_settings(plan)))
 
 
 def _logprob_settings(plan: Plan):
