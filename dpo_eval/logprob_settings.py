@@ -15,7 +15,7 @@ from dpo_eval.errors import UserError
 BACKENDS = ("engine", "vllm")
 CLI_FLAGS = {"logprob_backend": "--logprob-backend", "vllm_python": "--vllm-python", "vllm_args": "--vllm-arg",
              "vllm_url": "--vllm-url", "vllm_ref_url": "--vllm-ref-url"}
-"""Each field's flag on score, rewardbench and rerank (dpo_eval.cli_options)."""
+"""Each field's flag on score, rewardbench and rerank (dpo_eval.cli.options)."""
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from dpo_eval.errors import UserError
 from dpo_eval.jsonio import write_json, write_jsonl
 from dpo_eval.logprob_settings import LogprobSettings, check_one_process
 from dpo_eval.metrics.rewardbench import sequence_values
+from dpo_eval.model_settings import ModelSettings
 from dpo_eval.models import (
     check_same_vocabulary,
     identify_model,
@@ -51,7 +52,6 @@ from dpo_eval.scoring_checks import check_scoring
 from dpo_eval.tokenization import TokenizerSettings, padding_id, tokenize_pair
 
 SCHEMA_VERSION = 1
-REFERENCE_FREE = "none"
 
 
 @dataclass(frozen=True)
@@ -196,34 +196,23 @@ class RerankConfig:
 
     policy: str
     candidates: str
-    ref: str  # a model, or "none" for reference-free: always explicit
+    models: ModelSettings  # the reference (always explicit) and how models load
     top_k: int = 1
     beta: float = 0.1
     norm: str = "sum"
     out: str = "rerank_out"
     template: str = "auto"
     limit: int | None = None
-    token_budget: int | None = None
-    device: str = "auto"
-    dtype: str = "auto"
-    cache_dir: str | None = None
-    trust_remote_code: bool = False
-    allow_pickle: bool = False
     show_progress: bool = True
     logprobs: LogprobSettings = field(default_factory=LogprobSettings)  # engine, or vLLM (--logprob-backend)
 
-    @property
-    def is_reference_free(self) -> bool:
-        return self.ref.lower() == REFERENCE_FREE
-
     def validate(self) -> None:
-        check_scoring(self.beta, self.norm, self.is_reference_free)
+        check_scoring(self.beta, self.norm, self.models.is_reference_free)
         if self.top_k < 0:
             raise UserError(f"--top-k must be 0 (keep every candidate) or more, got {self.top_k}")
         if self.limit is not None and self.limit < 1:
             raise UserError(f"--limit must be at least 1, got {self.limit}; leave it out for every prompt")
-        if self.token_budget is not None and self.token_budget < 1:
-            raise UserError(f"--token-budget must be positive, got {self.token_budget}")
+        self.models.validate()
         self.logprobs.validate()
 
 
@@ -236,7 +225,7 @@ class RerankResult:
 
 def _stats(identity, sequences, config: RerankConfig, ctx: DistContext, device, dtype, pad_id: int,
            role: str) -> SequenceStats:
-    root = resolve_cache_dir(config.cache_dir)
+    root = resolve_cache_dir(config.models.cache_dir)
     if config.logprobs.is_vllm:
         from dpo_eval.engine.vllm_backend import vllm_stats
 
@@ -244,11 +233,11 @@ def _stats(identity, sequences, config: RerankConfig, ctx: DistContext, device, 
 
     def load() -> torch.nn.Module:
         return load_model(identity.path, device=device, dtype=dtype, cache_dir=root,
-                          trust_remote_code=config.trust_remote_code, allow_pickle=config.allow_pickle).model
+                          trust_remote_code=config.models.trust_remote_code, allow_pickle=config.models.allow_pickle).model
 
     cache = sequence_cache(root, identity.fingerprint, device, dtype, writer_tag=str(ctx.rank))
     return score_sequences(load, sequences, cache, pad_id=pad_id,
-                           token_budget=config.token_budget or default_token_budget(device),
+                           token_budget=config.models.token_budget or default_token_budget(device),
                            desc=f"{role} log-probs", show_progress=config.show_progress, ctx=ctx)
 
 
@@ -291,18 +280,18 @@ def run_rerank(config: RerankConfig) -> RerankResult:
     was_joined = torch.distributed.is_available() and torch.distributed.is_initialized()
     ctx = init_distributed()
     check_one_process(config.logprobs, ctx)
-    root = resolve_cache_dir(config.cache_dir)
-    flags = {"allow_pickle": config.allow_pickle, "trust_remote_code": config.trust_remote_code}
+    root = resolve_cache_dir(config.models.cache_dir)
+    flags = {"allow_pickle": config.models.allow_pickle, "trust_remote_code": config.models.trust_remote_code}
     policy_id = identify_model(config.policy, cache_dir=root, **flags)
-    ref_id = None if config.is_reference_free else identify_model(config.ref, cache_dir=root, **flags)
+    ref_id = None if config.models.is_reference_free else identify_model(config.models.ref, cache_dir=root, **flags)
     sets = read_candidates(config.candidates, config.limit)
     tokenizer = load_tokenizer(policy_id.path, *([ref_id.path] if ref_id else []), cache_dir=root)
     if ref_id is not None:
         check_same_vocabulary(tokenizer, load_tokenizer(ref_id.path, policy_id.path, cache_dir=root),
                               "policy", "reference")
     sequences = tokenize_candidates(sets, tokenizer, config.template, source=config.candidates)
-    device = device_for_rank(resolve_device(config.device), ctx)
-    dtype = resolve_dtype(config.dtype, device)
+    device = device_for_rank(resolve_device(config.models.device), ctx)
+    dtype = resolve_dtype(config.models.dtype, device)
     pad_id = padding_id(tokenizer)
     ref = None if ref_id is None else _stats(ref_id, sequences, config, ctx, device, dtype, pad_id, "reference")
     policy = _stats(policy_id, sequences, config, ctx, device, dtype, pad_id, "policy")

@@ -20,6 +20,7 @@ from dpo_eval.errors import UserError
 from dpo_eval.jsonio import atomic_path, write_json
 from dpo_eval.logprob_settings import LogprobSettings, check_one_process, numerics
 from dpo_eval.metrics.rewards import implicit_rewards, summarize_rewards
+from dpo_eval.model_settings import ModelSettings
 from dpo_eval.models import (
     ModelIdentity,
     check_same_vocabulary,
@@ -33,7 +34,6 @@ from dpo_eval.scoring_checks import PAIR_NORMS, check_scoring
 from dpo_eval.tokenization import TokenizedPairs, TokenizerSettings, padding_id, tokenize_pairs
 
 SCHEMA_VERSION = 1
-REFERENCE_FREE = "none"
 # The documented pairs.parquet layout, in this order (docs/score.md "Outputs"; ../shared/DESIGN.md's list, then two extras).
 PAIRS_COLUMNS = ("id", "subset", "policy_chosen_logp", "policy_rejected_logp", "ref_chosen_logp", "ref_rejected_logp",
                  "chosen_tokens", "rejected_tokens", "reward_chosen", "reward_rejected", "margin",
@@ -46,7 +46,7 @@ class ScoreConfig:
 
     policy: str
     data: str
-    ref: str  # a model, or "none" for reference-free rewards: always explicit, never a silent default
+    models: ModelSettings  # the reference (always explicit) and how models load
     beta: float = 0.1
     norm: str = "sum"
     out: str = "score_out"
@@ -56,12 +56,6 @@ class ScoreConfig:
     skip_invalid: bool = False
     limit: int | None = None
     tokenization: TokenizerSettings = field(default_factory=TokenizerSettings)
-    token_budget: int | None = None
-    device: str = "auto"
-    dtype: str = "auto"
-    cache_dir: str | None = None
-    trust_remote_code: bool = False
-    allow_pickle: bool = False
     tie_tolerance: float = 0.0
     show_progress: bool = True
     divergence: str = "reverse_kl"  # f-DPO: reward beta * f'(pi/pi_ref) (dpo_eval.train.losses_family.f_prime)
@@ -71,21 +65,16 @@ class ScoreConfig:
     def validate(self) -> None:
         from dpo_eval.train.losses_family import DIVERGENCES
 
-        check_scoring(self.beta, self.norm, self.is_reference_free, norms=PAIR_NORMS)
+        check_scoring(self.beta, self.norm, self.models.is_reference_free, norms=PAIR_NORMS)
         if self.divergence not in DIVERGENCES:
             raise UserError(f"--divergence must be one of {', '.join(DIVERGENCES)}, got {self.divergence!r}")
-        if self.divergence != "reverse_kl" and (self.is_reference_free or self.norm != "sum"):
+        if self.divergence != "reverse_kl" and (self.models.is_reference_free or self.norm != "sum"):
             raise UserError(f"--divergence {self.divergence} needs a reference and --norm sum (its reward is "
                             "beta * f'(pi/pi_ref) of whole responses); give --ref MODEL, --norm sum")
         if self.divergence == "alpha_divergence" and not 0 < self.divergence_alpha < 1:
             raise UserError(f"--divergence-alpha must lie in (0, 1), got {self.divergence_alpha}")
-        if self.token_budget is not None and self.token_budget < 1:
-            raise UserError(f"--token-budget must be positive, got {self.token_budget}")
+        self.models.validate()
         self.logprobs.validate()
-
-    @property
-    def is_reference_free(self) -> bool:
-        return self.ref.lower() == REFERENCE_FREE
 
 
 @dataclass(frozen=True)
@@ -97,16 +86,16 @@ class ScoreResult:
 
 def _model_logps(identity: ModelIdentity, pairs: TokenizedPairs, config: ScoreConfig, ctx: DistContext,
                  device: torch.device, dtype: torch.dtype, pad_id: int, role: str) -> ScoredPairs:
-    cache_root = resolve_cache_dir(config.cache_dir)
+    cache_root = resolve_cache_dir(config.models.cache_dir)
     if config.logprobs.is_vllm:
         return _vllm_pair_logps(identity, pairs, config, cache_root, role)
     cache = LogpCache(cache_root, identity.fingerprint, numerics_tag(device, dtype), writer_tag=str(ctx.rank))
 
     def load() -> torch.nn.Module:
         return load_model(identity.path, device=device, dtype=dtype, cache_dir=cache_root,
-                          trust_remote_code=config.trust_remote_code, allow_pickle=config.allow_pickle).model
+                          trust_remote_code=config.models.trust_remote_code, allow_pickle=config.models.allow_pickle).model
 
-    budget = config.token_budget or default_token_budget(device)
+    budget = config.models.token_budget or default_token_budget(device)
     result = score_with_cache(load, pairs.pairs, cache, pad_id=pad_id, token_budget=budget, ctx=ctx,
                               desc=f"{role} log-probs", show_progress=config.show_progress)
     gc.collect()
@@ -160,7 +149,7 @@ def _f_divergence_rewards(dpo_rewards: np.ndarray, config: ScoreConfig) -> np.nd
 def _tokenize(config: ScoreConfig, policy: ModelIdentity, ref: ModelIdentity | None, cache_root: Path):
     loaded = load_pairs(config.data, data_format=config.data_format, skip_invalid=config.skip_invalid,
                         limit=config.limit, split=config.split, subset=config.subset)
-    flags = {"trust_remote_code": config.trust_remote_code}
+    flags = {"trust_remote_code": config.models.trust_remote_code}
     tokenizer = load_tokenizer(policy.path, *([ref.path] if ref else []), cache_dir=cache_root, **flags)
     if ref is not None:
         ref_tokenizer = load_tokenizer(ref.path, policy.path, cache_dir=cache_root, **flags)
@@ -176,13 +165,13 @@ def score(config: ScoreConfig) -> ScoreResult:
     was_joined = torch.distributed.is_available() and torch.distributed.is_initialized()
     ctx = init_distributed()
     check_one_process(config.logprobs, ctx)
-    cache_root = resolve_cache_dir(config.cache_dir)
-    flags = {"allow_pickle": config.allow_pickle, "trust_remote_code": config.trust_remote_code}
+    cache_root = resolve_cache_dir(config.models.cache_dir)
+    flags = {"allow_pickle": config.models.allow_pickle, "trust_remote_code": config.models.trust_remote_code}
     policy_id = identify_model(config.policy, cache_dir=cache_root, **flags)
-    ref_id = None if config.is_reference_free else identify_model(config.ref, cache_dir=cache_root, **flags)
+    ref_id = None if config.models.is_reference_free else identify_model(config.models.ref, cache_dir=cache_root, **flags)
     loaded, tokenized, pad_id = _tokenize(config, policy_id, ref_id, cache_root)
-    device = device_for_rank(resolve_device(config.device), ctx)
-    dtype = resolve_dtype(config.dtype, device)
+    device = device_for_rank(resolve_device(config.models.device), ctx)
+    dtype = resolve_dtype(config.models.dtype, device)
     ref_logps = None if ref_id is None else _model_logps(
         ref_id, tokenized, config, ctx, device, dtype, pad_id, "reference")
     policy_logps = _model_logps(policy_id, tokenized, config, ctx, device, dtype, pad_id, "policy")

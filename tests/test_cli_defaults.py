@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import typing
 
 import click
 import pytest
@@ -20,7 +21,8 @@ RENAMED = {"no_progress": ("show_progress", lambda flag_default: not flag_defaul
 
 
 def dataclass_defaults(cls) -> dict:
-    """Field name -> default, nested dataclass fields (default_factory) flattened by their own names."""
+    """Field name -> default, nested dataclass fields (default_factory, or required as ModelSettings)
+    flattened by their own names."""
     out = {}
     for f in dataclasses.fields(cls):
         if f.default is not dataclasses.MISSING:
@@ -28,6 +30,8 @@ def dataclass_defaults(cls) -> dict:
         elif f.default_factory is not dataclasses.MISSING:
             value = f.default_factory()
             out.update(dataclass_defaults(type(value)) if dataclasses.is_dataclass(value) else {f.name: value})
+        elif dataclasses.is_dataclass(nested := typing.get_type_hints(cls)[f.name]):
+            out.update(dataclass_defaults(nested))
         else:
             out[f.name] = NO_DEFAULT
     return out
@@ -39,13 +43,13 @@ def signature_defaults(function) -> dict:
 
 
 def config_defaults(command_name: str) -> dict:
-    from dpo_eval.gate_config import GateConfig
+    from dpo_eval.evaluation.config import ReportConfig
+    from dpo_eval.gate.config import GateConfig
     from dpo_eval.generate import GenerateConfig
     from dpo_eval.judge.run import JudgeConfig
     from dpo_eval.judge.winrate import winrate
-    from dpo_eval.report.config import ReportConfig
     from dpo_eval.rerank import RerankConfig
-    from dpo_eval.rewardbench import RewardBenchConfig
+    from dpo_eval.rewardbench.run import RewardBenchConfig
     from dpo_eval.score import ScoreConfig
 
     return {"score": lambda: dataclass_defaults(ScoreConfig),
@@ -122,8 +126,8 @@ def _described(param: click.Parameter) -> tuple:
 
 
 def test_scoring_commands_take_the_shared_engine_options_in_order():
-    """score, rerank and rewardbench list dpo_eval.cli_options.engine_options, as written there, in its order."""
-    from dpo_eval.cli_options import engine_options
+    """score, rerank and rewardbench list dpo_eval.cli.options.engine_options, as written there, in its order."""
+    from dpo_eval.cli.options import engine_options
 
     probe = click.command("probe")(engine_options(lambda **_: None))
     shared = [_described(p) for p in probe.params]

@@ -27,6 +27,7 @@ from dpo_eval.generate import GenerateConfig, generate
 from dpo_eval.metrics.drift import CheckpointDrift, drift_findings, pair_drift
 from dpo_eval.metrics.findings import Thresholds, check_drastic_drop
 from dpo_eval.metrics.kl import kl_from_samples
+from dpo_eval.model_settings import ModelSettings
 from dpo_eval.score import ScoreConfig, score
 from dpo_eval.train.config import load_config
 from dpo_eval.train.recipe import train
@@ -52,8 +53,8 @@ def run(tmp_path_factory):
     models = {0: init, **{s: str(root / "run" / f"checkpoint-{s}") for s in STEPS[1:]}}
     result = {"pairs": {}, "samples": {}, "analytic": {}, "dirs": {}, "init": init, "cache": str(root / "cache")}
     for step, model in models.items():
-        scored = score(ScoreConfig(policy=model, data=held_out, ref=init, out=str(root / f"score-{step}"),
-                                   cache_dir=str(root / "cache"), show_progress=False))
+        scored = score(ScoreConfig(policy=model, data=held_out, models=ModelSettings(ref=init, cache_dir=str(root / "cache")),
+                                   out=str(root / f"score-{step}"), show_progress=False))
         result["pairs"][step] = scored.pairs
         out = result["dirs"][step] = root / f"generate-{step}"
         result["samples"][step] = generate(GenerateConfig(

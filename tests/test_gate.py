@@ -17,9 +17,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "report"))
 from real_results import NOISY_STEP, RUNS, load_results  # noqa: E402
 
 from dpo_eval.errors import UserError  # noqa: E402
-from dpo_eval.gate_file import load_gate_file, parse_check  # noqa: E402
+from dpo_eval.evaluation.assemble import JUDGE_MISSING  # noqa: E402
+from dpo_eval.gate.file import load_gate_file, parse_check  # noqa: E402
 from dpo_eval.metrics import gate as g  # noqa: E402
-from dpo_eval.report.assemble import JUDGE_MISSING  # noqa: E402
 from dpo_eval.reports.gate_summary import format_markdown, format_table  # noqa: E402
 
 IDENTITY = {"run", "step", "label", "path", "final_path", "fingerprint", "is_reference", "findings"}
@@ -320,7 +320,7 @@ def test_table_and_markdown_show_every_row(unjudged):
 
 
 def test_needed_steps_asks_the_report_only_for_what_the_checks_select():
-    from dpo_eval.gate import needed_steps
+    from dpo_eval.gate.run import needed_steps
 
     def steps(*entries):
         return needed_steps(tuple(parse_check(e) for e in entries))
@@ -335,7 +335,7 @@ def test_needed_steps_asks_the_report_only_for_what_the_checks_select():
 
 
 def test_report_config_takes_the_file_settings_and_the_flags_win(tmp_path):
-    from dpo_eval.gate import GateConfig, report_config
+    from dpo_eval.gate.run import GateConfig, report_config
 
     config_file = tmp_path / "gate.yaml"
     config_file.write_text("checks:\n  - checkpoints[final].rewards.accuracy >= 0.6\n"
@@ -372,7 +372,7 @@ def test_the_example_gate_yaml_holds_the_issue_examples():
 def test_a_figure_of_a_stage_not_run_says_which_stage(results, stage, nulled, figure):
     """`report --stages` leaves a stage's figures null and names the stage in `missing` (assemble's words):
     the gate's reason names that stage and its flag, never "its `missing` list gives no reason"."""
-    from dpo_eval.report.assemble import STAGE_FIGURES
+    from dpo_eval.evaluation.assemble import STAGE_FIGURES
 
     edited = copy.deepcopy(results)
     *parents, last = nulled.split(".")

@@ -18,7 +18,7 @@ from real_results import RUNS, copy_results  # noqa: E402
 from tiny_run import trained_once  # noqa: E402
 
 from dpo_eval.cli import main  # noqa: E402
-from dpo_eval.report.assemble import JUDGE_MISSING  # noqa: E402
+from dpo_eval.evaluation.assemble import JUDGE_MISSING  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,4 @@
-"""`dpo-eval gate` on a run dir runs only the report stages its checks need (dpo_eval.gate.FIGURE_STAGES)."""
+"""`dpo-eval gate` on a run dir runs only the report stages its checks need (dpo_eval.gate.run.FIGURE_STAGES)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from tiny_run import FAST, JUDGE_DIR, RULE_JUDGE, trained_once  # noqa: E402
 
 from dpo_eval.cli import main  # noqa: E402
 from dpo_eval.errors import UserError  # noqa: E402
-from dpo_eval.gate import FIGURE_STAGES, GateConfig, needed_stages, report_config  # noqa: E402
-from dpo_eval.gate_file import load_gate_file, parse_check  # noqa: E402
+from dpo_eval.evaluation import pipeline, steps  # noqa: E402, F401 - pipeline's builders bind their steps at import
+from dpo_eval.gate.file import load_gate_file, parse_check  # noqa: E402
+from dpo_eval.gate.run import FIGURE_STAGES, GateConfig, needed_stages, report_config  # noqa: E402
 from dpo_eval.metrics.gate import CHECKPOINT_FIGURES, split_path  # noqa: E402
-from dpo_eval.report import pipeline, steps  # noqa: E402, F401 - pipeline's builders bind their steps at import
 
 
 def stages(*entries) -> tuple[str, ...] | None:

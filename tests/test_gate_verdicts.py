@@ -21,13 +21,13 @@ from tiny_run import copy_run, trained_once  # noqa: E402
 
 from dpo_eval.cli import main  # noqa: E402
 from dpo_eval.errors import UserError  # noqa: E402
-from dpo_eval.gate import GateConfig, needed_steps, report_config  # noqa: E402
-from dpo_eval.gate_file import load_gate_file, parse_check  # noqa: E402
+from dpo_eval.evaluation.assemble import JUDGE_MISSING  # noqa: E402
+from dpo_eval.evaluation.config import ReportConfig, load_thresholds  # noqa: E402
+from dpo_eval.gate.file import load_gate_file, parse_check  # noqa: E402
+from dpo_eval.gate.run import GateConfig, needed_steps, report_config  # noqa: E402
 from dpo_eval.metrics import findings  # noqa: E402
 from dpo_eval.metrics import gate as g  # noqa: E402
 from dpo_eval.metrics.gate_baseline import incomparable_fields  # noqa: E402
-from dpo_eval.report.assemble import JUDGE_MISSING  # noqa: E402
-from dpo_eval.report.config import ReportConfig, load_thresholds  # noqa: E402
 from dpo_eval.reports.gate_summary import escape_markdown, format_markdown  # noqa: E402
 from dpo_eval.reports.junit import render_junit  # noqa: E402
 
@@ -59,7 +59,7 @@ def write_config(folder: Path, *entries: str, extra: str = "", name: str = "gate
 
 
 CLI = "import sys; from dpo_eval.cli import main; main(sys.argv[1:], prog_name='dpo-eval')"
-BROKEN_CLI = ("import sys; import dpo_eval.gate as gate\n"
+BROKEN_CLI = ("import sys; import dpo_eval.gate.run as gate\n"
               "def boom(*args, **kwargs):\n    raise RuntimeError('boom: a bug')\n"
               "gate.evaluate_checks = boom\n" + CLI)
 """The CLI with a bug planted where the checks are evaluated."""
@@ -249,7 +249,7 @@ def test_findings_never_computed_fail_unless_the_check_names_what_it_covers(unju
 
 
 def test_a_stage_not_run_leaves_its_findings_not_computed(example):
-    from dpo_eval.report.assemble import STAGE_FIGURES
+    from dpo_eval.evaluation.assemble import STAGE_FIGURES
 
     results = json.loads(example.read_text())
     results["findings"] = []
@@ -334,7 +334,7 @@ def test_report_thresholds_flag_exits_2_on_an_unknown_name(tmp_path):
 
 
 def test_report_thresholds_reach_the_findings_and_the_provenance(tiny, tmp_path, monkeypatch):
-    from dpo_eval.report import pipeline
+    from dpo_eval.evaluation import pipeline
 
     class Captured(Exception):
         pass

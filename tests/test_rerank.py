@@ -17,6 +17,7 @@ from conftest import WORDS, save_tiny_model, word_tokenizer
 
 from dpo_eval.cli import main
 from dpo_eval.judge.outputs import read_outputs
+from dpo_eval.model_settings import ModelSettings
 from dpo_eval.rerank import RerankConfig, candidate_sets, rerank, run_rerank
 
 TOL = 1e-4
@@ -79,8 +80,9 @@ def straightforward_ranking(policy_path, ref_path, path, beta=0.1) -> dict[str, 
 
 
 def config(tmp_path, models, candidates, **kw) -> RerankConfig:
-    return RerankConfig(policy=models[0], ref=kw.pop("ref", models[1]), candidates=candidates,
-                        out=str(tmp_path / "out"), device="cpu", cache_dir=str(tmp_path / "cache"),
+    loading = ModelSettings(ref=kw.pop("ref", models[1]), device="cpu", cache_dir=str(tmp_path / "cache"),
+                            token_budget=kw.pop("token_budget", None))
+    return RerankConfig(policy=models[0], models=loading, candidates=candidates, out=str(tmp_path / "out"),
                         show_progress=False, **kw)
 
 

@@ -18,8 +18,9 @@ from conftest import WORDS, save_tiny_model, word_tokenizer
 from dpo_eval.cli import main
 from dpo_eval.data.pairs import PreferencePair
 from dpo_eval.metrics.rewardbench import summarize_rewardbench
-from dpo_eval.rewardbench import RewardBenchConfig, rewardbench
-from dpo_eval.rewardbench_compat import split_answer, tokenize_rewardbench
+from dpo_eval.model_settings import ModelSettings
+from dpo_eval.rewardbench.compat import split_answer, tokenize_rewardbench
+from dpo_eval.rewardbench.run import RewardBenchConfig, rewardbench
 
 TOL = 1e-4
 SUBSETS = ("alpacaeval-easy", "llmbar-natural", "donotanswer", "hep-python", "anthropic_helpful")
@@ -58,8 +59,9 @@ def load(path):
 def run(tmp_path, models, **kw):
     policy, ref, _ = models
     data = write_rewardbench(tmp_path / "rb.jsonl")
-    config = RewardBenchConfig(policy=policy, ref=kw.pop("ref", ref), data=data, out=str(tmp_path / "out"),
-                               device="cpu", cache_dir=str(tmp_path / "cache"), show_progress=False, **kw)
+    loading = ModelSettings(ref=kw.pop("ref", ref), device="cpu", cache_dir=str(tmp_path / "cache"))
+    config = RewardBenchConfig(policy=policy, models=loading, data=data, out=str(tmp_path / "out"),
+                               show_progress=False, **kw)
     return rewardbench(config), data
 
 

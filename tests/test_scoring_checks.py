@@ -7,8 +7,9 @@ import math
 import pytest
 
 from dpo_eval.errors import UserError
+from dpo_eval.model_settings import ModelSettings
 from dpo_eval.rerank import RerankConfig
-from dpo_eval.rewardbench import RewardBenchConfig
+from dpo_eval.rewardbench.run import RewardBenchConfig
 from dpo_eval.score import ScoreConfig
 from dpo_eval.scoring_checks import PAIR_NORMS, SEQUENCE_NORMS, check_scoring
 
@@ -43,9 +44,9 @@ def test_beta_is_checked_before_norm():
 
 
 @pytest.mark.parametrize("make", [
-    lambda **kw: ScoreConfig(policy="p", data="d", **kw),
-    lambda **kw: RerankConfig(policy="p", candidates="c", **kw),
-    lambda **kw: RewardBenchConfig(policy="p", data="d", **kw),
+    lambda ref, **kw: ScoreConfig(policy="p", data="d", models=ModelSettings(ref=ref), **kw),
+    lambda ref, **kw: RerankConfig(policy="p", candidates="c", models=ModelSettings(ref=ref), **kw),
+    lambda ref, **kw: RewardBenchConfig(policy="p", data="d", models=ModelSettings(ref=ref), **kw),
 ])
 def test_every_scoring_command_uses_it(make):
     """Each config's validate raises check_scoring's own messages (no file or model is touched)."""
@@ -57,10 +58,10 @@ def test_every_scoring_command_uses_it(make):
 
 def test_only_rerank_and_rewardbench_take_norm_norm():
     with pytest.raises(UserError, match="must be one of sum, avg"):
-        ScoreConfig(policy="p", data="d", ref="none", norm="norm").validate()
-    RerankConfig(policy="p", candidates="c", ref="none", norm="norm").validate()
-    RewardBenchConfig(policy="p", data="d", ref="none", norm="norm").validate()
-    for config in (RerankConfig(policy="p", candidates="c", ref="r", norm="norm"),
-                   RewardBenchConfig(policy="p", data="d", ref="r", norm="norm")):
+        ScoreConfig(policy="p", data="d", models=ModelSettings(ref="none"), norm="norm").validate()
+    RerankConfig(policy="p", candidates="c", models=ModelSettings(ref="none"), norm="norm").validate()
+    RewardBenchConfig(policy="p", data="d", models=ModelSettings(ref="none"), norm="norm").validate()
+    for config in (RerankConfig(policy="p", candidates="c", models=ModelSettings(ref="r"), norm="norm"),
+                   RewardBenchConfig(policy="p", data="d", models=ModelSettings(ref="r"), norm="norm")):
         with pytest.raises(UserError, match="add --ref none"):
             config.validate()

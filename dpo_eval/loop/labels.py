@@ -23,8 +23,8 @@ from typing import Protocol
 
 from dpo_eval.data.prompts import prompt_text
 from dpo_eval.errors import UserError
+from dpo_eval.evaluation.store import path_sha256
 from dpo_eval.judge.gold import GoldJudge, contains_answer
-from dpo_eval.report.store import path_sha256
 
 LABELLERS = ("gold:ANSWERS", "rule:module:function", "implicit:POLICY[,REF]", "rm:PATH", "self", "openai:NAME",
              "local:PATH")

@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 
 from dpo_eval.data.prompts import prompt_text
+from dpo_eval.evaluation.store import path_sha256
 from dpo_eval.logprob_settings import LogprobSettings
 from dpo_eval.loop.labels import Label
-from dpo_eval.report.store import path_sha256
 
 
 @dataclass(frozen=True)

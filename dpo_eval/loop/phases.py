@@ -1,6 +1,6 @@
 """A round's phases (samples, labels, pairs) as content-keyed folders that appear only when complete.
 
-`ensure_phase(round_dir, name, parts, compute)` follows dpo_eval.report.store: `compute(work)` writes
+`ensure_phase(round_dir, name, parts, compute)` follows dpo_eval.evaluation.store: `compute(work)` writes
 into ROUND/NAME.partial/ (kept between attempts, so generate resumes from its own partial file),
 then key.json (the key parts and their sha256) is written and the folder renamed to ROUND/NAME/.
 A finished folder whose key differs from this run's is refused (a run in OUTPUT_DIR with other
@@ -21,8 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dpo_eval.errors import UserError
+from dpo_eval.evaluation.store import content_key
 from dpo_eval.jsonio import write_json
-from dpo_eval.report.store import content_key
 
 KEY_FILE = "key.json"
 PAUSE_ENV = "DPO_EVAL_LOOP_PAUSE_AT"

@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from dpo_eval.errors import UserError
+from dpo_eval.evaluation.store import path_sha256
 from dpo_eval.generate import read_prompts
 from dpo_eval.jsonio import write_json
 from dpo_eval.logprob_settings import LogprobSettings
@@ -41,7 +42,6 @@ from dpo_eval.loop.round import (
 )
 from dpo_eval.loop.view import write_report_view
 from dpo_eval.models import identify_model
-from dpo_eval.report.store import path_sha256
 from dpo_eval.train import checkpoint as ckpt
 from dpo_eval.train.config import load_config as load_train_config
 from dpo_eval.train.recipe import train

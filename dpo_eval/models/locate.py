@@ -189,7 +189,7 @@ def _locate_hub(path: str, cache_dir: Path) -> Located:
 
 def _is_merged_beside_adapter(folder: Path) -> bool:
     """torchtune's LoRA ``epoch_N/``: the merged model (config.json + weights) beside an adapter whose config
-    names no base model; that folder is the merged model (as ``dpo_eval.report.discover`` counts it)."""
+    names no base model; that folder is the merged model (as ``dpo_eval.evaluation.discover`` counts it)."""
     if not (folder / "config.json").is_file() or not _find_weights(folder, is_adapter=False)[0]:
         return False
     return not read_adapter_config(folder).get("base_model_name_or_path")

@@ -37,7 +37,8 @@ from dpo_eval.engine.multi import (
     sequence_stats,
 )
 from dpo_eval.train.listwise_data import RankedGroup
-from dpo_eval.train.losses import LossOutput, PairLogps, _require_positive, nll_term
+from dpo_eval.train.loss_base import LossOutput, PairLogps, _require_positive
+from dpo_eval.train.losses import nll_term
 
 __all__ = ["RankedLogps", "group_logps", "plackett_luce_loss", "ranked_micro_loss"]
 

@@ -11,8 +11,8 @@ them from `PairLogps.extras` by these names, all (batch,):
                                                 next-token entropy over the pair's response tokens,
                                                 divided by log(vocabulary size), in (0, 1]
 
-`required_extras(name, params)` says which a loss needs. Importing this module registers the paired
-losses in `LOSSES`; NPO learns from single negative sequences (like KTO) and is called directly.
+`required_extras(name, params)` says which a loss needs. `FAMILY_LOSSES` holds the paired losses
+(`dpo_eval.train.losses.LOSSES` includes them); NPO learns from single negative sequences (like KTO) and is called directly.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from dpo_eval.train.losses import LOSSES, LossOutput, PairLogps, _logratios, _require_positive
+from dpo_eval.train.loss_base import LossOutput, PairLogps, _logratios, _require_positive
 
-__all__ = ["DIVERGENCES", "TAIL_KEYS", "WIN_PROB_KEYS", "f_prime", "fdpo_loss", "ld_dpo_loss", "npo_loss",
+__all__ = ["DIVERGENCES", "FAMILY_LOSSES", "TAIL_KEYS", "WIN_PROB_KEYS", "f_prime", "fdpo_loss", "ld_dpo_loss", "npo_loss",
            "rainbow_loss", "required_extras", "sppo_loss"]
 
 DIVERGENCES = ("reverse_kl", "forward_kl", "js_divergence", "alpha_divergence")
@@ -248,4 +248,4 @@ def npo_loss(policy_logps: torch.Tensor, ref_logps: torch.Tensor, is_forget: tor
     return LossOutput(torch.where(is_forget, forget, retain), rewards[~is_forget], rewards[is_forget])
 
 
-LOSSES.update({"fdpo": fdpo_loss, "ld_dpo": ld_dpo_loss, "sppo": sppo_loss, "rainbow": rainbow_loss})
+FAMILY_LOSSES = {"fdpo": fdpo_loss, "ld_dpo": ld_dpo_loss, "sppo": sppo_loss, "rainbow": rainbow_loss}

@@ -22,7 +22,8 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 
-from dpo_eval.train.losses import LossOutput, PairLogps, _logratios, _require_positive, nll_term
+from dpo_eval.train.loss_base import LossOutput, PairLogps, _logratios, _require_positive
+from dpo_eval.train.losses import nll_term
 
 __all__ = ["TOKEN_LOSSES", "tdpo1_loss", "tdpo2_loss", "tdpo_step_loss"]
 

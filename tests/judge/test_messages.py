@@ -15,9 +15,9 @@ from dpo_eval.errors import UserError
 from dpo_eval.judge.outputs import read_outputs
 
 ROOT = Path(__file__).resolve().parents[2]
-JUDGE_SOURCES = [*sorted((ROOT / "dpo_eval" / "judge").glob("*.py")), ROOT / "dpo_eval" / "cli_judge.py"]
+JUDGE_SOURCES = [*sorted((ROOT / "dpo_eval" / "judge").glob("*.py")), ROOT / "dpo_eval" / "cli" / "judge.py"]
 WINRATE_SOURCES = [ROOT / "dpo_eval" / "judge" / name for name in ("table.py", "winrate.py")]
-WINRATE_SOURCES.append(ROOT / "dpo_eval" / "cli_winrate.py")
+WINRATE_SOURCES.append(ROOT / "dpo_eval" / "cli" / "winrate.py")
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z-]*")
 
 

@@ -152,7 +152,7 @@ def test_a_round_with_zero_pairs_is_exit_2_and_counts_the_ties(base, tmp_path):
 
 
 def test_output_dir_reads_as_one_run_with_global_steps(straight):
-    from dpo_eval.report.discover import discover_run, read_training_logs
+    from dpo_eval.evaluation.discover import discover_run, read_training_logs
 
     run = discover_run(straight)
     assert [c.label for c in run.checkpoints] == ["1", "2", "3", "4"]

@@ -43,8 +43,8 @@ class RealResults:
 
 def build_real_results(tmp_path_factory) -> RealResults:
     """Report the two runs with and without the rule judge (see the module docstring)."""
-    from dpo_eval.report.config import ReportConfig
-    from dpo_eval.report.pipeline import report
+    from dpo_eval.evaluation.config import ReportConfig
+    from dpo_eval.evaluation.pipeline import report
 
     tiny = trained_once(tmp_path_factory)
     root = tmp_path_factory.mktemp("real_results")

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 
 from dpo_eval.data.pairs import PreferencePair
+from dpo_eval.evaluation import assemble, frames
+from dpo_eval.evaluation.plan import Row
 from dpo_eval.metrics import drift
 from dpo_eval.metrics.findings import Thresholds
-from dpo_eval.report import assemble, frames
-from dpo_eval.report.plan import Row
 
 # 6 pairs on 3 prompts (two pairs per prompt; q1 and q3 are one chat prompt written in two key orders)
 PROMPTS = ["p", "p", [{"role": "user", "content": "q"}], [{"content": "q", "role": "user"}], "r", "r"]

@@ -9,7 +9,7 @@ import pytest
 from conftest import save_tiny_model
 
 from dpo_eval.errors import UserError
-from dpo_eval.report.discover import (
+from dpo_eval.evaluation.discover import (
     available_steps,
     curves_frame,
     discover_run,
@@ -143,9 +143,9 @@ def report_rows(tmp_path: Path, root_seed: int) -> list[tuple]:
     and whose root holds a model of root_seed, with real fingerprints (identify_model)."""
     from conftest import write_text_pairs
 
-    from dpo_eval.report.config import ReportConfig
-    from dpo_eval.report.plan import build_plan
-    from dpo_eval.report.store import RunStore
+    from dpo_eval.evaluation.config import ReportConfig
+    from dpo_eval.evaluation.plan import build_plan
+    from dpo_eval.evaluation.store import RunStore
 
     ref = save_tiny_model(tmp_path / "ref", seed=9)
     run = tmp_path / "run"

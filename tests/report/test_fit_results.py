@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from dpo_eval.report.assemble import (
+from dpo_eval.evaluation.assemble import (
     fit_results,
     gold_prompt_quality,
     gold_quality,

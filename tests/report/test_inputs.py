@@ -11,8 +11,8 @@ from conftest import save_tiny_model, write_text_pairs
 from test_discover import fake_adapter, fake_model
 
 from dpo_eval.errors import UserError
-from dpo_eval.report.discover import discover_run
-from dpo_eval.report.inputs import (
+from dpo_eval.evaluation.discover import discover_run
+from dpo_eval.evaluation.inputs import (
     DataSource,
     Reference,
     check_reference_identity,

@@ -25,9 +25,9 @@ from test_resume import (
 from tiny_run import FAST, JUDGE_DIR, RULE_JUDGE, trained_once
 
 from dpo_eval.cli import main
-from dpo_eval.report.config import ReportConfig
-from dpo_eval.report.plan import Plan
-from dpo_eval.report.store import KEY_FILE
+from dpo_eval.evaluation.config import ReportConfig
+from dpo_eval.evaluation.plan import Plan
+from dpo_eval.evaluation.store import KEY_FILE
 from dpo_eval.reports.schema import schema_errors
 
 TEMPERED = ("--temperature", "0.7", "--top-p", "0.9")

@@ -16,14 +16,14 @@ import numpy as np
 import pytest
 from tiny_run import JUDGE_DIR, RULE_JUDGE, copy_run, trained_once
 
-from dpo_eval.judge.outputs import read_outputs
-from dpo_eval.report.loop_rounds import (
+from dpo_eval.evaluation.loop_rounds import (
     SAME_JUDGE,
     agreement_skip_reason,
     checkpoint_round,
     round_ends,
     write_pair_sides,
 )
+from dpo_eval.judge.outputs import read_outputs
 from dpo_eval.reports.html import render_html
 from dpo_eval.reports.markdown import render_markdown
 from dpo_eval.reports.plots import kl_quality_figure, training_curves_figure
@@ -37,10 +37,10 @@ SETTINGS = {"n_samples": 2, "max_new_tokens": 8, "bootstrap_resamples": 200, "lc
 @pytest.fixture(scope="module")
 def reported(tmp_path_factory):
     """(results dir, loop OUTPUT_DIR, report config): the offline run and the loop, reported together."""
+    from dpo_eval.evaluation.config import ReportConfig
+    from dpo_eval.evaluation.pipeline import report
     from dpo_eval.loop.config import load_loop_config
     from dpo_eval.loop.run import run_loop
-    from dpo_eval.report.config import ReportConfig
-    from dpo_eval.report.pipeline import report
 
     root = tmp_path_factory.mktemp("loop_report")
     tiny = trained_once(tmp_path_factory)
@@ -125,7 +125,7 @@ def test_agreement_is_the_judges_preference_for_the_loops_chosen_response(report
 def test_a_rerun_judges_no_pair_again(reported, tmp_path):
     from dataclasses import replace
 
-    from dpo_eval.report.pipeline import report
+    from dpo_eval.evaluation.pipeline import report
 
     folder, _, config = reported
     with pytest.MonkeyPatch.context() as patch:

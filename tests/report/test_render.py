@@ -16,7 +16,7 @@ from expected_text import expected_pm, expected_rate
 from real_results import HOSTILE_IMG, HOSTILE_SCRIPT, copy_results
 
 from dpo_eval.cli import main
-from dpo_eval.report.assemble import JUDGE_MISSING
+from dpo_eval.evaluation.assemble import JUDGE_MISSING
 from dpo_eval.reports import plots
 from dpo_eval.reports.markdown import checkpoint_rows
 from dpo_eval.reports.render import render

@@ -1,7 +1,7 @@
 """`dpo-eval report` under torchrun: 2 gloo processes on CPU write the results.json of 1 process.
 
 The model passes (score, kl, entropy, unseen) are shared across ranks batch by batch; sampling and judging
-run on rank 0; only rank 0 writes the store and the results (dpo_eval.report.parallel).
+run on rank 0; only rank 0 writes the store and the results (dpo_eval.evaluation.parallel).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from tiny_run import FAST, JUDGE_DIR, RULE_JUDGE, threads_as_subprocesses, train
 
 from dpo_eval.engine.distributed import DistContext
 from dpo_eval.engine.kl import analytic_kl
-from dpo_eval.report.parallel import batch_groups, compute_sharded
+from dpo_eval.evaluation.parallel import batch_groups, compute_sharded
 
 ROOT = Path(__file__).resolve().parents[2]
 

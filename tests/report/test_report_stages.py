@@ -17,8 +17,8 @@ from tiny_run import FAST, JUDGE_DIR, RULE_JUDGE, trained_once
 
 from dpo_eval.cli import main
 from dpo_eval.errors import UserError
-from dpo_eval.gate import FIT_STAGES, figure_stages
-from dpo_eval.report.config import STAGES, ReportConfig, resolve_stages
+from dpo_eval.evaluation.config import STAGES, ReportConfig, resolve_stages
+from dpo_eval.gate.run import FIT_STAGES, figure_stages
 from dpo_eval.reports.render import render
 from dpo_eval.reports.schema import schema_errors
 
@@ -97,7 +97,7 @@ FIGURE_SECTIONS = ("rewards", "winrate", "quality", "kl", "offpolicy", "length",
 
 @pytest.mark.parametrize("asked", [("score",), ("kl",), ("entropy", "unseen"), ("judge",), ("score", "kl", "judge")])
 def test_partial_report_has_exactly_the_figures_of_its_stages(full, asked, monkeypatch):
-    """A checkpoint figure is the full report's number when the stages it needs (dpo_eval.gate.FIGURE_STAGES)
+    """A checkpoint figure is the full report's number when the stages it needs (dpo_eval.gate.run.FIGURE_STAGES)
     ran, and null otherwise; top-scope figures are the full report's when the fit's stages ran."""
     monkeypatch.syspath_prepend(str(JUDGE_DIR))
     ran = resolve_stages(asked)

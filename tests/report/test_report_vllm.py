@@ -37,8 +37,8 @@ def test_vllm_sampling_reaches_generate_with_its_options(tiny, tmp_path, monkeyp
 
 
 def test_the_sampling_backend_is_part_of_the_samples_key():
-    from dpo_eval.report.config import ReportConfig
-    from dpo_eval.report.plan import Plan
+    from dpo_eval.evaluation.config import ReportConfig
+    from dpo_eval.evaluation.plan import Plan
 
     backends = [Plan.sampling.fget(type("P", (), {"config": ReportConfig(run_dirs=("r",), vllm=flag)})())["backend"]
                 for flag in (False, True)]
@@ -54,7 +54,7 @@ def fake_vllm_python(folder, version: str = "0.32.0") -> str:
 
 
 def test_the_vllm_backend_leaves_out_the_stages_that_need_distributions():
-    from dpo_eval.report.config import STAGES, ReportConfig
+    from dpo_eval.evaluation.config import STAGES, ReportConfig
 
     assert ReportConfig(run_dirs=("r",)).run_stages == STAGES
     assert ReportConfig(run_dirs=("r",), logprob_backend="vllm").run_stages == ("score", "samples", "unseen", "judge")
@@ -69,8 +69,8 @@ def test_asking_for_kl_under_the_vllm_backend_is_one_line_naming_the_flag(tiny, 
 
 
 def test_the_vllm_version_and_options_are_in_every_store_key(tmp_path):
-    from dpo_eval.report.config import ReportConfig
-    from dpo_eval.report.plan import _numerics
+    from dpo_eval.evaluation.config import ReportConfig
+    from dpo_eval.evaluation.plan import _numerics
     from dpo_eval.vllm_server import installed_version
 
     installed_version.cache_clear()
@@ -203,7 +203,7 @@ def test_a_checkpoint_name_of_several_runs_must_name_its_run():
     from types import SimpleNamespace as NS
 
     from dpo_eval.errors import UserError
-    from dpo_eval.report.vllm_urls import _checkpoint_fingerprint
+    from dpo_eval.evaluation.vllm_urls import _checkpoint_fingerprint
 
     def run(name, fingerprint):
         ref = NS(path=f"/sft-{name}")

@@ -3,7 +3,7 @@ finishes with the results of an uninterrupted run and recomputes nothing the kil
 Adding a checkpoint to the run computes that checkpoint only.
 
 The kill points are made deterministic by the test-only hook DPO_EVAL_REPORT_PAUSE_AT=<kind>:<n> (see
-dpo_eval.report.store): the report pauses just before committing the n-th artifact of that kind and is
+dpo_eval.evaluation.store): the report pauses just before committing the n-th artifact of that kind and is
 killed while paused, its work folder complete but not yet committed.
 """
 
@@ -28,7 +28,7 @@ from tiny_run import (
     trained_once,
 )
 
-from dpo_eval.report.store import KEY_FILE, LEDGER_FILE, PAUSE_ENV
+from dpo_eval.evaluation.store import KEY_FILE, LEDGER_FILE, PAUSE_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 

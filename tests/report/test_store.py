@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from dpo_eval.report.store import STORE_VERSION, RunStore, content_key, path_sha256
+from dpo_eval.evaluation.store import STORE_VERSION, RunStore, content_key, path_sha256
 
 
 def test_content_key_is_sha256_of_sorted_compact_json():
@@ -71,7 +71,7 @@ def test_failed_compute_leaves_no_finished_folder_and_keeps_work(tmp_path):
 
 PAUSED_CHILD = """
 import sys
-from dpo_eval.report.store import RunStore
+from dpo_eval.evaluation.store import RunStore
 store = RunStore(sys.argv[1])
 for i in range(3):
     store.ensure(store.artifact("judge", {"i": i}), str(i), lambda work: (work / "f").write_text("x"))

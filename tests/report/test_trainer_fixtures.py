@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from dpo_eval.report.discover import curves_frame, discover_run, read_training_logs
-from dpo_eval.report.trainers import identify_trainer
+from dpo_eval.evaluation.discover import curves_frame, discover_run, read_training_logs
+from dpo_eval.evaluation.trainers import identify_trainer
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "trainers"
 SKIPPED = {"step", "epoch", "total_flos", "train_loss", "train_runtime", "train_samples_per_second",
@@ -97,8 +97,8 @@ def test_fixture_files_are_small_and_hold_no_absolute_paths(trainer):
 def test_llama_factory_full_dpo_run_as_written(tmp_path):
     """The issue's run: log_history and trainer_log.jsonl both hold each step, the root final model has
     checkpoint-4's weights, and the trainer is LLaMA-Factory, not "transformers Trainer"."""
+    from dpo_eval.evaluation.discover import fold_final_model
     from dpo_eval.models import identify_model
-    from dpo_eval.report.discover import fold_final_model
 
     root = FIXTURES / "llamafactory" / "run"
     run = discover_run(root)
@@ -128,7 +128,7 @@ def test_llama_factory_full_dpo_run_as_written(tmp_path):
 @pytest.mark.parametrize(("trainer", "source"), [("llamafactory", "../dpo.yaml model_name_or_path"),
                                                   ("torchtune", "torchtune_config.yaml checkpointer.checkpoint_dir")])
 def test_the_reference_is_the_model_the_trainer_config_names(trainer, source):
-    from dpo_eval.report.inputs import resolve_reference
+    from dpo_eval.evaluation.inputs import resolve_reference
 
     reference, warnings = resolve_reference(discover_run(FIXTURES / trainer / "run"), None)
     assert (Path(reference.path).resolve(), reference.source, warnings) == (
@@ -137,7 +137,7 @@ def test_the_reference_is_the_model_the_trainer_config_names(trainer, source):
 
 def test_a_trl_run_names_no_reference_so_ref_is_asked_for():
     from dpo_eval.errors import UserError
-    from dpo_eval.report.inputs import resolve_reference
+    from dpo_eval.evaluation.inputs import resolve_reference
 
     with pytest.raises(UserError, match="no reference model found.*--ref"):
         resolve_reference(discover_run(FIXTURES / "trl" / "run"), None)

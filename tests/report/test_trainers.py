@@ -11,8 +11,8 @@ from pathlib import Path
 
 from test_discover import fake_adapter, fake_model, write_state
 
-from dpo_eval.report.discover import discover_run
-from dpo_eval.report.trainers import identify_trainer, pickled_fields
+from dpo_eval.evaluation.discover import discover_run
+from dpo_eval.evaluation.trainers import identify_trainer, pickled_fields
 
 
 @dataclass
@@ -110,8 +110,8 @@ def test_the_run_header_line_names_each_value_with_its_source():
 
 
 def test_the_report_beta_is_the_one_the_trainer_recorded_unless_beta_is_given(tmp_path):
-    from dpo_eval.report.config import DEFAULT_BETA, ReportConfig
-    from dpo_eval.report.plan import _beta
+    from dpo_eval.evaluation.config import DEFAULT_BETA, ReportConfig
+    from dpo_eval.evaluation.plan import _beta
 
     fake_model(tmp_path / "run" / "checkpoint-2")
     (tmp_path / "run" / "trainer_log.jsonl").write_text('{"current_steps": 1}\n')

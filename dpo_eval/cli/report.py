@@ -7,8 +7,8 @@ import json
 
 import click
 
+from dpo_eval.evaluation.config import STAGES, ReportConfig, load_thresholds, resolve_stages
 from dpo_eval.metrics.findings import Thresholds
-from dpo_eval.report.config import STAGES, ReportConfig, load_thresholds, resolve_stages
 
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(ReportConfig) if f.default is not dataclasses.MISSING}
 """The option defaults, taken from ReportConfig (never restated here)."""
@@ -110,7 +110,7 @@ def report_command(run_dirs, no_progress, vllm_args, vllm_urls, **options) -> No
     Costly steps are stored under OUT/store by content (models, data, settings): a rerun computes only
     what is new, and a killed run resumes where it stopped.
     """
-    from dpo_eval.report.pipeline import report
+    from dpo_eval.evaluation.pipeline import report
 
     result = report(ReportConfig(run_dirs=tuple(run_dirs), show_progress=not no_progress,
                                  vllm_args=tuple(vllm_args), vllm_urls=tuple(vllm_urls), **options))

@@ -10,7 +10,7 @@ that are expectations under π: the KL estimates (k1/k2/k3 and the kl pass) and 
 responses (``Paths`` slot ``kl_samples``). With untempered user settings both slots hold the same artifact.
 
 The judge phase also judges each round's training pairs of a `dpo-eval loop` run (chosen against rejected,
-store kind ``agreement``: dpo_eval.report.loop_rounds), for the labeller's agreement with the judge.
+store kind ``agreement``: dpo_eval.evaluation.loop_rounds), for the labeller's agreement with the judge.
 
 Every step checks the store before it loads anything, so a rerun with nothing new loads no model, and
 a checkpoint added to a run computes only its own artifacts (the reference's are reused). Each phase
@@ -22,7 +22,7 @@ figures of the phases not run are null in results.json (``missing`` says why).
 
 Under torchrun the model passes of score, kl, entropy and unseen are shared across the ranks, sampling
 and judging run on rank 0, and rank 0 alone writes the store, results.json and the report
-(``dpo_eval.report.parallel``); a process-group that the caller set up is left to the caller.
+(``dpo_eval.evaluation.parallel``); a process-group that the caller set up is left to the caller.
 """
 
 from __future__ import annotations
@@ -36,11 +36,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from dpo_eval.engine.distributed import DistContext, init_distributed, shutdown
-from dpo_eval.report import loop_rounds, steps
-from dpo_eval.report.config import STAGES, ReportConfig
-from dpo_eval.report.plan import Plan, Row, RunPlan, build_plan, default_out
-from dpo_eval.report.steps import KL_SAMPLES
-from dpo_eval.report.store import Artifact, Ledger, RunStore
+from dpo_eval.evaluation import loop_rounds, steps
+from dpo_eval.evaluation.config import STAGES, ReportConfig
+from dpo_eval.evaluation.plan import Plan, Row, RunPlan, build_plan, default_out
+from dpo_eval.evaluation.steps import KL_SAMPLES
+from dpo_eval.evaluation.store import Artifact, Ledger, RunStore
 
 PHASES = STAGES
 REFERENCE = "@reference"
@@ -177,7 +177,7 @@ def _judge_jobs(plan: Plan, store: RunStore, paths: Paths) -> list[Job]:
 
 
 def _agreement_jobs(plan: Plan, store: RunStore) -> list[Job]:
-    """Per loop run and round: the report's judge on the round's training pairs (dpo_eval.report.loop_rounds)."""
+    """Per loop run and round: the report's judge on the round's training pairs (dpo_eval.evaluation.loop_rounds)."""
     jobs = []
     for rp in plan.runs:
         record = loop_rounds.read_loop(rp.run)
@@ -268,7 +268,7 @@ def report(config: ReportConfig) -> ReportResult:
 
 
 def _report(config: ReportConfig, ctx: DistContext) -> ReportResult:
-    from dpo_eval.report.assemble import assemble, write_results
+    from dpo_eval.evaluation.assemble import assemble, write_results
 
     timings: dict[str, float] = {}
     started = time.monotonic()

@@ -1,6 +1,6 @@
 """`GateConfig`: every default of `dpo-eval gate` (the CLI options restate none of them).
 
-Kept free of heavy imports: the CLI imports it at start-up. The config file is read by dpo_eval.gate_file.
+Kept free of heavy imports: the CLI imports it at start-up. The config file is read by dpo_eval.gate.file.
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dpo_eval.errors import UserError, read_yaml_file
+from dpo_eval.evaluation.config import ReportConfig, thresholds_from_mapping
 from dpo_eval.metrics.findings import SEVERITIES, Thresholds
 from dpo_eval.metrics.gate import (
     CHECKPOINT_FIGURES,
@@ -49,7 +50,6 @@ from dpo_eval.metrics.gate import (
     figure_tree,
     split_path,
 )
-from dpo_eval.report.config import ReportConfig, thresholds_from_mapping
 
 
 @dataclass(frozen=True)

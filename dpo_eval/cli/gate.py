@@ -14,7 +14,7 @@ import traceback
 import click
 
 from dpo_eval.errors import UserError
-from dpo_eval.gate_config import EXIT_INTERNAL, GateConfig
+from dpo_eval.gate.config import EXIT_INTERNAL, GateConfig
 
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(GateConfig) if f.default is not dataclasses.MISSING}
 """The option defaults, taken from GateConfig (never restated here)."""
@@ -79,7 +79,7 @@ def gate_command(ctx: click.Context, target: str, no_progress: bool, **options) 
     internal error (its traceback written to a file named on stderr).
     """
     try:
-        from dpo_eval.gate import gate
+        from dpo_eval.gate.run import gate
         from dpo_eval.reports.gate_summary import format_table
 
         outcome = gate(GateConfig(target=target, show_progress=not no_progress, **options))

@@ -20,7 +20,7 @@ process computes is paused just before it is committed: the file ``<root>/.pause
 written, and the process waits until it is deleted (or is killed). Tests use it to kill -9 a report at
 a known point; it does nothing when the variable is unset.
 
-Under torchrun only rank 0 writes here (see ``dpo_eval.report.parallel``): a shared artifact is computed
+Under torchrun only rank 0 writes here (see ``dpo_eval.evaluation.parallel``): a shared artifact is computed
 by every rank and committed by rank 0, any other by rank 0 while the other ranks wait for its folder.
 """
 
@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dpo_eval.engine.distributed import DistContext, barrier
+from dpo_eval.evaluation.parallel import agree, is_done, wait_for
 from dpo_eval.jsonio import write_json
-from dpo_eval.report.parallel import agree, is_done, wait_for
 
 STORE_VERSION = "1"
 KEY_FILE = "key.json"

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from dpo_eval.cli_options import engine_options, logprob_options, pop_logprob_settings
+from dpo_eval.cli.options import engine_options, logprob_options, pop_logprob_settings
 from dpo_eval.tokenization import TEMPLATES, TRUNCATIONS, TokenizerSettings
 
 EXAMPLES = """
@@ -57,10 +57,11 @@ def score_command(template, max_length, truncation, no_progress, **options) -> N
     per-subset accuracy, model identities). Reference log-probs are cached on disk, so scoring
     several checkpoints against one reference computes the reference once.
     """
+    from dpo_eval.model_settings import pop_model_settings
     from dpo_eval.score import ScoreConfig, score
 
     settings = TokenizerSettings(template=template, max_length=max_length, truncation=truncation)
-    result = score(ScoreConfig(tokenization=settings, logprobs=pop_logprob_settings(options), show_progress=not no_progress, **options))
+    result = score(ScoreConfig(models=pop_model_settings(options), tokenization=settings, logprobs=pop_logprob_settings(options), show_progress=not no_progress, **options))
     if not result.is_main_process:
         return
     rewards = result.summary["rewards"]

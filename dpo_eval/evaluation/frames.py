@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 
 from dpo_eval.data.pairs import PreferencePair
-from dpo_eval.report.steps import read_samples
-from dpo_eval.report.store import KEY_FILE
+from dpo_eval.evaluation.steps import read_samples
+from dpo_eval.evaluation.store import KEY_FILE
 
 SAMPLE_COLUMNS = ("prompt_id", "sample_index", "prompt", "output", "n_tokens", "finish_reason", "policy_logp",
                   "ref_logp", "analytic_kl")

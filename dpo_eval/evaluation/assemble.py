@@ -28,14 +28,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dpo_eval.evaluation import frames, loop_rounds, trainers
+from dpo_eval.evaluation.config import VLLM_CANNOT
+from dpo_eval.evaluation.discover import curves_frame
+from dpo_eval.evaluation.plan import Plan, Row, RunPlan
+from dpo_eval.evaluation.steps import KL_SAMPLES
 from dpo_eval.jsonio import atomic_path, finite_or_null, write_json
 from dpo_eval.metrics import drift, findings, kl, length, overoptimization, rewards, winrate
 from dpo_eval.metrics.quality import quality_from_preferences
-from dpo_eval.report import frames, loop_rounds, trainers
-from dpo_eval.report.config import VLLM_CANNOT
-from dpo_eval.report.discover import curves_frame
-from dpo_eval.report.plan import Plan, Row, RunPlan
-from dpo_eval.report.steps import KL_SAMPLES
 from dpo_eval.reports.schema import RESULTS_SCHEMA_VERSION, schema_errors
 from dpo_eval.reports.tables import table_name
 

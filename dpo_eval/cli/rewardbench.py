@@ -6,7 +6,7 @@ import json
 
 import click
 
-from dpo_eval.cli_options import engine_options, logprob_options, pop_logprob_settings
+from dpo_eval.cli.options import engine_options, logprob_options, pop_logprob_settings
 from dpo_eval.tokenization import TEMPLATES, TRUNCATIONS, TokenizerSettings
 
 EXAMPLES = """
@@ -49,10 +49,11 @@ def rewardbench_command(template, max_length, truncation, no_progress, **options
     prior sets when present, the reference's identity and fingerprint, beta, norm) and
     OUT/pairs.parquet. A pair is correct when the chosen response scores strictly higher.
     """
-    from dpo_eval.rewardbench import RewardBenchConfig, rewardbench
+    from dpo_eval.model_settings import pop_model_settings
+    from dpo_eval.rewardbench.run import RewardBenchConfig, rewardbench
 
     settings = TokenizerSettings(template=template, max_length=max_length, truncation=truncation)
-    result = rewardbench(RewardBenchConfig(tokenization=settings, logprobs=pop_logprob_settings(options), show_progress=not no_progress, **options))
+    result = rewardbench(RewardBenchConfig(models=pop_model_settings(options), tokenization=settings, logprobs=pop_logprob_settings(options), show_progress=not no_progress, **options))
     if not result.is_main_process:  # torchrun: rank 0 reports
         return
     summary = result.summary

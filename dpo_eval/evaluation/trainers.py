@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dpo_eval.report.discover import TRAINER_LOG, Run, meta_folder
+from dpo_eval.evaluation.discover import TRAINER_LOG, Run, meta_folder
 
 LLAMAFACTORY_FILES = (TRAINER_LOG, "training_loss.png")
 TORCHTUNE_CONFIG = "torchtune_config.yaml"

@@ -29,7 +29,7 @@ model last, or at its step when ``trainer_state.json`` gives one (after a checkp
 
 A final model with the same weights as one of the run's checkpoints (TRL / HF Trainer: ``checkpoint-4``
 and ``save_model()`` at the root after 4 steps) is that checkpoint: ``fold_final_model`` (called once the
-models are fingerprinted, by ``dpo_eval.report.plan``) drops it and records its folder as the
+models are fingerprinted, by ``dpo_eval.evaluation.plan``) drops it and records its folder as the
 checkpoint's ``final_path``. A final model with other weights stays its own checkpoint ``"final"``, after
 a checkpoint of the same step.
 

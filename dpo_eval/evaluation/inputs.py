@@ -33,10 +33,10 @@ from typing import TYPE_CHECKING
 
 from dpo_eval.data.hub_data import is_hub_dataset
 from dpo_eval.errors import UserError
+from dpo_eval.evaluation.discover import Run, discover_runs, parse_steps, read_json_file, select_steps
+from dpo_eval.evaluation.trainers import recorded_reference
 from dpo_eval.models.hub import is_hub_id
 from dpo_eval.models.locate import hub_base_id
-from dpo_eval.report.discover import Run, discover_runs, parse_steps, read_json_file, select_steps
-from dpo_eval.report.trainers import recorded_reference
 
 if TYPE_CHECKING:
     from dpo_eval.data.pairs import PreferencePair
@@ -237,7 +237,7 @@ def check_reference_identity(reference: Reference, identity: ModelIdentity) -> s
 
 
 def _existing(flag: str, value: str) -> str:
-    """A data path given by a flag, or a Hub dataset id (read by ``dpo_eval.report.plan``); a missing path is a
+    """A data path given by a flag, or a Hub dataset id (read by ``dpo_eval.evaluation.plan``); a missing path is a
     UserError."""
     if not Path(value).expanduser().exists() and not is_hub_dataset(value):
         raise UserError(f"{flag} {value} does not exist: pass a .jsonl/.json/.parquet/.csv file, a saved dataset "
@@ -267,7 +267,7 @@ def resolve_pairs(runs: Sequence[Run], data: str | None) -> tuple[DataSource, li
             continue
         path = _manifest_path(run, recorded)
         if path is None and isinstance(recorded, str) and is_hub_dataset(recorded):
-            found.setdefault(recorded, []).append(run.name)  # a Hub dataset, read by dpo_eval.report.plan
+            found.setdefault(recorded, []).append(run.name)  # a Hub dataset, read by dpo_eval.evaluation.plan
         elif path is None:
             problems.append(f"run {run.name}'s dpo_eval.json names eval data {recorded!r}, which does not exist here")
         else:

@@ -33,9 +33,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from dpo_eval.report.parallel import compute_sharded
-from dpo_eval.report.plan import Plan, Row, RunPlan
-from dpo_eval.report.vllm_urls import served_parts
+from dpo_eval.evaluation.parallel import compute_sharded
+from dpo_eval.evaluation.plan import Plan, Row, RunPlan
+from dpo_eval.evaluation.vllm_urls import served_parts
 
 SAMPLES_FILE = "samples.jsonl"
 KL_SAMPLES = "kl_samples"
@@ -105,14 +105,15 @@ def judge_parts(plan: Plan, samples_key: str, ref_samples_key: str) -> dict:
 
 
 def run_score(plan: Plan, run_plan: RunPlan, row: Row, work: Path) -> None:
+    from dpo_eval.model_settings import ModelSettings
     from dpo_eval.score import ScoreConfig, score
 
     c = plan.config
-    score(ScoreConfig(policy=row.path, data=plan.inputs.pairs.path, ref=run_plan.reference.path, beta=run_plan.beta,
-                      out=str(work), tokenization=run_plan.tokenization, token_budget=c.token_budget,
-                      device=c.device, dtype=c.dtype, cache_dir=str(plan.cache_root), show_progress=c.show_progress,
-                      logprobs=_logprob_settings(plan, row.identity.fingerprint, run_plan.ref_identity.fingerprint),
-                      **c.model_flags))
+    models = ModelSettings(ref=run_plan.reference.path, token_budget=c.token_budget, device=c.device, dtype=c.dtype,
+                           cache_dir=str(plan.cache_root), **c.model_flags)
+    score(ScoreConfig(policy=row.path, data=plan.inputs.pairs.path, models=models, beta=run_plan.beta,
+                      out=str(work), tokenization=run_plan.tokenization, show_progress=c.show_progress,
+                      logprobs=_logprob_settings(plan, row.identity.fingerprint, run_plan.ref_identity.fingerprint)))
 
 
 def _logprob_settings(plan: Plan, model: str | None = None, ref: str | None = None):

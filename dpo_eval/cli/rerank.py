@@ -6,7 +6,7 @@ import json
 
 import click
 
-from dpo_eval.cli_options import engine_options, logprob_options, pop_logprob_settings
+from dpo_eval.cli.options import engine_options, logprob_options, pop_logprob_settings
 from dpo_eval.tokenization import TEMPLATES
 
 EXAMPLES = """
@@ -41,9 +41,10 @@ def rerank_command(no_progress, **options) -> None:
     of each prompt, best first, with rank, reward and log-probs: a generations file `judge`
     reads) and OUT/summary.json.
     """
+    from dpo_eval.model_settings import pop_model_settings
     from dpo_eval.rerank import RerankConfig, run_rerank
 
-    result = run_rerank(RerankConfig(logprobs=pop_logprob_settings(options), show_progress=not no_progress, **options))
+    result = run_rerank(RerankConfig(models=pop_model_settings(options), logprobs=pop_logprob_settings(options), show_progress=not no_progress, **options))
     if not result.is_main_process:  # torchrun: rank 0 reports
         return
     keys = ("n_prompts", "n_candidates", "reward_best_mean", "reward_candidates_mean", "best_of_n_gain")

@@ -1,13 +1,13 @@
 """`dpo-eval gate`: check the figures of a results.json against thresholds, for CI.
 
     TARGET ─► results.json | its folder ──────────────────────────────────────┐
-           └► RUN_DIR | CHECKPOINT ─► dpo_eval.report.pipeline.report ─► OUT/results.json
+           └► RUN_DIR | CHECKPOINT ─► dpo_eval.evaluation.pipeline.report ─► OUT/results.json
     gate.yaml (checked first, before any model loads) ─► metrics.gate.evaluate_checks ─► table,
            JUnit XML (--junit), Markdown appended to $GITHUB_STEP_SUMMARY
 
 Exit codes (EXIT_*, as pytest's): 0 every check passed, 1 a check failed, 2 bad input (one line: a
 UserError or a usage error), 3 internal error (one line naming the error and the file its traceback was
-written to; cli_gate).
+written to; dpo_eval.cli.gate).
 
 For a RUN_DIR or CHECKPOINT the report runs through its run store (a rerun computes nothing it has), with
 the gate's --ref/--data/--prompts/--judge/--out/--cache-dir and the file's `report:` and `thresholds:`
@@ -30,12 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dpo_eval.errors import UserError
-from dpo_eval.gate_config import EXIT_FAILED, EXIT_PASSED, GateConfig
-from dpo_eval.gate_file import GateFile, load_gate_file
+from dpo_eval.evaluation.config import STAGES, ReportConfig, resolve_stages
+from dpo_eval.gate.config import EXIT_FAILED, EXIT_PASSED, GateConfig
+from dpo_eval.gate.file import GateFile, load_gate_file
 from dpo_eval.jsonio import write_text_atomic
 from dpo_eval.metrics.gate import Check, CheckResult, FindingsCheck, Key, RegressionCheck, evaluate_checks
 from dpo_eval.metrics.gate_baseline import incomparable_fields
-from dpo_eval.report.config import STAGES, ReportConfig, resolve_stages
 from dpo_eval.reports.schema import RESULTS_SCHEMA_VERSION, schema_errors
 
 RESULTS = "results.json"
@@ -133,7 +133,7 @@ def _has_step_0(target: str, checks: tuple[Check, ...]) -> bool:
     """Whether a check selects step 0 and a run of the target has a trained checkpoint labelled 0."""
     if not any(getattr(c, "figure", None) and c.figure.selector == REFERENCE_STEP for c in checks):
         return False
-    from dpo_eval.report.discover import available_steps, discover_runs
+    from dpo_eval.evaluation.discover import available_steps, discover_runs
 
     return any(REFERENCE_STEP in available_steps(run) for run in discover_runs([target]))
 
@@ -182,7 +182,7 @@ def report_config(config: GateConfig, gate_file: GateFile) -> ReportConfig:
         settings[flag] = settings.get(flag, False) or getattr(config, flag)
     settings["show_progress"] = settings.get("show_progress", True) and config.show_progress
     if "out" not in settings:  # its own results folder; the report's run store shared
-        from dpo_eval.report.plan import default_out
+        from dpo_eval.evaluation.plan import default_out
 
         report_out = default_out(ReportConfig(run_dirs=(config.target,)))
         settings["out"] = str(report_out / GATE_FOLDER)
@@ -242,7 +242,7 @@ def _baseline_caveat(config: GateConfig, gate_file: GateFile, results: dict, bas
 def _results(config: GateConfig, gate_file: GateFile, is_results: bool) -> tuple[Path, dict, tuple[str, ...]]:
     if is_results:
         return (*load_results(config.target, "results"), ())
-    from dpo_eval.report.pipeline import report
+    from dpo_eval.evaluation.pipeline import report
 
     result = report(report_config(config, gate_file))
     return (*load_results(result.out / RESULTS, "the report's results"), result.notes)

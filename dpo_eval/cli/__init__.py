@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import click
 
-from dpo_eval.cli_gate import gate_command
-from dpo_eval.cli_generate import generate_command
-from dpo_eval.cli_judge import judge_command
-from dpo_eval.cli_loop import loop_command
-from dpo_eval.cli_render import render_command
-from dpo_eval.cli_report import report_command
-from dpo_eval.cli_rerank import rerank_command
-from dpo_eval.cli_rewardbench import rewardbench_command
-from dpo_eval.cli_score import score_command
-from dpo_eval.cli_train import train_command
-from dpo_eval.cli_winrate import winrate_command
+from dpo_eval.cli.gate import gate_command
+from dpo_eval.cli.generate import generate_command
+from dpo_eval.cli.judge import judge_command
+from dpo_eval.cli.loop import loop_command
+from dpo_eval.cli.render import render_command
+from dpo_eval.cli.report import report_command
+from dpo_eval.cli.rerank import rerank_command
+from dpo_eval.cli.rewardbench import rewardbench_command
+from dpo_eval.cli.score import score_command
+from dpo_eval.cli.train import train_command
+from dpo_eval.cli.winrate import winrate_command
 from dpo_eval.errors import UserError
 
 
@@ -49,6 +49,3 @@ main.add_command(rerank_command)
 main.add_command(render_command)
 main.add_command(report_command)
 main.add_command(gate_command)
-
-if __name__ == "__main__":
-    main()

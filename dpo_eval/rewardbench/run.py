@@ -11,7 +11,7 @@ Under torchrun each rank computes its share of the batches and rank 0 writes (as
 Conventions: by default, the prompt is a user turn rendered with the chat template and a
 generation prompt, the response is what follows (the assistant header is context, not scored),
 and rewards are beta * log-ratio, as ``dpo-eval score`` does. ``--compat rewardbench`` uses
-RewardBench's own (``dpo_eval.rewardbench_compat``) so a score can be compared with its leaderboard.
+RewardBench's own (``dpo_eval.rewardbench.compat``) so a score can be compared with its leaderboard.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from dpo_eval.errors import UserError
 from dpo_eval.jsonio import atomic_path, write_json
 from dpo_eval.logprob_settings import LogprobSettings, check_one_process, numerics
 from dpo_eval.metrics.rewardbench import sequence_values, summarize_rewardbench
+from dpo_eval.model_settings import ModelSettings
 from dpo_eval.models import (
     ModelIdentity,
     check_same_vocabulary,
@@ -42,13 +43,12 @@ from dpo_eval.models import (
     resolve_device,
     resolve_dtype,
 )
-from dpo_eval.rewardbench_compat import MAX_LENGTH, MAX_PROMPT_LENGTH, tokenize_rewardbench
+from dpo_eval.rewardbench.compat import MAX_LENGTH, MAX_PROMPT_LENGTH, tokenize_rewardbench
 from dpo_eval.scoring_checks import check_scoring
 from dpo_eval.tokenization import InvalidPairError, TokenizerSettings, padding_id, tokenize_pairs
 
 SCHEMA_VERSION = 1
 COMPAT = ("none", "rewardbench")
-REFERENCE_FREE = "none"
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class RewardBenchConfig:
 
     policy: str
     data: str
-    ref: str  # a model, or "none" for reference-free: always explicit
+    models: ModelSettings  # the reference (always explicit) and how models load
     beta: float = 0.1
     norm: str = "sum"
     compat: str = "none"
@@ -67,28 +67,17 @@ class RewardBenchConfig:
     split: str | None = None  # of a Hub dataset (allenai/reward-bench: filtered) or saved DatasetDict
     subset: str | None = None  # a Hub dataset's config
     tokenization: TokenizerSettings = field(default_factory=TokenizerSettings)
-    token_budget: int | None = None
-    device: str = "auto"
-    dtype: str = "auto"
-    cache_dir: str | None = None
-    trust_remote_code: bool = False
-    allow_pickle: bool = False
     show_progress: bool = True
     logprobs: LogprobSettings = field(default_factory=LogprobSettings)  # engine, or vLLM (--logprob-backend)
 
-    @property
-    def is_reference_free(self) -> bool:
-        return self.ref.lower() == REFERENCE_FREE
-
     def validate(self) -> None:
-        check_scoring(self.beta, self.norm, self.is_reference_free)
+        check_scoring(self.beta, self.norm, self.models.is_reference_free)
         if self.compat not in COMPAT:
             raise UserError(f"--compat must be one of {', '.join(COMPAT)}, got {self.compat!r}")
-        if self.compat == "rewardbench" and not self.is_reference_free and self.norm != "sum":
+        if self.compat == "rewardbench" and not self.models.is_reference_free and self.norm != "sum":
             raise UserError("--compat rewardbench with a reference scores the summed log-ratio only: "
                             "drop --norm, or use --compat none")
-        if self.token_budget is not None and self.token_budget < 1:
-            raise UserError(f"--token-budget must be positive, got {self.token_budget}")
+        self.models.validate()
         self.logprobs.validate()
         if self.limit is not None and self.limit < 1:
             raise UserError(f"--limit must be at least 1, got {self.limit}; leave it out for every pair")
@@ -151,7 +140,7 @@ def _tokenize_compat(pairs: list[PreferencePair], tokenizer, config: RewardBench
 
 def _model_stats(identity: ModelIdentity, sequences, config, ctx: DistContext, device, dtype, pad_id,
                  role: str) -> SequenceStats:
-    cache_root = resolve_cache_dir(config.cache_dir)
+    cache_root = resolve_cache_dir(config.models.cache_dir)
     if config.logprobs.is_vllm:
         from dpo_eval.engine.vllm_backend import vllm_stats
 
@@ -159,11 +148,11 @@ def _model_stats(identity: ModelIdentity, sequences, config, ctx: DistContext, d
 
     def load() -> torch.nn.Module:
         return load_model(identity.path, device=device, dtype=dtype, cache_dir=cache_root,
-                          trust_remote_code=config.trust_remote_code, allow_pickle=config.allow_pickle).model
+                          trust_remote_code=config.models.trust_remote_code, allow_pickle=config.models.allow_pickle).model
 
     cache = sequence_cache(cache_root, identity.fingerprint, device, dtype, writer_tag=str(ctx.rank))
     stats = score_sequences(load, sequences, cache, pad_id=pad_id,
-                            token_budget=config.token_budget or default_token_budget(device),
+                            token_budget=config.models.token_budget or default_token_budget(device),
                             desc=f"{role} log-probs", show_progress=config.show_progress, ctx=ctx)
     gc.collect()
     return stats
@@ -192,7 +181,7 @@ def pairs_frame(tok: _Tokenized, policy: SequenceStats, ref: SequenceStats | Non
 def _reward_definition(config: RewardBenchConfig) -> str:
     scale = "" if config.compat == "rewardbench" else "beta * "
     body = {"sum": "sum_t log p(y_t)", "avg": "mean_t log p(y_t)", "norm": "-||log p(y_t)||_2"}[config.norm]
-    if config.is_reference_free:
+    if config.models.is_reference_free:
         return f"{scale}{body} under the policy (reference-free)"
     return f"{scale}({body.replace('log p', 'log pi')} - same under the reference)"
 
@@ -226,10 +215,10 @@ def rewardbench(config: RewardBenchConfig) -> RewardBenchResult:
     was_joined = torch.distributed.is_available() and torch.distributed.is_initialized()
     ctx = init_distributed()
     check_one_process(config.logprobs, ctx)
-    cache_root = resolve_cache_dir(config.cache_dir)
-    flags = {"allow_pickle": config.allow_pickle, "trust_remote_code": config.trust_remote_code}
+    cache_root = resolve_cache_dir(config.models.cache_dir)
+    flags = {"allow_pickle": config.models.allow_pickle, "trust_remote_code": config.models.trust_remote_code}
     policy_id = identify_model(config.policy, cache_dir=cache_root, **flags)
-    ref_id = None if config.is_reference_free else identify_model(config.ref, cache_dir=cache_root, **flags)
+    ref_id = None if config.models.is_reference_free else identify_model(config.models.ref, cache_dir=cache_root, **flags)
     loaded = load_pairs(config.data, data_format="auto", skip_invalid=config.skip_invalid, limit=config.limit,
                         split=config.split, subset=config.subset)
     tokenizer = load_tokenizer(policy_id.path, *([ref_id.path] if ref_id else []), cache_dir=cache_root)
@@ -238,8 +227,8 @@ def rewardbench(config: RewardBenchConfig) -> RewardBenchResult:
                               "policy", "reference")
     tokenize = _tokenize_compat if config.compat == "rewardbench" else _tokenize_default
     tok = tokenize(loaded.pairs, tokenizer, config)
-    device = device_for_rank(resolve_device(config.device), ctx)
-    dtype = resolve_dtype(config.dtype, device)
+    device = device_for_rank(resolve_device(config.models.device), ctx)
+    dtype = resolve_dtype(config.models.dtype, device)
     pad_id = padding_id(tokenizer)
     engine = (tok.sequences, config, ctx, device, dtype, pad_id)
     ref = None if ref_id is None else _model_stats(ref_id, *engine, "reference")

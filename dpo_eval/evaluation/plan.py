@@ -24,11 +24,9 @@ from dpo_eval.data.pairs import PreferencePair, load_pairs
 from dpo_eval.engine.cache import ENGINE_VERSION, numerics_tag, resolve_cache_dir
 from dpo_eval.engine.distributed import DistContext
 from dpo_eval.errors import UserError
-from dpo_eval.jsonio import write_jsonl
-from dpo_eval.models import ModelIdentity, identify_model, resolve_device, resolve_dtype
-from dpo_eval.report.config import DEFAULT_BETA, STAGES, ReportConfig
-from dpo_eval.report.discover import Run, TrainingLogs, fold_final_model, read_training_logs
-from dpo_eval.report.inputs import (
+from dpo_eval.evaluation.config import DEFAULT_BETA, STAGES, ReportConfig
+from dpo_eval.evaluation.discover import Run, TrainingLogs, fold_final_model, read_training_logs
+from dpo_eval.evaluation.inputs import (
     DataSource,
     Reference,
     ReportInputs,
@@ -36,9 +34,11 @@ from dpo_eval.report.inputs import (
     prompts_from_pairs,
     resolve_inputs,
 )
-from dpo_eval.report.store import RunStore, path_sha256
-from dpo_eval.report.trainers import identify_trainer
-from dpo_eval.report.vllm_urls import resolve_vllm_urls
+from dpo_eval.evaluation.store import RunStore, path_sha256
+from dpo_eval.evaluation.trainers import identify_trainer
+from dpo_eval.evaluation.vllm_urls import resolve_vllm_urls
+from dpo_eval.jsonio import write_jsonl
+from dpo_eval.models import ModelIdentity, identify_model, resolve_device, resolve_dtype
 from dpo_eval.tokenization import TokenizerSettings
 
 REFERENCE_LABEL = "0"

@@ -24,10 +24,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from dpo_eval.evaluation.discover import Run, read_json_file
+from dpo_eval.evaluation.store import path_sha256
 from dpo_eval.jsonio import write_jsonl
 from dpo_eval.metrics.label_agreement import label_agreement
-from dpo_eval.report.discover import Run, read_json_file
-from dpo_eval.report.store import path_sha256
 
 LOOP_FILE = "loop.json"
 """dpo_eval.loop.run.LOOP_FILE, named here so the report does not import the loop (and its trainer)."""
