@@ -4,19 +4,11 @@ Per row (a checkpoint, or a run's reference at step 0): reward accuracy and marg
 (metrics.rewards), KL estimates along its own samples (metrics.kl: k1/k2/k3 and the analytic pass),
 off-policy log-ratios on the pairs, lengths against the reference's samples (metrics.length), drift on
 the pairs and dispersion to unseen responses and prompt entropy (metrics.drift), and with a judge the win
-rate against the reference's samples (metrics.winrate) and the quality the KL-vs-quality fit uses:
-
-    quality = win rate - 0.5,   se clustered by prompt (metrics.quality.quality_from_preferences)   (LLM or rule judge)
-    quality = mean over prompts of (accuracy - reference's accuracy),  se = std / sqrt(n prompts)   (gold)
-
-where a prompt's accuracy is the share of its samples that contain the gold answer (judge.gold). Each
-judged row also gets a per-prompt quality table (quality/{run}/{label}: its mean scored preference - 0.5,
-or its accuracy - the reference's). Then per run the drift findings, the past-peak check (its drop's SE
-paired over those per-prompt qualities), and over all rows the KL-vs-quality fit and the recommended
-checkpoint (metrics.overoptimization). A quality SE that is 0 or undefined is null for that row only;
-a statistic that cannot be made is null with its reason in `missing`, never an exception.
+rate against the reference's samples (metrics.winrate) and the quality figure and per-prompt table
+(evaluation.quality). Then per run the drift findings, and over all rows the KL-vs-quality fit, each run's
+past-peak check and the recommended checkpoint (evaluation.fits). A statistic that cannot be made is null
+with its reason in `missing`, never an exception. write_results writes the document and its tables.
 """
-
 from __future__ import annotations
 
 import dataclasses
@@ -25,24 +17,24 @@ import platform
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from dpo_eval.evaluation import frames, loop_rounds, trainers
 from dpo_eval.evaluation.config import VLLM_CANNOT
 from dpo_eval.evaluation.discover import curves_frame
+from dpo_eval.evaluation.fits import NO_JUDGE_REASON, fit_results
+from dpo_eval.evaluation.jsonready import plain
 from dpo_eval.evaluation.plan import Plan, Row, RunPlan
+from dpo_eval.evaluation.quality import gold_answers, row_quality
 from dpo_eval.evaluation.steps import KL_SAMPLES
 from dpo_eval.jsonio import atomic_path, finite_or_null, write_json
-from dpo_eval.metrics import drift, findings, kl, length, overoptimization, rewards, winrate
-from dpo_eval.metrics.quality import quality_from_preferences
+from dpo_eval.metrics import drift, findings, kl, length, rewards, winrate
 from dpo_eval.reports.schema import RESULTS_SCHEMA_VERSION, schema_errors
 from dpo_eval.reports.tables import table_name
 
 JUDGE_MISSING = {"what": "win rates, LC win rates, quality-vs-KL fit and the recommended checkpoint",
                  "why": "no judge was given",
                  "flag": "--judge openai:MODEL (or --judge local:PATH, --judge gold:ANSWERS)"}
-NO_JUDGE_REASON = "no judge: quality needs --judge"
 STAGE_FIGURES = {"score": "reward accuracy and margins, off-policy log-ratios, pair drift and its findings",
                  "samples": "KL estimates, length figures and their findings",
                  "kl": "analytic KL (k1/k2/k3 come from the samples)",
@@ -51,76 +43,6 @@ STAGE_FIGURES = {"score": "reward accuracy and margins, off-policy log-ratios, p
 """What is null in results.json when a stage did not run (`missing`'s what; the gate matches its words)."""
 GOLD_MISSING = {"what": "gold-answer accuracy", "why": "no gold answers were given; quality is the judge's win "
                 "rate against the reference minus 0.5", "flag": "--judge gold:ANSWERS"}
-
-
-def plain(value: object) -> object:
-    """Dataclasses, numpy scalars and tuples as JSON-ready dicts, Python numbers and lists."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return plain(dataclasses.asdict(value))
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _se(values: np.ndarray) -> float | None:
-    """std (ddof 1) / sqrt(n); None when it is not a positive finite number."""
-    se = float(np.std(values, ddof=1) / math.sqrt(values.size)) if values.size > 1 else float("nan")
-    return se if math.isfinite(se) and se > 0 else None
-
-
-# ---------------------------------------------------------------------------------------------- quality
-
-
-def judge_quality(judgments: pd.DataFrame) -> dict:
-    """Win rate - 0.5 over the scored preferences of one checkpoint, its SE clustered by prompt
-    (metrics.quality.quality_from_preferences: a prompt's judgments are not independent)."""
-    if not judgments["preference"].notna().any():
-        return {"source": "judge win rate - 0.5", "value": None, "se": None}
-    found = quality_from_preferences(judgments["preference"], judgments["prompt_id"])
-    se = found.se if math.isfinite(found.se) and found.se > 0 else None
-    return {"source": "judge win rate - 0.5", "value": found.value, "se": se}
-
-
-def judge_prompt_quality(judgments: pd.DataFrame) -> pd.Series:
-    """Per prompt id: the mean of its scored preferences - 0.5 (prompts with none scored left out)."""
-    scored = judgments[judgments["preference"].notna()]
-    return (scored["preference"].astype(np.float64).groupby(scored["prompt_id"].astype(str)).mean() - 0.5).rename(
-        "quality")
-
-
-def gold_accuracy(samples: pd.DataFrame, answers: dict[str, list[str]]) -> pd.Series:
-    """Per prompt id: the share of its samples containing the gold answer (prompts with an answer only)."""
-    from dpo_eval.judge.gold import contains_answer
-
-    known = samples[samples["prompt"].isin(answers)]
-    correct = [contains_answer(o, answers[p]) for o, p in zip(known["output"], known["prompt"])]
-    return pd.Series(correct, index=known.index, dtype=float).groupby(known["prompt_id"]).mean()
-
-
-def gold_prompt_quality(samples: pd.DataFrame, ref_samples: pd.DataFrame, answers: dict[str, list[str]]) -> pd.Series:
-    """Per prompt id both have: accuracy - the reference's accuracy."""
-    diff = (gold_accuracy(samples, answers) - gold_accuracy(ref_samples, answers)).dropna()
-    return diff.set_axis(diff.index.astype(str)).rename("quality")
-
-
-def gold_quality(samples: pd.DataFrame, ref_samples: pd.DataFrame, answers: dict[str, list[str]]) -> dict:
-    """Mean over prompts of accuracy - the reference's accuracy, and its SE."""
-    return _gold_figure(gold_prompt_quality(samples, ref_samples, answers))
-
-
-def _gold_figure(per_prompt: pd.Series) -> dict:
-    diff = per_prompt.to_numpy(np.float64)
-    return {"source": "gold accuracy - reference's", "value": float(diff.mean()) if diff.size else None,
-            "se": _se(diff)}
-
-
-def prompt_quality_table(per_prompt: pd.Series) -> pd.DataFrame:
-    """The quality/{run}/{label} table: prompt_id, quality (the per-prompt figure the past-peak test pairs)."""
-    return pd.DataFrame({"prompt_id": per_prompt.index.astype(str), "quality": per_prompt.to_numpy(np.float64)})
 
 
 # ---------------------------------------------------------------------------------------------- one row
@@ -253,17 +175,6 @@ def _run_rates(plan: Plan, rp: RunPlan, paths, seed: int) -> tuple[dict, dict]:
     return rates, judged
 
 
-def _quality(plan: Plan, label: str, judged: dict, samples, ref_samples, answers) -> tuple[dict | None,
-                                                                                      pd.DataFrame | None]:
-    """The checkpoint's quality figure and its per-prompt table (None, None without judgments)."""
-    if label not in judged:
-        return None, None
-    if answers is not None:
-        per_prompt = gold_prompt_quality(samples, ref_samples, answers)
-        return _gold_figure(per_prompt), prompt_quality_table(per_prompt)
-    return judge_quality(judged[label]), prompt_quality_table(judge_prompt_quality(judged[label]))
-
-
 def _row_frames(plan: Plan, paths, run: str, label: str) -> dict:
     """A row's frames for checkpoint_result: None for an artifact whose stage did not run.
 
@@ -291,12 +202,12 @@ def run_results(plan: Plan, rp: RunPlan, paths, ref_label: str, tables: dict) ->
     ref = _row_frames(plan, paths, name, ref_label)  # its samples (the user's) and entropy (no kl pass)
     ref_samples = ref["samples"]
     rates, judged = _run_rates(plan, rp, paths, plan.config.seed)
-    answers = _gold_answers(plan)
+    answers = gold_answers(plan.config.judge) if plan.is_judged else None
     results, states = [], []
     for row in rp.rows:
         data = {**_row_frames(plan, paths, name, row.label), "ref_samples": ref_samples,
                 "ref_entropy": ref["entropy"], "thresholds": plan.config.thresholds}
-        quality, per_prompt = _quality(plan, row.label, judged, data["samples"], ref_samples, answers)
+        quality, per_prompt = row_quality(row.label, judged, data["samples"], ref_samples, answers)
         result, state = checkpoint_result(row, data, rates.get(row.label), quality)
         if per_prompt is not None:
             tables[table_name("quality", name, row.label)] = per_prompt
@@ -313,179 +224,7 @@ def run_results(plan: Plan, rp: RunPlan, paths, ref_label: str, tables: dict) ->
     return results
 
 
-def _gold_answers(plan: Plan) -> dict[str, list[str]] | None:
-    if not plan.is_judged or not plan.config.judge.startswith("gold:"):
-        return None
-    from dpo_eval.judge.gold import read_gold_answers
-
-    return read_gold_answers(plan.config.judge.partition(":")[2])
-
-
 # ---------------------------------------------------------------------------------------------- document
-
-
-FIT_ESTIMATORS = ("analytic", "k3")
-"""KL estimates the fit may use, preferred first: the analytic pass, else k3 (unbiased, never negative)."""
-
-
-def _kl_mean(checkpoint: dict, estimator: str) -> float | None:
-    estimate = (checkpoint["kl"] or {}).get(estimator)
-    return estimate.get("mean") if isinstance(estimate, dict) else None
-
-
-def fit_estimator(checkpoints: list[dict]) -> str:
-    """The one KL estimate every point of the fit uses: of FIT_ESTIMATORS, the one that the most checkpoints
-    with a quality have (the first on a tie); checkpoints without it are left out of the fit."""
-    rated = [c for c in checkpoints if (c["quality"] or {}).get("value") is not None]
-    counts = [sum(_kl_mean(c, name) is not None for c in rated) for name in FIT_ESTIMATORS]
-    return FIT_ESTIMATORS[counts.index(max(counts))]
-
-
-def quality_frame(checkpoints: list[dict], estimator: str = "analytic") -> pd.DataFrame:
-    """run, step, kl (the ``estimator`` mean), quality, quality_se, implicit_reward: one row per checkpoint with a
-    quality and that KL. quality_se and implicit_reward are per row, NaN where that row has none (an SE of 0 or
-    undefined, or no score stage): never dropped for the whole frame."""
-    rows = []
-    for c in checkpoints:
-        value = (c["quality"] or {}).get("value")
-        estimate = (c["kl"] or {}).get(estimator)
-        if value is None or estimate is None or estimate.get("mean") is None:
-            continue
-        rows.append({"run": c["run"], "step": c["step"], "kl": estimate["mean"], "quality": value,
-                     "quality_se": c["quality"].get("se"), "implicit_reward": (c["rewards"] or {}).get("mean_margin")})
-    frame = pd.DataFrame(rows, columns=["run", "step", "kl", "quality", "quality_se", "implicit_reward"])
-    for column in ("kl", "quality", "quality_se", "implicit_reward"):
-        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(np.float64)
-    return frame
-
-
-def prompt_quality_frame(checkpoints: list[dict], tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """run, step, prompt_id, quality: the quality/{run}/{label} tables of the checkpoints with a quality."""
-    parts = [tables[name].assign(run=c["run"], step=c["step"]) for c in checkpoints
-             if (c["quality"] or {}).get("value") is not None
-             and (name := table_name("quality", c["run"], c["label"])) in tables]
-    columns = list(overoptimization.PROMPT_COLUMNS)
-    return pd.concat(parts, ignore_index=True)[columns] if parts else pd.DataFrame(columns=columns)
-
-
-FIT_WHAT = "the quality-vs-KL fit"
-RECOMMENDED_WHAT = "the recommended checkpoint (quality-vs-KL fit)"
-CANNOT_FLAG = "none: these inputs do not allow it (see why); more checkpoints or prompts may"
-
-
-def fit_results(checkpoints: list[dict], has_judge: bool, no_judge_reason: str = NO_JUDGE_REASON,
-                tables: dict[str, pd.DataFrame] | None = None,
-                missing: list[dict] | None = None,
-                thresholds: findings.Thresholds = findings.Thresholds()) -> tuple[dict, dict, dict | None]:
-    """fits, past_peak, recommended; over-optimisation findings are added to the last checkpoints.
-
-    Never raises on the statistics: one that cannot be made is null (fits' kl_quality, a run's past_peak
-    entry, recommended) and a {what, why, flag} entry is appended to ``missing`` (when given), as is one
-    for the rows without a quality SE. ``tables`` holds the per-prompt quality tables
-    (table_name("quality", run, label)) that pair the past-peak test; without it the test is unpaired.
-    ``thresholds``: when the over-optimisation finding fires.
-    """
-    if not has_judge:
-        return {"kl_quality": None, "reason": no_judge_reason}, {}, None
-    notes = [] if missing is None else missing
-    estimator = fit_estimator(checkpoints)
-    frame = quality_frame(checkpoints, estimator)
-    if frame.empty:
-        reason = "no checkpoint has both a quality and a KL figure"
-        notes.append({"what": FIT_WHAT, "why": reason, "flag": "--stages with samples and judge"})
-        return {"kl_quality": None, "reason": reason}, {}, None
-    notes += _rows_without_se(frame)
-    fit = _fail_soft(notes, FIT_WHAT, lambda: overoptimization.fit_kl_quality(frame))
-    fits = {"kl_quality": plain(fit), "reason": "" if fit else notes[-1]["why"], "kl_estimator": estimator}
-    by_step = _one_row_per_step(checkpoints, estimator, notes)  # the past-peak test and the recommendation
-    step_frame = quality_frame(by_step, estimator)
-    prompts = None if tables is None else _fail_soft(notes, "per-prompt qualities (past-peak fit test)",
-                                                     lambda: prompt_quality_frame(by_step, tables))
-    past = {str(run): plain(_run_past_peak(notes, str(run), rows, prompts, thresholds))
-            for run, rows in step_frame.groupby("run", sort=True)}
-    recommended = _fail_soft(notes, RECOMMENDED_WHAT,
-                             lambda: overoptimization.recommend_checkpoint(step_frame, fit=fit))
-    _place_over_optimisation(by_step, past, thresholds)
-    return fits, past, plain(recommended)
-
-
-def _one_row_per_step(checkpoints: list[dict], estimator: str, notes: list[dict]) -> list[dict]:
-    """The checkpoints the step-keyed statistics (past-peak test, recommendation) use: where a run has one step
-    twice with a quality and KL (a final model saved at a checkpoint's step with other weights), the later
-    row, the final model, and a `missing` entry naming the row left out of those two (the fit keeps both)."""
-    last = {(c["run"], c["step"]): c for c in checkpoints if _has_fit_inputs(c, estimator)}
-    kept = []
-    for c in checkpoints:
-        standing = last.get((c["run"], c["step"]))
-        if standing is not None and standing is not c and _has_fit_inputs(c, estimator):
-            notes.append({"what": f"checkpoint {c['label']} of run {c['run']} in the past-peak test and the "
-                                  "recommendation",
-                          "why": f"step {c['step']} is also the step of {standing['label']} (other weights): the "
-                                 f"later row, {standing['label']}, stands for the step there; both are in the "
-                                 "fit and the tables",
-                          "flag": "none: the two rows are different weights at one training step"})
-            continue
-        kept.append(c)
-    return kept
-
-
-def _has_fit_inputs(checkpoint: dict, estimator: str) -> bool:
-    return ((checkpoint["quality"] or {}).get("value") is not None
-            and ((checkpoint["kl"] or {}).get(estimator) or {}).get("mean") is not None)
-
-
-def _run_past_peak(notes: list[dict], run: str, rows: pd.DataFrame, prompts: pd.DataFrame | None,
-                   thresholds: findings.Thresholds):
-    """One run's PastPeak (paired over its per-prompt qualities when given), or None with its reason in notes;
-    a run it could not test (no SE for the drop) is named in notes too."""
-    mine = None if prompts is None else prompts[prompts["run"] == run]
-    what = f"the past-peak check of run {run} (fit results)"
-    found = _fail_soft(notes, what, lambda: overoptimization.detect_past_peak(
-        rows, mine, k=thresholds.past_peak_k, tolerance=thresholds.past_peak_tolerance)[run])
-    if found is not None and found.se_method == "none":
-        notes.append({"what": what, "why": found.reason,
-                      "flag": "more prompts or samples per prompt (--max-prompts, --n-samples)"})
-    return found
-
-
-def _fail_soft(missing: list[dict], what: str, compute):
-    """compute(), or None with {what, why, flag} appended to ``missing`` when it raises: after the model work
-    no statistic may take the report down."""
-    try:
-        return compute()
-    except Exception as error:  # a figure that cannot be made is null with its reason
-        expected = isinstance(error, ValueError | ArithmeticError | np.linalg.LinAlgError)
-        why = str(error) if expected else f"{type(error).__name__}: {error} (a dpo-eval bug: please report it)"
-        missing.append({"what": what, "why": why, "flag": CANNOT_FLAG})
-        return None
-
-
-def _rows_without_se(frame: pd.DataFrame) -> list[dict]:
-    """A `missing` entry per run naming the rows whose quality has no SE (0 or undefined)."""
-    lacking = frame[~(np.isfinite(frame["quality_se"]) & (frame["quality_se"] > 0))]
-    return [{"what": f"the quality SE of run {run} step(s) {rows['step'].tolist()}",
-             "why": "it is 0 or undefined (every scored preference or per-prompt difference alike, or fewer than "
-                    "2): those rows are left out of the weighted quality-vs-KL fit, never weighted as exact",
-             "flag": "more prompts or samples per prompt (--max-prompts, --n-samples)"}
-            for run, rows in lacking.groupby("run", sort=True)]
-
-
-def _place_over_optimisation(checkpoints: list[dict], past: dict, thresholds: findings.Thresholds) -> None:
-    """The over-optimisation finding of each run past its peak, on its last tested checkpoint."""
-    for run, p in past.items():
-        if p is None:
-            continue
-        found = findings.check_over_optimisation(
-            p["is_past_peak"], p["peak_step"], p["peak_quality"], p["last_quality"], frame_source(checkpoints),
-            thresholds, p["last_step"], drop=p["drop"], drop_se=p["drop_se"], drop_threshold=p["threshold"],
-            se_method=p["se_method"])
-        target = next((c for c in checkpoints if c["run"] == run and c["step"] == p["last_step"]), None)
-        if found and target is not None:
-            target["findings"].append({**plain(found), "run": run})
-
-
-def frame_source(checkpoints: list[dict]) -> str:
-    return next((c["quality"]["source"] for c in checkpoints if c["quality"]), "quality")
 
 
 def _stage_not_run(plan: Plan, stage: str) -> str:

@@ -1,4 +1,4 @@
-"""assemble.fit_results: statistics that cannot be made are null with their reason in `missing` (never raised),
+"""fits.fit_results: statistics that cannot be made are null with their reason in `missing` (never raised),
 quality SEs per row, the past-peak drop paired over prompts, and the extrapolated KL-quality peak labelled."""
 
 from __future__ import annotations
@@ -11,14 +11,8 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from dpo_eval.evaluation.assemble import (
-    fit_results,
-    gold_prompt_quality,
-    gold_quality,
-    judge_prompt_quality,
-    prompt_quality_frame,
-    quality_frame,
-)
+from dpo_eval.evaluation.fits import fit_results, prompt_quality_frame, quality_frame
+from dpo_eval.evaluation.quality import gold_prompt_quality, gold_quality, judge_prompt_quality
 from dpo_eval.reports import plots
 from dpo_eval.reports.schema import RESULTS_SCHEMA
 from dpo_eval.reports.tables import table_name

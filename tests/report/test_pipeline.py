@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from tiny_run import FAST, JUDGE_DIR, RULE_JUDGE, trained_once
 
 from dpo_eval.cli import main
-from dpo_eval.evaluation.assemble import gold_quality, judge_quality
+from dpo_eval.evaluation.quality import gold_quality, judge_quality
 from dpo_eval.evaluation.steps import unseen_sequences
 from dpo_eval.metrics.kl import kl_from_samples
 from dpo_eval.reports.schema import schema_errors

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from tiny_run import FAST, copy_run, trained_once
 
 from dpo_eval.cli import main
-from dpo_eval.evaluation.assemble import fit_results
+from dpo_eval.evaluation.fits import fit_results
 from dpo_eval.evaluation.plan import tokenizer_sha256
 from dpo_eval.evaluation.store import LEDGER_FILE
 
