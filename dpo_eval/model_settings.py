@@ -1,8 +1,11 @@
-"""Which reference, and how models load: the settings score, rerank and rewardbench share.
+"""How models load, and which reference: the settings score, rerank, rewardbench and report share.
 
-One frozen dataclass, nested in those commands' configs as ``models`` (its fields are their flags:
-``--ref``, ``--token-budget``, ``--device``, ``--dtype``, ``--cache-dir``, ``--trust-remote-code``,
-``--allow-pickle``; ``pop_model_settings`` collects them). Light on purpose: the CLI imports it.
+``ModelLoading`` is how every model of a command is loaded and run (``--token-budget``, ``--device``,
+``--dtype``, ``--cache-dir``, ``--trust-remote-code``, ``--allow-pickle``): ``dpo-eval report`` holds it
+as ``ReportConfig.models`` (its reference is its own: None means each run's). ``ModelSettings`` adds the
+required ``--ref`` of score, rerank and rewardbench, whose configs hold it as ``models``.
+``pop_model_loading`` and ``pop_model_settings`` collect them from the flags. Light on purpose: the CLI
+imports it.
 """
 
 from __future__ import annotations
@@ -16,9 +19,7 @@ REFERENCE_FREE = "none"
 
 
 @dataclass(frozen=True)
-class ModelSettings:
-    ref: str
-    """A reference model, or "none" for reference-free rewards: always explicit, never a silent default."""
+class ModelLoading:
     token_budget: int | None = None
     """Padded tokens per forward pass; None: the device's default (engine.batching.default_token_budget)."""
     device: str = "auto"
@@ -31,15 +32,40 @@ class ModelSettings:
     """Allow pickled .bin weights (they can run code when loaded)."""
 
     @property
-    def is_reference_free(self) -> bool:
-        return self.ref.lower() == REFERENCE_FREE
+    def model_flags(self) -> dict:
+        """The flags each model is identified and loaded with (identify_model, load_model, load_tokenizer)."""
+        return {"trust_remote_code": self.trust_remote_code, "allow_pickle": self.allow_pickle}
 
     def validate(self) -> None:
         if self.token_budget is not None and self.token_budget < 1:
             raise UserError(f"--token-budget must be positive, got {self.token_budget}")
 
 
+@dataclass(frozen=True, kw_only=True)
+class ModelSettings(ModelLoading):
+    """ModelLoading and the reference (a keyword: ModelSettings(ref=..., device=...))."""
+
+    ref: str
+    """A reference model, or "none" for reference-free rewards: always explicit, never a silent default."""
+
+    @classmethod
+    def with_ref(cls, ref: str, loading: ModelLoading) -> ModelSettings:
+        """The settings of ``loading`` with the reference ``ref``."""
+        return cls(ref=ref, **{name: getattr(loading, name) for name in LOADING_FIELDS})
+
+    @property
+    def is_reference_free(self) -> bool:
+        return self.ref.lower() == REFERENCE_FREE
+
+
+LOADING_FIELDS = tuple(f.name for f in fields(ModelLoading))
 MODEL_FIELDS = tuple(f.name for f in fields(ModelSettings))
+
+
+def pop_model_loading(options: dict) -> ModelLoading:
+    """Take the loading settings out of a command's keyword arguments (or a gate file's flat `report:`
+    settings), as a ModelLoading; the ones not there keep their defaults."""
+    return ModelLoading(**{name: options.pop(name) for name in LOADING_FIELDS if name in options})
 
 
 def pop_model_settings(options: dict) -> ModelSettings:

@@ -233,7 +233,7 @@ def _stats(identity, sequences, config: RerankConfig, ctx: DistContext, device, 
 
     def load() -> torch.nn.Module:
         return load_model(identity.path, device=device, dtype=dtype, cache_dir=root,
-                          trust_remote_code=config.models.trust_remote_code, allow_pickle=config.models.allow_pickle).model
+                          **config.models.model_flags).model
 
     cache = sequence_cache(root, identity.fingerprint, device, dtype, writer_tag=str(ctx.rank))
     return score_sequences(load, sequences, cache, pad_id=pad_id,
@@ -281,7 +281,7 @@ def run_rerank(config: RerankConfig) -> RerankResult:
     ctx = init_distributed()
     check_one_process(config.logprobs, ctx)
     root = resolve_cache_dir(config.models.cache_dir)
-    flags = {"allow_pickle": config.models.allow_pickle, "trust_remote_code": config.models.trust_remote_code}
+    flags = config.models.model_flags
     policy_id = identify_model(config.policy, cache_dir=root, **flags)
     ref_id = None if config.models.is_reference_free else identify_model(config.models.ref, cache_dir=root, **flags)
     sets = read_candidates(config.candidates, config.limit)

@@ -93,7 +93,7 @@ def _model_logps(identity: ModelIdentity, pairs: TokenizedPairs, config: ScoreCo
 
     def load() -> torch.nn.Module:
         return load_model(identity.path, device=device, dtype=dtype, cache_dir=cache_root,
-                          trust_remote_code=config.models.trust_remote_code, allow_pickle=config.models.allow_pickle).model
+                          **config.models.model_flags).model
 
     budget = config.models.token_budget or default_token_budget(device)
     result = score_with_cache(load, pairs.pairs, cache, pad_id=pad_id, token_budget=budget, ctx=ctx,
@@ -166,7 +166,7 @@ def score(config: ScoreConfig) -> ScoreResult:
     ctx = init_distributed()
     check_one_process(config.logprobs, ctx)
     cache_root = resolve_cache_dir(config.models.cache_dir)
-    flags = {"allow_pickle": config.models.allow_pickle, "trust_remote_code": config.models.trust_remote_code}
+    flags = config.models.model_flags
     policy_id = identify_model(config.policy, cache_dir=cache_root, **flags)
     ref_id = None if config.models.is_reference_free else identify_model(config.models.ref, cache_dir=cache_root, **flags)
     loaded, tokenized, pad_id = _tokenize(config, policy_id, ref_id, cache_root)

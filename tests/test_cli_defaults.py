@@ -21,15 +21,16 @@ RENAMED = {"no_progress": ("show_progress", lambda flag_default: not flag_defaul
 
 
 def dataclass_defaults(cls) -> dict:
-    """Field name -> default, nested dataclass fields (default_factory, or required as ModelSettings)
-    flattened by their own names."""
+    """Field name -> default, nested dataclass fields flattened by their own names: a default_factory's
+    dataclass by the values it makes (ReportConfig.models), a required one (ModelSettings) by its defaults."""
     out = {}
     for f in dataclasses.fields(cls):
         if f.default is not dataclasses.MISSING:
             out[f.name] = f.default
         elif f.default_factory is not dataclasses.MISSING:
             value = f.default_factory()
-            out.update(dataclass_defaults(type(value)) if dataclasses.is_dataclass(value) else {f.name: value})
+            out.update({n.name: getattr(value, n.name) for n in dataclasses.fields(value)}
+                       if dataclasses.is_dataclass(value) else {f.name: value})
         elif dataclasses.is_dataclass(nested := typing.get_type_hints(cls)[f.name]):
             out.update(dataclass_defaults(nested))
         else:

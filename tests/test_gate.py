@@ -342,14 +342,48 @@ def test_report_config_takes_the_file_settings_and_the_flags_win(tmp_path):
                            "report:\n  n_samples: 2\n  judge: rule:a:b\n  allow_pickle: true\n")
     loaded = load_gate_file(config_file)
     plain = report_config(GateConfig(target="run", config=str(config_file)), loaded)
-    assert (plain.run_dirs, plain.n_samples, plain.judge, plain.steps, plain.allow_pickle) == (
+    assert (plain.run_dirs, plain.n_samples, plain.judge, plain.steps, plain.models.allow_pickle) == (
         ("run",), 2, "rule:a:b", "final", True)
     flagged = report_config(GateConfig(target="run", config=str(config_file), judge="gold:x.jsonl", out="o",
                                        show_progress=False), loaded)
-    assert (flagged.judge, flagged.out, flagged.show_progress, flagged.allow_pickle) == ("gold:x.jsonl", "o", False,
+    assert (flagged.judge, flagged.out, flagged.show_progress, flagged.models.allow_pickle) == ("gold:x.jsonl", "o", False,
                                                                                          True)
     config_file.write_text("checks:\n  - checkpoints[final].rewards.accuracy >= 0.6\nreport:\n  n_samples: 0\n")
     with pytest.raises(UserError, match="--n-samples"):
+        report_config(GateConfig(target="run", config=str(config_file)), load_gate_file(config_file))
+
+
+def test_the_report_block_takes_the_loading_settings_flat_and_the_flags_win(tmp_path):
+    """A gate file's `report:` keeps ReportConfig's flat keys: the loading ones land in ReportConfig.models
+    (ModelLoading), listed in their old place among the allowed keys; `models:` itself is no key."""
+    from dpo_eval.gate.run import GateConfig, report_config
+    from dpo_eval.model_settings import ModelLoading
+
+    config_file = tmp_path / "gate.yaml"
+    checks = "checks:\n  - checkpoints[final].rewards.accuracy >= 0.6\n"
+    config_file.write_text(checks + "report:\n  token_budget: 64\n  device: cpu\n  dtype: float32\n"
+                           "  cache_dir: c\n  trust_remote_code: true\n")
+    loaded = load_gate_file(config_file)
+    plain = report_config(GateConfig(target="run", config=str(config_file)), loaded)
+    assert plain.models == ModelLoading(token_budget=64, device="cpu", dtype="float32", cache_dir="c",
+                                        trust_remote_code=True)
+    flagged = report_config(GateConfig(target="run", config=str(config_file), cache_dir="d", allow_pickle=True), loaded)
+    assert flagged.models == ModelLoading(token_budget=64, device="cpu", dtype="float32", cache_dir="d",
+                                          trust_remote_code=True, allow_pickle=True)
+    assert report_config(GateConfig(target="run", config=str(config_file), trust_remote_code=True),
+                         load_gate_file(config_file)).models.trust_remote_code
+    cases = {"models: {device: cpu}": "unknown report setting 'models'; allowed: ref, data, ",
+             "n_sample: 2": ", batch_size, token_budget, device, dtype, cache_dir, trust_remote_code, allow_pickle, "
+                            "show_progress, render, ",
+             "device: 3": "report setting device: 3 is not a <class 'str'>",
+             "token_budget: x": "report setting token_budget: 'x' is not a int | None"}
+    for text, message in cases.items():
+        config_file.write_text(checks + f"report:\n  {text}\n")
+        with pytest.raises(UserError) as error:
+            load_gate_file(config_file)
+        assert message in str(error.value)
+    config_file.write_text(checks + "report:\n  token_budget: 0\n")
+    with pytest.raises(UserError, match="--token-budget must be at least 1, got 0; leave it out for the default"):
         report_config(GateConfig(target="run", config=str(config_file)), load_gate_file(config_file))
 
 

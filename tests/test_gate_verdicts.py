@@ -28,6 +28,7 @@ from dpo_eval.gate.run import GateConfig, needed_steps, report_config  # noqa: E
 from dpo_eval.metrics import findings  # noqa: E402
 from dpo_eval.metrics import gate as g  # noqa: E402
 from dpo_eval.metrics.gate_baseline import incomparable_fields  # noqa: E402
+from dpo_eval.model_settings import ModelLoading  # noqa: E402
 from dpo_eval.reports.gate_summary import escape_markdown, format_markdown  # noqa: E402
 from dpo_eval.reports.junit import render_junit  # noqa: E402
 
@@ -350,7 +351,7 @@ def test_report_thresholds_reach_the_findings_and_the_provenance(tiny, tmp_path,
     assert unflagged.exception.args[0].thresholds == findings.Thresholds()
     monkeypatch.undo()
     common = dict(run_dirs=(str(tiny["run"]),), stages=("samples",), steps="final", n_samples=2, max_new_tokens=8,
-                  cache_dir=str(tiny["cache"]), show_progress=False, render=False)
+                  models=ModelLoading(cache_dir=str(tiny["cache"])), show_progress=False, render=False)
     tight = pipeline.report(ReportConfig(**common, out=str(tmp_path / "tight"),
                                          thresholds=findings.Thresholds(kl_budget=0.0))).document
     default = pipeline.report(ReportConfig(**common, out=str(tmp_path / "default"))).document

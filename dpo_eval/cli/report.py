@@ -9,9 +9,11 @@ import click
 
 from dpo_eval.evaluation.config import STAGES, ReportConfig, load_thresholds, resolve_stages
 from dpo_eval.metrics.findings import Thresholds
+from dpo_eval.model_settings import ModelLoading, pop_model_loading
 
-DEFAULTS = {f.name: f.default for f in dataclasses.fields(ReportConfig) if f.default is not dataclasses.MISSING}
-"""The option defaults, taken from ReportConfig (never restated here)."""
+DEFAULTS = {**{f.name: f.default for f in dataclasses.fields(ModelLoading)},
+            **{f.name: f.default for f in dataclasses.fields(ReportConfig) if f.default is not dataclasses.MISSING}}
+"""The option defaults, taken from ReportConfig and its ModelLoading (never restated here)."""
 
 REPORT_EXAMPLES = """
 \b
@@ -113,7 +115,8 @@ def report_command(run_dirs, no_progress, vllm_args, vllm_urls, **options) -> No
     from dpo_eval.evaluation.pipeline import report
 
     result = report(ReportConfig(run_dirs=tuple(run_dirs), show_progress=not no_progress,
-                                 vllm_args=tuple(vllm_args), vllm_urls=tuple(vllm_urls), **options))
+                                 vllm_args=tuple(vllm_args), vllm_urls=tuple(vllm_urls),
+                                 models=pop_model_loading(options), **options))
     if not result.is_main_process:  # torchrun: rank 0 reports
         return
     for note in result.notes:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dpo_eval.errors import UserError, read_yaml_file
 from dpo_eval.metrics.findings import Thresholds
+from dpo_eval.model_settings import ModelLoading
 
 DEFAULT_BETA = 0.1
 """β for implicit rewards when neither --beta nor the run's dpo_eval.json gives one."""
@@ -94,15 +95,11 @@ class ReportConfig:
     bootstrap_resamples: int = 2000
     lc_resamples: int = 200
     batch_size: int = 8
-    token_budget: int | None = None
-    """Padded tokens per forward pass of the log-prob passes; None: the device's default (as `dpo-eval score`)."""
-    device: str = "auto"
-    dtype: str = "auto"
-    cache_dir: str | None = None
-    trust_remote_code: bool = False
-    """Allow model code from the model folders (every model: checkpoints, reference, a local judge)."""
-    allow_pickle: bool = False
-    """Allow pickled .bin weights (they can run code when loaded)."""
+    models: ModelLoading = field(default_factory=ModelLoading)
+    """How every model is loaded and run (checkpoints, reference, a local judge): token_budget (padded
+    tokens per forward pass of the log-prob passes; None: the device's default, as `dpo-eval score`),
+    device, dtype, cache_dir, trust_remote_code, allow_pickle. Their flags and a gate file's `report:`
+    keys keep these names (pop_model_loading)."""
     show_progress: bool = True
     render: bool = True
     vllm: bool = False
@@ -134,17 +131,13 @@ class ReportConfig:
             return tuple(s for s in stages if s not in VLLM_CANNOT)
         return stages
 
-    @property
-    def model_flags(self) -> dict:
-        """The loading flags every model of the report is identified and loaded with."""
-        return {"trust_remote_code": self.trust_remote_code, "allow_pickle": self.allow_pickle}
-
     def validate(self) -> None:
         """Flag values that are wrong whatever the inputs (one line each)."""
         if self.n_samples < 1 or self.max_new_tokens < 1 or self.batch_size < 1:
             raise UserError("--n-samples, --max-new-tokens and --batch-size must be at least 1")
-        if self.token_budget is not None and self.token_budget < 1:
-            raise UserError(f"--token-budget must be at least 1, got {self.token_budget}; leave it out for the default")
+        if self.models.token_budget is not None and self.models.token_budget < 1:
+            raise UserError(f"--token-budget must be at least 1, got {self.models.token_budget}; leave it out for "
+                            "the default")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
             raise UserError(f"--temperature must be >= 0 and --top-p in (0, 1]; got {self.temperature}, {self.top_p}")
         if self.max_prompts is not None and self.max_prompts < 1:

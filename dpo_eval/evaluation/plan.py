@@ -235,10 +235,10 @@ def _rows(run: Run, ref_path: str, ref_identity: ModelIdentity, cache_root: Path
 
 def _run_plan(config: ReportConfig, inputs: ReportInputs, run: Run, cache_root: Path) -> tuple[RunPlan, list[str]]:
     reference = inputs.references[run.name]
-    ref_identity = _identify(reference.path, cache_root, config.model_flags)
+    ref_identity = _identify(reference.path, cache_root, config.models.model_flags)
     warning = check_reference_identity(reference, ref_identity)
     plan = RunPlan(run, reference, ref_identity, _beta(config, run), _tokenization(run),
-                   _rows(run, reference.path, ref_identity, cache_root, config.model_flags),
+                   _rows(run, reference.path, ref_identity, cache_root, config.models.model_flags),
                    ref_tokenizer_sha256=tokenizer_sha256((reference.path,), cache_root))
     return plan, [f"run {run.name}: {warning}"] if warning else []
 
@@ -297,7 +297,7 @@ def judge_identity(config: ReportConfig, cache_root: Path) -> dict | None:
         source = inspect.getsourcefile(RuleJudge(rest).function)
         identity["source_sha256"] = path_sha256(source) if source else None
     elif kind == "local":
-        identity["model_fingerprint"] = _identify(rest, cache_root, config.model_flags).fingerprint
+        identity["model_fingerprint"] = _identify(rest, cache_root, config.models.model_flags).fingerprint
     else:
         identity["base_url"] = config.judge_base_url
     return identity
@@ -312,8 +312,8 @@ def _numerics(config: ReportConfig) -> str:
 
         options = VllmOptions(config.vllm_python, tuple(config.vllm_args))
         return f"vllm{installed_version(config.vllm_python)}-{options.digest()}"
-    device = resolve_device(config.device)
-    return f"{numerics_tag(device, resolve_dtype(config.dtype, device))}-engine{ENGINE_VERSION}"
+    device = resolve_device(config.models.device)
+    return f"{numerics_tag(device, resolve_dtype(config.models.dtype, device))}-engine{ENGINE_VERSION}"
 
 
 def build_plan(config: ReportConfig, store: RunStore) -> Plan:
@@ -329,7 +329,7 @@ def build_plan(config: ReportConfig, store: RunStore) -> Plan:
                       _hub_data_file(store, inputs.prompts, None, None, "hub_prompts"))
     inputs = replace(inputs, pairs=pairs_source, prompts=replace(prompts_source, source=inputs.prompts.source)
                      if inputs.prompts.source == "pairs" else prompts_source)
-    cache_root = resolve_cache_dir(config.cache_dir)
+    cache_root = resolve_cache_dir(config.models.cache_dir)
     numerics = _numerics(config)
     loaded = load_pairs(inputs.pairs.path)
     pairs_sha = path_sha256(inputs.pairs.path)

@@ -28,7 +28,7 @@ The reference row's KL along its own samples is 0 exactly (policy = reference): 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pandas as pd
@@ -49,15 +49,15 @@ def _device(plan: Plan):
     from dpo_eval.engine.distributed import device_for_rank
     from dpo_eval.models import resolve_device, resolve_dtype
 
-    device = device_for_rank(resolve_device(plan.config.device), plan.ctx)
-    return device, resolve_dtype(plan.config.dtype, device)
+    device = device_for_rank(resolve_device(plan.config.models.device), plan.ctx)
+    return device, resolve_dtype(plan.config.models.dtype, device)
 
 
 def _budget(plan: Plan) -> int:
     """--token-budget, else the device's default."""
     from dpo_eval.engine.batching import default_token_budget
 
-    return plan.config.token_budget or default_token_budget(_device(plan)[0])
+    return plan.config.models.token_budget or default_token_budget(_device(plan)[0])
 
 
 # ---------------------------------------------------------------------------------------------- keys
@@ -109,8 +109,7 @@ def run_score(plan: Plan, run_plan: RunPlan, row: Row, work: Path) -> None:
     from dpo_eval.score import ScoreConfig, score
 
     c = plan.config
-    models = ModelSettings(ref=run_plan.reference.path, token_budget=c.token_budget, device=c.device, dtype=c.dtype,
-                           cache_dir=str(plan.cache_root), **c.model_flags)
+    models = ModelSettings.with_ref(run_plan.reference.path, replace(c.models, cache_dir=str(plan.cache_root)))
     score(ScoreConfig(policy=row.path, data=plan.inputs.pairs.path, models=models, beta=run_plan.beta,
                       out=str(work), tokenization=run_plan.tokenization, show_progress=c.show_progress,
                       logprobs=_logprob_settings(plan, row.identity.fingerprint, run_plan.ref_identity.fingerprint)))
@@ -140,11 +139,12 @@ def run_samples(plan: Plan, run_plan: RunPlan, model_path: str, work: Path, samp
                             ref=run_plan.reference.path, temperature=sampling["temperature"],
                             top_p=sampling["top_p"],
                             max_new_tokens=c.max_new_tokens, seed=c.seed, template=c.template,
-                            batch_size=c.batch_size, limit=c.max_prompts, device=c.device, dtype=c.dtype,
+                            batch_size=c.batch_size, limit=c.max_prompts, device=c.models.device,
+                            dtype=c.models.dtype,
                             cache_dir=str(plan.cache_root), show_progress=c.show_progress, vllm=c.vllm,
                             vllm_python=c.vllm_python, vllm_args=vllm_args,
                             logprobs=_logprob_settings(plan, fingerprint, run_plan.ref_identity.fingerprint),
-                            **c.model_flags))
+                            **c.models.model_flags))
 
 
 def _load(plan: Plan, path: str):
@@ -152,13 +152,14 @@ def _load(plan: Plan, path: str):
     from dpo_eval.models import load_model
 
     device, dtype = _device(plan)
-    return load_model(path, device=device, dtype=dtype, cache_dir=plan.cache_root, **plan.config.model_flags).model
+    return load_model(path, device=device, dtype=dtype, cache_dir=plan.cache_root,
+                      **plan.config.models.model_flags).model
 
 
 def _tokenizer(plan: Plan, *paths: str):
     from dpo_eval.models import load_tokenizer
 
-    return load_tokenizer(*paths, cache_dir=plan.cache_root, **plan.config.model_flags)
+    return load_tokenizer(*paths, cache_dir=plan.cache_root, **plan.config.models.model_flags)
 
 
 def _contexts(plan: Plan, tokenizer):
@@ -285,7 +286,7 @@ def run_judge(plan: Plan, samples_dir: Path, ref_samples_dir: Path, work: Path) 
     judge(JudgeConfig(candidates=str(samples_dir / SAMPLES_FILE), baseline=str(ref_samples_dir / SAMPLES_FILE),
                       judge=c.judge, out=str(work), mode=c.judge_mode, template=c.judge_template, seed=c.seed,
                       concurrency=c.judge_concurrency, base_url=c.judge_base_url, api_key_env=c.judge_api_key_env,
-                      cache_dir=str(plan.cache_root), show_progress=c.show_progress, **c.model_flags))
+                      cache_dir=str(plan.cache_root), show_progress=c.show_progress, **c.models.model_flags))
 
 
 def read_samples(samples_dir: Path) -> list[dict]:

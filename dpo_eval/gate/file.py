@@ -50,13 +50,15 @@ from dpo_eval.metrics.gate import (
     figure_tree,
     split_path,
 )
+from dpo_eval.model_settings import LOADING_FIELDS, ModelLoading
 
 
 @dataclass(frozen=True)
 class GateFile:
     checks: tuple[Check, ...]
     report: dict
-    """ReportConfig overrides from the file's `report:` mapping."""
+    """ReportConfig overrides from the file's `report:` mapping, flat (report_keys: the loading settings
+    by their own names; dpo_eval.model_settings.pop_model_loading nests them)."""
     thresholds: Thresholds | None = None
     """The file's `thresholds:` (defaults for the fields it leaves out); None without the block."""
     allow_incomparable: bool = False
@@ -191,6 +193,18 @@ REPORT_FIXED = ("run_dirs", "thresholds")
 have their own top-level block)."""
 
 
+def report_keys() -> list[str]:
+    """The keys of a gate file's `report:`: ReportConfig's fields less REPORT_FIXED, in their order, its
+    `models` (ModelLoading) flat by their own names in its place, as the report's flags name them."""
+    keys: list[str] = []
+    for field in dataclasses.fields(ReportConfig):
+        if field.name == "models":
+            keys.extend(LOADING_FIELDS)
+        elif field.name not in REPORT_FIXED:
+            keys.append(field.name)
+    return keys
+
+
 def _accepts(hint: object, value: object) -> bool:
     """Whether a YAML value fits a ReportConfig field's type hint (int for float; bool only for bool)."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
@@ -212,8 +226,8 @@ def _report_overrides(where: str, mapping: object) -> dict:
         return {}
     if not isinstance(mapping, dict):
         raise UserError(f"{where}: report: must be a mapping of dpo-eval report settings, e.g. n_samples: 4")
-    hints = typing.get_type_hints(ReportConfig)
-    allowed = [f.name for f in dataclasses.fields(ReportConfig) if f.name not in REPORT_FIXED]
+    hints = {**typing.get_type_hints(ReportConfig), **typing.get_type_hints(ModelLoading)}
+    allowed = report_keys()
     settings = {}
     for key, value in mapping.items():
         if key not in allowed:

@@ -36,6 +36,7 @@ from dpo_eval.gate.file import GateFile, load_gate_file
 from dpo_eval.jsonio import write_text_atomic
 from dpo_eval.metrics.gate import Check, CheckResult, FindingsCheck, Key, RegressionCheck, evaluate_checks
 from dpo_eval.metrics.gate_baseline import incomparable_fields
+from dpo_eval.model_settings import pop_model_loading
 from dpo_eval.reports.schema import RESULTS_SCHEMA_VERSION, schema_errors
 
 RESULTS = "results.json"
@@ -195,7 +196,7 @@ def report_config(config: GateConfig, gate_file: GateFile) -> ReportConfig:
         settings["stages"] = needed_stages(gate_file.checks)
     else:
         _check_file_stages(config.config, settings["stages"], gate_file.checks)
-    report = ReportConfig(run_dirs=(config.target,), **settings)
+    report = ReportConfig(run_dirs=(config.target,), models=pop_model_loading(settings), **settings)
     report.validate()
     return report
 

@@ -148,7 +148,7 @@ def _model_stats(identity: ModelIdentity, sequences, config, ctx: DistContext, d
 
     def load() -> torch.nn.Module:
         return load_model(identity.path, device=device, dtype=dtype, cache_dir=cache_root,
-                          trust_remote_code=config.models.trust_remote_code, allow_pickle=config.models.allow_pickle).model
+                          **config.models.model_flags).model
 
     cache = sequence_cache(cache_root, identity.fingerprint, device, dtype, writer_tag=str(ctx.rank))
     stats = score_sequences(load, sequences, cache, pad_id=pad_id,
@@ -216,7 +216,7 @@ def rewardbench(config: RewardBenchConfig) -> RewardBenchResult:
     ctx = init_distributed()
     check_one_process(config.logprobs, ctx)
     cache_root = resolve_cache_dir(config.models.cache_dir)
-    flags = {"allow_pickle": config.models.allow_pickle, "trust_remote_code": config.models.trust_remote_code}
+    flags = config.models.model_flags
     policy_id = identify_model(config.policy, cache_dir=cache_root, **flags)
     ref_id = None if config.models.is_reference_free else identify_model(config.models.ref, cache_dir=cache_root, **flags)
     loaded = load_pairs(config.data, data_format="auto", skip_invalid=config.skip_invalid, limit=config.limit,

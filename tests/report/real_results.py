@@ -45,14 +45,15 @@ def build_real_results(tmp_path_factory) -> RealResults:
     """Report the two runs with and without the rule judge (see the module docstring)."""
     from dpo_eval.evaluation.config import ReportConfig
     from dpo_eval.evaluation.pipeline import report
+    from dpo_eval.model_settings import ModelLoading
 
     tiny = trained_once(tmp_path_factory)
     root = tmp_path_factory.mktemp("real_results")
     run_dirs = (copy_run(tiny, root / "runs" / RUNS[0]), copy_run(tiny, root / "runs" / RUNS[1]))
     add_checkpoint(run_dirs[1], NOISY_STEP, scale=NOISY_SCALE)
     data = _hostile_pairs(Path(tiny["eval"]), root / "heldout.jsonl")
-    common = {"run_dirs": tuple(str(r) for r in run_dirs), "data": str(data), "cache_dir": str(tiny["cache"]),
-              **SETTINGS}
+    common = {"run_dirs": tuple(str(r) for r in run_dirs), "data": str(data),
+              "models": ModelLoading(cache_dir=str(tiny["cache"])), **SETTINGS}
     judged, unjudged = root / "judged", root / "unjudged"
     with pytest.MonkeyPatch.context() as patch:
         patch.syspath_prepend(str(JUDGE_DIR))

@@ -146,6 +146,7 @@ def report_rows(tmp_path: Path, root_seed: int) -> list[tuple]:
     from dpo_eval.evaluation.config import ReportConfig
     from dpo_eval.evaluation.plan import build_plan
     from dpo_eval.evaluation.store import RunStore
+    from dpo_eval.model_settings import ModelLoading
 
     ref = save_tiny_model(tmp_path / "ref", seed=9)
     run = tmp_path / "run"
@@ -153,7 +154,7 @@ def report_rows(tmp_path: Path, root_seed: int) -> list[tuple]:
     save_tiny_model(run, seed=root_seed)
     write_state(run, global_step=4)
     config = ReportConfig(run_dirs=(str(run),), ref=ref, data=write_text_pairs(tmp_path / "pairs.jsonl", n=4),
-                          cache_dir=str(tmp_path / "cache"), out=str(tmp_path / "out"))
+                          models=ModelLoading(cache_dir=str(tmp_path / "cache")), out=str(tmp_path / "out"))
     plan = build_plan(config, RunStore(tmp_path / "out" / "store"))
     return [(r.label, r.step, r.path, r.final_path, r.identity.fingerprint) for r in plan.runs[0].rows]
 

@@ -41,6 +41,7 @@ def reported(tmp_path_factory):
     from dpo_eval.evaluation.pipeline import report
     from dpo_eval.loop.config import load_loop_config
     from dpo_eval.loop.run import run_loop
+    from dpo_eval.model_settings import ModelLoading
 
     root = tmp_path_factory.mktemp("loop_report")
     tiny = trained_once(tmp_path_factory)
@@ -54,8 +55,8 @@ def reported(tmp_path_factory):
         run_loop(load_loop_config(None, (), **loop_settings(
             base, out, pairs="rso", samples_per_prompt=6, rso={"accept": 4, "beta": 1.0, "ranking": "first_round"})))
         offline = copy_run(tiny, root / "offline")
-        config = ReportConfig(run_dirs=(str(offline), str(out)), data=tiny["eval"], cache_dir=str(tiny["cache"]),
-                              judge=RULE_JUDGE, out=str(root / "report"), **SETTINGS)
+        config = ReportConfig(run_dirs=(str(offline), str(out)), data=tiny["eval"],
+                              models=ModelLoading(cache_dir=str(tiny["cache"])), judge=RULE_JUDGE, out=str(root / "report"), **SETTINGS)
         report(config)
     return root / "report", out, config
 
