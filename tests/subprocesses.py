@@ -6,9 +6,10 @@ from __future__ import annotations
 import subprocess
 
 
-def run_together(*commands: list[str], timeout: float = 300) -> list[subprocess.CompletedProcess]:
-    """Start every command at once, wait for all; like subprocess.run(cmd, capture_output=True, text=True)."""
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for cmd in commands]
+def run_together(*commands: list[str], timeout: float = 300, env: dict | None = None) -> list[subprocess.CompletedProcess]:
+    """Start every command at once, wait for all; like subprocess.run(cmd, capture_output=True, text=True, env=env)."""
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for cmd in commands]
     try:
         outputs = [proc.communicate(timeout=timeout) for proc in procs]
     finally:

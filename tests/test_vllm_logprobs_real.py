@@ -20,12 +20,11 @@ from dpo_eval.cli import main
 
 sys.path.insert(0, str(Path(__file__).parent / "engine"))
 from oracle import sequence_logp_float64  # noqa: E402
-from real_vllm import REAL_VLLM_MARKS, VLLM_PYTHON  # noqa: E402
+from real_vllm import REAL_VLLM_ARGS, REAL_VLLM_MARKS, VLLM_PYTHON  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = REAL_VLLM_MARKS
-# float32 as the engine on CPU; --enforce-eager: no graph compilation at start (as tests/judge/test_server.py)
-VLLM_ARGS = ("--dtype=float32", "--max-model-len=2048", "--gpu-memory-utilization=0.15", "--enforce-eager")
+VLLM_ARGS = REAL_VLLM_ARGS  # tests/judge/test_server.py's options too: one server for both modules
 SUBSETS = ("alpacaeval-easy", "llmbar-natural", "donotanswer", "hep-python", "math-prm")
 TOLERANCE = 1e-3  # nats per sequence
 

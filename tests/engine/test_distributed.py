@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 
 import pandas as pd
 from conftest import save_tiny_model, write_text_pairs
+from subprocesses import run_together
 
 
 def score_cmd(launcher, policy, ref, data, out, cache):
@@ -21,10 +21,11 @@ def test_two_gloo_processes_match_one(tmp_path):
     data = write_text_pairs(tmp_path / "pairs.jsonl", n=16, seed=4)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     single = score_cmd([sys.executable], policy, ref, data, tmp_path / "one", tmp_path / "c1")
-    subprocess.run(single, check=True, env=env, timeout=300)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     double = score_cmd(torchrun, policy, ref, data, tmp_path / "two", tmp_path / "c2")
-    done = subprocess.run(double, env=env, timeout=300, capture_output=True, text=True)
+    # started together (each its own out and cache, one thread per process): one Python start's wait for both
+    one_done, done = run_together(single, double, env=env)
+    assert one_done.returncode == 0, one_done.stderr[-3000:]
     assert done.returncode == 0, done.stderr[-3000:]
     one = pd.read_parquet(tmp_path / "one" / "pairs.parquet")
     two = pd.read_parquet(tmp_path / "two" / "pairs.parquet")

@@ -25,7 +25,22 @@ def smollm2(smollm2_cache):
     return load_model("smollm2", device=torch.device("cpu"), dtype=torch.float32, cache_dir=smollm2_cache)
 
 
-def test_engine_on_real_model_and_chat_template(smollm2):
+@pytest.fixture(scope="module")
+def exact(smollm2):
+    """sequence_logp_float64 on SmolLM2, computed once per (prompt, response) in this module: both tests hold
+    the engine to it on the first HH pairs (the same ids, the same value), and each call is a full forward."""
+    values = {}
+
+    def logp(prompt_ids, response_ids) -> float:
+        key = (tuple(prompt_ids), tuple(response_ids))
+        if key not in values:
+            values[key] = sequence_logp_float64(smollm2.model, prompt_ids, response_ids)
+        return values[key]
+
+    return logp
+
+
+def test_engine_on_real_model_and_chat_template(smollm2, exact):
     from dpo_eval.data.pairs import load_pairs
     from dpo_eval.engine.runner import compute_pair_logps
     from dpo_eval.tokenization import TokenizerSettings, tokenize_pairs
@@ -38,13 +53,12 @@ def test_engine_on_real_model_and_chat_template(smollm2):
     for pair in pairs:
         got = rows[pair.content_key()]
         for value, response in ((got[0], pair.chosen_ids), (got[1], pair.rejected_ids)):
-            exact = sequence_logp_float64(smollm2.model, pair.prompt_ids, response)
-            assert abs(value - exact) <= 1e-4
+            assert abs(value - exact(pair.prompt_ids, response)) <= 1e-4
             # plain float32 log_softmax drifts ~1e-5/token on this vocabulary; still close
             assert abs(value - sequence_logp(smollm2.model, pair.prompt_ids, response)) <= 1e-5 * len(response) + 1e-4
 
 
-def test_prompt_cache_on_real_model(smollm2):
+def test_prompt_cache_on_real_model(smollm2, exact):
     """The reranker's path (each prompt run once, its keys and values reused by every candidate) on
     the real model: budget 4096 puts prompts of different lengths in one batch; budget 1 runs each
     prompt alone and each response in a chunk of its own."""
@@ -58,9 +72,9 @@ def test_prompt_cache_on_real_model(smollm2):
     groups = [ResponseGroup(p.prompt_ids, (p.chosen_ids, p.rejected_ids, p.chosen_ids[: len(p.chosen_ids) // 2 + 1]))
               for p in pairs]
     assert len({len(g.prompt_ids) for g in groups}) > 1
-    exact = [[sequence_logp_float64(smollm2.model, g.prompt_ids, r) for r in g.responses] for g in groups]
+    expected_rows = [[exact(g.prompt_ids, r) for r in g.responses] for g in groups]
     for budget in (4096, 1):
         results = compute_groups(smollm2.model, groups, pad_id=smollm2.tokenizer.pad_token_id or 0,
                                  token_budget=budget, show_progress=False, reuse_prompt_cache=True)
-        for rows, expected in zip(results, exact):
+        for rows, expected in zip(results, expected_rows):
             assert [abs(row[0] - e) <= 1e-4 for row, e in zip(rows, expected)] == [True] * len(expected)

@@ -114,6 +114,7 @@ def test_score_with_hub_models_and_a_hub_dataset_matches_the_local_copies(hub: F
     import pandas as pd
     from conftest import save_tiny_model, write_text_pairs  # tests/conftest.py
     from hub_repos import folder_files
+    from subprocesses import run_together  # tests/subprocesses.py
 
     policy, ref = save_tiny_model(tmp_path / "policy", seed=1), save_tiny_model(tmp_path / "sft", seed=0)
     hub.add_commit("org/policy", folder_files(Path(policy)))
@@ -124,15 +125,17 @@ def test_score_with_hub_models_and_a_hub_dataset_matches_the_local_copies(hub: F
                                           "data/train_prefs-00000-of-00001.parquet": parquet(rows[:2])},
                             kind="datasets")
 
-    def score(out: str, *args: str) -> Path:
-        done = subprocess.run([sys.executable, "-m", "dpo_eval.cli", "score", *args, "--out", str(tmp_path / out),
-                               "--cache-dir", str(tmp_path / f"cache_{out}"), "--no-progress"],
-                              capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "0"}, timeout=300)
-        assert done.returncode == 0, done.stderr
-        return tmp_path / out
+    def score(out: str, *args: str) -> list[str]:
+        return [sys.executable, "-m", "dpo_eval.cli", "score", *args, "--out", str(tmp_path / out),
+                "--cache-dir", str(tmp_path / f"cache_{out}"), "--no-progress"]
 
-    by_hub = score("hub", "--policy", "org/policy", "--ref", "org/sft", "--data", "org/pairs", "--split", "test_prefs")
-    local = score("local", "--policy", policy, "--ref", ref, "--data", local_pairs)
+    # both at once (each its own out and cache): each is a Python start importing torch
+    for done in run_together(score("hub", "--policy", "org/policy", "--ref", "org/sft", "--data", "org/pairs",
+                                   "--split", "test_prefs"),
+                             score("local", "--policy", policy, "--ref", ref, "--data", local_pairs),
+                             env={**os.environ, "HF_HUB_OFFLINE": "0"}):
+        assert done.returncode == 0, done.stderr
+    by_hub, local = tmp_path / "hub", tmp_path / "local"
     summary = json.loads((by_hub / "summary.json").read_text())
     assert summary["data"]["source"] == f"org/pairs@{commit}:test_prefs"
     assert summary["policy"]["path"] == "org/policy" and "models--org--policy" in summary["policy"]["resolved"]

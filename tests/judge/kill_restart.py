@@ -22,9 +22,9 @@ N_PROMPTS = 12  # x 2 orders = 24 ordered comparisons
 
 
 def judge_cmd(proxy_url: str, candidates: str, baseline: str, out: Path, timeout: float, backoff: float,
-              retries: int = 8) -> list[str]:
+              retries: int = 8, model: str = "smollm2") -> list[str]:
     return [sys.executable, "-m", "dpo_eval.cli", "judge", "--candidates", candidates, "--baseline", baseline,
-            "--judge", "openai:smollm2", "--base-url", proxy_url, "--api-key-env", "NO_KEY", "--out", str(out),
+            "--judge", f"openai:{model}", "--base-url", proxy_url, "--api-key-env", "NO_KEY", "--out", str(out),
             "--timeout", str(timeout), "--retries", str(retries), "--backoff", str(backoff), "--concurrency", "2",
             "--no-progress"]
 
@@ -37,12 +37,13 @@ def stored(cache: Path) -> int:
 
 
 def kill_then_rerun(upstream: str, tmp_path: Path, delay: float = 6.0, timeout: float = 4.0,
-                    backoff: float = 0.01) -> tuple[int, list[dict], dict, Path]:
+                    backoff: float = 0.01, model: str = "smollm2") -> tuple[int, list[dict], dict, Path]:
     """(verdicts stored when killed, the rerun's judgment records, its summary, the cache path).
 
     `timeout` and `backoff` are the judge's --timeout and --backoff, and set this test's time: every
     "delay" fault (and every held request) costs a worker `timeout` seconds, every retry about
-    backoff * 2**attempt * 1.5. `delay` must exceed `timeout`, and a healthy forward must finish within it."""
+    backoff * 2**attempt * 1.5. `delay` must exceed `timeout`, and a healthy forward must finish within it.
+    `model` is the judge's served model name (openai:MODEL)."""
     assert delay > timeout, "the proxy's delay fault must outlast the client's timeout"
     rows = [{"prompt_id": str(i), "prompt": f"Name a colour ({i}).", "output": f"Colour {i}"} for i in range(N_PROMPTS)]
     candidates, baseline = tmp_path / "c.jsonl", tmp_path / "b.jsonl"
@@ -51,7 +52,7 @@ def kill_then_rerun(upstream: str, tmp_path: Path, delay: float = 6.0, timeout: 
     proxy = FaultProxy(upstream, delay=delay, hold_after=HELD)
     out = tmp_path / "j"
     cache = out / "judge_cache.sqlite"
-    cmd = judge_cmd(proxy.url, str(candidates), str(baseline), out, timeout, backoff)
+    cmd = judge_cmd(proxy.url, str(candidates), str(baseline), out, timeout, backoff, model=model)
     victim = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
     try:
         assert proxy.holding.wait(300), "the judge never got past the first forwarded requests"

@@ -11,27 +11,28 @@ import json
 import pytest
 from fault_proxy import FAULTS, FaultProxy, record_client_faults
 from kill_restart import HELD, N_PROMPTS, keys_are_unique, kill_then_rerun
-from real_vllm import REAL_VLLM_MARKS, VLLM_PYTHON
+from real_vllm import REAL_VLLM_ARGS, REAL_VLLM_MARKS, VLLM_PYTHON
 
 from dpo_eval.judge.backends import OpenAIJudge
 from dpo_eval.judge.judging import Comparison, Judging
 from dpo_eval.judge.store import JudgmentStore
 from dpo_eval.judge.templates import load_template
+from dpo_eval.vllm_server import SERVED_NAME
 
 pytestmark = REAL_VLLM_MARKS
 
 
 @pytest.fixture(scope="module")
 def server(smollm2_cache):
-    """A real vLLM server started by dpo-eval's own launcher (its options pass through)."""
+    """A real vLLM server of SmolLM2 started by dpo-eval's own launcher (its options pass through), serving it
+    as SERVED_NAME: the session's one server (dpo_eval.vllm_server.SERVERS, the same model and REAL_VLLM_ARGS
+    as tests/test_vllm_logprobs_real.py), started once for both modules (~35 s each start on CI's CPU) and
+    stopped at exit."""
     from dpo_eval.models import identify_model
-    from dpo_eval.vllm_server import vllm_server
+    from dpo_eval.vllm_server import SERVERS
 
-    model_dir = identify_model("smollm2", cache_dir=smollm2_cache).resolved
-    # --enforce-eager: no graph compilation at start (measured here: 172 s -> 48 s to serve)
-    extra = ["--dtype", "float32", "--max-model-len", "2048", "--gpu-memory-utilization", "0.15", "--enforce-eager"]
-    with vllm_server(model_dir, "smollm2", VLLM_PYTHON, extra) as url:
-        yield url
+    identity = identify_model("smollm2", cache_dir=smollm2_cache)
+    return SERVERS.url_for(identity.fingerprint, identity.resolved, VLLM_PYTHON, REAL_VLLM_ARGS)
 
 
 def comparisons(n: int):
@@ -56,7 +57,7 @@ def test_real_server_verdict_and_probability_modes(server, tmp_path):
     template = load_template("pairwise")
     for mode in ("verdict", "probability"):
         store = JudgmentStore(tmp_path / f"{mode}.sqlite")
-        judge = OpenAIJudge("smollm2", server, template, api_key_env=None, timeout=60)
+        judge = OpenAIJudge(SERVED_NAME, server, template, api_key_env=None, timeout=60)
         seen = record_client_faults(judge.client)
         records = Judging(judge, template, store, mode).run(comparisons(4), concurrency=2, show_progress=False)
         store.close()
@@ -74,7 +75,7 @@ def test_faults_are_each_seen_and_survived(server, tmp_path):
     proxy = FaultProxy(server, delay=6.0)
     template = load_template("pairwise")
     store = JudgmentStore(tmp_path / "c.sqlite")
-    judge = OpenAIJudge("smollm2", proxy.url, template, api_key_env=None, timeout=4.0, max_retries=6, backoff=0.01)
+    judge = OpenAIJudge(SERVED_NAME, proxy.url, template, api_key_env=None, timeout=4.0, max_retries=6, backoff=0.01)
     seen = record_client_faults(judge.client)
     records = Judging(judge, template, store, "probability").run(comparisons(8), concurrency=3, show_progress=False)
     n_stored = len(store)
@@ -94,7 +95,7 @@ def test_faults_are_each_seen_and_survived(server, tmp_path):
 
 
 def test_kill_and_restart_loses_nothing_and_duplicates_nothing(server, tmp_path):
-    stored_before, records, summary, cache = kill_then_rerun(server, tmp_path)
+    stored_before, records, summary, cache = kill_then_rerun(server, tmp_path, model=SERVED_NAME)
     assert stored_before == HELD  # killed at a known point: the proxy held every later request
     unscored_reasons_allowed(records, attempts=9)  # --retries 8
     assert any(r["preference"] is not None for r in records)
@@ -110,7 +111,7 @@ def test_generate_from_the_real_server_with_engine_logps(server, tmp_path):
     prompts = tmp_path / "p.jsonl"
     prompts.write_text("".join(json.dumps({"prompt_id": str(i), "prompt": f"Name a fruit, number {i}."}) + "\n"
                                for i in range(3)))
-    args = ["generate", "--model", "smollm2", "--served-model", "smollm2", "--base-url", server, "--ref", "smollm2",
+    args = ["generate", "--model", "smollm2", "--served-model", SERVED_NAME, "--base-url", server, "--ref", "smollm2",
             "--prompts", str(prompts), "--n", "2", "--max-new-tokens", "12", "--temperature", "0.8",
             "--out", str(tmp_path / "g"), "--cache-dir", str(tmp_path / "cache"), "--api-key-env", "NO_KEY",
             "--no-progress"]

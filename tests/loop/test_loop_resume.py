@@ -36,8 +36,7 @@ def kill_at(config, out, env: dict, marker) -> None:
 
 def test_kill_9_at_each_phase_resumes_to_the_same_final_weights(base, tmp_path):
     straight = tmp_path / "straight"  # a process like the killed ones (same threads, so the same float sums)
-    done = start_loop(write_loop_yaml(base, straight), tmp_path)
-    assert done.wait(300) == 0, done.stderr.read()[-2000:]
+    done = start_loop(write_loop_yaml(base, straight), tmp_path)  # runs beside the first kills (outputs apart)
 
     out = tmp_path / "killed"
     config = write_loop_yaml(base, out)
@@ -55,6 +54,7 @@ def test_kill_9_at_each_phase_resumes_to_the_same_final_weights(base, tmp_path):
     assert [r["round"] for r in json.loads((out / LOOP_FILE).read_text())["rounds"]] == [1]
     finished = start_loop(config, out.parent)
     assert finished.wait(300) == 0, finished.stderr.read()[-2000:]
+    assert done.wait(300) == 0, done.stderr.read()[-2000:]
     for k in (1, 2):
         a = load_file(straight / f"round-{k}" / "checkpoint-2" / "model.safetensors")
         b = load_file(out / f"round-{k}" / "checkpoint-2" / "model.safetensors")

@@ -85,15 +85,7 @@ def test_all_ties_add_no_gradient_and_are_counted(base, tmp_path):
 def test_kill_9_mid_run_resumes_to_the_same_weights(base, tmp_path):
     settings = {k: v for k, v in online_settings(base, tmp_path).items() if k not in ("policy", "output_dir")}
     straight = tmp_path / "straight"
-    done = start_loop(write_loop_yaml(base, straight, **settings), tmp_path)
-    assert done.wait(300) == 0, done.stderr.read()[-2000:]
-    counts = json.loads((straight / LOOP_FILE).read_text())["rounds"][0]["counts"]
-    assert counts["prompts"] == 6 and counts["pairs"] + counts["ties"] + counts["unscored"] == 6
-    assert counts["pairs"] > 0
-    init = load_file(base["model"] + "/model.safetensors")
-    trained = load_file(straight / "online" / "checkpoint-3" / "model.safetensors")
-    assert any(not torch.equal(init[k], trained[k]) for k in trained)
-
+    done = start_loop(write_loop_yaml(base, straight, **settings), tmp_path)  # runs beside the victim (outputs apart)
     out = tmp_path / "killed"
     config = write_loop_yaml(base, out, **settings)
     victim = start_loop(config, tmp_path, **{ckpt.PAUSE_ENV: "2"})
@@ -102,6 +94,14 @@ def test_kill_9_mid_run_resumes_to_the_same_weights(base, tmp_path):
     finally:
         victim.send_signal(signal.SIGKILL)
         victim.wait()
+    assert done.wait(300) == 0, done.stderr.read()[-2000:]
+    counts = json.loads((straight / LOOP_FILE).read_text())["rounds"][0]["counts"]
+    assert counts["prompts"] == 6 and counts["pairs"] + counts["ties"] + counts["unscored"] == 6
+    assert counts["pairs"] > 0
+    init = load_file(base["model"] + "/model.safetensors")
+    trained = load_file(straight / "online" / "checkpoint-3" / "model.safetensors")
+    assert any(not torch.equal(init[k], trained[k]) for k in trained)
+
     assert not (out / LOOP_FILE).exists() or not json.loads((out / LOOP_FILE).read_text())["rounds"]
     finished = start_loop(config, tmp_path)
     assert finished.wait(300) == 0, finished.stderr.read()[-2000:]

@@ -15,6 +15,7 @@ import torch
 from click.testing import CliRunner
 from conftest import save_tiny_model, write_synthetic_preferences
 from safetensors.torch import load_file
+from subprocesses import run_together
 
 from dpo_eval.cli import main
 from dpo_eval.errors import UserError
@@ -126,7 +127,9 @@ def wait_for_pause(process: subprocess.Popen, marker: Path, timeout_s: float = 3
 
 def test_resume_after_kill_9_reaches_same_weights(base, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(train_cmd(base, tmp_path / "straight"), check=True, env=env, timeout=300, capture_output=True)
+    # the uninterrupted run beside the victim (one thread each, outputs apart): one Python start's wait for both
+    straight = subprocess.Popen(train_cmd(base, tmp_path / "straight"), env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
     paused = {**env, ckpt.PAUSE_ENV: "3"}  # the trainer waits after writing checkpoint-3
     victim = subprocess.Popen(train_cmd(base, tmp_path / "killed"), env=paused, stderr=subprocess.DEVNULL)
     try:
@@ -134,6 +137,11 @@ def test_resume_after_kill_9_reaches_same_weights(base, tmp_path):
     finally:
         victim.send_signal(signal.SIGKILL)
         victim.wait()
+    try:
+        straight_err = straight.communicate(timeout=300)[1]
+    finally:
+        straight.kill()
+    assert straight.returncode == 0, straight_err[-2000:]
     steps = sorted(int(p.name.split("-")[1]) for p in (tmp_path / "killed").glob("checkpoint-*"))
     assert steps == [1, 2, 3], "killed while paused after checkpoint-3"
     done = subprocess.run(train_cmd(base, tmp_path / "killed"), env=env, timeout=300, capture_output=True, text=True)
@@ -163,10 +171,11 @@ def test_pause_hook_waits_until_the_marker_is_deleted(tmp_path, monkeypatch):
 def test_two_gloo_processes_match_one(base, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     single = train_cmd(base, tmp_path / "one", "--set", "max_steps=3")
-    subprocess.run(single, check=True, env=env, timeout=300, capture_output=True)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     double = train_cmd(base, tmp_path / "two", "--set", "max_steps=3", "--set", "batch_size=2")
-    done = subprocess.run([*torchrun, *double[1:]], env=env, timeout=300, capture_output=True, text=True)
+    # started together (one thread per process, outputs apart): one Python start's wait for both
+    one_done, done = run_together(single, [*torchrun, *double[1:]], env=env)
+    assert one_done.returncode == 0, one_done.stderr[-3000:]
     assert done.returncode == 0, done.stderr[-3000:]
     assert_same_weights(final_weights(tmp_path / "one", 3), final_weights(tmp_path / "two", 3), atol=1e-6)
 

@@ -61,7 +61,15 @@ def test_stage_config_chains_policy_and_reference(base, tmp_path):
 def test_two_stages_chain_references_and_resume_after_kill_between_stages(base, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     straight = tmp_path / "straight"
-    done = run(write_config(base, straight), env, stderr=subprocess.PIPE, text=True)
+    done = run(write_config(base, straight), env, stderr=subprocess.PIPE, text=True)  # beside the victim (apart)
+    killed = tmp_path / "killed"
+    config = write_config(base, killed)
+    victim = run(config, {**env, ckpt.PAUSE_ENV: str(STEPS)}, stderr=subprocess.DEVNULL)
+    try:  # paused after stage 1's final checkpoint, before stage 2 starts
+        wait_for_pause(victim, ckpt.pause_marker(killed / "stage-1", STEPS))
+    finally:
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
     assert done.wait(300) == 0, done.stderr.read()[-2000:]
     cache = identify_model(base["model"], cache_dir=base["root"] / "cache")
     stage1_final = straight / "stage-1" / f"checkpoint-{STEPS}"
@@ -76,14 +84,6 @@ def test_two_stages_chain_references_and_resume_after_kill_between_stages(base, 
     assert [s["final_checkpoint"] for s in stages["finished"]] == [
         str(stage1_final), str(straight / "stage-2" / f"checkpoint-{STEPS}")]
 
-    killed = tmp_path / "killed"
-    config = write_config(base, killed)
-    victim = run(config, {**env, ckpt.PAUSE_ENV: str(STEPS)}, stderr=subprocess.DEVNULL)
-    try:  # paused after stage 1's final checkpoint, before stage 2 starts
-        wait_for_pause(victim, ckpt.pause_marker(killed / "stage-1", STEPS))
-    finally:
-        victim.send_signal(signal.SIGKILL)
-        victim.wait()
     assert not (killed / "stage-2").exists() and not (killed / STAGES_MANIFEST).exists()
     resumed = run(config, env, stderr=subprocess.PIPE, text=True)
     assert resumed.wait(300) == 0, resumed.stderr.read()[-2000:]
