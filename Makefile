@@ -1,5 +1,5 @@
 # make test: create .venv if missing, install the CPU torch wheel, the project with [dev], run ruff + pytest.
-# make demo: train SmolLM2-135M-Instruct with DPO on data/demo, report on its checkpoints, gate, print the headline.
+# make demo: train SmolLM2-135M-Instruct with DPO on data/demo, run the loop on the same task, report both runs, gate, print the headline.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -24,14 +24,16 @@ test: $(STAMP)
 	$(BIN)/ruff check dpo_eval metrics reports tests benchmarks tools
 	$(BIN)/python -m pytest -q --durations=15 tests
 
-# The demo: DPO on SmolLM2-135M-Instruct (data/demo, a task a rule can check), a report on its
-# checkpoints with the gold-answer judge, the CI gate, the headline. Resumable: a rerun is served
-# from the trainer's checkpoints and the report's run store.
+# The demo: DPO on SmolLM2-135M-Instruct (data/demo, a task a rule can check), the same model and
+# layers trained by `dpo-eval loop` on its own gold-labelled samples (data/demo/loop.yaml), one report
+# on both runs' checkpoints with the gold-answer judge, the CI gate, the headline. Resumable: a rerun
+# is served from the trainer's checkpoints, the loop's finished phases and the report's run store.
 DEMO := demo_out
 demo: $(STAMP)
 	$(BIN)/dpo-eval train data/demo/train.yaml
-	$(BIN)/dpo-eval report $(DEMO)/run --prompts data/demo/prompts.jsonl --judge gold:data/demo/answers.jsonl \
-		--n-samples 2 --max-new-tokens 40 --temperature 0.7 --out $(DEMO)/report
+	$(BIN)/dpo-eval loop data/demo/loop.yaml
+	$(BIN)/dpo-eval report $(DEMO)/run $(DEMO)/loop --data data/demo/heldout.jsonl --prompts data/demo/prompts.jsonl \
+		--judge gold:data/demo/answers.jsonl --n-samples 2 --max-new-tokens 40 --temperature 0.7 --out $(DEMO)/report
 	@$(BIN)/dpo-eval gate $(DEMO)/report/results.json --config data/demo/gate.yaml --junit $(DEMO)/gate.xml \
 		|| echo "gate: exit $$? (a check failed; the table above says which)"
 	@$(BIN)/python -m dpo_eval.headline $(DEMO)/report

@@ -47,8 +47,7 @@ def headline(results_dir: str | Path) -> str:
     lines += [checkpoint_line(doc, c) for c in doc["checkpoints"] if not c.get("is_reference")]
     findings = view.sorted_findings(doc.get("findings", []))
     lines.append(f"findings ({len(findings)}):")
-    lines += [f"  [{f['severity']}] {f['title']}"
-              f"{' (step ' + str(f['step']) + ')' if f.get('step') is not None else ''}: {f['message']}"
+    lines += [f"  [{f['severity']}] {f['title']} ({view.finding_place(doc, f)}): {f['message']}"
               for f in findings[:8]]
     lines += [f"missing: {m['what']}: {m['why']} ({m['flag']})" for m in doc.get("missing", [])]
     return "\n".join(lines)

@@ -126,17 +126,9 @@ def _recommended(results: dict) -> str:
     return _section("Recommended checkpoint", body, "recommended")
 
 
-def _where(results: dict, finding: dict) -> str:
-    """The checkpoint a finding is about (view.checkpoint_name); the run alone for a run-level finding."""
-    run, step = finding.get("run") or "", finding.get("step")
-    if step is not None:
-        return view.checkpoint_name(results, run, step)
-    return f"the run {run}" if len(view.run_names(results)) > 1 else "the run"
-
-
 def _finding(results: dict, finding: dict) -> str:
     severity = finding.get("severity", "info")
-    where = _where(results, finding)
+    where = view.finding_place(results, finding)
     numbers = ", ".join(f"{view.words(k)} {fmt(v, '.3g')}" for k, v in (finding.get("numbers") or {}).items())
     threshold = view.number(finding.get("threshold"))
     numbers += f"; threshold {threshold:.3g}" if threshold is not None else ""

@@ -220,6 +220,14 @@ def checkpoint_name(results: dict, run: str, step: object) -> str:
     return f"step {step}" if len(run_names(results)) <= 1 else f"{run} at step {step}"
 
 
+def finding_place(results: dict, finding: dict) -> str:
+    """The checkpoint a finding is about (checkpoint_name); the run alone for a run-level finding."""
+    run, step = finding.get("run") or "", finding.get("step")
+    if step is not None:
+        return checkpoint_name(results, run, step)
+    return f"the run {run}" if len(run_names(results)) > 1 else "the run"
+
+
 def words(key: str) -> str:
     """A saved key as words: "chosen_delta_per_token" -> "chosen delta per token"."""
     return str(key).replace("_", " ")

@@ -35,3 +35,17 @@ def test_headline_shows_the_page_recommendation_checkpoints_and_findings(real_re
 def test_headline_usage_error(tmp_path, capsys):
     assert main([str(tmp_path)]) == 2
     assert "usage" in capsys.readouterr().err
+
+
+def test_headline_findings_name_their_run_when_the_report_has_two(real_results, tmp_path):
+    """Two runs (lr-1e-2, lr-1e-3) share step numbers: a finding's line says which run, as the page does."""
+    results_dir = copy_results(real_results.judged, tmp_path / "results")
+    doc = json.loads((results_dir / "results.json").read_text())
+    assert len({c["run"] for c in doc["checkpoints"]}) == 2
+    lines = [line for line in headline(results_dir).splitlines() if line.startswith("  [")]
+    shown = view.sorted_findings(doc["findings"])[:8]
+    assert shown and len(lines) == len(shown)
+    for line, finding in zip(lines, shown):
+        where = (f"{finding['run']} at step {finding['step']}" if finding.get("step") is not None
+                 else f"the run {finding['run']}")
+        assert line.startswith(f"  [{finding['severity']}] {finding['title']} ({where}): "), line
