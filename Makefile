@@ -33,7 +33,7 @@ demo: $(STAMP)
 	$(BIN)/dpo-eval train data/demo/train.yaml
 	$(BIN)/dpo-eval loop data/demo/loop.yaml
 	$(BIN)/dpo-eval report $(DEMO)/run $(DEMO)/loop --data data/demo/heldout.jsonl --prompts data/demo/prompts.jsonl \
-		--judge gold:data/demo/answers.jsonl --n-samples 2 --max-new-tokens 40 --temperature 0.7 --out $(DEMO)/report
+		--judge gold:data/demo/answers.jsonl --n-samples 2 --max-new-tokens 40 --temperature 0.7 --batch-size 32 --out $(DEMO)/report
 	@$(BIN)/dpo-eval gate $(DEMO)/report/results.json --config data/demo/gate.yaml --junit $(DEMO)/gate.xml \
 		|| echo "gate: exit $$? (a check failed; the table above says which)"
 	@$(BIN)/python -m dpo_eval.headline $(DEMO)/report

@@ -25,6 +25,15 @@ LOOP_OWNED = ("policy", "ref", "data", "output_dir", "stages", "eval_data")
 IGNORED_FOR_RESUME = ("show_progress",)
 
 
+def resume_view(config: dict) -> dict:
+    """A loop config (as loop.json stores it) less what may differ on a resume: progress bars and the
+    sampling batch size (neither changes a result)."""
+    view = {k: v for k, v in config.items() if k not in IGNORED_FOR_RESUME}
+    if isinstance(view.get("sampling"), dict):
+        view["sampling"] = {k: v for k, v in view["sampling"].items() if k != "batch_size"}
+    return view
+
+
 @dataclass(frozen=True)
 class SamplingSettings:
     """How each round samples its K responses per prompt (as `dpo-eval generate`)."""
@@ -33,6 +42,9 @@ class SamplingSettings:
     top_p: float = 1.0
     max_new_tokens: int = 256
     seed: int = 0
+    batch_size: int = 8
+    """Prompts sampled together (each with its K samples): speed and memory only, never the samples
+    (each is seeded by its own round, prompt and index), so not part of the resume key."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +121,8 @@ class LoopConfig:
                             f"{self.labeller!r}): drop logprobs or use an implicit:POLICY[,REF] labeller")
         if s.temperature < 0 or not 0 < s.top_p <= 1 or s.max_new_tokens < 1:
             raise UserError("sampling: temperature must be >= 0, top_p in (0, 1], max_new_tokens at least 1")
+        if s.batch_size < 1:
+            raise UserError(f"sampling: batch_size must be at least 1, got {s.batch_size}")
         if rso.ranking not in RSO_RANKINGS:
             raise UserError(f"rso.ranking {rso.ranking!r} is unknown; choose one of {', '.join(RSO_RANKINGS)}")
         if not rso.beta > 0:
@@ -126,7 +140,7 @@ class LoopConfig:
 
     def resume_key(self) -> dict:
         """What a rerun must share with the run in OUTPUT_DIR to continue it."""
-        return {k: v for k, v in self.to_dict().items() if k not in IGNORED_FOR_RESUME}
+        return resume_view(self.to_dict())
 
 
 def _nested(cls: type, name: str, value: Any) -> Any:

@@ -47,6 +47,7 @@ def generate_config(config: LoopConfig, policy: str, ref: str, work: Path, round
     s, train = config.sampling, config.train
     return GenerateConfig(model=policy, prompts=str(work / "prompts.jsonl"), out=str(work), n=config.samples_per_prompt,
                           ref=ref, temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
+                          batch_size=s.batch_size,
                           seed=derived_seed(s.seed, round_index), template=train.get("template", "auto"),
                           device=train.get("device", "auto"), dtype=train.get("dtype", "auto"),
                           cache_dir=config.cache_dir, show_progress=config.show_progress,

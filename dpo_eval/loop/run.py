@@ -28,7 +28,7 @@ from dpo_eval.evaluation.store import path_sha256
 from dpo_eval.generate import read_prompts
 from dpo_eval.jsonio import write_json
 from dpo_eval.logprob_settings import LogprobSettings
-from dpo_eval.loop.config import LoopConfig
+from dpo_eval.loop.config import LoopConfig, resume_view
 from dpo_eval.loop.labels import make_labeller
 from dpo_eval.loop.model_labels import LabelContext
 from dpo_eval.loop.phases import ensure_phase, pause_if_requested
@@ -61,7 +61,7 @@ def _read_loop_file(config: LoopConfig) -> dict:
         return fresh
     stored = json.loads(path.read_text())
     defaults = {"logprobs": json.loads(json.dumps(dataclasses.asdict(LogprobSettings())))}  # loops made before it
-    old = {k: v for k, v in {**defaults, **stored.get("config", {})}.items() if k in config.resume_key()}
+    old = {k: v for k, v in resume_view({**defaults, **stored.get("config", {})}).items() if k in config.resume_key()}
     changed = sorted(k for k in set(old) | set(config.resume_key()) if old.get(k) != config.resume_key().get(k))
     if changed:
         raise UserError(f"{config.output_dir} holds a loop with other settings ({', '.join(changed)}); "

@@ -105,6 +105,8 @@ def test_counts_and_pairs_recomputed_from_the_written_files(straight):
 def test_a_finished_loop_reruns_nothing_and_other_settings_are_refused(straight, base, capsys):
     before = {p: p.stat().st_mtime_ns for p in straight.rglob("*") if p.is_file() and p.name != LOOP_FILE}
     run_loop(load_loop_config(None, (), **loop_settings(base, straight)))
+    # the sampling batch size changes no sample (each is seeded on its own): not a setting a resume must share
+    run_loop(load_loop_config(None, ("sampling.batch_size=3",), **loop_settings(base, straight)))
     assert {p: p.stat().st_mtime_ns for p in straight.rglob("*") if p.is_file() and p.name != LOOP_FILE} == before
     with pytest.raises(UserError, match=r"holds a loop with other settings \(sampling\)"):
         run_loop(load_loop_config(None, ("sampling.seed=4",), **loop_settings(base, straight)))
