@@ -1,9 +1,10 @@
 """The per-round section of a `dpo-eval loop` run (report.html and report.md): its runs[].loop, as saved.
 
 One table per loop run, a row per round: its global steps, the loop's counts (prompts, samples, unscored
-samples, ties, prompts skipped, pairs), the mean label of the chosen and of the rejected responses, where
-the labels came from, and the report judge's agreement with those labels on the round's training pairs
-(with its 95% CI, and the pairs it agreed on, disagreed on, tied and could not score) or why there is none.
+samples, ties, prompts skipped, pairs; an online loop's one row sums its steps), the mean label of the chosen
+and of the rejected responses, where the labels came from, and the report judge's agreement with those labels
+on the round's training pairs (with its 95% CI, and the pairs it agreed on, disagreed on, tied and could not
+score) or why there is none.
 Nothing is computed here.
 """
 
@@ -45,7 +46,8 @@ def round_rows(run: dict) -> list[list[str]]:
     for r in loop.get("rounds", []):
         counts = r.get("counts") or {}
         sources = ", ".join(r.get("label_sources") or []) or str(loop.get("labeller") or view.NOT_AVAILABLE)
-        rows.append([str(r.get("round")), f"{r.get('first_step')}–{r.get('last_step')}",
+        name = "online" if loop.get("online") else str(r.get("round"))
+        rows.append([name, f"{r.get('first_step')}–{r.get('last_step')}",
                      *(_count(counts, k) for k in ("prompts", "samples", "unscored", "ties", "skipped_prompts",
                                                    "pairs")),
                      fmt(counts.get("mean_chosen_label"), ".3g"), fmt(counts.get("mean_rejected_label"), ".3g"),
@@ -57,5 +59,6 @@ def round_rows(run: dict) -> list[list[str]]:
 def run_caption(run: dict) -> str:
     """One line above a loop run's table: its labeller, pair rule and reference."""
     loop = run.get("loop") or {}
-    return (f"{run.get('name', '')}: labeller {loop.get('labeller')}, pairs {loop.get('pairs')}, "
-            f"reference {loop.get('reference')}")
+    pairs = ("online (OAIF: every step trains on two fresh samples per prompt, labelled)" if loop.get("online")
+             else f"pairs {loop.get('pairs')}")
+    return f"{run.get('name', '')}: labeller {loop.get('labeller')}, {pairs}, reference {loop.get('reference')}"

@@ -18,7 +18,9 @@ Layout (the JSON Schema below is the contract; tests validate every written file
     runs[]                name, path, trainer, loss, beta (the report's), steps[], trained_with (name, source,
                           version / loss / beta: {value, source} or null, from the trainer's own files),
                           reference {path, source}; a `dpo-eval loop` OUTPUT_DIR also has
-        loop              {labeller, pairs, reference (the loop's settings), round_ends[] (the global step at
+        loop              {labeller, pairs, reference (the loop's settings; pairs null when online), online
+                          (an `online: true` OAIF loop: one entry in rounds[], round_ends [], no
+                          checkpoint rounds, agreement null), round_ends[] (the global step at
                           which each round ends, in order), rounds[]: {round, first_step, last_step, counts
                           (loop.json's: prompts, samples, unscored, ties, skipped_prompts, pairs,
                           mean_chosen_label, mean_rejected_label, ...), label_sources[], agreement (the
@@ -150,6 +152,7 @@ LOOP = {
     "required": ["labeller", "round_ends", "rounds"],
     "properties": {
         "labeller": {"type": ["string", "null"]},
+        "online": {"type": "boolean"},
         "round_ends": {"type": "array", "items": {"type": "integer"}},
         "rounds": {"type": "array", "items": {
             "type": "object",

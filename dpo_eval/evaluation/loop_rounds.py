@@ -8,7 +8,7 @@ loop.json. From loop.json, per finished round R (in order):
     counts                   the round's counts as the loop wrote them (prompts, samples, unscored, ties,
                              skipped_prompts, pairs, mean_chosen_label, mean_rejected_label, ...)
     labeller, label_sources  the loop's labeller setting and the sources its pairs' labels name
-    agreement                with --judge, unless the labeller is the judge itself: the report's judge on the
+    agreement                with --judge, unless the labeller is the judge itself or the loop is online: the report's judge on the
                              round's training pairs (chosen vs rejected, judged as every other judge call of the
                              report: its mode, both orders in verdict mode), summarised by
                              metrics.label_agreement (share preferring the loop's chosen response, ties and
@@ -16,7 +16,8 @@ loop.json. From loop.json, per finished round R (in order):
 
 The pairs are judged into the run store (kind `agreement`, keyed by the pairs file's sha256 and the
 judge's identity), so a rerun judges nothing again. A checkpoint's round is the round whose global steps
-hold its step; the reference row (step 0) has none.
+hold its step; the reference row (step 0) has none. An `online: true` loop (OAIF) is one run with one
+entry in loop.json: runs[].loop says `online`, its counts are the steps' sums, and its checkpoints have no round.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ AGREEMENT = "agreement"
 PAIRS_FILE = Path("pairs") / "pairs.jsonl"
 NO_JUDGE = "no judge: add --judge to measure the labeller's agreement with it"
 SAME_JUDGE = "the loop's labeller is the report's judge: its agreement with itself measures nothing"
+ONLINE_NO_PAIRS = ("online (OAIF): each step trains on its pairs as sampled and saves only their counts "
+                   "(online/steps/step-T.json), so the judge's agreement with the labels cannot be measured")
 
 
 def round_label(round_index: int) -> str:
@@ -135,20 +138,30 @@ def _label_sources(pairs: Path | None) -> list[str]:
     return sorted({r[k] for r in _jsonl(pairs) for k in ("chosen_source", "rejected_source") if r.get(k)})
 
 
+def is_online(record: dict) -> bool:
+    """Whether the loop ran `online: true` (OAIF): one run, no rounds, no saved pairs."""
+    return bool((record.get("config") or {}).get("online"))
+
+
 def loop_entry(run: Run, record: dict, judge: dict | None, agreement_dir) -> dict:
-    """runs[].loop of results.json. agreement_dir(round) -> the judged artifact folder, or None."""
-    ends, config = round_ends(record), record.get("config") or {}
-    skip = agreement_skip_reason(record, judge)
+    """runs[].loop of results.json. agreement_dir(round) -> the judged artifact folder, or None.
+
+    An online loop's one entry covers the whole run: round_ends is [] (no boundary to mark) and its
+    agreement is null, as its pairs are trained on as sampled and never saved (ONLINE_NO_PAIRS)."""
+    ends, config, online = round_ends(record), record.get("config") or {}, is_online(record)
+    skip = ONLINE_NO_PAIRS if online else agreement_skip_reason(record, judge)
     rounds = []
     for entry, end, start in zip(record["rounds"], ends, [0, *ends], strict=False):
-        pairs, folder = pairs_path(run, entry), agreement_dir(entry["round"])
+        pairs = None if online else pairs_path(run, entry)
+        folder = None if online else agreement_dir(entry["round"])
         reason = skip or ("the round's pairs file is gone" if pairs is None else "the judge stage did not run")
         rounds.append({"round": entry["round"], "first_step": start + 1, "last_step": end,
                        "counts": entry.get("counts") or {}, "label_sources": _label_sources(pairs),
                        "agreement": None if folder is None else agreement_result(folder),
                        "agreement_reason": "" if folder is not None else reason})
-    return {"labeller": config.get("labeller"), "pairs": config.get("pairs"), "reference": config.get("reference"),
-            "round_ends": ends, "rounds": rounds}
+    return {"labeller": config.get("labeller"), "pairs": None if online else config.get("pairs"),
+            "reference": config.get("reference"), "online": online, "round_ends": [] if online else ends,
+            "rounds": rounds}
 
 
 def add_loop_figures(runs: list[dict], checkpoints: list[dict], loops: dict[str, tuple[Run, dict]],
@@ -160,5 +173,7 @@ def add_loop_figures(runs: list[dict], checkpoints: list[dict], loops: dict[str,
             continue
         found, record = loops[run["name"]]
         run["loop"] = loop_entry(found, record, judge, lambda r, name=run["name"]: agreement_dir(name, r))
+        if run["loop"]["online"]:
+            continue  # one run with no rounds: its checkpoints carry none (no round column)
         for checkpoint in (c for c in checkpoints if c["run"] == run["name"]):
             checkpoint["round"] = checkpoint_round(checkpoint["step"], run["loop"]["round_ends"])

@@ -134,6 +134,7 @@ def run_online(config: LoopConfig, prompts: list[Prompt], labeller) -> dict:
         recipe.cleanup()
     steps = sorted(out.glob("steps/step-*.json"))
     totals = {k: sum(json.loads(p.read_text())[k] for p in steps) for k in ("prompts", "pairs", "ties", "unscored")}
+    totals["samples"] = 2 * totals["prompts"]  # two samples per prompt of every step
     from dpo_eval.train import checkpoint as ckpt
 
     return {"round": 1, "policy": config.policy, "reference": config.ref or config.policy, "run_dir": str(out),

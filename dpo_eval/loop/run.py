@@ -136,6 +136,7 @@ def run_loop(config: LoopConfig) -> dict:
 
         record["rounds"] = [run_online(config, prompts, labeller)]
         write_json(Path(config.output_dir) / LOOP_FILE, record)
+        write_report_view(config.output_dir, record["rounds"])  # OUTPUT_DIR reads as the online run dir
         return record
     finished = {entry["round"]: entry for entry in record["rounds"]}
     start_ref = config.ref or config.policy

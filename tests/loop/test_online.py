@@ -76,7 +76,7 @@ def test_a_steps_pairs_are_the_current_policys_samples_labelled(base, tmp_path):
 def test_all_ties_add_no_gradient_and_are_counted(base, tmp_path):
     out = tmp_path / "ties"
     record = run_loop(load_loop_config(None, (), **{**online_settings(base, out), "labeller": "rule:loop_rules:constant"}))
-    assert record["rounds"][0]["counts"] == {"prompts": 6, "pairs": 0, "ties": 6, "unscored": 0}
+    assert record["rounds"][0]["counts"] == {"prompts": 6, "samples": 12, "pairs": 0, "ties": 6, "unscored": 0}
     init = load_file(base["model"] + "/model.safetensors")
     final = load_file(out / "online" / "checkpoint-3" / "model.safetensors")
     assert_same_weights({k: init[k] for k in final}, final, atol=0)
