@@ -40,7 +40,7 @@ import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from dpo_eval.metrics import drift, kl, length, overoptimization, rewards, winrate
+from dpo_eval.metrics import drift, gate_noise, kl, length, overoptimization, rewards, winrate
 from dpo_eval.metrics.findings import SEVERITIES
 
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
@@ -231,6 +231,8 @@ class CheckResult:
     """Why there is no value ("missing: ..."); empty when there is one."""
     note: str = ""
     """Context: the baseline behind a regression bound, the findings counted."""
+    is_inconclusive: bool = False
+    """A regression that passed although its change's CI reaches past the tolerance (metrics.gate_noise)."""
 
 
 # ---------------------------------------------------------------------------------------------- values
@@ -432,12 +434,6 @@ def _paired_values(results: dict, baseline: dict, current: dict | None, base: di
     return join_path(figure.alternatives[0]), None, None, "; ".join(dict.fromkeys(reasons))
 
 
-def regression_bound(check: RegressionCheck, base_value: float) -> tuple[str, float]:
-    """(op, bound): drop: value >= base - tol; rise: value <= base + tol; tol times |base| if relative."""
-    tolerance = check.tolerance * abs(base_value) if check.is_relative else check.tolerance
-    return (">=", base_value - tolerance) if check.direction == "drop" else ("<=", base_value + tolerance)
-
-
 def evaluate_regression(check: RegressionCheck, results: dict, baseline: dict, caveat: str = "") -> list[CheckResult]:
     """One result per selected checkpoint, against its baseline partner; `caveat` is added to every note."""
     targets, why = _targets(results, check.figure)
@@ -455,14 +451,28 @@ def evaluate_regression(check: RegressionCheck, results: dict, baseline: dict, c
                                    False, reason, caveat))
             continue
         path, value, base_value, reason = _paired_values(results, baseline, current, base, check.figure)
-        bound = math.nan if base_value is None else regression_bound(check, base_value)[1]
+        if value is None or base_value is None:
+            out.append(CheckResult(check.name, path, checkpoint_label(current), op, math.nan, value, False, reason,
+                                   caveat))
+            continue
+        decision = _decide(check, path, value, base_value, (results, current), (baseline, base))
         tolerance = f"{check.tolerance * 100:g}%" if check.is_relative else f"{check.tolerance:g}"
-        note = "" if base_value is None else (f"baseline {base_value:.6g}{' at ' + checkpoint_label(base) if base else ''}"
-                                             f", may {check.direction} by {tolerance}")
-        passed = value is not None and OPERATORS[op](value, bound)
+        note = (f"baseline {base_value:.6g}{' at ' + checkpoint_label(base) if base else ''}; "
+                f"{gate_noise.describe(decision, check.direction, tolerance)}")
         note = "; ".join(part for part in (note, caveat) if part)
-        out.append(CheckResult(check.name, path, checkpoint_label(current), op, bound, value, passed, reason, note))
+        out.append(CheckResult(check.name, path, checkpoint_label(current), op, decision.bound, value,
+                               decision.passed, reason, note, decision.is_inconclusive))
     return out
+
+
+def _decide(check: RegressionCheck, path: str, value: float, base_value: float, new: tuple[dict, dict | None],
+            old: tuple[dict, dict | None]) -> gate_noise.RegressionDecision:
+    """metrics.gate_noise's decision on one figure, each side's SE read from its own section."""
+    keys = split_path(path)
+    ses = [gate_noise.figure_se(lookup(document if checkpoint is None else checkpoint, keys[:-1])[0], keys[-1])
+           for document, checkpoint in (new, old)]
+    tolerance = check.tolerance * abs(base_value) if check.is_relative else check.tolerance
+    return gate_noise.decide_regression(check.direction, value, base_value, tolerance, *ses)
 
 
 def evaluate_checks(checks: Sequence[Check], results: dict, baseline: dict | None = None,

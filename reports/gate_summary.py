@@ -2,7 +2,7 @@
 
 One row per check and checkpoint: figure, checkpoint, threshold, value, pass/fail; a failing row is
 followed by why (a missing figure and the flag that adds it, the baseline behind a regression bound,
-the findings counted). Computes nothing: every number comes from a `metrics.gate.CheckResult`.
+the findings counted), as is a regression that passed inconclusively (metrics.gate_noise). Computes nothing: every number comes from a `metrics.gate.CheckResult`.
 
 In the Markdown every text from the results or the config (check, run and figure names, reasons, the
 results path) is escaped (escape_markdown): every ASCII punctuation mark is backslash-escaped, which
@@ -53,7 +53,9 @@ def _row(result: CheckResult) -> tuple[str, ...]:
 def headline(results: Sequence[CheckResult]) -> str:
     passed = sum(r.passed for r in results)
     state = "passed" if passed == len(results) else "FAILED"
-    return f"gate {state}: {passed} of {len(results)} checks passed"
+    unsure = sum(r.is_inconclusive for r in results)
+    caveat = f" ({unsure} inconclusive: no regression shown, none ruled out)" if unsure else ""
+    return f"gate {state}: {passed} of {len(results)} checks passed{caveat}"
 
 
 def format_table(results: Sequence[CheckResult]) -> str:
@@ -65,7 +67,7 @@ def format_table(results: Sequence[CheckResult]) -> str:
     for result, row in zip(results, rows[1:]):
         lines.append("  ".join(text.ljust(width) for text, width in zip(row, widths)).rstrip())
         detail = detail_text(result)
-        if detail and not result.passed:
+        if detail and (not result.passed or result.is_inconclusive):
             lines.append(f"    -> {detail}")
     return "\n".join([*lines, headline(results)])
 

@@ -265,23 +265,74 @@ def test_findings_counts_the_severity_and_worse(results):
     assert evaluate(clean, {"findings": "none of severity warning"})[0].passed
 
 
-def test_regression_against_a_baseline(results):
-    baseline = copy.deepcopy(results)
+Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
+
+
+def accuracy_se(rewards: dict) -> float:
+    """The accuracy's SE read from its saved 95% CI, written out: the CI's width / (2 * 1.96)."""
+    return (rewards["accuracy_ci_high"] - rewards["accuracy_ci_low"]) / (2 * Z95)
+
+
+def narrow(checkpoint: dict, half_width: float = 0.01) -> None:
+    """Give a checkpoint's accuracy a narrow CI around it (as on many held-out pairs)."""
+    rewards = checkpoint["rewards"]
+    rewards["accuracy_ci_low"], rewards["accuracy_ci_high"] = rewards["accuracy"] - half_width, rewards["accuracy"] + half_width
+
+
+def test_regression_fails_on_a_drop_its_ci_puts_beyond_the_tolerance(results):
+    """bound = baseline - tolerance - 1.96 * sqrt(se_new^2 + se_base^2): a drop beyond the tolerance only fails
+    when its 95% CI lies wholly past it (before: the point estimates alone decided)."""
+    new, baseline = copy.deepcopy(results), copy.deepcopy(results)
+    for c in [*last_per_run(new).values(), *last_per_run(baseline).values()]:
+        narrow(c)  # SE 0.0051 on each side: the change's CI is +- 0.0141
     last_base = last_per_run(baseline)
-    last_base[LONG]["rewards"]["accuracy"] += 0.05  # the new run lost 0.05: beyond 0.02
-    last_base[SHORT]["rewards"]["accuracy"] += 0.01  # within 0.02
-    got = {r.checkpoint.partition("/")[0]: r for r in evaluate(
-        results, {"regression": "checkpoints[final].rewards.accuracy may not drop by more than 0.02"},
-        baseline=baseline)}
+    last_base[LONG]["rewards"]["accuracy"] += 0.05  # lost 0.05: CI [0.036, 0.064], wholly beyond 0.02
+    last_base[SHORT]["rewards"]["accuracy"] += 0.01  # lost 0.01: within 0.02
+    check = {"regression": "checkpoints[final].rewards.accuracy may not drop by more than 0.02"}
+    got = {r.checkpoint.partition("/")[0]: r for r in evaluate(new, check, baseline=baseline)}
     for run, passed in ((LONG, False), (SHORT, True)):
-        base = last_base[run]["rewards"]["accuracy"]
-        assert got[run].op == ">=" and got[run].bound == pytest.approx(base - 0.02, abs=1e-15)
-        assert got[run].value == last_per_run(results)[run]["rewards"]["accuracy"] and got[run].passed is passed
-        assert f"baseline {base:.6g}" in got[run].note
+        base, now = last_base[run]["rewards"], last_per_run(new)[run]["rewards"]
+        se = (accuracy_se(base) ** 2 + accuracy_se(now) ** 2) ** 0.5
+        assert got[run].op == ">=" and got[run].bound == pytest.approx(base["accuracy"] - 0.02 - Z95 * se, abs=1e-12)
+        assert got[run].value == now["accuracy"] and got[run].passed is passed
+        assert f"baseline {base['accuracy']:.6g}" in got[run].note and "95% CI" in got[run].note
+    assert "beyond the tolerance" in got[LONG].note
+
+
+def test_regression_within_a_wide_ci_is_inconclusive_and_passes(results):
+    """The real tiny results' accuracy CIs are wide: the same 0.05 drop is not shown beyond 0.02."""
+    baseline = copy.deepcopy(results)
+    base = last_per_run(baseline)[LONG]["rewards"]
+    base["accuracy"] += 0.05
+    (got,) = [r for r in evaluate(results, {"regression": "checkpoints[final].rewards.accuracy may not drop by more "
+                                                          "than 0.02"}, baseline=baseline) if r.checkpoint.startswith(LONG)]
+    now = last_per_run(results)[LONG]["rewards"]
+    se = (accuracy_se(base) ** 2 + accuracy_se(now) ** 2) ** 0.5
+    assert Z95 * se > 0.1 and got.passed and got.is_inconclusive and "inconclusive" in got.note
+    assert got.bound == pytest.approx(base["accuracy"] - 0.02 - Z95 * se)
+    table = format_table([got]).splitlines()  # a passing row, yet its note is shown under it
+    assert table[-2].startswith("    -> baseline") and "inconclusive" in table[-2]
+    assert table[-1] == "gate passed: 1 of 1 checks passed (1 inconclusive: no regression shown, none ruled out)"
+
+
+def test_regression_of_a_figure_without_an_se_compares_point_estimates(results):
+    baseline = copy.deepcopy(results)
+    for c in last_per_run(baseline).values():
+        c["length"]["mean_tokens_ratio"] -= 0.2  # the new run's answers are 0.2 longer relative to the reference
+    got = evaluate(results, {"regression": "checkpoints[final].length.mean_tokens_ratio may not rise by more than "
+                                           "0.1"}, baseline=baseline)
+    for r, c in zip(got, last_per_run(baseline).values()):
+        assert r.op == "<=" and r.bound == pytest.approx(c["length"]["mean_tokens_ratio"] + 0.1) and not r.passed
+        assert "point estimates" in r.note
+
+
+def test_a_relative_tolerance_is_times_the_baseline_and_the_kl_se_counts(results):
+    baseline = copy.deepcopy(results)
     relative = evaluate(results, {"regression": "checkpoints[final].kl.k1.mean may not rise by more than 10%"},
                         baseline=baseline)
-    for r, c in zip(relative, last_per_run(baseline).values()):
-        assert r.op == "<=" and r.bound == pytest.approx(c["kl"]["k1"]["mean"] * 1.1) and r.passed
+    for r, base, now in zip(relative, last_per_run(baseline).values(), last_per_run(results).values()):
+        se = (base["kl"]["k1"]["se"] ** 2 + now["kl"]["k1"]["se"] ** 2) ** 0.5
+        assert r.op == "<=" and r.bound == pytest.approx(base["kl"]["k1"]["mean"] * 1.1 + Z95 * se) and r.passed
 
 
 def test_regression_pairs_a_lone_baseline_run_and_fails_without_a_partner(results):
@@ -289,8 +340,10 @@ def test_regression_pairs_a_lone_baseline_run_and_fails_without_a_partner(result
     baseline["checkpoints"] = [dict(c, run="old") for c in baseline["checkpoints"] if c["run"] == SHORT]
     got = evaluate(results, {"regression": "checkpoints[final].rewards.accuracy may not drop by more than 0"},
                    baseline=baseline)
-    old = last_per_run(baseline)["old"]["rewards"]["accuracy"]
-    assert [r.bound for r in got] == [old, old] and all("at old/4" in r.note for r in got)
+    old = last_per_run(baseline)["old"]["rewards"]
+    for r, now in zip(got, last_per_run(results).values()):
+        se = (accuracy_se(old) ** 2 + accuracy_se(now["rewards"]) ** 2) ** 0.5
+        assert r.bound == pytest.approx(old["accuracy"] - Z95 * se) and "at old/4" in r.note
     two = copy.deepcopy(results)
     for c in two["checkpoints"]:
         c["run"] = "x" + c["run"]

@@ -3,7 +3,9 @@ a baseline regression, null figures, and a gate on a run dir / checkpoint that r
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 import os
 import subprocess
 import sys
@@ -158,24 +160,42 @@ def test_null_figure_fails_with_the_missing_reason(unjudged, tmp_path):
         assert message.startswith("value missing, threshold >= 0.5: missing: no judge was given")
 
 
+def narrow_accuracy_cis(document: dict) -> dict:
+    """Each final checkpoint's accuracy with a CI of +- 0.01 around it (as on many held-out pairs)."""
+    for c in last_per_run(document).values():
+        rewards = c["rewards"]
+        rewards["accuracy_ci_low"], rewards["accuracy_ci_high"] = rewards["accuracy"] - 0.01, rewards["accuracy"] + 0.01
+    return document
+
+
 def test_regression_against_a_baseline_file(example, tmp_path):
-    baseline = json.loads(example.read_text())
+    """A drop of 0.05 whose CI (both sides' SE 0.0051) lies wholly beyond 0.02 fails that run, exit 1; the bound
+    in the JUnit message is baseline - 0.02 - 1.96 * sqrt(2) * 0.0051."""
+    new = narrow_accuracy_cis(json.loads(example.read_text()))
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "results.json").write_text(json.dumps(new))
+    baseline = copy.deepcopy(new)
     last = last_per_run(baseline)
     last[RUNS[1]]["rewards"]["accuracy"] += 0.05
+    last[RUNS[1]]["rewards"]["accuracy_ci_low"] += 0.05
+    last[RUNS[1]]["rewards"]["accuracy_ci_high"] += 0.05
     (tmp_path / "old.json").write_text(json.dumps(baseline))
     config = write_config(tmp_path, "regression: checkpoints[final].rewards.accuracy may not drop by more than 0.02")
     junit = tmp_path / "gate.xml"
-    result = invoke(str(example), "--config", str(config), "--baseline", str(tmp_path / "old.json"),
+    result = invoke(str(tmp_path / "new"), "--config", str(config), "--baseline", str(tmp_path / "old.json"),
                     "--junit", str(junit))
     assert result.exit_code == 1, result.output
-    now = last_per_run(json.loads(example.read_text()))
+    now = last_per_run(new)
     failed = [c for c in ET.parse(junit).getroot().iter("testcase") if c.find("failure") is not None]
     assert [c.get("name").rpartition(" @ ")[2] for c in failed] == [f"{RUNS[1]}/{last[RUNS[1]]['label']}"]
-    bound = last[RUNS[1]]["rewards"]["accuracy"] - 0.02
+    se = 0.01 / 1.959963984540054
+    bound = last[RUNS[1]]["rewards"]["accuracy"] - 0.02 - 1.959963984540054 * math.sqrt(2 * se ** 2)
     assert failed[0].find("failure").get("message") == (
         f"value {now[RUNS[1]]['rewards']['accuracy']:.6g} does not satisfy >= {bound:.6g}")
     same = invoke(str(example), "--config", str(config), "--baseline", str(example.parent))
     assert same.exit_code == 0, same.output
+    wide = invoke(str(example), "--config", str(config), "--baseline", str(tmp_path / "old.json"))
+    assert wide.exit_code == 0 and "inconclusive" in wide.output, wide.output  # the real tiny CIs are wide
 
 
 # ---------------------------------------------------------------------------------------------- run dirs

@@ -17,7 +17,8 @@ gate.yaml:
     allow_incomparable: false                 # true: compare with a baseline made with other settings
 
 Operators: >=, <=, >, <, ==, !=. Selectors and figures: dpo_eval.metrics.gate. A regression tolerance is
-absolute (0.02) or relative to the baseline's value (5%); ``may not rise`` is for lower-is-better figures.
+absolute (0.02) or relative to the baseline's value (5%); ``may not rise`` is for lower-is-better figures;
+it fails on a change its 95% CI puts beyond the tolerance (metrics.gate_noise).
 A findings check fails when a finding it counts could not be computed (no judge: over_optimisation and
 lc_gap cannot fire): add what it needs, or name the findings it covers with ``among``.
 Every mistake is one UserError line naming the check and listing what is allowed there.
