@@ -31,7 +31,7 @@ prompt.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -39,6 +39,7 @@ from numpy.typing import ArrayLike
 from scipy.stats import norm
 
 from dpo_eval.metrics.findings import (
+    DropNoise,
     Finding,
     Thresholds,
     abs_ratio,
@@ -99,6 +100,9 @@ class PairDrift:
     (cluster_wilson_interval); the plain Wilson interval when each pair has its own prompt."""
     drop_ratio: float
     """|mean Δ_rejected| / |mean Δ_chosen| (sums); inf when only the denominator is 0, NaN when both are."""
+    chosen_rejected_cov: float
+    """Covariance of mean Δ_chosen and mean Δ_rejected (sums), clustered by prompt as their SEs
+    (cluster_covariance): each pair gives both, so the drastic-drop test's contrasts are paired."""
 
 
 @dataclass(frozen=True)
@@ -197,6 +201,19 @@ def response_drift(policy_logp: ArrayLike, ref_logp: ArrayLike, tokens: ArrayLik
     return ResponseDrift(total=summarize_deltas(delta, prompt_id), per_token=summarize_deltas(delta / count, prompt_id))
 
 
+def cluster_covariance(x: np.ndarray, y: np.ndarray, codes: np.ndarray, n_prompts: int) -> float:
+    """Covariance of mean(x) and mean(y) (rows paired), clustered by prompt as summarize_deltas' SE:
+    P/(P-1) sum_g (Tx_g - mean(x) n_g)(Ty_g - mean(y) n_g) / n^2; NaN with fewer than 2 prompts.
+    cluster_covariance(x, x, ...) is summarize_deltas(x).se squared."""
+    n = x.size
+    if n_prompts < 2 or n == 0:
+        return float("nan")
+    sizes = np.bincount(codes, minlength=n_prompts).astype(np.float64)
+    rx = np.bincount(codes, x, n_prompts) - x.mean() * sizes
+    ry = np.bincount(codes, y, n_prompts) - y.mean() * sizes
+    return float(n_prompts / (n_prompts - 1) * np.sum(rx * ry) / n ** 2)
+
+
 def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     """Wilson score interval of a proportion k / n; (NaN, NaN) when n is 0.
 
@@ -262,8 +279,10 @@ def pair_drift(pairs: pd.DataFrame, prompt_id: ArrayLike | None = None) -> PairD
     chosen, rejected = response_drift(pc, rc, tc, ids), response_drift(pr, rr, tr, ids)
     n = int(keep.sum())
     fell = pc - rc < 0
+    pair_codes, n_prompts = prompt_codes(ids, n)
     return PairDrift(
         n=n, n_missing=int((~keep).sum()), n_prompts=chosen.total.n_prompts, chosen=chosen, rejected=rejected,
+        chosen_rejected_cov=cluster_covariance(pc - rc, pr - rr, pair_codes, n_prompts),
         margin=summarize_deltas((pc - rc) - (pr - rr), ids),
         displacement_share=float(fell.mean()) if n else float("nan"),
         displacement_ci=cluster_wilson_interval(fell, ids),
@@ -310,28 +329,71 @@ def drift_speed(steps: ArrayLike, chosen_means: ArrayLike, rejected_means: Array
                       margin_slope=margin_slope, ratio=ratio)
 
 
-def drift_findings(run: Sequence[CheckpointDrift], thresholds: Thresholds | None = None) -> list[Finding]:
+@dataclass(frozen=True)
+class PairSlopes:
+    """OLS slopes of Δ log π (sums) on step, per pair (the reference as step 0, Δ 0), averaged over the pairs
+    every checkpoint scored: each mean is the slope of the mean Δ (OLS is linear in y), and its SE is
+    clustered by prompt over the pairs' own slopes, so the checkpoints' shared pairs are paired."""
+
+    n_pairs: int
+    n_prompts: int
+    chosen_slope: float
+    chosen_se: float
+    rejected_slope: float
+    rejected_se: float
+    margin_slope: float
+    margin_se: float
+
+
+def pair_slopes(steps: Sequence[int], pairs: Sequence[pd.DataFrame]) -> PairSlopes:
+    """PairSlopes over the pairs (column "id", PAIR_COLUMNS, optional "prompt_key") every frame has without a
+    NaN; frames[i] is the checkpoint at steps[i]. NaN slopes with fewer than two distinct steps or no pair."""
+    columns = ["policy_chosen_logp", "ref_chosen_logp", "policy_rejected_logp", "ref_rejected_logp"]
+    deltas = []
+    for i, frame in enumerate(pairs):
+        clean = frame.dropna(subset=columns).drop_duplicates("id").set_index("id")
+        deltas.append(pd.DataFrame({f"c{i}": clean[columns[0]] - clean[columns[1]],
+                                    f"r{i}": clean[columns[2]] - clean[columns[3]]}))
+    table = pd.concat(deltas, axis=1, join="inner") if deltas else pd.DataFrame()
+    x = np.append(0.0, np.asarray(steps, dtype=np.float64))
+    dx = x - x.mean()
+    sxx = float(dx @ dx)
+    nan = float("nan")
+    if table.empty or sxx <= 0:
+        return PairSlopes(int(len(table)), 0, nan, nan, nan, nan, nan, nan)
+    k = len(pairs)
+    zero = np.zeros((len(table), 1))
+    chosen = np.hstack([zero, table[[f"c{i}" for i in range(k)]].to_numpy(np.float64)]) @ dx / sxx
+    rejected = np.hstack([zero, table[[f"r{i}" for i in range(k)]].to_numpy(np.float64)]) @ dx / sxx
+    prompts = pairs[0].drop_duplicates("id").set_index("id").reindex(table.index).get("prompt_key")
+    ids = None if prompts is None else prompts.to_numpy(dtype=object)
+    c, r, m = (summarize_deltas(v, ids) for v in (chosen, rejected, chosen - rejected))
+    return PairSlopes(n_pairs=c.n, n_prompts=c.n_prompts, chosen_slope=c.mean, chosen_se=c.se,
+                      rejected_slope=r.mean, rejected_se=r.se, margin_slope=m.mean, margin_se=m.se)
+
+
+def drift_findings(run: Sequence[CheckpointDrift], thresholds: Thresholds | None = None,
+                   pairs: Sequence[pd.DataFrame] | None = None) -> list[Finding]:
     """Findings of a run's checkpoints (any order; sorted by step here).
 
-    Each per-checkpoint finding (keyed by code and title: dispersion has one per source) is reported once,
-    at the latest checkpoint where it fires; its numbers gain first_step and n_checkpoints (how many
-    checkpoints it fired on). Then the run-level degradation finding: slopes across the checkpoints (with
-    the reference as step 0), at the last checkpoint.
+    Each checkpoint's own findings, from its own figures alone (adding or removing another checkpoint changes
+    none of them, nor their severity). Then the run-level degradation finding, at the last checkpoint: per-pair
+    slopes across the checkpoints (with the reference as step 0, pair_slopes over `pairs`, the checkpoints'
+    pair frames in the order of `run`), whose CIs must show both falling and the margin growing; without
+    `pairs` there are no SEs and it does not fire.
     """
     t = thresholds or Thresholds()
-    ordered = sorted(run, key=lambda ckpt: ckpt.step)
-    fired: dict[tuple[str, str], list[Finding]] = {}
-    for ckpt in ordered:
-        for finding in _checkpoint_findings(ckpt, t):
-            fired.setdefault((finding.code, finding.title), []).append(finding)
-    result = [_latest_with_history(found) for found in fired.values()]
-    if ordered:
+    order = sorted(range(len(run)), key=lambda i: run[i].step)
+    ordered = [run[i] for i in order]
+    result = [finding for ckpt in ordered for finding in _checkpoint_findings(ckpt, t)]
+    if ordered and pairs is not None:
         last = ordered[-1]
-        speed = drift_speed([c.step for c in ordered], [c.pairs.chosen.total.mean for c in ordered],
-                            [c.pairs.rejected.total.mean for c in ordered])
-        degradation = check_degradation(speed.chosen_slope, speed.rejected_slope, speed.margin_slope,
-                                        last.pairs.chosen.per_token.mean, last.pairs.rejected.per_token.mean,
-                                        t, step=last.step)
+        slopes = pair_slopes([c.step for c in ordered], [pairs[i] for i in order])
+        degradation = check_degradation(
+            slopes.chosen_slope, slopes.rejected_slope, slopes.margin_slope, last.pairs.chosen.per_token.mean,
+            last.pairs.rejected.per_token.mean, t, step=last.step,
+            slope_se=(slopes.chosen_se, slopes.rejected_se, slopes.margin_se),
+            per_token_se=(last.pairs.chosen.per_token.se, last.pairs.rejected.per_token.se))
         result += [degradation] if degradation else []
     return result
 
@@ -341,25 +403,22 @@ def _checkpoint_findings(ckpt: CheckpointDrift, t: Thresholds) -> list[Finding]:
     found = [
         check_likelihood_displacement(p.displacement_share, p.displacement_ci, p.n, p.chosen.total.mean, t,
                                       step),
-        check_drastic_drop(p.chosen.total.mean, p.rejected.total.mean, p.rejected.per_token.mean, t, step),
+        check_drastic_drop(p.chosen.total.mean, p.rejected.total.mean, p.rejected.per_token.mean, t, step,
+                           noise=DropNoise(p.chosen.total.se, p.rejected.total.se, p.chosen_rejected_cov,
+                                           p.rejected.per_token.se)),
     ]
     d = ckpt.dispersion
     if d is not None:
         for source, drift in (("the reference's own samples", d.reference_samples),
                               ("responses from other prompts", d.other_prompts)):
             if drift is not None:
-                found.append(check_dispersion(drift.per_token.mean, p.chosen.per_token.mean, source, t, step))
+                gap_se = float(np.hypot(drift.per_token.se, p.chosen.per_token.se))  # different responses
+                found.append(check_dispersion(drift.per_token.mean, p.chosen.per_token.mean, source, t, step,
+                                              gap_se=gap_se))
         if d.entropy is not None:
-            found.append(check_entropy_change(d.entropy.policy_mean, d.entropy.ref_mean, t, step))
+            found.append(check_entropy_change(d.entropy.policy_mean, d.entropy.ref_mean, t, step,
+                                              change_se=d.entropy.se))
     return [f for f in found if f is not None]
-
-
-def _latest_with_history(found: list[Finding]) -> Finding:
-    """The last of one finding's occurrences (sorted by step), noting the first step and how many fired."""
-    latest, first = found[-1], found[0]
-    numbers = {**latest.numbers, "first_step": float(first.step), "n_checkpoints": float(len(found))}
-    message = latest.message + (f" First seen at step {first.step}." if first.step != latest.step else "")
-    return replace(latest, numbers=numbers, message=message)
 
 
 def _ols_slope(x: np.ndarray, y: np.ndarray) -> float:

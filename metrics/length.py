@@ -31,6 +31,7 @@ from numpy.typing import ArrayLike
 from scipy import stats
 
 from dpo_eval.metrics.findings import (
+    Z95,
     Finding,
     Thresholds,
     check_lc_gap,
@@ -81,6 +82,16 @@ class LengthComparison:
     wilcoxon_statistic: float
     """scipy's two-sided statistic: the smaller of the signed-rank sums; NaN with no non-zero difference."""
     wilcoxon_p: float
+    paired_ratio: float
+    """Over the shared prompts: mean of the checkpoint's per-prompt mean tokens / mean of the reference's."""
+    paired_ratio_ci: tuple[float, float]
+    """95% CI of paired_ratio, delta method paired by prompt: SE = sqrt(sum_p (y_p - R x_p)^2 / (P (P-1))) /
+    mean(x), with y_p, x_p the two models' per-prompt mean tokens; NaN with fewer than 2 prompts."""
+    truncation_rise: float
+    """Over the shared prompts with a known finish_reason: mean of (checkpoint's - reference's) per-prompt share
+    of samples that hit max_new_tokens; NaN without finish reasons."""
+    truncation_rise_se: float
+    """SE of truncation_rise over those prompts (std of the differences / sqrt P)."""
 
 
 @dataclass(frozen=True)
@@ -176,7 +187,8 @@ def compare_lengths(checkpoint: pd.DataFrame, reference: pd.DataFrame) -> Length
         mean_chars_ratio=_ratio(ck.mean_chars, ref.mean_chars),
         median_chars_ratio=_ratio(ck.median_chars, ref.median_chars),
         mannwhitney_u=u, mannwhitney_p=p, n_paired_prompts=int(diffs.size), mean_paired_diff=_mean(diffs),
-        wilcoxon_statistic=w_stat, wilcoxon_p=w_p)
+        wilcoxon_statistic=w_stat, wilcoxon_p=w_p, **_paired_ratio(checkpoint, reference),
+        **_paired_truncation(checkpoint, reference))
 
 
 def spearman(x: ArrayLike, y: ArrayLike) -> Correlation:
@@ -264,8 +276,10 @@ def length_findings(comparison: LengthComparison, gap: LcGap | None = None,
     """
     t = thresholds or Thresholds()
     c = comparison
-    found = [check_length_inflation(c.mean_tokens_ratio, c.wilcoxon_p, c.checkpoint.truncated_share,
-                                    c.reference.truncated_share, t, step, n_paired_prompts=c.n_paired_prompts)]
+    found = [check_length_inflation(c.paired_ratio, c.wilcoxon_p, c.checkpoint.truncated_share,
+                                    c.reference.truncated_share, t, step, n_paired_prompts=c.n_paired_prompts,
+                                    ratio_ci=c.paired_ratio_ci,
+                                    truncation_rise=(c.truncation_rise, c.truncation_rise_se))]
     if gap is not None:
         found.append(check_lc_gap(gap.raw, gap.raw_ci, gap.lc, gap.lc_ci, gap.gap_ci, gap.length_ratio, t, step))
     return [f for f in found if f is not None]
@@ -288,6 +302,41 @@ def _paired_prompt_diffs(checkpoint: pd.DataFrame, reference: pd.DataFrame) -> n
     ref = reference.groupby(reference["prompt_id"].astype(str))["n_tokens"].mean()
     shared = ck.index.intersection(ref.index).sort_values()
     return (ck[shared] - ref[shared]).to_numpy(np.float64)
+
+
+def _prompt_means(checkpoint: pd.DataFrame, reference: pd.DataFrame, values) -> tuple[np.ndarray, np.ndarray]:
+    """Per prompt both frames have (sorted by id): each frame's mean of values(frame) (a Series, NaN dropped)."""
+    ck = values(checkpoint).groupby(checkpoint["prompt_id"].astype(str)).mean().dropna()
+    ref = values(reference).groupby(reference["prompt_id"].astype(str)).mean().dropna()
+    shared = ck.index.intersection(ref.index).sort_values()
+    return ck[shared].to_numpy(np.float64), ref[shared].to_numpy(np.float64)
+
+
+def _paired_ratio(checkpoint: pd.DataFrame, reference: pd.DataFrame) -> dict:
+    """paired_ratio and its delta-method 95% CI over the shared prompts (LengthComparison)."""
+    y, x = _prompt_means(checkpoint, reference, lambda f: f["n_tokens"].astype(np.float64))
+    if y.size == 0 or x.mean() <= 0:
+        return {"paired_ratio": NAN, "paired_ratio_ci": (NAN, NAN)}
+    ratio = float(y.mean() / x.mean())
+    if y.size < 2:
+        return {"paired_ratio": ratio, "paired_ratio_ci": (NAN, NAN)}
+    se = float(np.sqrt(np.sum((y - ratio * x) ** 2) / (y.size * (y.size - 1))) / x.mean())
+    return {"paired_ratio": ratio, "paired_ratio_ci": (ratio - Z95 * se, ratio + Z95 * se)}
+
+
+def _paired_truncation(checkpoint: pd.DataFrame, reference: pd.DataFrame) -> dict:
+    """truncation_rise and its SE over the shared prompts with a known finish_reason (LengthComparison)."""
+    if "finish_reason" not in checkpoint.columns or "finish_reason" not in reference.columns:
+        return {"truncation_rise": NAN, "truncation_rise_se": NAN}
+
+    def truncated(frame: pd.DataFrame) -> pd.Series:
+        known = frame["finish_reason"].notna()
+        return (frame["finish_reason"] == "length").astype(np.float64).where(known)
+
+    ck, ref = _prompt_means(checkpoint, reference, truncated)
+    d = ck - ref
+    se = float(np.std(d, ddof=1) / np.sqrt(d.size)) if d.size > 1 else NAN
+    return {"truncation_rise": _mean(d), "truncation_rise_se": se}
 
 
 def _wilcoxon(diffs: np.ndarray) -> tuple[float, float]:

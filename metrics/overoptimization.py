@@ -27,8 +27,9 @@ outside the KL range of the fitted points [min KL, max KL] is an extrapolation
 Past peak (the over-optimisation signature of Rafailov et al. 2024, "Scaling Laws for Reward Model
 Overoptimization in Direct Alignment Algorithms", arXiv:2406.02900): per run, S = the step of the
 best observed quality; the run is past its peak when the LAST checkpoint's quality is lower by more
-than max(k * SE(drop), tolerance) while its implicit reward is higher than at S. S is picked as the
-maximum, so this is a one-sided test after selection (the drop is biased upward by the pick).
+than k * SE(drop) + tolerance (the drop's one-sided bound, drop - k SE, beyond the tolerance) while its
+implicit reward is higher than at S. S is picked as the maximum, so this is a one-sided test after
+selection (the drop is biased upward by the pick).
 SE(drop) is paired when per-prompt qualities are given (both checkpoints are judged on the same
 prompts, each against the same reference, which cancels):
 
@@ -139,7 +140,8 @@ class PastPeak:
     se_method: str
     """"paired" (per-prompt differences), "unpaired" (from quality_se) or "none" (not tested)."""
     threshold: float | None
-    """max(k * drop_se, tolerance); None when not tested."""
+    """k * drop_se + tolerance (the drop's one-sided bound drop - k SE must pass the tolerance); None when not
+    tested."""
     peak_implicit_reward: float | None
     last_implicit_reward: float | None
     is_quality_falling: bool | None
@@ -226,7 +228,7 @@ def detect_past_peak(frame: pd.DataFrame, prompt_quality: pd.DataFrame | None = 
 
     prompt_quality: the rows' per-prompt qualities (columns PROMPT_COLUMNS); the drop's SE is then paired
     over prompts (see the module docstring), else unpaired from quality_se. `tolerance` is in quality
-    units: the smallest drop that counts whatever its SE. A run whose drop has no SE is not tested
+    units: the smallest drop that counts, which the drop's one-sided bound (drop - k SE) must pass. A run whose drop has no SE is not tested
     (is_quality_falling None, is_past_peak False, the reason says why).
     """
     if k < 0 or tolerance < 0:
@@ -348,7 +350,7 @@ def _drop_test(peak: pd.Series, last: pd.Series, is_last_usable: bool, prompts: 
         if se is None:
             return {**untested, "why": f"the paired SE of the drop is undefined or 0 over the {n} prompts steps "
                                        f"{peak['step']} and {last['step']} share"}
-    threshold = max(k * se, tolerance)
+    threshold = k * se + tolerance  # drop - k SE > tolerance: the drop's one-sided bound beyond the tolerance
     return {"drop": drop, "drop_se": se, "n_prompts": n, "se_method": method, "threshold": threshold,
             "is_quality_falling": bool(drop > threshold), "why": ""}
 
@@ -368,7 +370,7 @@ def _past_peak_reason(run: str, peak: pd.Series, last: pd.Series, test: dict, is
     over = f" over {test['n_prompts']} prompts" if test["n_prompts"] is not None else ""
     verdict = "past its peak" if is_past else "not past its peak"
     return (f"run {run} is {verdict}: {head}, drop {test['drop']:.4g} +- {test['drop_se']:.2g} ({test['se_method']} "
-            f"SE{over}) vs threshold {test['threshold']:.4g} = max({k:g} SE, {tolerance:g}); one-sided, and the "
+            f"SE{over}) vs threshold {test['threshold']:.4g} = {k:g} SE + {tolerance:g}; one-sided, and the "
             f"peak was picked as the maximum of the run's checkpoints{reward_text}{left_out}")
 
 

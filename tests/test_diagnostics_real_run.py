@@ -25,7 +25,7 @@ from conftest import save_tiny_model, write_synthetic_preferences
 from dpo_eval.diagnostics.sample_kl import samples_kl
 from dpo_eval.generate import GenerateConfig, generate
 from dpo_eval.metrics.drift import CheckpointDrift, drift_findings, pair_drift
-from dpo_eval.metrics.findings import Thresholds, check_drastic_drop
+from dpo_eval.metrics.findings import DropNoise, Thresholds, check_drastic_drop
 from dpo_eval.metrics.kl import kl_from_samples
 from dpo_eval.model_settings import ModelSettings
 from dpo_eval.score import ScoreConfig, score
@@ -84,16 +84,31 @@ def test_rejected_log_probs_fall_faster_than_chosen_and_drift_says_so(run):
     assert all(r < 0 for r in rejected)
     assert np.all(np.diff(np.abs(rejected)) > 0), "|Δ rejected| must grow across checkpoints"
     assert np.all(np.diff(ratios) > 0), "the drop ratio must grow: rejected keeps falling as chosen levels off"
-    # A drop is drastic (default Thresholds) once |Δ rejected| >= 3 |Δ chosen| and Δ/token <= -0.01 nats.
+    # A drop is drastic (default Thresholds) once |Δ rejected| >= 3 |Δ chosen| by both paired contrasts'
+    # 95% lower bounds, written out here over the per-pair values (each pair its own prompt), and the
+    # per-token fall's upper bound <= -0.01 nats.
     last = drifts[STEPS[-1]]
-    assert last.drop_ratio >= Thresholds().drastic_drop_ratio
-    assert check_drastic_drop(last.chosen.total.mean, last.rejected.total.mean, last.rejected.per_token.mean,
-                              Thresholds(), STEPS[-1]) is not None
-    findings = {f.code: f for f in drift_findings([CheckpointDrift(s, d) for s, d in drifts.items()])}
-    drop = findings["drastic_drop"]
-    assert drop.step == STEPS[-1] and drop.numbers["ratio"] == pytest.approx(last.drop_ratio)
-    first = min(s for s, d in drifts.items() if d.drop_ratio >= Thresholds().drastic_drop_ratio)
-    assert drop.numbers["first_step"] == first
+    frame = run["pairs"][STEPS[-1]]
+    c = (frame["policy_chosen_logp"] - frame["ref_chosen_logp"]).to_numpy()
+    r = (frame["policy_rejected_logp"] - frame["ref_rejected_logp"]).to_numpy()
+    z, a = 1.959963984540054, Thresholds().drastic_drop_ratio
+    lows = [(d := -r - sign * a * c).mean() - z * d.std(ddof=1) / math.sqrt(d.size) for sign in (1, -1)]
+    per_token = r / frame["rejected_tokens"].to_numpy()
+    falls = per_token.mean() + z * per_token.std(ddof=1) / math.sqrt(per_token.size) <= -0.01
+    expected = bool(min(lows) > 0 and falls)
+    assert last.drop_ratio >= a
+    noise = DropNoise(last.chosen.total.se, last.rejected.total.se, last.chosen_rejected_cov,
+                      last.rejected.per_token.se)
+    got = check_drastic_drop(last.chosen.total.mean, last.rejected.total.mean, last.rejected.per_token.mean,
+                             Thresholds(), STEPS[-1], noise=noise)
+    assert (got is not None) == expected
+    if got is not None:
+        assert [got.numbers["contrast_low_plus"], got.numbers["contrast_low_minus"]] == pytest.approx(lows)
+    print(f"drastic-drop contrasts' lower bounds at step {STEPS[-1]}: {np.round(lows, 3)} -> fires: {expected}")
+    steps = list(drifts)
+    every = drift_findings([CheckpointDrift(s, d) for s, d in drifts.items()], pairs=[run["pairs"][s] for s in steps])
+    assert ("drastic_drop" in {f.code for f in every if f.step == STEPS[-1]}) == expected
+    findings = {f.code for f in every}
     # chosen rises here, so the run shows no displacement and no degradation: the findings discriminate.
     assert "degradation" not in findings and "likelihood_displacement" not in findings
 

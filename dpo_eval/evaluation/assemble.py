@@ -203,7 +203,7 @@ def run_results(plan: Plan, rp: RunPlan, paths, ref_label: str, tables: dict) ->
     ref_samples = ref["samples"]
     rates, judged = _run_rates(plan, rp, paths, plan.config.seed)
     answers = gold_answers(plan.config.judge) if plan.is_judged else None
-    results, states = [], []
+    results, states, state_pairs = [], [], []
     for row in rp.rows:
         data = {**_row_frames(plan, paths, name, row.label), "ref_samples": ref_samples,
                 "ref_entropy": ref["entropy"], "thresholds": plan.config.thresholds}
@@ -212,14 +212,16 @@ def run_results(plan: Plan, rp: RunPlan, paths, ref_label: str, tables: dict) ->
         if per_prompt is not None:
             tables[table_name("quality", name, row.label)] = per_prompt
         results.append(result)
-        states += [] if row.is_reference or state is None else [state]
+        if not row.is_reference and state is not None:
+            states.append(state)
+            state_pairs.append(data["pairs"])
         for kind in ("pairs", "samples"):
             if data[kind] is not None:
                 tables[table_name(kind, name, row.label)] = data[kind]
     if ref_samples is not None:
         tables.setdefault(table_name("samples"), ref_samples)
     by_step = {r["step"]: r for r in results}
-    for found in drift.drift_findings(states, plan.config.thresholds):
+    for found in drift.drift_findings(states, plan.config.thresholds, state_pairs):
         by_step[found.step]["findings"].append({**plain(found), "run": name})
     return results
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -11,11 +12,13 @@ import pytest
 from dpo_eval.metrics.drift import (
     CheckpointDrift,
     Dispersion,
+    cluster_covariance,
     cluster_wilson_interval,
     drift_findings,
     drift_speed,
     entropy_change,
     pair_drift,
+    pair_slopes,
     response_drift,
     summarize_deltas,
     wilson_interval,
@@ -197,40 +200,45 @@ def make_pairs(rng: np.random.Generator, n: int, chosen_shift: float, rejected_s
     return pd.DataFrame({
         "policy_chosen_logp": ref_c + rng.normal(chosen_shift, 1.0, n), "ref_chosen_logp": ref_c,
         "policy_rejected_logp": ref_r + rng.normal(rejected_shift, 1.0, n), "ref_rejected_logp": ref_r,
-        "chosen_tokens": np.full(n, 100), "rejected_tokens": np.full(n, 100)})
+        "chosen_tokens": np.full(n, 100), "rejected_tokens": np.full(n, 100),
+        "id": [f"pair{i}" for i in range(n)], "prompt_key": [f"p{i // 2}" for i in range(n)]})
 
 
 def make_run(shifts, unseen_shift_per_token: float, policy_entropy: float,
-             seed: int = 0) -> list[CheckpointDrift]:
+             seed: int = 0) -> tuple[list[CheckpointDrift], list[pd.DataFrame]]:
+    """The run's CheckpointDrifts and, in the same order, their pair frames (200 pairs, 2 per prompt)."""
     rng = np.random.default_rng(seed)
-    run = []
+    run, frames = [], []
     for step, (chosen, rejected) in shifts:
         ref = rng.normal(-80.0, 10.0, 150)
         policy = ref + rng.normal(unseen_shift_per_token * 50, 0.5, 150)  # 50 tokens each
         samples = response_drift(policy, ref, np.full(150, 50))
         ent = entropy_change(rng.normal(policy_entropy, 0.05, 64), rng.normal(2.0, 0.05, 64))
-        run.append(CheckpointDrift(step, pair_drift(make_pairs(rng, 200, chosen, rejected)),
+        frames.append(make_pairs(rng, 200, chosen, rejected))
+        run.append(CheckpointDrift(step, pair_drift(frames[-1], frames[-1]["prompt_key"]),
                                    Dispersion(reference_samples=samples, other_prompts=None, entropy=ent)))
-    return run
+    return run, frames
 
 
 def test_a_healthy_run_raises_no_finding():
     # chosen up 2 nats, rejected down 3 (ratio 1.5 < 3); unseen samples move like chosen (+0.02/token)
-    run = make_run([(100, (1.0, -1.5)), (200, (2.0, -3.0))], unseen_shift_per_token=0.02, policy_entropy=2.0)
-    assert drift_findings(run) == []
+    run, frames = make_run([(100, (1.0, -1.5)), (200, (2.0, -3.0))], unseen_shift_per_token=0.02,
+                           policy_entropy=2.0)
+    assert drift_findings(run, pairs=frames) == []
 
 
 def test_a_suppressing_run_raises_its_findings():
     shifts = [(300, (-10.0, -60.0)), (100, (-2.0, -10.0)), (200, (-5.0, -25.0))]  # order does not matter
-    run = make_run(shifts, unseen_shift_per_token=0.0, policy_entropy=1.0)
-    found = {f.code: f for f in drift_findings(run)}
+    run, frames = make_run(shifts, unseen_shift_per_token=0.0, policy_entropy=1.0)
+    every = drift_findings(run, pairs=frames)
+    found = {f.code: f for f in every}  # the last of each code: step 300's
     assert set(found) == {"likelihood_displacement", "drastic_drop", "degradation", "dispersion",
                           "dispersion_entropy"}
+    # each checkpoint its own: displacement at every step, in step order
+    assert [f.step for f in every if f.code == "likelihood_displacement"] == [100, 200, 300]
     ld = found["likelihood_displacement"]
-    # every chosen fell (shift -10, sd 1): share 1, Wilson low of 200/200 above 0.5 -> high, at the last step
+    # every chosen fell (shift -10, sd 1): share 1, Wilson low of 200/200 above 0.5 -> high
     assert ld.severity == "high" and ld.step == 300 and ld.numbers["share"] == 1.0
-    assert ld.numbers["first_step"] == 100 and ld.numbers["n_checkpoints"] == 3
-    assert "First seen at step 100" in ld.message
     # |−60| / |−10| ≈ 6 at step 300
     assert found["drastic_drop"].numbers["ratio"] == pytest.approx(6.0, rel=0.05)
     deg = found["degradation"]
@@ -242,4 +250,82 @@ def test_a_suppressing_run_raises_its_findings():
     # loosened thresholds silence them
     loose = Thresholds(displacement_share=1.0, drastic_drop_ratio=10.0, min_drop_per_token=0.5,
                        dispersion_gap_per_token=0.5, entropy_relative_change=0.9)
-    assert drift_findings(run, loose) == []
+    assert drift_findings(run, loose, frames) == []
+    # no pair frames, no slopes' SEs: degradation is not tested
+    assert "degradation" not in {f.code for f in drift_findings(run)}
+
+
+def test_a_checkpoints_findings_do_not_depend_on_the_other_checkpoints():
+    """Before: a finding was kept once per run, at the latest checkpoint where it fired, with that one's
+    severity: a high at step 100 and a warning at step 200 read as one warning at 200."""
+    run, frames = make_run([(100, (-10.0, -60.0)), (200, (-5.0, -25.0)), (300, (1.0, -1.5))],
+                           unseen_shift_per_token=0.0, policy_entropy=1.0)
+    together = drift_findings(run, pairs=frames)
+    for ckpt in run:
+        alone = [f for f in drift_findings([ckpt]) if f.code != "degradation"]
+        assert [f for f in together if f.step == ckpt.step and f.code != "degradation"] == alone
+
+
+def test_dispersion_and_entropy_need_their_ci_past_the_threshold():
+    """A gap of 0.1 per token past a 0.05 threshold fires with a tight SE, not with a wide one."""
+    run, _ = make_run([(100, (-10.0, -60.0))], unseen_shift_per_token=0.0, policy_entropy=1.0)  # chosen -0.1/token
+    (ckpt,) = run
+    tight = {f.code for f in drift_findings(run)}
+    assert {"dispersion", "dispersion_entropy"} <= tight
+    samples = ckpt.dispersion.reference_samples
+    wide_per_token = dataclasses.replace(samples.per_token, se=0.05)  # gap CI ±0.1: reaches 0.05
+    wide_entropy = dataclasses.replace(ckpt.dispersion.entropy, se=0.6)  # relative ±0.59: reaches 0.2
+    noisy = dataclasses.replace(ckpt, dispersion=Dispersion(
+        reference_samples=dataclasses.replace(samples, per_token=wide_per_token), other_prompts=None,
+        entropy=wide_entropy))
+    assert not {"dispersion", "dispersion_entropy"} & {f.code for f in drift_findings([noisy])}
+
+
+def test_cluster_covariance_by_hand():
+    # prompts a: rows 0, 1; b: row 2. x = (1, 2, 6), y = (0, 2, 1); means 3, 1; sizes 2, 1
+    # residual totals: x: 3 - 6 = -3, 6 - 3 = 3; y: 2 - 2 = 0, 1 - 1 = 0 -> cov 0
+    codes = np.array([0, 0, 1])
+    assert cluster_covariance(np.array([1.0, 2.0, 6.0]), np.array([0.0, 2.0, 1.0]), codes, 2) == pytest.approx(0.0)
+    # y = (0, 2, 4): mean 2; residual totals 2 - 4 = -2, 4 - 2 = 2 -> 2/1 * ((-3)(-2) + 3*2) / 9 = 24/9
+    assert cluster_covariance(np.array([1.0, 2.0, 6.0]), np.array([0.0, 2.0, 4.0]), codes, 2) == pytest.approx(24 / 9)
+    x = np.array([1.0, 2.0, 6.0, 3.0])
+    se = summarize_deltas(x, ["a", "a", "b", "c"]).se
+    assert cluster_covariance(x, x, np.array([0, 0, 1, 2]), 3) == pytest.approx(se ** 2)
+
+
+def test_pair_slopes_are_the_slope_of_the_mean_with_a_clustered_se_by_hand():
+    # 4 pairs, 2 prompts, steps 10 and 20 (+ the reference at 0): x = 0, 10, 20, dx = -10, 0, 10, sxx = 200
+    def frame(chosen, rejected):
+        return pd.DataFrame({"id": ["a", "b", "c", "d"], "prompt_key": ["p", "p", "q", "q"],
+                             "policy_chosen_logp": chosen, "ref_chosen_logp": [0.0] * 4,
+                             "policy_rejected_logp": rejected, "ref_rejected_logp": [0.0] * 4,
+                             "chosen_tokens": [5] * 4, "rejected_tokens": [5] * 4})
+
+    first = frame([-1.0, -2.0, 0.0, -1.0], [-2.0, -4.0, -1.0, -3.0])
+    second = frame([-2.0, -4.0, -2.0, -2.0], [-6.0, -8.0, -5.0, -7.0])
+    got = pair_slopes([10, 20], [first, second])
+    # per pair, slope = (10 * Δ_20) / 200 = Δ_20 / 20 (Δ at step 10 has dx 0)
+    chosen = np.array([-2.0, -4.0, -2.0, -2.0]) / 20
+    rejected = np.array([-6.0, -8.0, -5.0, -7.0]) / 20
+    assert got.chosen_slope == pytest.approx(chosen.mean()) and got.rejected_slope == pytest.approx(rejected.mean())
+    speed = drift_speed([10, 20], [-1.0, -2.5], [-2.5, -6.5])  # the checkpoints' mean Δs
+    assert got.chosen_slope == pytest.approx(speed.chosen_slope)
+    # clustered SE: prompt totals of (slope - mean): p: (-0.1 + 0.125) + (-0.2 + 0.125) = -0.05, q: +0.05
+    se = math.sqrt(2 / 1 * (0.05 ** 2 + 0.05 ** 2)) / 4
+    assert got.chosen_se == pytest.approx(se) and got.n_pairs == 4 and got.n_prompts == 2
+    margin = chosen - rejected
+    assert got.margin_slope == pytest.approx(margin.mean())
+    # a pair missing at one checkpoint is left out of every slope
+    gap = second.assign(policy_chosen_logp=[np.nan, -4.0, -2.0, -2.0])
+    assert pair_slopes([10, 20], [first, gap]).n_pairs == 3
+
+
+def test_degradation_needs_its_slopes_cis():
+    shifts = [(100, (-2.0, -10.0)), (200, (-5.0, -25.0)), (300, (-10.0, -60.0))]
+    run, frames = make_run(shifts, unseen_shift_per_token=0.0, policy_entropy=2.0)
+    assert "degradation" in {f.code for f in drift_findings(run, pairs=frames)}
+    # per-pair noise of sd 150: each pair's slope sd 150 / sqrt(50000) = 0.67, the mean's SE ~0.05 > the slope
+    # -0.033 / 1.96: the chosen slope's CI reaches 0, no finding
+    rng = np.random.default_rng(5)
+    noisy = [f.assign(policy_chosen_logp=f["policy_chosen_logp"] + rng.normal(0, 150, len(f))) for f in frames]
+    assert "degradation" not in {f.code for f in drift_findings(run, pairs=noisy)}

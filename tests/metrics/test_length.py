@@ -226,3 +226,25 @@ def test_length_inflation_fires_on_a_paired_rise_mann_whitney_misses():
     assert c.wilcoxon_statistic == 0.0 and c.wilcoxon_p == pytest.approx(2 / 2 ** 10)
     [found] = length_findings(c)
     assert found.code == "length_inflation" and found.numbers["mean_ratio"] == pytest.approx(1.3)
+
+
+def test_paired_ratio_and_truncation_rise_by_hand():
+    """Over the prompts both have: R = mean(y_p) / mean(x_p), SE = sqrt(sum (y_p - R x_p)^2 / (P (P - 1))) /
+    mean(x_p); the truncation rise is the mean of per-prompt share differences, SE std(ddof 1) / sqrt P."""
+    ck = samples(["a", "a", "b", "c", "z"], [10, 30, 40, 60, 999], finish=["stop", "length", "length", "stop", "stop"])
+    ref = samples(["a", "b", "c"], [10, 20, 30], finish=["stop", "stop", "length"])
+    c = compare_lengths(ck, ref)
+    y, x = np.array([20.0, 40.0, 60.0]), np.array([10.0, 20.0, 30.0])  # "z" is not shared
+    ratio = y.mean() / x.mean()
+    assert c.paired_ratio == pytest.approx(2.0) and ratio == pytest.approx(2.0)
+    se = math.sqrt(np.sum((y - ratio * x) ** 2) / (3 * 2)) / x.mean()
+    assert se == 0.0 and c.paired_ratio_ci == pytest.approx((2.0, 2.0))
+    d = np.array([0.5 - 0.0, 1.0 - 0.0, 0.0 - 1.0])  # a: 1 of 2 truncated vs 0; b: 1 vs 0; c: 0 vs 1
+    assert c.truncation_rise == pytest.approx(d.mean())
+    assert c.truncation_rise_se == pytest.approx(np.std(d, ddof=1) / math.sqrt(3))
+    noisy = compare_lengths(samples(["a", "b", "c"], [25, 40, 50]), ref)
+    y = np.array([25.0, 40.0, 50.0])
+    r = y.mean() / x.mean()
+    half = 1.959963984540054 * math.sqrt(np.sum((y - r * x) ** 2) / 6) / x.mean()
+    assert noisy.paired_ratio_ci == pytest.approx((r - half, r + half))
+    assert math.isnan(noisy.truncation_rise) and math.isnan(noisy.truncation_rise_se)  # no finish reasons

@@ -223,5 +223,6 @@ def test_the_past_peak_test_takes_its_k_and_tolerance_from_the_thresholds():
     _, past, _ = fit_results(rise_and_fall(), True)
     assert past["r"]["threshold"] == pytest.approx(2 * math.hypot(0.01, 0.01)) and past["r"]["is_past_peak"]
     _, past, _ = fit_results(rise_and_fall(), True, thresholds=Thresholds(past_peak_k=3.0, past_peak_tolerance=0.2))
-    assert past["r"]["threshold"] == pytest.approx(0.2)  # max(k * se, tolerance) with the drop 0.13 below it
+    # k * se + tolerance: the drop's one-sided bound must pass the tolerance (was max(k * se, tolerance))
+    assert past["r"]["threshold"] == pytest.approx(3 * math.hypot(0.01, 0.01) + 0.2)  # the drop 0.13 below it
     assert not past["r"]["is_past_peak"]
