@@ -60,10 +60,14 @@ Layout (the JSON Schema below is the contract; tests validate every written file
 
 from __future__ import annotations
 
-RESULTS_SCHEMA_VERSION = 2
+RESULTS_SCHEMA_VERSION = 3
 """2 (issue 16): quality and win-rate SEs/CIs clustered by prompt, the past-peak drop paired over prompts,
 LC win rates fitted per checkpoint, KL from untempered samples, is_peak_in_range -> is_peak_extrapolated:
-figures of version 1 are not comparable, so the gate refuses a version-1 baseline."""
+figures of version 1 are not comparable, so the gate refuses a version-1 baseline.
+3: findings fire on effects their 95% CIs support, each checkpoint's from its own figures (drift findings
+per checkpoint, no longer once per run), past_peak.threshold = k SE + tolerance; new figures
+drift.pairs.chosen_rejected_cov, length.paired_ratio(_ci), length.truncation_rise(_se), runs[].loop.online.
+A version-2 baseline's findings meant otherwise: the gate refuses it (rerun `dpo-eval report`)."""
 
 _NUMBER_OR_NULL = {"type": ["number", "null"]}
 _OBJECT_OR_NULL = {"type": ["object", "null"]}

@@ -267,3 +267,17 @@ def test_gate_on_a_checkpoint_dir(tiny, tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert [c["step"] for c in results["checkpoints"]] == [0, 2]
     assert results["checkpoints"][1]["rewards"]["n"] == 12
+
+
+def test_a_baseline_of_an_older_schema_version_is_refused(example, tmp_path):
+    """Version 3 changed when findings fire (reports/schema.py): a version-2 baseline meant otherwise."""
+    from dpo_eval.reports.schema import RESULTS_SCHEMA_VERSION
+
+    old = json.loads(example.read_text())
+    old["schema_version"] = RESULTS_SCHEMA_VERSION - 1
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    config = write_config(tmp_path, "regression: checkpoints[final].rewards.accuracy may not drop by more than 0.02")
+    result = invoke(str(example), "--config", str(config), "--baseline", str(tmp_path / "old.json"))
+    assert result.exit_code == 2
+    assert f"has schema_version {RESULTS_SCHEMA_VERSION - 1}" in result.output
+    assert "rerun `dpo-eval report` with this version" in result.output
