@@ -233,7 +233,7 @@ def detect_past_peak(frame: pd.DataFrame, prompt_quality: pd.DataFrame | None = 
     """
     if k < 0 or tolerance < 0:
         raise ValueError(f"k and tolerance must be >= 0, got k={k}, tolerance={tolerance}")
-    rows = _clean(frame)
+    rows = _clean(frame, needs_kl=False)  # the test uses no KL: a row without one is still a checkpoint
     by_prompt = None if prompt_quality is None else _prompt_table(prompt_quality)
     return {str(run): _past_peak(str(run), group.sort_values("step"), k, tolerance,
                                  None if by_prompt is None else by_prompt.get(str(run), {}))
@@ -425,10 +425,11 @@ def _has_se(rows: pd.DataFrame) -> pd.Series:
     return rows["quality_se"].notna() if "quality_se" in rows else pd.Series(False, index=rows.index)
 
 
-def _clean(frame: pd.DataFrame, is_step_unique: bool = True) -> pd.DataFrame:
-    """Evaluated rows (quality and kl not NaN) of a copy, numeric columns as float, run as str, step as int;
-    a quality_se that is not finite and > 0, or an implicit_reward that is not finite, as NaN (that row has none).
-    is_step_unique: raise when a run has a step twice (the past-peak test and the recommendation need it)."""
+def _clean(frame: pd.DataFrame, is_step_unique: bool = True, needs_kl: bool = True) -> pd.DataFrame:
+    """Evaluated rows (quality and, with needs_kl, kl not NaN) of a copy, numeric columns as float, run as str,
+    step as int; a quality_se that is not finite and > 0, or an implicit_reward that is not finite, as NaN (that
+    row has none). is_step_unique: raise when a run has a step twice (the past-peak test and the recommendation
+    need it)."""
     missing = [c for c in FRAME_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"KL-quality frame lacks columns {missing}; needs {list(FRAME_COLUMNS)} "
@@ -437,9 +438,10 @@ def _clean(frame: pd.DataFrame, is_step_unique: bool = True) -> pd.DataFrame:
     rows = frame[columns].copy()
     for column in columns[2:]:
         rows[column] = _numeric(rows[column], column)
-    rows = rows[rows["quality"].notna() & rows["kl"].notna()]
+    rows = rows[rows["quality"].notna() & (rows["kl"].notna() | (not needs_kl))]
     if rows.empty:
-        raise ValueError("KL-quality frame has no row with both kl and quality: evaluate some checkpoints first")
+        need = "both kl and quality" if needs_kl else "a quality"
+        raise ValueError(f"KL-quality frame has no row with {need}: evaluate some checkpoints first")
     rows["run"] = rows["run"].astype(str)
     rows["step"] = _steps(rows["step"])
     if is_step_unique and rows.duplicated(["run", "step"]).any():

@@ -41,9 +41,12 @@ Layout (the JSON Schema below is the contract; tests validate every written file
         quality           {source, value, se}: the figure the KL-vs-quality fit uses; or null
         kl                analytic / k1 / k2 / k3 KL estimates (metrics.kl.KLEstimate as dicts); or null
         offpolicy         mean log-ratios on chosen and rejected pairs (not a KL); or null
-        length            metrics.length comparison vs the reference's samples; or null
-        drift             metrics.drift pair drift + dispersion; or null
-        findings[]        metrics.findings.Finding as dicts
+        length            metrics.length comparison vs the reference's samples (paired_ratio and its CI:
+                          per-prompt mean lengths over the shared prompts; truncation_rise ± SE); or null
+        drift             metrics.drift pair drift (chosen_rejected_cov: the two means' clustered
+                          covariance) + dispersion; or null
+        findings[]        metrics.findings.Finding as dicts: this checkpoint's own, each fired on an effect
+                          its 95% CI supports (the run-level degradation finding sits on the last checkpoint)
     fits                  {kl_quality: KLQualityFit as a dict, or null; reason: why null; optional
                           kl_estimator: the KLEstimate ("analytic", "k1", "k2", "k3") whose mean the fit used};
                           each form's kl_range is the KL range of the fitted points (min_kl, max_kl) and

@@ -37,17 +37,17 @@ def fit_estimator(checkpoints: list[dict]) -> str:
     return FIT_ESTIMATORS[counts.index(max(counts))]
 
 
-def quality_frame(checkpoints: list[dict], estimator: str = "analytic") -> pd.DataFrame:
+def quality_frame(checkpoints: list[dict], estimator: str = "analytic", needs_kl: bool = True) -> pd.DataFrame:
     """run, step, kl (the ``estimator`` mean), quality, quality_se, implicit_reward: one row per checkpoint with a
-    quality and that KL. quality_se and implicit_reward are per row, NaN where that row has none (an SE of 0 or
-    undefined, or no score stage): never dropped for the whole frame."""
+    quality and (with needs_kl; else NaN where missing) that KL. quality_se and implicit_reward are per row, NaN
+    where that row has none (an SE of 0 or undefined, or no score stage): never dropped for the whole frame."""
     rows = []
     for c in checkpoints:
         value = (c["quality"] or {}).get("value")
-        estimate = (c["kl"] or {}).get(estimator)
-        if value is None or estimate is None or estimate.get("mean") is None:
+        kl_mean = _kl_mean(c, estimator)
+        if value is None or (kl_mean is None and needs_kl):
             continue
-        rows.append({"run": c["run"], "step": c["step"], "kl": estimate["mean"], "quality": value,
+        rows.append({"run": c["run"], "step": c["step"], "kl": kl_mean, "quality": value,
                      "quality_se": c["quality"].get("se"), "implicit_reward": (c["rewards"] or {}).get("mean_margin")})
     frame = pd.DataFrame(rows, columns=["run", "step", "kl", "quality", "quality_se", "implicit_reward"])
     for column in ("kl", "quality", "quality_se", "implicit_reward"):
@@ -93,27 +93,29 @@ def fit_results(checkpoints: list[dict], has_judge: bool, no_judge_reason: str =
     notes += _rows_without_se(frame)
     fit = _fail_soft(notes, FIT_WHAT, lambda: overoptimization.fit_kl_quality(frame))
     fits = {"kl_quality": plain(fit), "reason": "" if fit else notes[-1]["why"], "kl_estimator": estimator}
-    by_step = _one_row_per_step(checkpoints, estimator, notes)  # the past-peak test and the recommendation
+    by_step = _one_row_per_step(checkpoints, notes)  # the past-peak test and the recommendation
     step_frame = quality_frame(by_step, estimator)
     prompts = None if tables is None else _fail_soft(notes, "per-prompt qualities (past-peak fit test)",
                                                      lambda: prompt_quality_frame(by_step, tables))
+    # the past-peak test uses no KL: its rows are every judged checkpoint, whichever KL estimate the fit took
+    # over all runs (a run's test never depends on the other runs in the report)
     past = {str(run): plain(_run_past_peak(notes, str(run), rows, prompts, thresholds))
-            for run, rows in step_frame.groupby("run", sort=True)}
+            for run, rows in quality_frame(by_step, estimator, needs_kl=False).groupby("run", sort=True)}
     recommended = _fail_soft(notes, RECOMMENDED_WHAT,
                              lambda: overoptimization.recommend_checkpoint(step_frame, fit=fit))
     _place_over_optimisation(by_step, past, thresholds)
     return fits, past, plain(recommended)
 
 
-def _one_row_per_step(checkpoints: list[dict], estimator: str, notes: list[dict]) -> list[dict]:
+def _one_row_per_step(checkpoints: list[dict], notes: list[dict]) -> list[dict]:
     """The checkpoints the step-keyed statistics (past-peak test, recommendation) use: where a run has one step
-    twice with a quality and KL (a final model saved at a checkpoint's step with other weights), the later
-    row, the final model, and a `missing` entry naming the row left out of those two (the fit keeps both)."""
-    last = {(c["run"], c["step"]): c for c in checkpoints if _has_fit_inputs(c, estimator)}
+    twice with a quality (a final model saved at a checkpoint's step with other weights), the later row, the
+    final model, and a `missing` entry naming the row left out of those two (the fit keeps both)."""
+    last = {(c["run"], c["step"]): c for c in checkpoints if _is_rated(c)}
     kept = []
     for c in checkpoints:
         standing = last.get((c["run"], c["step"]))
-        if standing is not None and standing is not c and _has_fit_inputs(c, estimator):
+        if standing is not None and standing is not c and _is_rated(c):
             notes.append({"what": f"checkpoint {c['label']} of run {c['run']} in the past-peak test and the "
                                   "recommendation",
                           "why": f"step {c['step']} is also the step of {standing['label']} (other weights): the "
@@ -125,9 +127,8 @@ def _one_row_per_step(checkpoints: list[dict], estimator: str, notes: list[dict]
     return kept
 
 
-def _has_fit_inputs(checkpoint: dict, estimator: str) -> bool:
-    return ((checkpoint["quality"] or {}).get("value") is not None
-            and ((checkpoint["kl"] or {}).get(estimator) or {}).get("mean") is not None)
+def _is_rated(checkpoint: dict) -> bool:
+    return (checkpoint["quality"] or {}).get("value") is not None
 
 
 def _run_past_peak(notes: list[dict], run: str, rows: pd.DataFrame, prompts: pd.DataFrame | None,

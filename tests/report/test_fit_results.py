@@ -226,3 +226,16 @@ def test_the_past_peak_test_takes_its_k_and_tolerance_from_the_thresholds():
     # k * se + tolerance: the drop's one-sided bound must pass the tolerance (was max(k * se, tolerance))
     assert past["r"]["threshold"] == pytest.approx(3 * math.hypot(0.01, 0.01) + 0.2)  # the drop 0.13 below it
     assert not past["r"]["is_past_peak"]
+
+
+def test_a_runs_past_peak_test_does_not_depend_on_the_other_runs_kl_estimate():
+    """The fit takes the KL estimate most rows have over all runs; the past-peak test uses no KL, so a run whose
+    rows lack that estimate is still tested, as it is alone (before: its rows were dropped, its test null)."""
+    analytic_only = [dict(c, kl={"analytic": c["kl"]["analytic"]}) for c in rise_and_fall("a")]
+    k3_only = [dict(c, kl={"k3": c["kl"]["k3"]}) for c in rise_and_fall("b")[:4]]
+    fits, past, _ = fit_results(analytic_only + k3_only, True)
+    assert fits["kl_estimator"] == "analytic"
+    _, alone, _ = fit_results(k3_only, True)
+    assert past["b"] is not None and past["b"] == alone["b"]
+    _, a_alone, _ = fit_results(analytic_only, True)
+    assert past["a"] == a_alone["a"]
