@@ -467,12 +467,13 @@ def evaluate_regression(check: RegressionCheck, results: dict, baseline: dict, c
 
 def _decide(check: RegressionCheck, path: str, value: float, base_value: float, new: tuple[dict, dict | None],
             old: tuple[dict, dict | None]) -> gate_noise.RegressionDecision:
-    """metrics.gate_noise's decision on one figure, each side's SE read from its own section."""
+    """metrics.gate_noise's decision on one figure, each side's 95% interval read from its own section."""
     keys = split_path(path)
-    ses = [gate_noise.figure_se(lookup(document if checkpoint is None else checkpoint, keys[:-1])[0], keys[-1])
-           for document, checkpoint in (new, old)]
+    intervals = [gate_noise.figure_interval(lookup(document if checkpoint is None else checkpoint, keys[:-1])[0],
+                                            keys[-1], figure)
+                 for (document, checkpoint), figure in ((new, value), (old, base_value))]
     tolerance = check.tolerance * abs(base_value) if check.is_relative else check.tolerance
-    return gate_noise.decide_regression(check.direction, value, base_value, tolerance, *ses)
+    return gate_noise.decide_regression(check.direction, value, base_value, tolerance, *intervals)
 
 
 def evaluate_checks(checks: Sequence[Check], results: dict, baseline: dict | None = None,

@@ -268,9 +268,10 @@ def test_findings_counts_the_severity_and_worse(results):
 Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
 
 
-def accuracy_se(rewards: dict) -> float:
-    """The accuracy's SE read from its saved 95% CI, written out: the CI's width / (2 * 1.96)."""
-    return (rewards["accuracy_ci_high"] - rewards["accuracy_ci_low"]) / (2 * Z95)
+def drop_half_width(base: dict, now: dict) -> float:
+    """Newcombe's (MOVER) lower half-width of a drop in accuracy, written out: the baseline's CI below its value
+    and the new value's CI above it, combined as independent."""
+    return ((base["accuracy"] - base["accuracy_ci_low"]) ** 2 + (now["accuracy_ci_high"] - now["accuracy"]) ** 2) ** 0.5
 
 
 def narrow(checkpoint: dict, half_width: float = 0.01) -> None:
@@ -280,36 +281,38 @@ def narrow(checkpoint: dict, half_width: float = 0.01) -> None:
 
 
 def test_regression_fails_on_a_drop_its_ci_puts_beyond_the_tolerance(results):
-    """bound = baseline - tolerance - 1.96 * sqrt(se_new^2 + se_base^2): a drop beyond the tolerance only fails
-    when its 95% CI lies wholly past it (before: the point estimates alone decided)."""
+    """bound = baseline - tolerance - the drop CI's lower half-width: a drop beyond the tolerance only fails when
+    its 95% CI lies wholly past it (before: the point estimates alone decided)."""
     new, baseline = copy.deepcopy(results), copy.deepcopy(results)
     for c in [*last_per_run(new).values(), *last_per_run(baseline).values()]:
-        narrow(c)  # SE 0.0051 on each side: the change's CI is +- 0.0141
+        narrow(c)  # +- 0.01 on each side: the change's CI is +- 0.0141
     last_base = last_per_run(baseline)
-    last_base[LONG]["rewards"]["accuracy"] += 0.05  # lost 0.05: CI [0.036, 0.064], wholly beyond 0.02
-    last_base[SHORT]["rewards"]["accuracy"] += 0.01  # lost 0.01: within 0.02
+    for run, shift in ((LONG, 0.05), (SHORT, 0.01)):  # LONG lost 0.05: CI [0.036, 0.064], wholly beyond 0.02
+        for key in ("accuracy", "accuracy_ci_low", "accuracy_ci_high"):  # SHORT lost 0.01: within 0.02
+            last_base[run]["rewards"][key] += shift
     check = {"regression": "checkpoints[final].rewards.accuracy may not drop by more than 0.02"}
     got = {r.checkpoint.partition("/")[0]: r for r in evaluate(new, check, baseline=baseline)}
     for run, passed in ((LONG, False), (SHORT, True)):
         base, now = last_base[run]["rewards"], last_per_run(new)[run]["rewards"]
-        se = (accuracy_se(base) ** 2 + accuracy_se(now) ** 2) ** 0.5
-        assert got[run].op == ">=" and got[run].bound == pytest.approx(base["accuracy"] - 0.02 - Z95 * se, abs=1e-12)
+        half = drop_half_width(base, now)
+        assert half == pytest.approx(0.01 * 2 ** 0.5)
+        assert got[run].op == ">=" and got[run].bound == pytest.approx(base["accuracy"] - 0.02 - half, abs=1e-12)
         assert got[run].value == now["accuracy"] and got[run].passed is passed
         assert f"baseline {base['accuracy']:.6g}" in got[run].note and "95% CI" in got[run].note
     assert "beyond the tolerance" in got[LONG].note
 
 
 def test_regression_within_a_wide_ci_is_inconclusive_and_passes(results):
-    """The real tiny results' accuracy CIs are wide: the same 0.05 drop is not shown beyond 0.02."""
+    """The real tiny results' accuracy CIs (Wilson, asymmetric) are wide: the same 0.05 drop is not shown beyond 0.02."""
     baseline = copy.deepcopy(results)
     base = last_per_run(baseline)[LONG]["rewards"]
     base["accuracy"] += 0.05
     (got,) = [r for r in evaluate(results, {"regression": "checkpoints[final].rewards.accuracy may not drop by more "
                                                           "than 0.02"}, baseline=baseline) if r.checkpoint.startswith(LONG)]
     now = last_per_run(results)[LONG]["rewards"]
-    se = (accuracy_se(base) ** 2 + accuracy_se(now) ** 2) ** 0.5
-    assert Z95 * se > 0.1 and got.passed and got.is_inconclusive and "inconclusive" in got.note
-    assert got.bound == pytest.approx(base["accuracy"] - 0.02 - Z95 * se)
+    half = drop_half_width(base, now)
+    assert half > 0.1 and got.passed and got.is_inconclusive and "inconclusive" in got.note
+    assert got.bound == pytest.approx(base["accuracy"] - 0.02 - half)
     table = format_table([got]).splitlines()  # a passing row, yet its note is shown under it
     assert table[-2].startswith("    -> baseline") and "inconclusive" in table[-2]
     assert table[-1] == "gate passed: 1 of 1 checks passed (1 inconclusive: no regression shown, none ruled out)"
@@ -342,8 +345,7 @@ def test_regression_pairs_a_lone_baseline_run_and_fails_without_a_partner(result
                    baseline=baseline)
     old = last_per_run(baseline)["old"]["rewards"]
     for r, now in zip(got, last_per_run(results).values()):
-        se = (accuracy_se(old) ** 2 + accuracy_se(now["rewards"]) ** 2) ** 0.5
-        assert r.bound == pytest.approx(old["accuracy"] - Z95 * se) and "at old/4" in r.note
+        assert r.bound == pytest.approx(old["accuracy"] - drop_half_width(old, now["rewards"])) and "at old/4" in r.note
     two = copy.deepcopy(results)
     for c in two["checkpoints"]:
         c["run"] = "x" + c["run"]
