@@ -121,6 +121,9 @@ class EntropyChange:
     """SE of change: paired (std of differences / sqrt n) when is_paired, else Welch sqrt(s1²/n1 + s2²/n2)."""
     is_paired: bool
     """True when both arrays have the same length and are taken as the same prompts in the same order."""
+    relative_change_se: float = float("nan")
+    """Delta-method SE of relative_change = P/R - 1 (r = P/R, both means estimated): paired
+    std(p - r q, ddof 1) / sqrt n / R, else sqrt(se_P^2 + r^2 se_R^2) / R; NaN with fewer than 2 values or R 0."""
 
 
 @dataclass(frozen=True)
@@ -307,7 +310,17 @@ def entropy_change(policy_entropy: ArrayLike, ref_entropy: ArrayLike) -> Entropy
     pm, rm = (float(pol.mean()) if pol.size else nan), (float(ref.mean()) if ref.size else nan)
     return EntropyChange(n_policy=int(pol.size), n_ref=int(ref.size), policy_mean=pm, ref_mean=rm,
                          change=pm - rm, relative_change=pm / rm - 1.0 if rm else nan, se=se,
-                         is_paired=is_paired)
+                         is_paired=is_paired, relative_change_se=_relative_se(pol, ref, is_paired))
+
+
+def _relative_se(pol: np.ndarray, ref: np.ndarray, is_paired: bool) -> float:
+    """EntropyChange.relative_change_se: the delta method for a ratio of two estimated means."""
+    if min(pol.size, ref.size) < 2 or not ref.mean():
+        return float("nan")
+    r = pol.mean() / ref.mean()
+    if is_paired:
+        return float(np.std(pol - r * ref, ddof=1) / np.sqrt(pol.size) / ref.mean())
+    return float(np.sqrt(np.var(pol, ddof=1) / pol.size + r * r * np.var(ref, ddof=1) / ref.size) / ref.mean())
 
 
 def drift_speed(steps: ArrayLike, chosen_means: ArrayLike, rejected_means: ArrayLike, *,
@@ -412,12 +425,14 @@ def _checkpoint_findings(ckpt: CheckpointDrift, t: Thresholds) -> list[Finding]:
         for source, drift in (("the reference's own samples", d.reference_samples),
                               ("responses from other prompts", d.other_prompts)):
             if drift is not None:
-                gap_se = float(np.hypot(drift.per_token.se, p.chosen.per_token.se))  # different responses
+                # the two means as independent: they share prompts, and a prompt that moves one moves the other
+                # the same way (positive covariance), so this SE errs wide (module docstring of findings)
+                gap_se = float(np.hypot(drift.per_token.se, p.chosen.per_token.se))
                 found.append(check_dispersion(drift.per_token.mean, p.chosen.per_token.mean, source, t, step,
                                               gap_se=gap_se))
         if d.entropy is not None:
             found.append(check_entropy_change(d.entropy.policy_mean, d.entropy.ref_mean, t, step,
-                                              change_se=d.entropy.se))
+                                              relative_se=d.entropy.relative_change_se))
     return [f for f in found if f is not None]
 
 

@@ -18,9 +18,10 @@ by prompt or paired as the figures' own (metrics.drift, .length, .winrate, .over
   (the reference as step 0) over the pairs every checkpoint scored, clustered by prompt
   (metrics.drift.pair_slopes). high. Run-level, at the last checkpoint.
 - dispersion: |mean Δ/token of responses in no pair - that of chosen| - Z95 SE > dispersion_gap_per_token
-  (SE of the gap: the two means' clustered SEs, different responses). warning.
+  (SE of the gap: the two means' clustered SEs combined as independent; they share prompts and move
+  together there, so the SE errs wide). warning.
 - dispersion_entropy: |relative change of mean next-token entropy| - Z95 SE > entropy_relative_change
-  (SE: the paired change's, over the reference's mean). warning.
+  (SE: the delta method for the ratio of the two estimated means, paired over prompts). warning.
 - length_inflation: the prompt-paired ratio of mean lengths, by its 95% CI's low end, is above
   length_ratio and the prompt-paired test's p < length_alpha (Wilcoxon signed-rank on per-prompt mean
   lengths, checkpoint - reference, over shared prompts). high if the per-prompt rise in the share hitting
@@ -185,9 +186,9 @@ def check_drastic_drop(mean_chosen_delta: float, mean_rejected_delta: float, rej
     a = t.drastic_drop_ratio
     falls = rejected_delta_per_token + Z95 * noise.rejected_per_token_se <= -t.min_drop_per_token
     bounds = [-mean_rejected_delta - sign * a * mean_chosen_delta
-              - Z95 * math.sqrt(noise.rejected_se ** 2 + a * a * noise.chosen_se ** 2 + 2 * sign * a * noise.cov)
-              for sign in (1.0, -1.0)]  # a negative variance (bad input) gives NaN: no finding
-    if not (falls and min(bounds) > 0):
+              - Z95 * _sqrt_or_nan(noise.rejected_se ** 2 + a * a * noise.chosen_se ** 2 + 2 * sign * a * noise.cov)
+              for sign in (1.0, -1.0)]
+    if not (falls and all(bound > 0 for bound in bounds)):  # a NaN bound is not > 0: no finding
         return None
     ratio = abs_ratio(mean_rejected_delta, mean_chosen_delta)
     return Finding(
@@ -258,12 +259,11 @@ def check_dispersion(unseen_delta_per_token: float, chosen_delta_per_token: floa
 
 
 def check_entropy_change(policy_entropy: float, ref_entropy: float, t: Thresholds,
-                         step: int | None = None, change_se: float = float("nan")) -> Finding | None:
+                         step: int | None = None, relative_se: float = float("nan")) -> Finding | None:
     """Fires when |policy / reference mean next-token entropy - 1| exceeds t.entropy_relative_change by a 95% CI:
-    relative ± Z95 change_se / ref_entropy (change_se: the SE of policy - reference, paired over prompts where
-    they are; the reference's mean taken as fixed) lies wholly beyond it. A NaN change_se never fires."""
+    relative ± Z95 relative_se (metrics.drift.EntropyChange.relative_change_se: the delta method, both means
+    estimated, paired over prompts where they are) lies wholly beyond it. A NaN relative_se never fires."""
     relative = policy_entropy / ref_entropy - 1.0 if ref_entropy > 0 else float("nan")
-    relative_se = change_se / ref_entropy if ref_entropy > 0 else float("nan")
     if not abs(relative) - Z95 * relative_se > t.entropy_relative_change:
         return None
     way = "collapsed" if relative < 0 else "spread out"
@@ -420,6 +420,11 @@ def check_kl_budget(kl: float, kl_ci: tuple[float, float] | None, t: Thresholds,
         numbers={"kl": kl, "budget": budget,
                  **({"kl_ci_low": kl_ci[0], "kl_ci_high": kl_ci[1]} if kl_ci else {})},
         threshold=budget, step=step)
+
+
+def _sqrt_or_nan(variance: float) -> float:
+    """sqrt of a variance; NaN for a negative one (rounding, or inconsistent inputs): no SE, no finding."""
+    return math.sqrt(variance) if variance >= 0 else float("nan")
 
 
 def abs_ratio(numerator: float, denominator: float) -> float:

@@ -21,7 +21,8 @@ A figure's interval (figure_interval), in its own section: `accuracy` -> (accura
 accuracy_ci_high); `displacement_share` -> displacement_ci; `mean` / `value` -> ± Z95 `se`;
 `per_token_mean` -> ± Z95 `per_token_se`; `mean_margin` -> ± Z95 `margin_se`; otherwise NAME_ci
 ([low, high]: win_rate, lc_win_rate, gap, paired_ratio) or ± Z95 NAME_se (per_token_ratio, drop,
-quality, peak_kl, peak_quality, truncation_rise).
+quality, peak_kl, peak_quality, truncation_rise). A saved CI that excludes its own value (a percentile
+bootstrap's can) is no interval: the point estimates decide there.
 """
 
 from __future__ import annotations
@@ -62,11 +63,12 @@ def figure_interval(section: object, name: object, value: float) -> Interval | N
     or CI, a zero-width interval: never taken as exact)."""
     if not isinstance(section, dict) or not isinstance(name, str):
         return None
-    if name in CI_FIELDS:
-        return _ci(section, CI_FIELDS[name])
-    found = _ci(section, (f"{name}_ci",))
+    found = _ci(section, CI_FIELDS[name]) if name in CI_FIELDS else _ci(section, (f"{name}_ci",))
     if found is not None:
-        return found
+        # a (percentile bootstrap) CI that excludes its own estimate has no half-width on one side: no interval
+        return found if found[0] <= value <= found[1] else None
+    if name in CI_FIELDS:
+        return None
     se = _finite(section.get(SE_FIELDS.get(name, f"{name}_se")))
     return None if se is None or se <= 0 else (value - Z95 * se, value + Z95 * se)
 

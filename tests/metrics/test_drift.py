@@ -190,9 +190,14 @@ def test_entropy_change_paired_and_unpaired():
     assert e.is_paired and e.change == pytest.approx(-2 / 3)
     assert e.se == pytest.approx(math.sqrt(1 / 3) / math.sqrt(3))
     assert e.relative_change == pytest.approx(2.0 / (8 / 3) - 1)
+    # relative change r - 1 with r = 2 / (8/3) = 0.75: residuals p - r q = 1 - 1.5, 2 - 1.5, 3 - 3 = -0.5, 0.5, 0
+    # (mean 0): sd sqrt(0.5 / 2) = 0.5 -> SE 0.5 / sqrt 3 / (8/3)
+    assert e.relative_change_se == pytest.approx(0.5 / math.sqrt(3) / (8 / 3))
     u = entropy_change([1.0, 3.0], [2.0, 2.0, 5.0])
     # Welch: var(1, 3) = 2, var(2, 2, 5) = 3 -> sqrt(2 / 2 + 3 / 3)
     assert not u.is_paired and u.change == pytest.approx(2.0 - 3.0) and u.se == pytest.approx(math.sqrt(2.0))
+    # r = 2 / 3: sqrt(2 / 2 + (2/3)^2 * 3 / 3) / 3
+    assert u.relative_change_se == pytest.approx(math.sqrt(1.0 + 4 / 9) / 3)
 
 
 def make_pairs(rng: np.random.Generator, n: int, chosen_shift: float, rejected_shift: float) -> pd.DataFrame:
@@ -274,7 +279,7 @@ def test_dispersion_and_entropy_need_their_ci_past_the_threshold():
     assert {"dispersion", "dispersion_entropy"} <= tight
     samples = ckpt.dispersion.reference_samples
     wide_per_token = dataclasses.replace(samples.per_token, se=0.05)  # gap CI ±0.1: reaches 0.05
-    wide_entropy = dataclasses.replace(ckpt.dispersion.entropy, se=0.6)  # relative ±0.59: reaches 0.2
+    wide_entropy = dataclasses.replace(ckpt.dispersion.entropy, relative_change_se=0.3)  # ±0.59: reaches 0.2
     noisy = dataclasses.replace(ckpt, dispersion=Dispersion(
         reference_samples=dataclasses.replace(samples, per_token=wide_per_token), other_prompts=None,
         entropy=wide_entropy))

@@ -85,6 +85,8 @@ def test_drastic_drop_needs_both_paired_contrasts_past_zero():
     assert check_drastic_drop(-2.0, -12.0, -0.06, T, noise=noise(1.0, 2.0, 1.9)) is not None
     # the per-token fall's CI must lie below -0.01: -0.06 + Z * 0.03 > -0.01
     assert check_drastic_drop(-2.0, -12.0, -0.06, T, noise=noise(per_token_se=0.03)) is None
+    # inconsistent inputs (a covariance past what the SEs allow): a negative variance is no SE, not a crash
+    assert check_drastic_drop(-2.0, -12.0, -0.06, T, noise=noise(0.1, 0.1, 1.0)) is None
 
 
 def test_abs_ratio():
@@ -126,14 +128,14 @@ def test_dispersion_both_directions():
 
 
 def test_entropy_change():
-    # 1.5 / 2.0 - 1 = -0.25, beyond 0.2 by its CI: SE of the change 0.02 -> relative SE 0.01
-    f = check_entropy_change(1.5, 2.0, T, change_se=0.02)
+    # 1.5 / 2.0 - 1 = -0.25, beyond 0.2 by its CI (relative SE 0.01)
+    f = check_entropy_change(1.5, 2.0, T, relative_se=0.01)
     assert f.code == "dispersion_entropy" and f.numbers["relative_change"] == pytest.approx(-0.25)
     assert f.numbers["relative_change_se"] == pytest.approx(0.01) and "collapsed" in f.message
-    assert check_entropy_change(2.6, 2.0, T, change_se=0.02).numbers["relative_change"] == pytest.approx(0.3)
-    assert check_entropy_change(1.8, 2.0, T, change_se=0.02) is None  # -0.1
-    # 0.25 - Z * 0.05 = 0.152 < 0.2: not shown (relative SE 0.1 / 2)
-    assert check_entropy_change(1.5, 2.0, T, change_se=0.1) is None
+    assert check_entropy_change(2.6, 2.0, T, relative_se=0.01).numbers["relative_change"] == pytest.approx(0.3)
+    assert check_entropy_change(1.8, 2.0, T, relative_se=0.01) is None  # -0.1
+    # 0.25 - Z * 0.05 = 0.152 < 0.2: not shown
+    assert check_entropy_change(1.5, 2.0, T, relative_se=0.05) is None
     assert check_entropy_change(1.5, 2.0, T) is None  # no SE
 
 

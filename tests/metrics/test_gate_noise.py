@@ -24,6 +24,9 @@ Z = 1.959963984540054
     ({"drop": 0.2, "drop_se": 0.05}, "drop", 0.2, (0.2 - Z * 0.05, 0.2 + Z * 0.05)),
     ({"quality": 0.1, "quality_se": 0.02}, "quality", 0.1, (0.1 - Z * 0.02, 0.1 + Z * 0.02)),
     ({"lc_win_rate": 0.5, "lc_win_rate_ci": None}, "lc_win_rate", 0.5, None),
+    ({"lc_win_rate": 0.5, "lc_win_rate_ci": [0.52, 0.6]}, "lc_win_rate", 0.5, None),  # a CI that excludes its value
+    ({"accuracy": 0.9, "accuracy_ci_low": 0.7, "accuracy_ci_high": 0.95, "accuracy_se": 0.1}, "accuracy", 0.99,
+     None),  # outside its own CI: no interval, and no fallback to an SE field
     ({"mean_tokens_ratio": 1.2}, "mean_tokens_ratio", 1.2, None),  # no SE saved
     ({"mean": 2.0, "se": 0.0}, "mean", 2.0, None),  # a zero SE is no noise estimate, never exact
     ({"mean": 2.0, "se": None}, "mean", 2.0, None),
