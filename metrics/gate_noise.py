@@ -30,8 +30,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-Z95 = 1.959963984540054
-"""The standard normal's 97.5% quantile: a two-sided 95% interval."""
+from dpo_eval.metrics.findings import Z95
 
 SE_FIELDS = {"mean": "se", "value": "se", "per_token_mean": "per_token_se", "mean_margin": "margin_se"}
 """A figure's name -> the field of its section that holds its SE (else NAME_se)."""

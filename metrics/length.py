@@ -178,7 +178,8 @@ def compare_lengths(checkpoint: pd.DataFrame, reference: pd.DataFrame) -> Length
         u, p = float(mw.statistic), float(mw.pvalue)
     else:
         u, p = NAN, NAN
-    diffs = _paired_prompt_diffs(checkpoint, reference)
+    paired_ck, paired_ref = _prompt_means(checkpoint, reference, lambda f: f["n_tokens"].astype(np.float64))
+    diffs = paired_ck - paired_ref  # per shared prompt: checkpoint's mean tokens - reference's
     w_stat, w_p = _wilcoxon(diffs)
     return LengthComparison(
         checkpoint=ck, reference=ref,
@@ -187,7 +188,7 @@ def compare_lengths(checkpoint: pd.DataFrame, reference: pd.DataFrame) -> Length
         mean_chars_ratio=_ratio(ck.mean_chars, ref.mean_chars),
         median_chars_ratio=_ratio(ck.median_chars, ref.median_chars),
         mannwhitney_u=u, mannwhitney_p=p, n_paired_prompts=int(diffs.size), mean_paired_diff=_mean(diffs),
-        wilcoxon_statistic=w_stat, wilcoxon_p=w_p, **_paired_ratio(checkpoint, reference),
+        wilcoxon_statistic=w_stat, wilcoxon_p=w_p, **_paired_ratio(paired_ck, paired_ref),
         **_paired_truncation(checkpoint, reference))
 
 
@@ -296,14 +297,6 @@ def _tokens(samples: pd.DataFrame) -> np.ndarray:
     return tokens
 
 
-def _paired_prompt_diffs(checkpoint: pd.DataFrame, reference: pd.DataFrame) -> np.ndarray:
-    """Per prompt both frames have (sorted by id): checkpoint's mean tokens - reference's mean tokens."""
-    ck = checkpoint.groupby(checkpoint["prompt_id"].astype(str))["n_tokens"].mean()
-    ref = reference.groupby(reference["prompt_id"].astype(str))["n_tokens"].mean()
-    shared = ck.index.intersection(ref.index).sort_values()
-    return (ck[shared] - ref[shared]).to_numpy(np.float64)
-
-
 def _prompt_means(checkpoint: pd.DataFrame, reference: pd.DataFrame, values) -> tuple[np.ndarray, np.ndarray]:
     """Per prompt both frames have (sorted by id): each frame's mean of values(frame) (a Series, NaN dropped)."""
     ck = values(checkpoint).groupby(checkpoint["prompt_id"].astype(str)).mean().dropna()
@@ -312,9 +305,9 @@ def _prompt_means(checkpoint: pd.DataFrame, reference: pd.DataFrame, values) -> 
     return ck[shared].to_numpy(np.float64), ref[shared].to_numpy(np.float64)
 
 
-def _paired_ratio(checkpoint: pd.DataFrame, reference: pd.DataFrame) -> dict:
-    """paired_ratio and its delta-method 95% CI over the shared prompts (LengthComparison)."""
-    y, x = _prompt_means(checkpoint, reference, lambda f: f["n_tokens"].astype(np.float64))
+def _paired_ratio(y: np.ndarray, x: np.ndarray) -> dict:
+    """paired_ratio and its delta-method 95% CI from the shared prompts' mean tokens, checkpoint's y and the
+    reference's x (LengthComparison)."""
     if y.size == 0 or x.mean() <= 0:
         return {"paired_ratio": NAN, "paired_ratio_ci": (NAN, NAN)}
     ratio = float(y.mean() / x.mean())

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from dpo_eval.metrics.findings import Z95
 from dpo_eval.reports import view
 from dpo_eval.reports.view import fmt, fmt_pm, fmt_rate
 
@@ -37,7 +38,6 @@ UNDETERMINED = ("the held-out pairs cannot tell whether the model prefers the ch
                 "accuracy's 95% CI includes 50% or the margin's includes 0)")
 NO_CI = ("reward accuracy has no saved CI (results.json of an older dpo-eval): rerun `dpo-eval report` to tell "
          "whether the model prefers the chosen responses")
-Z95 = 1.959963984540054
 BACKGROUND = ("DPO's loss only sees the margin between chosen and rejected rewards. Both log-probabilities "
               "usually fall during training (likelihood displacement, Razin et al. 2024; Yan et al. 2024), "
               "so a negative, falling rewards/chosen is common in healthy runs. What matters is whether the "
