@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_run import JUDGE_DIR, RULE_JUDGE, copy_run, trained_once
+from loop_beside_offline import report_loop_beside_offline
+from tiny_run import JUDGE_DIR, RULE_JUDGE
 
 from dpo_eval.evaluation.loop_rounds import (
     SAME_JUDGE,
@@ -29,7 +30,6 @@ from dpo_eval.reports.markdown import render_markdown
 from dpo_eval.reports.plots import kl_quality_figure, training_curves_figure
 from dpo_eval.reports.tables import Tables
 
-LOOP_TESTS = Path(__file__).resolve().parent.parent / "loop"
 SETTINGS = {"n_samples": 2, "max_new_tokens": 8, "bootstrap_resamples": 200, "lc_resamples": 5,
             "show_progress": False, "render": False, "stages": ("samples", "judge")}
 
@@ -37,28 +37,10 @@ SETTINGS = {"n_samples": 2, "max_new_tokens": 8, "bootstrap_resamples": 200, "lc
 @pytest.fixture(scope="module")
 def reported(tmp_path_factory):
     """(results dir, loop OUTPUT_DIR, report config): the offline run and the loop, reported together."""
-    from dpo_eval.evaluation.config import ReportConfig
-    from dpo_eval.evaluation.pipeline import report
-    from dpo_eval.loop.config import load_loop_config
-    from dpo_eval.loop.run import run_loop
-    from dpo_eval.model_settings import ModelLoading
-
-    root = tmp_path_factory.mktemp("loop_report")
-    tiny = trained_once(tmp_path_factory)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.syspath_prepend(str(LOOP_TESTS))
-        patch.syspath_prepend(str(JUDGE_DIR))
-        from loop_setup import loop_settings, make_base
-
-        base = make_base(root / "base")
-        out = root / "loop"
-        run_loop(load_loop_config(None, (), **loop_settings(
-            base, out, pairs="rso", samples_per_prompt=6, rso={"accept": 4, "beta": 1.0, "ranking": "first_round"})))
-        offline = copy_run(tiny, root / "offline")
-        config = ReportConfig(run_dirs=(str(offline), str(out)), data=tiny["eval"],
-                              models=ModelLoading(cache_dir=str(tiny["cache"])), judge=RULE_JUDGE, out=str(root / "report"), **SETTINGS)
-        report(config)
-    return root / "report", out, config
+    return report_loop_beside_offline(
+        tmp_path_factory, "loop_report",
+        lambda settings: settings.update(pairs="rso", samples_per_prompt=6,
+                                         rso={"accept": 4, "beta": 1.0, "ranking": "first_round"}), **SETTINGS)
 
 
 def results_of(folder: Path) -> dict:

@@ -7,45 +7,29 @@ Before: the online loop wrote no report view, so the report refused OUTPUT_DIR (
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-from tiny_run import JUDGE_DIR, RULE_JUDGE, copy_run, trained_once
+from loop_beside_offline import report_loop_beside_offline
 
 from dpo_eval.evaluation.loop_rounds import ONLINE_NO_PAIRS
 from dpo_eval.reports.markdown import render_markdown
 from dpo_eval.reports.rounds import round_rows
 
-LOOP_TESTS = Path(__file__).resolve().parent.parent / "loop"
 MAX_STEPS = 3
+
+
+def online(settings: dict) -> None:
+    settings["online"] = True
+    settings["train"].update(max_steps=MAX_STEPS, batch_size=2)
 
 
 @pytest.fixture(scope="module")
 def reported(tmp_path_factory):
     """(results.json, OUTPUT_DIR): a 3-step online loop reported beside the tiny offline run."""
-    from dpo_eval.evaluation.config import ReportConfig
-    from dpo_eval.evaluation.pipeline import report
-    from dpo_eval.loop.config import load_loop_config
-    from dpo_eval.loop.run import run_loop
-    from dpo_eval.model_settings import ModelLoading
-
-    root = tmp_path_factory.mktemp("online_report")
-    tiny = trained_once(tmp_path_factory)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.syspath_prepend(str(LOOP_TESTS))
-        patch.syspath_prepend(str(JUDGE_DIR))
-        from loop_setup import loop_settings, make_base
-
-        out = root / "loop"
-        settings = loop_settings(make_base(root / "base"), out, online=True)
-        settings["train"].update(max_steps=MAX_STEPS, batch_size=2)
-        run_loop(load_loop_config(None, (), **settings))
-        config = ReportConfig(run_dirs=(str(copy_run(tiny, root / "offline")), str(out)), data=tiny["eval"],
-                              models=ModelLoading(cache_dir=str(tiny["cache"])), judge=RULE_JUDGE,
-                              out=str(root / "report"), n_samples=2, max_new_tokens=8, bootstrap_resamples=200,
-                              lc_resamples=5, show_progress=False, render=False, stages=("samples", "judge"))
-        report(config)
-    return json.loads((root / "report" / "results.json").read_text()), out
+    folder, out, _ = report_loop_beside_offline(
+        tmp_path_factory, "online_report", online, n_samples=2, max_new_tokens=8, bootstrap_resamples=200,
+        lc_resamples=5, show_progress=False, render=False, stages=("samples", "judge"))
+    return json.loads((folder / "results.json").read_text()), out
 
 
 def test_output_dir_reads_as_the_online_run_with_no_rounds(reported):
